@@ -1,0 +1,122 @@
+//! The admin listener: health, readiness and metrics without a token; the
+//! actions API behind the bearer admin token.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::app::Shared;
+use crate::audit::record::is_action_id;
+use crate::audit::store::{list_actions, records_of, ListFilter};
+use crate::audit::view::action_json;
+use crate::http::{json as json_response, text, Body};
+
+/// Routes one admin request.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if req.method() != Method::GET {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
+    }
+    match path.as_str() {
+        "/healthz" => text(StatusCode::OK, "ok\n", "text/plain; charset=utf-8"),
+        "/readyz" => readyz(&shared),
+        "/metrics" => {
+            let p = shared.policy();
+            text(StatusCode::OK, shared.metrics.render(p.revision(), p.engine_kind().as_str()), "text/plain; version=0.0.4")
+        }
+        p if p == "/v1/actions" || p.starts_with("/v1/actions/") => {
+            if let Err(r) = authorize(&shared, &req) {
+                return r;
+            }
+            match p.strip_prefix("/v1/actions/") {
+                None => list(&shared, req.uri().query()).await,
+                Some(id) => show(&shared, id).await,
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint; try /healthz, /readyz, /metrics or /v1/actions"),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &json!({"error": message}))
+}
+
+fn readyz(shared: &Shared) -> Response<Body> {
+    let p = shared.policy();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "status": "ready",
+            "policy": {
+                "revision": p.revision(),
+                "engine": p.engine_kind().as_str(),
+                "vm_fallback_reason": p.vm_fallback_reason(),
+                "entrypoint": p.entrypoint(),
+                "files": p.files(),
+                "loaded_at": p.loaded_at(),
+            },
+            "store": {"kind": "sqlite", "path": shared.store.path().display().to_string()},
+        }),
+    )
+}
+
+/// Constant-time comparison, so response timing says nothing about the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+    let Some(token) = &shared.admin_token else {
+        return Err(error(StatusCode::UNAUTHORIZED, "the actions API is disabled: set admin.token_env in the config"));
+    };
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token: send Authorization: Bearer <token>");
+        r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+        Err(r)
+    }
+}
+
+async fn list(shared: &Shared, query: Option<&str>) -> Response<Body> {
+    let mut filter = ListFilter::default();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "state" => filter.state = Some(v.into_owned()),
+            "risk" => filter.risk = Some(v.into_owned()),
+            "since" => match humantime::parse_rfc3339_weak(&v) {
+                Ok(t) => filter.since = Some(humantime::format_rfc3339_micros(t).to_string()),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "since must be an RFC 3339 time like 2026-11-27T00:00:00Z"),
+            },
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => filter.limit = n,
+                _ => return error(StatusCode::BAD_REQUEST, "limit must be a whole number from 1 to 1000"),
+            },
+            other => return error(StatusCode::BAD_REQUEST, &format!("unknown filter `{other}`; use state, risk, since or limit")),
+        }
+    }
+    match shared.store.read(move |c| list_actions(c, &filter)).await {
+        Ok(actions) => json_response(StatusCode::OK, &json!({"actions": actions})),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+async fn show(shared: &Shared, id: &str) -> Response<Body> {
+    if !is_action_id(id) {
+        return error(StatusCode::NOT_FOUND, "no such action");
+    }
+    let owned = id.to_string();
+    match shared.store.read(move |c| records_of(c, &owned)).await {
+        Ok(records) if records.is_empty() => error(StatusCode::NOT_FOUND, "no such action"),
+        Ok(records) => json_response(StatusCode::OK, &action_json(id, &records)),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}

@@ -1,0 +1,166 @@
+//! Wires a validated config into a running service: the record store and
+//! its writer, the policy, the route clients, both listeners, and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::audit::store::Store;
+use crate::config::Config;
+use crate::http::Handler;
+use crate::metrics::Metrics;
+use crate::policy::decision::Directory;
+use crate::policy::Policy;
+use crate::proxy::forward::Upstream;
+use crate::proxy::Route;
+
+/// State shared by every request on both listeners.
+pub struct Shared {
+    /// The validated config.
+    pub config: Config,
+    /// The record store.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Routes in match order.
+    pub routes: Vec<Route>,
+    /// Reviewer names and groups, for the decision contract.
+    pub directory: Directory,
+    /// The admin bearer token, when configured.
+    pub admin_token: Option<String>,
+    policy: RwLock<Arc<Policy>>,
+}
+
+impl Shared {
+    /// The policy revision in force. The lock is held only to clone an Arc.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The first route that takes this host and path.
+    pub fn route_for(&self, host: &str, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(host, path))
+    }
+}
+
+/// A running service, as tests and `serve` hold it.
+pub struct Running {
+    /// Where the proxy listens.
+    pub proxy_addr: SocketAddr,
+    /// Where the admin listener listens.
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+/// How long in-flight calls may take to finish after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+impl Running {
+    /// The shared state (for tests and the admin API).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets in-flight calls finish (up to the grace
+    /// period), and commits every queued record before returning.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.shared.store.flush().await {
+            tracing::error!(error = %e, "some result records could not be committed before exit");
+        }
+    }
+}
+
+/// Starts everything the config describes and returns once both listeners
+/// accept connections.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.check_secrets()?;
+    let metrics = Arc::new(Metrics::default());
+    let policy = Policy::load(&config.policy.dir, &config.policy.entrypoint, config.policy.timeout)
+        .with_context(|| format!("{}: policy.dir: the policies could not be loaded", config.file.display()))?;
+    if let Some(why) = policy.vm_fallback_reason() {
+        tracing::warn!(reason = why, "policy runs on the interpreter, not the VM");
+    }
+    tracing::info!(revision = policy.revision(), engine = policy.engine_kind().as_str(), files = policy.files().len(), "policy loaded");
+    let store = Store::open(&config.audit.sqlite_path, config.audit.busy_timeout, metrics.clone())?;
+    let mut routes = Vec::new();
+    for r in &config.routes {
+        routes.push(Route { config: r.clone(), upstream: Upstream::new(r)? });
+    }
+    let directory: Directory = config.reviewers.iter().map(|(n, r)| (n.clone(), r.groups.clone())).collect();
+    let admin_token = match &config.admin.token {
+        Some(t) => Some(t.read().map_err(|e| anyhow::anyhow!("{}: admin: {e}", config.file.display()))?),
+        None => {
+            tracing::warn!("admin.token_env is not set: the actions API is disabled (health, readiness and metrics stay open)");
+            None
+        }
+    };
+    let tls = match &config.tls {
+        Some(t) => Some(crate::http::tls_acceptor(&t.cert, &t.key).map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?),
+        None => None,
+    };
+    let proxy_listener = crate::http::bind(config.listen, "proxy").await?;
+    let admin_listener = crate::http::bind(config.admin.listen, "admin listener").await?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let shared = Arc::new(Shared {
+        config,
+        store,
+        metrics,
+        routes,
+        directory,
+        admin_token,
+        policy: RwLock::new(Arc::new(policy)),
+    });
+    let (shutdown, rx) = watch::channel(false);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let s = shared.clone();
+    let proxy: Handler = Arc::new(move |req| Box::pin(crate::proxy::pipeline::handle(s.clone(), req, scheme)));
+    let s = shared.clone();
+    let admin: Handler = Arc::new(move |req| Box::pin(crate::admin::handle(s.clone(), req)));
+    let tasks = vec![
+        tokio::spawn(crate::http::serve(proxy_listener, tls.clone(), proxy, rx.clone(), GRACE, "proxy")),
+        tokio::spawn(crate::http::serve(admin_listener, tls, admin, rx, GRACE, "admin")),
+    ];
+    tracing::info!(%proxy_addr, %admin_addr, store = %shared.store.path().display(), "countersign is serving");
+    Ok(Running { proxy_addr, admin_addr, shutdown, tasks, shared })
+}
+
+/// `countersign serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; finishing in-flight calls");
+    running.stop().await;
+    tracing::info!("stopped; every queued record is committed");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,7 @@
+//! The workflow log: append-only, hash-chained records of what each action
+//! was, why it was decided, and what came of it. Kept apart from the system
+//! log (`tracing`), which says what the process did.
+
+pub mod record;
+pub mod store;
+pub mod view;

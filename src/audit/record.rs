@@ -1,0 +1,212 @@
+//! One record of the workflow log and the chain hash that makes the log
+//! tamper-evident. The encoding hashed here is the contract `audit verify`
+//! checks against, so it is written out by hand rather than left to a
+//! serializer's defaults.
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened to an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The policy decided (write-ahead: committed before anything is forwarded).
+    Decided,
+    /// The upstream answered and the answer was captured.
+    Completed,
+    /// The action ended without an upstream answer (refused, upstream down, ...).
+    Failed,
+}
+
+impl Kind {
+    /// The name stored in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Decided => "decided",
+            Kind::Completed => "completed",
+            Kind::Failed => "failed",
+        }
+    }
+}
+
+/// An action's state, as SPEC §1 names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Allowed by policy; forwarding.
+    Allowed,
+    /// Denied by policy.
+    Denied,
+    /// Held for review.
+    Pending,
+    /// Forwarded and answered.
+    Completed,
+    /// Ended without an upstream answer.
+    Failed,
+}
+
+impl State {
+    /// The name used in the record, the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Allowed => "allowed",
+            State::Denied => "denied",
+            State::Pending => "pending",
+            State::Completed => "completed",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// A record to append; the store gives it `seq`, time and hashes.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The action this record belongs to.
+    pub action_id: String,
+    /// Event kind.
+    pub kind: Kind,
+    /// Event payload (already redacted).
+    pub payload: Value,
+    /// How the action's indexed summary changes.
+    pub index: IndexUpdate,
+}
+
+/// The searchable summary of an action (the `actions` table). It is derived
+/// from the records and only speeds up `audit list`; the records are the truth.
+#[derive(Debug, Clone, Default)]
+pub struct IndexUpdate {
+    /// New state.
+    pub state: Option<State>,
+    /// Risk from the decision.
+    pub risk: Option<String>,
+    /// Route name, method, path and agent: set by the first record.
+    pub summary: Option<Summary>,
+}
+
+/// First-record facts about an action.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Route name.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Agent id, if declared.
+    pub agent: Option<String>,
+}
+
+/// A committed record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: i64,
+    /// Commit time, RFC 3339 UTC.
+    pub time: String,
+    /// The action.
+    pub action_id: String,
+    /// Event kind name.
+    pub kind: String,
+    /// Payload (parsed).
+    pub payload: Value,
+    /// Hash of the previous record.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+/// The chain hash: SHA-256 over a line-separated encoding. The fields before
+/// the payload never contain a newline (ids are hex, kinds and times are
+/// fixed formats), and the payload is last, so the encoding is unambiguous.
+pub fn chain_hash(seq: i64, time: &str, action_id: &str, kind: &str, prev_hash: &str, payload: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"countersign-record-v1\n");
+    for field in [seq.to_string().as_str(), time, action_id, kind, prev_hash] {
+        h.update(field.as_bytes());
+        h.update(b"\n");
+    }
+    h.update(payload.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Canonical JSON: object keys sorted, no insignificant white space. The
+/// stored payload text is exactly this, and the hash covers that text.
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A fresh action id: 128 random bits as 32 lower-case hex characters.
+pub fn new_action_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS generator failing means the machine cannot make secrets at all;
+    // nothing sensible can continue.
+    getrandom::getrandom(&mut bytes).expect("the operating system's random generator failed");
+    hex::encode(bytes)
+}
+
+/// Whether `s` looks like an action id (so it is safe to use in queries and paths).
+pub fn is_action_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let v = json!({"b": 1, "a": {"d": [1, {"z": 0, "y": "x"}], "c": null}});
+        assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[1,{"y":"x","z":0}]},"b":1}"#);
+    }
+
+    #[test]
+    fn hash_changes_with_every_field() {
+        let base = chain_hash(1, "t", "a", "decided", GENESIS, "{}");
+        assert_ne!(base, chain_hash(2, "t", "a", "decided", GENESIS, "{}"));
+        assert_ne!(base, chain_hash(1, "t", "a", "decided", GENESIS, "{ }"));
+        assert_ne!(base, chain_hash(1, "t", "b", "decided", GENESIS, "{}"));
+    }
+
+    #[test]
+    fn action_ids_are_distinct_and_well_formed() {
+        let (a, b) = (new_action_id(), new_action_id());
+        assert!(is_action_id(&a) && is_action_id(&b));
+        assert_ne!(a, b);
+    }
+}

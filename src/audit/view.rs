@@ -1,0 +1,154 @@
+//! An action reconstructed from its records alone: the five things SPEC
+//! lists (request, evidence, recommended action, reviewer decisions,
+//! resulting change) plus the ordered records themselves. Used by
+//! `audit show` and `GET /v1/actions/<id>`.
+
+use std::fmt::Write;
+
+use serde_json::{json, Value};
+
+use super::record::Record;
+
+/// Builds the action view as JSON.
+pub fn action_json(action_id: &str, records: &[Record]) -> Value {
+    let mut view = json!({
+        "action_id": action_id,
+        "state": Value::Null,
+        "request": Value::Null,
+        "agent": Value::Null,
+        "evidence": Value::Null,
+        "route": Value::Null,
+        "decision": Value::Null,
+        "policy": Value::Null,
+        "reviews": [],
+        "result": Value::Null,
+    });
+    for r in records {
+        let p = &r.payload;
+        for key in ["request", "agent", "evidence", "route", "policy", "decision"] {
+            if view[key].is_null() && !p[key].is_null() {
+                view[key] = p[key].clone();
+            }
+        }
+        match r.kind.as_str() {
+            "decided" => view["state"] = p["state"].clone(),
+            "completed" => {
+                view["state"] = json!("completed");
+                view["result"] = json!({"outcome": "completed", "time": r.time, "response": p["response"], "upstream_ms": p["upstream_ms"]});
+            }
+            "failed" => {
+                view["state"] = json!("failed");
+                view["result"] = json!({"outcome": "failed", "time": r.time, "stage": p["stage"], "reason": p["reason"], "error": p["error"], "status": p["status"]});
+            }
+            _ => {}
+        }
+    }
+    view["records"] = serde_json::to_value(records).unwrap_or(Value::Null);
+    view
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn body_summary(body: &Value) -> String {
+    match body["encoding"].as_str() {
+        Some("json") => body["json"].to_string(),
+        Some("text") => {
+            let t = body["text"].as_str().unwrap_or_default();
+            let cut: String = t.chars().take(200).collect();
+            if body["truncated"] == json!(true) || cut.len() < t.len() { format!("{cut}… (cut)") } else { cut }
+        }
+        Some("base64") => "(binary)".into(),
+        _ => "(empty)".into(),
+    }
+}
+
+/// The action as a timeline a reviewer who was not there can follow.
+pub fn action_text(view: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "action {}  state: {}", s(&view["action_id"]), s(&view["state"]));
+    let time = view["records"][0]["time"].clone();
+    let _ = writeln!(out, "\n1. REQUEST  ({})", s(&time));
+    let a = &view["agent"];
+    let _ = writeln!(out, "   agent:        {}", s(&a["id"]));
+    let _ = writeln!(out, "   on behalf of: {}", s(&a["on_behalf_of"]));
+    let _ = writeln!(out, "   intent:       {}", s(&a["intent"]));
+    let r = &view["request"];
+    let _ = writeln!(out, "   call:         {} {}", s(&r["method"]), s(&r["url"]));
+    let _ = writeln!(out, "   route:        {}", s(&view["route"]["name"]));
+    let _ = writeln!(out, "   body:         {} ({} bytes, sha256 {})", body_summary(&r["body"]), s(&r["body_size"]), s(&r["body_sha256"]));
+
+    let _ = writeln!(out, "\n2. EVIDENCE");
+    match view["evidence"].as_object() {
+        Some(e) if !e.is_empty() => {
+            for (k, v) in e {
+                let _ = writeln!(out, "   {k}: {}", s(v));
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "   (none declared)");
+        }
+    }
+
+    let _ = writeln!(out, "\n3. DECISION");
+    let d = &view["decision"];
+    if d.is_null() {
+        let _ = writeln!(out, "   (no decision was made)");
+    } else {
+        let _ = writeln!(out, "   action: {}   risk: {}", s(&d["action"]), s(&d["risk"]));
+        for rule in d["rules"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "   rule:   {}", s(rule));
+        }
+        for reason in d["reasons"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "   reason: {}", s(reason));
+        }
+        if !d["approval"].is_null() {
+            let ap = &d["approval"];
+            let _ = writeln!(out, "   approval asked of: reviewers {} groups {} (min {}, expires in {})", ap["reviewers"], ap["groups"], s(&ap["min"]), s(&ap["expires_in"]));
+        }
+    }
+    let p = &view["policy"];
+    if !p.is_null() {
+        let _ = writeln!(out, "   policy revision: {} ({} engine, {})", s(&p["revision"]), s(&p["engine"]), s(&p["entrypoint"]));
+    }
+
+    let _ = writeln!(out, "\n4. REVIEWS");
+    match view["reviews"].as_array() {
+        Some(rs) if !rs.is_empty() => {
+            for rv in rs {
+                let _ = writeln!(out, "   {} {} by {}: {}", s(&rv["time"]), s(&rv["verdict"]), s(&rv["reviewer"]), s(&rv["comment"]));
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "   (none: no review was needed or none was given)");
+        }
+    }
+
+    let _ = writeln!(out, "\n5. RESULT");
+    let res = &view["result"];
+    match res["outcome"].as_str() {
+        Some("completed") => {
+            let resp = &res["response"];
+            let _ = writeln!(out, "   {}  upstream answered {} in {:.1} ms", s(&res["time"]), s(&resp["status"]), res["upstream_ms"].as_f64().unwrap_or(0.0));
+            let _ = writeln!(out, "   body: {} ({} bytes, sha256 {})", body_summary(&resp["body"]), s(&resp["body_size"]), s(&resp["body_sha256"]));
+        }
+        Some("failed") => {
+            let _ = writeln!(out, "   {}  not completed ({} at {}, answered {}): {}", s(&res["time"]), s(&res["reason"]), s(&res["stage"]), s(&res["status"]), s(&res["error"]));
+        }
+        _ => {
+            let what = if view["state"] == json!("denied") { "   nothing was forwarded (denied)" } else { "   (no result yet)" };
+            let _ = writeln!(out, "{what}");
+        }
+    }
+
+    let _ = writeln!(out, "\nRECORDS");
+    for rec in view["records"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "   #{:<6} {}  {:<10} hash {}", s(&rec["seq"]), s(&rec["time"]), s(&rec["kind"]), &s(&rec["hash"])[..16.min(s(&rec["hash"]).len())]);
+    }
+    out
+}

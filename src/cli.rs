@@ -1,0 +1,254 @@
+//! The command line (SPEC §7): parsed with clap, each subcommand a small
+//! function. Errors reach `main` as `anyhow` errors and print as one sentence.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::audit::store::{list_actions, open_read_only, records_of, verify_chain, ListFilter, Verdict};
+use crate::audit::view::{action_json, action_text};
+use crate::config::Config;
+
+/// countersign: a policy sidecar that decides every agent call with Rego,
+/// holds risky calls for named reviewers, and keeps a tamper-evident record.
+#[derive(Debug, Parser)]
+#[command(name = "countersign", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--config FILE`, or `COUNTERSIGN_CONFIG`.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The YAML config file.
+    #[arg(long, env = "COUNTERSIGN_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy and admin listeners until SIGTERM or Ctrl-C.
+    Serve(ConfigArg),
+    /// Validate the config and compile the policies; exit 1 on error.
+    Check(ConfigArg),
+    /// Evaluate or test policies without running the proxy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read and verify the record.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `countersign policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the decision object the policies give for an input document.
+    Eval {
+        /// Directory of .rego files.
+        #[arg(long, value_name = "DIR")]
+        policies: PathBuf,
+        /// Input document (JSON), as in SPEC §2.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Rule to evaluate.
+        #[arg(long, default_value = "data.countersign.decision")]
+        entrypoint: String,
+    },
+    /// Run the test_* rules of every *_test.rego file in DIR; exit 1 if one fails.
+    Test {
+        /// Directory of .rego files and their tests.
+        dir: PathBuf,
+    },
+}
+
+/// `countersign audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List actions, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only actions in this state (allowed, denied, pending, completed, failed, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only actions of this risk (low, medium, high, critical).
+        #[arg(long)]
+        risk: Option<String>,
+        /// Only actions since this time (RFC 3339, e.g. 2026-11-27T00:00:00Z) or this long ago (e.g. 2h).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one action as a timeline: request, evidence, decision, reviews, result.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The action id.
+        id: String,
+        /// Print the same as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Walk the hash chain; exit 1 naming the first bad seq.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn load(config: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(config)?)
+}
+
+/// Runs a parsed command. `Serve` is handled by `main` (it needs the runtime and logging).
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Serve(_) => unreachable!("serve is dispatched by main"),
+        Command::Check(c) => check(&c.config),
+        Command::Policy(PolicyCommand::Eval { policies, input, entrypoint }) => policy_eval(&policies, &input, &entrypoint),
+        Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
+        Command::Audit(AuditCommand::List { config, state, risk, since, limit, json }) => {
+            audit_list(&config.config, state, risk, since, limit, json)
+        }
+        Command::Audit(AuditCommand::Show { config, id, json }) => audit_show(&config.config, &id, json),
+        Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config.config),
+    }
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    config.check_secrets()?;
+    let policy = crate::policy::Policy::load(&config.policy.dir, &config.policy.entrypoint, config.policy.timeout)
+        .with_context(|| format!("{}: policy.dir: the policies could not be loaded", path.display()))?;
+    for r in &config.routes {
+        crate::proxy::forward::Upstream::new(r)?;
+    }
+    println!(
+        "{}: ok: {} route(s), policy revision {} ({} files, {} engine{}), record at {}",
+        path.display(),
+        config.routes.len(),
+        policy.revision(),
+        policy.files().len(),
+        policy.engine_kind().as_str(),
+        policy.vm_fallback_reason().map(|r| format!(": {r}")).unwrap_or_default(),
+        config.audit.sqlite_path.display()
+    );
+    Ok(())
+}
+
+fn policy_eval(dir: &Path, input: &Path, entrypoint: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(input).with_context(|| format!("{}: cannot read the input", input.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: the input is not JSON", input.display()))?;
+    let policy = crate::policy::Policy::load(dir, entrypoint, std::time::Duration::from_secs(5))?;
+    let raw = policy.evaluate(crate::policy::input::to_rego(doc))?;
+    println!("{}", serde_json::to_string_pretty(&raw)?);
+    if let Err(e) = crate::policy::decision::check(&raw, None) {
+        bail!("the decision breaks the contract: {e}");
+    }
+    Ok(())
+}
+
+fn policy_test(dir: &Path) -> anyhow::Result<()> {
+    let outcomes = crate::policy::test::run(dir)?;
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
+    for o in &outcomes {
+        match &o.failure {
+            None => println!("PASS {}", o.name),
+            Some(why) => println!("FAIL {} ({}): {why}", o.name, o.file),
+        }
+    }
+    println!("{} passed, {} failed", outcomes.len() - failed.len(), failed.len());
+    if outcomes.is_empty() {
+        bail!("{}: no test_* rules found in *_test.rego files", dir.display());
+    }
+    if !failed.is_empty() {
+        bail!("{} policy test(s) failed, first: {}", failed.len(), failed[0].name);
+    }
+    Ok(())
+}
+
+fn open_store(config: &Path) -> anyhow::Result<rusqlite::Connection> {
+    let config = load(config)?;
+    if !config.audit.sqlite_path.exists() {
+        bail!("{}: audit.store: {} does not exist yet (no call has been recorded)", config.file.display(), config.audit.sqlite_path.display());
+    }
+    Ok(open_read_only(&config.audit.sqlite_path)?)
+}
+
+fn audit_list(
+    config: &Path,
+    state: Option<String>,
+    risk: Option<String>,
+    since: Option<String>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let since = match since {
+        None => None,
+        Some(s) => {
+            let t = humantime::parse_rfc3339_weak(&s)
+                .or_else(|_| humantime::parse_duration(&s).map(|d| std::time::SystemTime::now() - d))
+                .map_err(|_| anyhow::anyhow!("--since: `{s}` is neither an RFC 3339 time (2026-11-27T00:00:00Z) nor a duration (2h)"))?;
+            Some(humantime::format_rfc3339_micros(t).to_string())
+        }
+    };
+    let conn = open_store(config)?;
+    let rows = list_actions(&conn, &ListFilter { state, risk, since, limit })?;
+    if json {
+        for r in rows {
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        return Ok(());
+    }
+    println!("{:<32}  {:<27}  {:<9}  {:<8}  {:<12}  {:<14}  CALL", "ACTION", "CREATED", "STATE", "RISK", "ROUTE", "AGENT");
+    for r in rows {
+        println!(
+            "{:<32}  {:<27}  {:<9}  {:<8}  {:<12}  {:<14}  {} {}",
+            r.action_id,
+            r.created_at,
+            r.state,
+            r.risk.unwrap_or_else(|| "-".into()),
+            r.route.unwrap_or_default(),
+            r.agent.unwrap_or_else(|| "-".into()),
+            r.method.unwrap_or_default(),
+            r.path.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn audit_show(config: &Path, id: &str, json: bool) -> anyhow::Result<()> {
+    let conn = open_store(config)?;
+    let records = records_of(&conn, id)?;
+    if records.is_empty() {
+        bail!("no action {id} in the record");
+    }
+    let view = action_json(id, &records);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", action_text(&view));
+    }
+    Ok(())
+}
+
+fn audit_verify(config: &Path) -> anyhow::Result<()> {
+    let conn = open_store(config)?;
+    match verify_chain(&conn)? {
+        Verdict::Intact { records } => {
+            println!("ok: {records} records, chain intact");
+            Ok(())
+        }
+        Verdict::Broken { seq, why } => bail!("chain broken at seq {seq}: {why}"),
+    }
+}

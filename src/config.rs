@@ -1,0 +1,811 @@
+//! The YAML config: parsed into raw structs (unknown keys are errors), then
+//! validated once into the types the rest of the program uses. Every error
+//! names the file and the field, and says what would be accepted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A config that could not be loaded; the message is meant for a human.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The config file (or the file it points at) that is wrong.
+    pub file: String,
+    /// One sentence: the field and what is wrong with it.
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------
+// Raw shape, exactly as in SPEC §8.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default)]
+    admin: RawAdmin,
+    tls: Option<RawTls>,
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    capture: RawCapture,
+    #[serde(default)]
+    hold: RawHold,
+    #[serde(default)]
+    reviewers: BTreeMap<String, RawReviewer>,
+    #[serde(default)]
+    notify: Vec<RawNotify>,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    log: RawLog,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    listen: String,
+    token_env: Option<String>,
+    token_file: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin { listen: default_admin_listen(), token_env: None, token_file: None }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "0.0.0.0:9901".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    #[serde(rename = "match")]
+    match_: RawMatch,
+    upstream: String,
+    upstream_ca: Option<String>,
+    upstream_auth: Option<RawUpstreamAuth>,
+    timeout: Option<String>,
+    connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    path_prefix: Option<String>,
+    host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamAuth {
+    header: String,
+    value_env: Option<String>,
+    value_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default = "default_policy_dir")]
+    dir: String,
+    #[serde(default = "default_entrypoint")]
+    entrypoint: String,
+    #[serde(default = "default_input")]
+    input: String,
+    #[serde(default = "default_policy_timeout")]
+    timeout: String,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            dir: default_policy_dir(),
+            entrypoint: default_entrypoint(),
+            input: default_input(),
+            timeout: default_policy_timeout(),
+        }
+    }
+}
+
+fn default_policy_dir() -> String {
+    "policies".into()
+}
+fn default_entrypoint() -> String {
+    "data.countersign.decision".into()
+}
+fn default_input() -> String {
+    "native".into()
+}
+fn default_policy_timeout() -> String {
+    "100ms".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    #[serde(default = "default_headers_allow")]
+    headers_allow: Vec<String>,
+    #[serde(default = "default_response_headers")]
+    response_headers: Vec<String>,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: u64,
+    #[serde(default = "default_max_response")]
+    max_response_bytes: u64,
+    #[serde(default = "default_body_timeout")]
+    body_timeout: String,
+    #[serde(default)]
+    agent_headers: RawAgentHeaders,
+}
+
+impl Default for RawCapture {
+    fn default() -> Self {
+        RawCapture {
+            headers_allow: default_headers_allow(),
+            response_headers: default_response_headers(),
+            max_body_bytes: default_max_body(),
+            max_response_bytes: default_max_response(),
+            body_timeout: default_body_timeout(),
+            agent_headers: RawAgentHeaders::default(),
+        }
+    }
+}
+
+fn default_headers_allow() -> Vec<String> {
+    ["content-type", "content-length", "user-agent", "idempotency-key", "accept"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_response_headers() -> Vec<String> {
+    ["content-type", "content-length", "location", "etag"].map(String::from).to_vec()
+}
+fn default_max_body() -> u64 {
+    1024 * 1024
+}
+fn default_max_response() -> u64 {
+    64 * 1024
+}
+fn default_body_timeout() -> String {
+    "30s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgentHeaders {
+    #[serde(default = "default_h_id")]
+    id: String,
+    #[serde(default = "default_h_obo")]
+    on_behalf_of: String,
+    #[serde(default = "default_h_intent")]
+    intent: String,
+    #[serde(default = "default_h_evidence")]
+    evidence_prefix: String,
+}
+
+impl Default for RawAgentHeaders {
+    fn default() -> Self {
+        RawAgentHeaders {
+            id: default_h_id(),
+            on_behalf_of: default_h_obo(),
+            intent: default_h_intent(),
+            evidence_prefix: default_h_evidence(),
+        }
+    }
+}
+
+fn default_h_id() -> String {
+    "x-agent-id".into()
+}
+fn default_h_obo() -> String {
+    "x-agent-on-behalf-of".into()
+}
+fn default_h_intent() -> String {
+    "x-agent-intent".into()
+}
+fn default_h_evidence() -> String {
+    "x-evidence-".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHold {
+    #[serde(default = "default_wait")]
+    wait: String,
+    #[serde(default = "default_on_wait_timeout")]
+    on_wait_timeout: String,
+    #[serde(default = "default_expiry")]
+    default_expiry: String,
+}
+
+impl Default for RawHold {
+    fn default() -> Self {
+        RawHold { wait: default_wait(), on_wait_timeout: default_on_wait_timeout(), default_expiry: default_expiry() }
+    }
+}
+
+fn default_wait() -> String {
+    "25s".into()
+}
+fn default_on_wait_timeout() -> String {
+    "accept".into()
+}
+fn default_expiry() -> String {
+    "1h".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReviewer {
+    key_env: Option<String>,
+    key_file: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    url: String,
+    secret_env: Option<String>,
+    secret_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default = "default_store")]
+    store: String,
+    #[serde(default = "default_busy_timeout")]
+    busy_timeout: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit { store: default_store(), busy_timeout: default_busy_timeout() }
+    }
+}
+
+fn default_store() -> String {
+    "sqlite://countersign-audit.db".into()
+}
+fn default_busy_timeout() -> String {
+    "5s".into()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    level: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Validated types.
+
+/// The validated config. Paths are absolute (relative ones are taken from
+/// the config file's directory, so a config can ship beside its policies).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file this came from.
+    pub file: PathBuf,
+    /// Proxy listener address.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin: AdminConfig,
+    /// Listener TLS, when set.
+    pub tls: Option<TlsConfig>,
+    /// Routes in match order (first match wins).
+    pub routes: Vec<RouteConfig>,
+    /// Where the policies are and how they are asked.
+    pub policy: PolicyConfig,
+    /// What is captured from requests and responses.
+    pub capture: CaptureConfig,
+    /// How held calls wait.
+    pub hold: HoldConfig,
+    /// Reviewers by name.
+    pub reviewers: BTreeMap<String, ReviewerConfig>,
+    /// Notification hooks.
+    pub notify: Vec<NotifyConfig>,
+    /// The record store.
+    pub audit: AuditConfig,
+    /// The system log.
+    pub log: LogConfig,
+}
+
+/// Admin listener settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Admin listener address.
+    pub listen: SocketAddr,
+    /// Where the bearer token comes from.
+    pub token: Option<SecretSource>,
+}
+
+/// Listener certificate and key files (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Where a secret comes from. Secrets are never written in the YAML itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable's name.
+    Env(String),
+    /// A file whose content (trimmed) is the secret.
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the secret now; the error names where it was looked for.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            SecretSource::Env(name) => match std::env::var(name) {
+                Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+                _ => Err(format!("environment variable {name} is not set or empty")),
+            },
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+/// One route: which calls it matches and where they go.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Stable name, given to the policy and the record.
+    pub name: String,
+    /// Path prefix to match (`/` matches everything).
+    pub path_prefix: String,
+    /// Host to match (without port), lower-case; any host when absent.
+    pub host: Option<String>,
+    /// Upstream base URL (`http://` or `https://`).
+    pub upstream: String,
+    /// Extra CA bundle for a private upstream CA.
+    pub upstream_ca: Option<PathBuf>,
+    /// Credential countersign adds when forwarding.
+    pub upstream_auth: Option<UpstreamAuth>,
+    /// Whole-exchange timeout for the upstream (until response headers).
+    pub timeout: Duration,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// A header countersign sets on forwarded calls; agents never hold it.
+#[derive(Debug, Clone)]
+pub struct UpstreamAuth {
+    /// Lower-case header name.
+    pub header: String,
+    /// Where its value comes from.
+    pub value: SecretSource,
+}
+
+/// Which input shape the policy expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputShape {
+    /// SPEC §2's input document.
+    Native,
+    /// The native document plus opa-envoy-plugin's `attributes`, `parsed_path`, ...
+    Envoy,
+}
+
+/// Policy settings.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Directory of `.rego` files.
+    pub dir: PathBuf,
+    /// Rule evaluated per call.
+    pub entrypoint: String,
+    /// Input shape.
+    pub input: InputShape,
+    /// Evaluation time limit; over it the call fails closed.
+    pub timeout: Duration,
+}
+
+/// Agent header names (lower-case).
+#[derive(Debug, Clone)]
+pub struct AgentHeaders {
+    /// Acting agent.
+    pub id: String,
+    /// Person or team the agent acts for.
+    pub on_behalf_of: String,
+    /// Stated purpose.
+    pub intent: String,
+    /// Prefix of evidence headers.
+    pub evidence_prefix: String,
+}
+
+/// Capture settings.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Request headers whose values enter the record (lower-case).
+    pub headers_allow: BTreeSet<String>,
+    /// Response headers kept in the record (lower-case).
+    pub response_headers: BTreeSet<String>,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: u64,
+    /// Response bytes kept in the record (the full SHA-256 is always kept).
+    pub max_response_bytes: u64,
+    /// Time allowed to receive a request body.
+    pub body_timeout: Duration,
+    /// Agent header names.
+    pub agent_headers: AgentHeaders,
+}
+
+/// What the proxy does when a held call is not decided within `wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnWaitTimeout {
+    /// Answer 202 and keep the action.
+    Accept,
+    /// Answer 504 and cancel the action.
+    Cancel,
+}
+
+/// Hold settings.
+#[derive(Debug, Clone)]
+pub struct HoldConfig {
+    /// How long the agent's request waits for a decision.
+    pub wait: Duration,
+    /// What happens after that.
+    pub on_wait_timeout: OnWaitTimeout,
+    /// Expiry when the decision gives none.
+    pub default_expiry: Duration,
+}
+
+/// A reviewer.
+#[derive(Debug, Clone)]
+pub struct ReviewerConfig {
+    /// Where their Standard Webhooks secret is.
+    pub key: SecretSource,
+    /// Groups they belong to.
+    pub groups: Vec<String>,
+}
+
+/// A notification hook.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// URL to POST to.
+    pub url: String,
+    /// Its signing secret.
+    pub secret: SecretSource,
+}
+
+/// Record store settings.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// SQLite file.
+    pub sqlite_path: PathBuf,
+    /// How long a commit waits for a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+/// System log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// System log settings.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Format.
+    pub format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `countersign=debug`.
+    pub level: String,
+}
+
+impl Config {
+    /// Loads and validates `file`.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let shown = file.display().to_string();
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: shown.clone(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, file, &base)
+    }
+
+    /// Parses and validates YAML text; relative paths are taken from `base`.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let shown = file.display().to_string();
+        let err = |message: String| ConfigError { file: shown.clone(), message };
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| err(format!("{e}")))?;
+        let v = Validator { base };
+        v.config(raw, file).map_err(err)
+    }
+}
+
+struct Validator<'a> {
+    base: &'a Path,
+}
+
+fn duration(field: &str, text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{field}: `{text}` is not a duration ({e}); write it like 250ms, 25s, 30m or 1h")
+    })
+}
+
+fn secret(field: &str, env: Option<String>, file: Option<PathBuf>) -> Result<SecretSource, String> {
+    match (env, file) {
+        (Some(e), None) if !e.is_empty() => Ok(SecretSource::Env(e)),
+        (None, Some(f)) => Ok(SecretSource::File(f)),
+        (Some(_), Some(_)) => Err(format!("{field}: give either an environment variable or a file, not both")),
+        _ => Err(format!("{field}: a secret source is required (an environment variable or a file)")),
+    }
+}
+
+fn addr(field: &str, text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| format!("{field}: `{text}` is not a listen address; write it like 0.0.0.0:8080"))
+}
+
+impl Validator<'_> {
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn config(&self, raw: RawConfig, file: &Path) -> Result<Config, String> {
+        let listen = addr("listen", &raw.listen)?;
+        let admin = AdminConfig {
+            listen: addr("admin.listen", &raw.admin.listen)?,
+            token: match (raw.admin.token_env, raw.admin.token_file) {
+                (None, None) => None,
+                (e, f) => Some(secret("admin", e, f.map(|f| self.path(&f)))?),
+            },
+        };
+        let tls = raw.tls.map(|t| TlsConfig { cert: self.path(&t.cert), key: self.path(&t.key) });
+        if raw.routes.is_empty() {
+            return Err("routes: at least one route is required".into());
+        }
+        let mut names = BTreeSet::new();
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let f = format!("routes[{i}]");
+            if r.name.trim().is_empty() {
+                return Err(format!("{f}.name: a route needs a name"));
+            }
+            if !names.insert(r.name.clone()) {
+                return Err(format!("{f}.name: `{}` is used by an earlier route; names must be unique", r.name));
+            }
+            let path_prefix = r.match_.path_prefix.unwrap_or_else(|| "/".into());
+            if !path_prefix.starts_with('/') {
+                return Err(format!("{f}.match.path_prefix: `{path_prefix}` must start with /"));
+            }
+            let upstream = r.upstream.trim_end_matches('/').to_string();
+            let scheme_ok = upstream.starts_with("http://") || upstream.starts_with("https://");
+            if !scheme_ok || reqwest::Url::parse(&upstream).is_err() {
+                return Err(format!(
+                    "{f}.upstream: `{}` is not an http:// or https:// URL",
+                    r.upstream
+                ));
+            }
+            let upstream_auth = match r.upstream_auth {
+                None => None,
+                Some(a) => {
+                    let header = a.header.to_ascii_lowercase();
+                    if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                        return Err(format!("{f}.upstream_auth.header: `{}` is not a header name", a.header));
+                    }
+                    let value =
+                        secret(&format!("{f}.upstream_auth"), a.value_env, a.value_file.map(|p| self.path(&p)))?;
+                    Some(UpstreamAuth { header, value })
+                }
+            };
+            routes.push(RouteConfig {
+                name: r.name,
+                path_prefix,
+                host: r.match_.host.map(|h| h.to_ascii_lowercase()),
+                upstream,
+                upstream_ca: r.upstream_ca.map(|p| self.path(&p)),
+                upstream_auth,
+                timeout: duration(&format!("{f}.timeout"), r.timeout.as_deref().unwrap_or("30s"))?,
+                connect_timeout: duration(
+                    &format!("{f}.connect_timeout"),
+                    r.connect_timeout.as_deref().unwrap_or("5s"),
+                )?,
+            });
+        }
+
+        let input = match raw.policy.input.as_str() {
+            "native" => InputShape::Native,
+            "envoy" => InputShape::Envoy,
+            other => return Err(format!("policy.input: `{other}` is not one of native, envoy")),
+        };
+        if !raw.policy.entrypoint.starts_with("data.") {
+            return Err(format!(
+                "policy.entrypoint: `{}` must be a rule path starting with data.",
+                raw.policy.entrypoint
+            ));
+        }
+        let policy_dir = self.path(&raw.policy.dir);
+        if !policy_dir.is_dir() {
+            return Err(format!("policy.dir: {} is not a directory", policy_dir.display()));
+        }
+        let policy = PolicyConfig {
+            dir: policy_dir,
+            entrypoint: raw.policy.entrypoint,
+            input,
+            timeout: duration("policy.timeout", &raw.policy.timeout)?,
+        };
+
+        let c = raw.capture;
+        if c.max_body_bytes == 0 {
+            return Err("capture.max_body_bytes must be greater than zero".into());
+        }
+        let lower = |v: Vec<String>| v.into_iter().map(|h| h.to_ascii_lowercase()).collect::<BTreeSet<_>>();
+        let ah = c.agent_headers;
+        let capture = CaptureConfig {
+            headers_allow: lower(c.headers_allow),
+            response_headers: lower(c.response_headers),
+            max_body_bytes: c.max_body_bytes,
+            max_response_bytes: c.max_response_bytes,
+            body_timeout: duration("capture.body_timeout", &c.body_timeout)?,
+            agent_headers: AgentHeaders {
+                id: ah.id.to_ascii_lowercase(),
+                on_behalf_of: ah.on_behalf_of.to_ascii_lowercase(),
+                intent: ah.intent.to_ascii_lowercase(),
+                evidence_prefix: ah.evidence_prefix.to_ascii_lowercase(),
+            },
+        };
+        if capture.agent_headers.evidence_prefix.is_empty() {
+            return Err("capture.agent_headers.evidence_prefix must not be empty".into());
+        }
+
+        let hold = HoldConfig {
+            wait: duration("hold.wait", &raw.hold.wait)?,
+            on_wait_timeout: match raw.hold.on_wait_timeout.as_str() {
+                "accept" => OnWaitTimeout::Accept,
+                "cancel" => OnWaitTimeout::Cancel,
+                other => return Err(format!("hold.on_wait_timeout: `{other}` is not one of accept, cancel")),
+            },
+            default_expiry: duration("hold.default_expiry", &raw.hold.default_expiry)?,
+        };
+
+        let mut reviewers = BTreeMap::new();
+        for (name, r) in raw.reviewers {
+            let key = secret(&format!("reviewers.{name}"), r.key_env, r.key_file.map(|p| self.path(&p)))?;
+            reviewers.insert(name, ReviewerConfig { key, groups: r.groups });
+        }
+        let mut notify = Vec::new();
+        for (i, n) in raw.notify.into_iter().enumerate() {
+            if reqwest::Url::parse(&n.url).is_err() {
+                return Err(format!("notify[{i}].url: `{}` is not a URL", n.url));
+            }
+            let secret = secret(&format!("notify[{i}]"), n.secret_env, n.secret_file.map(|p| self.path(&p)))?;
+            notify.push(NotifyConfig { url: n.url, secret });
+        }
+
+        let sqlite_path = match raw.audit.store.strip_prefix("sqlite://") {
+            Some(p) if !p.is_empty() => self.path(p),
+            _ if raw.audit.store.starts_with("postgres") => {
+                return Err("audit.store: PostgreSQL is not supported yet; use sqlite://PATH".into())
+            }
+            _ => {
+                return Err(format!(
+                    "audit.store: `{}` is not a store URL; write sqlite:///var/lib/countersign/audit.db",
+                    raw.audit.store
+                ))
+            }
+        };
+        let audit = AuditConfig { sqlite_path, busy_timeout: duration("audit.busy_timeout", &raw.audit.busy_timeout)? };
+
+        let log = LogConfig {
+            format: match raw.log.format.as_deref().unwrap_or("text") {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => return Err(format!("log.format: `{other}` is not one of text, json")),
+            },
+            level: raw.log.level.unwrap_or_else(|| "info".into()),
+        };
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            listen,
+            admin,
+            tls,
+            routes,
+            policy,
+            capture,
+            hold,
+            reviewers,
+            notify,
+            audit,
+            log,
+        })
+    }
+}
+
+impl Config {
+    /// Reads every secret the config names, so `serve` and `check` fail at
+    /// start rather than on the first call that needs one.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        let err = |field: String, e: String| ConfigError {
+            file: self.file.display().to_string(),
+            message: format!("{field}: {e}"),
+        };
+        if let Some(t) = &self.admin.token {
+            t.read().map_err(|e| err("admin".into(), e))?;
+        }
+        for r in &self.routes {
+            if let Some(a) = &r.upstream_auth {
+                a.value.read().map_err(|e| err(format!("routes.{}.upstream_auth", r.name), e))?;
+            }
+            if let Some(ca) = &r.upstream_ca {
+                if !ca.is_file() {
+                    return Err(err(format!("routes.{}.upstream_ca", r.name), format!("{} does not exist", ca.display())));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir();
+        std::fs::create_dir_all(dir.join("policies")).unwrap();
+        Config::parse(yaml, Path::new("test.yaml"), &dir)
+    }
+
+    const MINIMAL: &str = "routes:\n  - name: api\n    match: { path_prefix: / }\n    upstream: http://127.0.0.1:1\n";
+
+    #[test]
+    fn minimal_config_gets_spec_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.policy.entrypoint, "data.countersign.decision");
+        assert_eq!(c.hold.wait, Duration::from_secs(25));
+        assert_eq!(c.capture.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.routes[0].timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn unknown_key_names_the_key() {
+        let e = parse(&format!("{MINIMAL}    upstreem: x\n")).unwrap_err();
+        assert!(e.to_string().contains("upstreem"), "{e}");
+        assert!(e.to_string().starts_with("test.yaml: "), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_field() {
+        let e = parse(&format!("{MINIMAL}hold: {{ wait: 25 parsecs }}\n")).unwrap_err();
+        assert!(e.message.starts_with("hold.wait:"), "{e}");
+    }
+}

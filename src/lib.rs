@@ -1,0 +1,35 @@
+//! countersign: a policy sidecar for AI agents. An HTTP reverse proxy that
+//! decides every call with Rego, records why, and (soon) holds risky calls
+//! for named reviewers.
+//!
+//! # Layout
+//!
+//! Follow one call through the modules:
+//!
+//! 1. [`http::serve`] accepts the connection (plain or TLS) on the proxy listener.
+//! 2. [`proxy::pipeline::handle`] walks the call: it picks the [`proxy::Route`],
+//!    reads the body within `capture.max_body_bytes`, and captures it as a
+//!    [`capture::CapturedRequest`] (agent, evidence, headers).
+//! 3. [`policy::input::build`] turns it into the policy input; [`policy::Policy`]
+//!    evaluates it (bytecode VM or interpreter) and
+//!    [`policy::decision::check`] holds the result to the contract.
+//! 4. The `decided` record is committed through [`audit::store::Store`]
+//!    before anything is forwarded (write-ahead, group commit).
+//! 5. [`proxy::forward::Upstream`] forwards an allowed call; the answer is
+//!    captured and recorded as `completed` (or `failed`).
+//! 6. [`admin`] serves health, metrics and the actions API, rebuilt from the
+//!    records by [`audit::view`]; [`cli`] reads the same records offline.
+//!
+//! [`config`] turns YAML into validated types; [`app`] wires it all and owns
+//! shutdown; [`metrics`] keeps the Prometheus counters.
+
+pub mod admin;
+pub mod app;
+pub mod audit;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;

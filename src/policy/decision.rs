@@ -1,0 +1,222 @@
+//! The decision object a policy returns, and the contract it must keep
+//! (SPEC §2). Anything that breaks the contract is an error, and the caller
+//! fails closed on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// What the policy wants done with the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Forward it.
+    Allow,
+    /// Refuse it.
+    Deny,
+    /// Wait for reviewers.
+    Hold,
+}
+
+impl Action {
+    /// Name as in the decision object.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+            Action::Hold => "hold",
+        }
+    }
+}
+
+/// Who must approve a held call, and by when.
+#[derive(Debug, Clone, Serialize)]
+pub struct Approval {
+    /// Reviewers named directly.
+    pub reviewers: Vec<String>,
+    /// Reviewer groups named.
+    pub groups: Vec<String>,
+    /// Approvals needed.
+    pub min: u32,
+    /// Time until the hold expires, as written (e.g. `30m`).
+    pub expires_in: Option<String>,
+    /// The same, parsed.
+    #[serde(skip)]
+    pub expires_after: Option<Duration>,
+}
+
+/// A decision that keeps the contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// allow, deny or hold.
+    pub action: Action,
+    /// low, medium, high or critical.
+    pub risk: String,
+    /// Sentences for humans.
+    pub reasons: Vec<String>,
+    /// Stable rule ids.
+    pub rules: Vec<String>,
+    /// Required with hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+/// Reviewer names and their groups, to check that a hold can be released.
+pub type Directory = BTreeMap<String, Vec<String>>;
+
+const RISKS: [&str; 4] = ["low", "medium", "high", "critical"];
+
+fn strings(v: &Value, field: &str) -> Result<Vec<String>, String> {
+    match v {
+        Value::Null => Ok(vec![]),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| format!("`{field}` must be a list of strings")))
+            .collect(),
+        // Rego sets serialize as arrays, but a single string is a common slip.
+        _ => Err(format!("`{field}` must be a list of strings")),
+    }
+}
+
+/// Checks a raw policy result against the contract. `directory` is the
+/// configured reviewers; `None` skips the reviewer checks (for
+/// `policy eval`, which has no config).
+pub fn check(raw: &Value, directory: Option<&Directory>) -> Result<Decision, String> {
+    let obj = match raw {
+        Value::Null => return Err("the entrypoint is undefined for this input (no decision)".into()),
+        // OPA Envoy-plugin style: a boolean allow rule.
+        Value::Bool(true) => {
+            return Ok(Decision {
+                action: Action::Allow,
+                risk: "low".into(),
+                reasons: vec![],
+                rules: vec!["entrypoint.boolean".into()],
+                approval: None,
+            })
+        }
+        Value::Bool(false) => {
+            return Ok(Decision {
+                action: Action::Deny,
+                risk: "medium".into(),
+                reasons: vec!["the policy's boolean entrypoint is false".into()],
+                rules: vec!["entrypoint.boolean".into()],
+                approval: None,
+            })
+        }
+        Value::Object(o) => o,
+        other => return Err(format!("the decision must be an object or a boolean, not {other}")),
+    };
+    let action = match obj.get("action").and_then(Value::as_str) {
+        Some("allow") => Action::Allow,
+        Some("deny") => Action::Deny,
+        Some("hold") => Action::Hold,
+        Some(other) => return Err(format!("`action` is `{other}`; it must be allow, deny or hold")),
+        None => return Err("`action` is missing; it must be allow, deny or hold".into()),
+    };
+    let risk = match obj.get("risk").and_then(Value::as_str) {
+        Some(r) if RISKS.contains(&r) => r.to_string(),
+        Some(r) => return Err(format!("`risk` is `{r}`; it must be low, medium, high or critical")),
+        None => return Err("`risk` is missing; it must be low, medium, high or critical".into()),
+    };
+    let reasons = strings(obj.get("reasons").unwrap_or(&Value::Null), "reasons")?;
+    let rules = strings(obj.get("rules").unwrap_or(&Value::Null), "rules")?;
+    let approval = match (action, obj.get("approval")) {
+        (Action::Hold, Some(a @ Value::Object(_))) => Some(approval(a, directory)?),
+        (Action::Hold, _) => return Err("`approval` is required with hold".into()),
+        _ => None,
+    };
+    Ok(Decision { action, risk, reasons, rules, approval })
+}
+
+fn approval(a: &Value, directory: Option<&Directory>) -> Result<Approval, String> {
+    let reviewers = strings(a.get("reviewers").unwrap_or(&Value::Null), "approval.reviewers")?;
+    let groups = strings(a.get("groups").unwrap_or(&Value::Null), "approval.groups")?;
+    let min = match a.get("min") {
+        None | Some(Value::Null) => 1,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=100).contains(&n) => n as u32,
+            _ => return Err(format!("`approval.min` is {v}; it must be a whole number from 1 to 100")),
+        },
+    };
+    let (expires_in, expires_after) = match a.get("expires_in") {
+        None | Some(Value::Null) => (None, None),
+        Some(Value::String(s)) => match humantime::parse_duration(s) {
+            Ok(d) if !d.is_zero() => (Some(s.clone()), Some(d)),
+            _ => return Err(format!("`approval.expires_in` is `{s}`; write a duration like 30m")),
+        },
+        Some(v) => return Err(format!("`approval.expires_in` is {v}; write a duration like \"30m\"")),
+    };
+    if reviewers.is_empty() && groups.is_empty() {
+        return Err("`approval` names no reviewers or groups; nobody could release the hold".into());
+    }
+    if let Some(dir) = directory {
+        let mut eligible = BTreeSet::new();
+        for r in &reviewers {
+            if !dir.contains_key(r) {
+                return Err(format!("`approval.reviewers` names `{r}`, who is not a configured reviewer"));
+            }
+            eligible.insert(r.clone());
+        }
+        for g in &groups {
+            let members: Vec<&String> = dir.iter().filter(|(_, gs)| gs.contains(g)).map(|(n, _)| n).collect();
+            if members.is_empty() {
+                return Err(format!("`approval.groups` names `{g}`, which has no configured reviewers"));
+            }
+            eligible.extend(members.into_iter().cloned());
+        }
+        if (eligible.len() as u32) < min {
+            return Err(format!(
+                "`approval.min` is {min} but only {} reviewer(s) are named; the hold could never be released",
+                eligible.len()
+            ));
+        }
+    }
+    Ok(Approval { reviewers, groups, min, expires_in, expires_after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dir() -> Directory {
+        BTreeMap::from([("alice".into(), vec!["finance".into()]), ("bob".into(), vec![])])
+    }
+
+    #[test]
+    fn accepts_a_full_hold() {
+        let d = check(
+            &json!({"action":"hold","risk":"high","reasons":["r"],"rules":["x"],
+                    "approval":{"reviewers":["bob"],"groups":["finance"],"min":2,"expires_in":"30m"}}),
+            Some(&dir()),
+        )
+        .unwrap();
+        assert_eq!(d.approval.unwrap().expires_after, Some(Duration::from_secs(1800)));
+    }
+
+    #[test]
+    fn refuses_contract_breaks() {
+        let cases = [
+            json!(null),
+            json!("allow"),
+            json!({"action":"maybe","risk":"low"}),
+            json!({"action":"allow"}),
+            json!({"action":"allow","risk":"extreme"}),
+            json!({"action":"hold","risk":"high"}),
+            json!({"action":"hold","risk":"high","approval":{"reviewers":["mallory"]}}),
+            json!({"action":"hold","risk":"high","approval":{"reviewers":["bob"],"min":2}}),
+            json!({"action":"allow","risk":"low","reasons":"one"}),
+        ];
+        for c in cases {
+            assert!(check(&c, Some(&dir())).is_err(), "accepted {c}");
+        }
+    }
+
+    #[test]
+    fn booleans_map_to_allow_and_deny() {
+        assert_eq!(check(&json!(true), None).unwrap().action, Action::Allow);
+        assert_eq!(check(&json!(false), None).unwrap().action, Action::Deny);
+    }
+}

@@ -1,0 +1,106 @@
+//! The policy input document (SPEC §2), and its opa-envoy-plugin variant for
+//! policies ported from OPA.
+
+use serde_json::{json, Map, Value};
+
+use crate::capture::CapturedRequest;
+use crate::config::InputShape;
+
+/// Facts about the call that are not part of the request itself.
+pub struct Context<'a> {
+    /// Action id.
+    pub action_id: &'a str,
+    /// RFC 3339 time of the decision.
+    pub time: &'a str,
+    /// Route name.
+    pub route: &'a str,
+    /// Route upstream.
+    pub upstream: &'a str,
+}
+
+/// Builds the input document as JSON.
+pub fn build(ctx: &Context<'_>, req: &CapturedRequest, shape: InputShape) -> Value {
+    let headers: Map<String, Value> =
+        req.headers.iter().map(|(n, v)| (n.clone(), Value::String(v.clone()))).collect();
+    let body = req.body_json();
+    let mut input = json!({
+        "action_id": ctx.action_id,
+        "time": ctx.time,
+        "route": {"name": ctx.route, "upstream": ctx.upstream},
+        "agent": req.agent_json(),
+        "request": {
+            "method": req.method,
+            "scheme": req.scheme,
+            "host": req.host,
+            "path": req.path,
+            "query": req.query_map(),
+            "headers": headers,
+            "body": body,
+            "body_sha256": req.body_sha256,
+            "body_size": req.body.len(),
+        },
+        "evidence": req.evidence_json(),
+    });
+    if shape == InputShape::Envoy {
+        add_envoy(&mut input, req);
+    }
+    input
+}
+
+/// Adds the fields opa-envoy-plugin policies read: `attributes.request.http`,
+/// `parsed_path`, `parsed_query` and `parsed_body`.
+fn add_envoy(input: &mut Value, req: &CapturedRequest) {
+    let headers = input["request"]["headers"].clone();
+    let parsed_path: Vec<Value> =
+        req.path.split('/').filter(|s| !s.is_empty()).map(|s| Value::String(percent_decode(s))).collect();
+    let obj = input.as_object_mut().expect("the input document is an object");
+    obj.insert(
+        "attributes".into(),
+        json!({
+            "request": {"http": {
+                "id": obj["action_id"],
+                "method": req.method,
+                "path": req.path_and_query(),
+                "host": req.host,
+                "scheme": req.scheme,
+                "headers": headers,
+                "body": String::from_utf8_lossy(&req.body),
+                "size": req.body.len(),
+            }}
+        }),
+    );
+    obj.insert("parsed_path".into(), Value::Array(parsed_path));
+    obj.insert("parsed_query".into(), Value::Object(req.query_map()));
+    obj.insert("parsed_body".into(), req.body_json());
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+/// Converts the JSON input to the policy engine's value type.
+pub fn to_rego(input: Value) -> regorus::Value {
+    regorus::Value::from(input)
+}
+
+/// A plausible input used once at load to warm the engine and to check the
+/// VM against the interpreter.
+pub fn probe() -> regorus::Value {
+    to_rego(json!({
+        "action_id": "00000000000000000000000000000000",
+        "time": "2026-01-01T00:00:00Z",
+        "route": {"name": "probe", "upstream": "http://probe.invalid"},
+        "agent": {"id": "probe-agent", "on_behalf_of": "probe-owner", "intent": "load check"},
+        "request": {
+            "method": "GET", "scheme": "http", "host": "probe.invalid", "path": "/",
+            "query": {}, "headers": {}, "body": null,
+            "body_sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "body_size": 0
+        },
+        "evidence": {},
+        "attributes": {"request": {"http": {"method": "GET", "path": "/", "host": "probe.invalid", "headers": {}, "body": ""}}},
+        "parsed_path": [], "parsed_query": {}, "parsed_body": null
+    }))
+}

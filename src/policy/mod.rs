@@ -1,0 +1,357 @@
+//! Policies: a directory of `.rego` files compiled once per revision and
+//! evaluated per call. The bytecode VM (regorus `rvm`) is used where the
+//! policy compiles to it and agrees with the interpreter on a probe input;
+//! otherwise the tree-walking interpreter. Either way each evaluation runs on
+//! its own engine state (a clone of a warmed-up engine, or a fresh VM over a
+//! shared program), so no lock sits on the request path.
+
+pub mod decision;
+pub mod input;
+pub mod test;
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use regorus::rvm::program::Program;
+use regorus::rvm::vm::RegoVM;
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::{CompiledPolicy, Engine, Value};
+use sha2::{Digest, Sha256};
+
+/// Why a policy could not be loaded or evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The directory could not be read.
+    #[error("cannot read policy directory {dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No policy files.
+    #[error("policy directory {0} has no .rego files")]
+    Empty(String),
+    /// A file does not parse or compile.
+    #[error("{file}: {message}")]
+    Compile {
+        /// The file (or directory when regorus does not say which file).
+        file: String,
+        /// regorus's message.
+        message: String,
+    },
+    /// The policy calls a builtin regorus does not really implement.
+    #[error("{file}: calls `{builtin}`, which countersign's Rego engine does not implement; a call to it would fail open, so the policy is refused")]
+    Unsupported {
+        /// The file.
+        file: String,
+        /// The builtin.
+        builtin: String,
+    },
+    /// Evaluation failed.
+    #[error("policy evaluation failed: {0}")]
+    Eval(String),
+    /// Evaluation ran over the time limit.
+    #[error("policy evaluation exceeded its {0:?} time limit")]
+    Timeout(Duration),
+}
+
+impl PolicyError {
+    /// A short machine-readable reason, for metrics and the record.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PolicyError::Timeout(_) => "policy_timeout",
+            _ => "policy_error",
+        }
+    }
+}
+
+/// Which evaluator runs the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// regorus bytecode VM.
+    Vm,
+    /// regorus tree-walking interpreter.
+    Interpreter,
+}
+
+impl EngineKind {
+    /// Name shown in `/readyz`, metrics and the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Vm => "vm",
+            EngineKind::Interpreter => "interpreter",
+        }
+    }
+}
+
+/// Builtins regorus leaves out or stubs: a policy relying on them would see
+/// `undefined` where OPA would see a value, which can turn a deny into an
+/// allow. They are refused at load instead.
+const UNSUPPORTED_BUILTINS: &[&str] =
+    &["http.send", "io.jwt.", "net.lookup_ip_addr", "opa.runtime", "rego.parse_module", "crypto.x509.", "crypto.hmac."];
+
+/// A compiled policy revision.
+pub struct Policy {
+    revision: String,
+    entrypoint: String,
+    kind: EngineKind,
+    files: Vec<String>,
+    timer: ExecutionTimerConfig,
+    timeout: Duration,
+    vm: Option<(CompiledPolicy, Arc<Program>)>,
+    engine: Engine,
+    loaded_at: String,
+    vm_fallback_reason: Option<String>,
+}
+
+/// The `.rego` files a policy directory serves from: all but `*_test.rego`.
+pub fn policy_files(dir: &Path, include_tests: bool) -> Result<Vec<PathBuf>, PolicyError> {
+    let mut out = Vec::new();
+    walk(dir, &mut out).map_err(|source| PolicyError::Dir { dir: dir.display().to_string(), source })?;
+    out.retain(|p| include_tests || !p.to_string_lossy().ends_with("_test.rego"));
+    out.sort();
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        // Kubernetes ConfigMap volumes keep real files under `..data` and
+        // timestamped `..2026_...` folders; read only the visible names.
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "rego") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Source text with comments and string literals blanked, so a scan for
+/// builtin names sees only code.
+fn code_only(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                out.push(' ');
+                while let Some(c) = chars.next() {
+                    if c == '\\' {
+                        chars.next();
+                    } else if c == '"' {
+                        break;
+                    }
+                }
+            }
+            '`' => {
+                out.push(' ');
+                for c in chars.by_ref() {
+                    if c == '`' {
+                        break;
+                    }
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn check_builtins(file: &str, src: &str) -> Result<(), PolicyError> {
+    let code = code_only(src);
+    for b in UNSUPPORTED_BUILTINS {
+        let mut from = 0;
+        while let Some(pos) = code[from..].find(b) {
+            let at = from + pos;
+            let before_ok = at == 0 || !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.');
+            if before_ok {
+                return Err(PolicyError::Unsupported { file: file.to_string(), builtin: b.trim_end_matches('.').to_string() });
+            }
+            from = at + b.len();
+        }
+    }
+    Ok(())
+}
+
+/// Reads the files, computes the revision and adds them to a fresh engine.
+pub fn load_engine(files: &[PathBuf], dir: &Path) -> Result<(Engine, String), PolicyError> {
+    let mut engine = Engine::new();
+    let mut digest = Sha256::new();
+    for path in files {
+        let shown = path.display().to_string();
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| PolicyError::Compile { file: shown.clone(), message: format!("cannot read: {e}") })?;
+        check_builtins(&shown, &src)?;
+        let rel = path.strip_prefix(dir).unwrap_or(path).to_string_lossy().to_string();
+        digest.update(rel.as_bytes());
+        digest.update([0]);
+        digest.update(Sha256::digest(src.as_bytes()));
+        engine
+            .add_policy(shown.clone(), src)
+            .map_err(|e| PolicyError::Compile { file: shown, message: one_line(&e.to_string()) })?;
+    }
+    Ok((engine, format!("sha256:{}", &hex::encode(digest.finalize())[..16])))
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+}
+
+impl Policy {
+    /// Loads every non-test `.rego` file in `dir` and compiles `entrypoint`.
+    pub fn load(dir: &Path, entrypoint: &str, timeout: Duration) -> Result<Policy, PolicyError> {
+        let files = policy_files(dir, false)?;
+        if files.is_empty() {
+            return Err(PolicyError::Empty(dir.display().to_string()));
+        }
+        let (mut engine, revision) = load_engine(&files, dir)?;
+        let timer = ExecutionTimerConfig { limit: timeout, check_interval: NonZeroU32::MIN };
+        engine.set_execution_timer_config(timer);
+        let compile_err = |e: anyhow::Error| PolicyError::Compile { file: dir.display().to_string(), message: one_line(&e.to_string()) };
+        let entry: regorus::Rc<str> = entrypoint.into();
+        let compiled = engine.compile_with_entrypoint(&entry).map_err(compile_err)?;
+
+        // Warm the interpreter engine: its first evaluation prepares shared
+        // state that every clone then reuses.
+        let probe = input::probe();
+        engine.set_input(probe.clone());
+        let interpreted = engine.eval_rule(entrypoint.to_string()).map_err(|e| PolicyError::Compile {
+            file: dir.display().to_string(),
+            message: format!("evaluating {entrypoint} on a probe input failed: {}", one_line(&e.to_string())),
+        })?;
+
+        let mut vm_fallback_reason = None;
+        let vm = match regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &[entrypoint]) {
+            Ok(program) => {
+                let candidate = (compiled, program);
+                match run_vm(&candidate, probe, timer) {
+                    Ok(v) if v == interpreted => Some(candidate),
+                    Ok(_) => {
+                        vm_fallback_reason = Some("the VM and the interpreter disagree on the probe input".to_string());
+                        None
+                    }
+                    Err(e) => {
+                        vm_fallback_reason = Some(format!("the VM failed on the probe input: {}", one_line(&e.to_string())));
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                vm_fallback_reason = Some(format!("the policy does not compile to the VM: {}", one_line(&e.to_string())));
+                None
+            }
+        };
+        let kind = if vm.is_some() { EngineKind::Vm } else { EngineKind::Interpreter };
+        Ok(Policy {
+            revision,
+            entrypoint: entrypoint.to_string(),
+            kind,
+            files: files.iter().map(|f| f.display().to_string()).collect(),
+            timer,
+            timeout,
+            vm,
+            engine,
+            loaded_at: crate::audit::store::now_rfc3339(),
+            vm_fallback_reason,
+        })
+    }
+
+    /// The revision: a digest of the policy files' names and contents.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// Which evaluator runs it.
+    pub fn engine_kind(&self) -> EngineKind {
+        self.kind
+    }
+
+    /// Why the VM is not used, when it is not.
+    pub fn vm_fallback_reason(&self) -> Option<&str> {
+        self.vm_fallback_reason.as_deref()
+    }
+
+    /// The files of this revision.
+    pub fn files(&self) -> &[String] {
+        &self.files
+    }
+
+    /// When this revision was loaded.
+    pub fn loaded_at(&self) -> &str {
+        &self.loaded_at
+    }
+
+    /// The entrypoint evaluated.
+    pub fn entrypoint(&self) -> &str {
+        &self.entrypoint
+    }
+
+    /// Evaluates the entrypoint for one input and returns its raw value as
+    /// JSON (`null` when the rule is undefined).
+    pub fn evaluate(&self, input: Value) -> Result<serde_json::Value, PolicyError> {
+        let started = Instant::now();
+        let result = match &self.vm {
+            Some(vm) => run_vm(vm, input, self.timer),
+            None => {
+                let mut engine = self.engine.clone();
+                engine.set_input(input);
+                engine.eval_rule(self.entrypoint.clone())
+            }
+        };
+        let value = result.map_err(|e| {
+            let msg = one_line(&e.to_string());
+            if started.elapsed() >= self.timeout || msg.contains("time limit") || msg.contains("exceeded") {
+                PolicyError::Timeout(self.timeout)
+            } else {
+                PolicyError::Eval(msg)
+            }
+        })?;
+        if value == Value::Undefined {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::to_value(&value).map_err(|e| PolicyError::Eval(format!("the result is not JSON: {e}")))
+    }
+}
+
+fn run_vm((compiled, program): &(CompiledPolicy, Arc<Program>), input: Value, timer: ExecutionTimerConfig) -> anyhow::Result<Value> {
+    let mut vm = RegoVM::new_with_policy(compiled.clone());
+    vm.load_program(program.clone());
+    // The wall-clock timer is the real bound; the instruction cap only stops
+    // a runaway loop between timer checks.
+    vm.set_max_instructions(50_000_000);
+    vm.set_execution_timer_config(Some(timer));
+    vm.set_data(Value::new_object())?;
+    vm.set_input(input);
+    // Only the entrypoint was compiled, so it is entry point 0.
+    Ok(vm.execute_entry_point_by_index(0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_scan_ignores_comments_and_strings() {
+        assert!(check_builtins("a.rego", "# http.send is not used\nx := \"http.send\"").is_ok());
+        assert!(check_builtins("a.rego", "x := http.send({})").is_err());
+        assert!(check_builtins("a.rego", "x := io.jwt.decode(t)").is_err());
+        assert!(check_builtins("a.rego", "x := myhttp.send(1)").is_ok());
+    }
+}

@@ -1,0 +1,219 @@
+//! Forwarding to an upstream: one reqwest client per route (its own TLS
+//! roots), hop-by-hop and agent headers stripped, the route's credential
+//! added, redirects never followed (the agent sees them as the upstream sent
+//! them), and the response captured for the record while it streams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+
+use crate::capture::body_view;
+use crate::config::{CaptureConfig, RouteConfig};
+
+/// Why a forward failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// No response headers within the route's timeout.
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Connection refused, reset, TLS failure, ...
+    #[error("the upstream could not be reached: {0}")]
+    Unreachable(String),
+}
+
+/// Why a route's client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("route {route}: {message}")]
+pub struct ClientError {
+    route: String,
+    message: String,
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding"];
+
+/// Whether a header must not cross the proxy. `upgrade` is included: the
+/// proxy does not tunnel protocol switches.
+pub fn is_hop_by_hop(name: &str, connection_tokens: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name) || name == "upgrade" || connection_tokens.iter().any(|t| t == name)
+}
+
+/// Header names listed in `Connection`, lower-case.
+pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// A route's upstream.
+pub struct Upstream {
+    client: reqwest::Client,
+    base: String,
+    auth: Option<(HeaderName, HeaderValue)>,
+    timeout: Duration,
+}
+
+fn tls_config(route: &RouteConfig) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    // A machine without system roots can still reach a private-CA upstream.
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = &route.upstream_ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("upstream_ca {}: {e}", ca.display()))?;
+        let mut n = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| format!("upstream_ca {}: {e}", ca.display()))?;
+            roots.add(cert).map_err(|e| format!("upstream_ca {}: {e}", ca.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("upstream_ca {} holds no PEM certificates", ca.display()));
+        }
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+impl Upstream {
+    /// Builds the client for a route, reading its credential now.
+    pub fn new(route: &RouteConfig) -> Result<Upstream, ClientError> {
+        let err = |message: String| ClientError { route: route.name.clone(), message };
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config(route).map_err(err)?)
+            .connect_timeout(route.connect_timeout)
+            .read_timeout(route.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(256)
+            .http1_only()
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let auth = match &route.upstream_auth {
+            None => None,
+            Some(a) => {
+                let value = a.value.read().map_err(|e| err(format!("upstream_auth: {e}")))?;
+                let mut value = HeaderValue::from_str(&value)
+                    .map_err(|_| err("upstream_auth: the value is not a valid header value".into()))?;
+                value.set_sensitive(true);
+                let name = HeaderName::from_bytes(a.header.as_bytes()).map_err(|e| err(e.to_string()))?;
+                Some((name, value))
+            }
+        };
+        Ok(Upstream { client, base: route.upstream.clone(), auth, timeout: route.timeout })
+    }
+
+    /// The URL a request path goes to.
+    pub fn url_for(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.base, path_and_query)
+    }
+
+    /// Sends the request and waits for the response headers.
+    pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        agent_headers: &HeaderMap,
+        strip: impl Fn(&str) -> bool,
+        body: Bytes,
+        action_id: &str,
+    ) -> Result<reqwest::Response, ForwardError> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| ForwardError::Unreachable(format!("bad method: {e}")))?;
+        let tokens = connection_tokens(agent_headers);
+        let mut headers = HeaderMap::with_capacity(agent_headers.len() + 2);
+        for (name, value) in agent_headers {
+            let n = name.as_str();
+            let dropped = is_hop_by_hop(n, &tokens)
+                || n == "host"
+                || n == "content-length"
+                || strip(n)
+                || self.auth.as_ref().is_some_and(|(a, _)| a == name);
+            if !dropped {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Some((name, value)) = &self.auth {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Ok(v) = HeaderValue::from_str(action_id) {
+            headers.insert(HeaderName::from_static("x-countersign-action-id"), v);
+        }
+        let request = self.client.request(method, self.url_for(path_and_query)).headers(headers).body(body);
+        match tokio::time::timeout(self.timeout, request.send()).await {
+            Err(_) => Err(ForwardError::Timeout(self.timeout)),
+            Ok(Err(e)) if e.is_timeout() => Err(ForwardError::Timeout(self.timeout)),
+            Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+}
+
+/// reqwest's top-level message is often just "error sending request"; the
+/// cause chain says what happened.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Collects what the record keeps of a response body while it passes:
+/// the first `max` bytes and a digest of all of it.
+pub struct ResponseCapture {
+    hasher: Sha256,
+    kept: Vec<u8>,
+    max: usize,
+    size: u64,
+}
+
+impl ResponseCapture {
+    /// Starts a capture that keeps at most `max` bytes.
+    pub fn new(max: u64) -> ResponseCapture {
+        ResponseCapture { hasher: Sha256::new(), kept: Vec::new(), max: max as usize, size: 0 }
+    }
+
+    /// Feeds one chunk.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        let room = self.max.saturating_sub(self.kept.len());
+        // Keep one byte past the limit so body_view knows it was cut.
+        self.kept.extend_from_slice(&chunk[..chunk.len().min(room + 1)]);
+    }
+
+    /// The record's view of the whole response.
+    pub fn finish(self, status: u16, headers: &HeaderMap, cfg: &CaptureConfig) -> serde_json::Value {
+        let kept_headers: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .filter(|(n, _)| cfg.response_headers.contains(n.as_str()))
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
+            .collect();
+        serde_json::json!({
+            "status": status,
+            "headers": kept_headers,
+            "body": body_view(&self.kept, self.max),
+            "body_sha256": hex::encode(self.hasher.finalize()),
+            "body_size": self.size,
+        })
+    }
+}

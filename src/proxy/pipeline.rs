@@ -1,0 +1,395 @@
+//! The life of one call, in order: route → capture → decide → record
+//! (write-ahead) → forward → record the result. Every way out of this
+//! function is an [`Outcome`] whose HTTP status is chosen in one place,
+//! [`Outcome::into_response`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::forward::{connection_tokens, is_hop_by_hop, ForwardError, ResponseCapture};
+use super::Route;
+use crate::app::Shared;
+use crate::audit::record::{Draft, IndexUpdate, Kind, State, Summary};
+use crate::audit::store::now_rfc3339;
+use crate::capture::CapturedRequest;
+use crate::http::{json as json_response, Body, ChannelBody};
+use crate::policy::decision::{self, Action, Decision};
+use crate::policy::input;
+
+/// How a call ends when it is not forwarded (or forwarding failed).
+#[derive(Debug)]
+pub enum Outcome {
+    /// No route matches.
+    NoRoute,
+    /// Body over `capture.max_body_bytes`.
+    BodyTooLarge(u64),
+    /// The body could not be read.
+    BadBody(String),
+    /// The policy said deny.
+    Denied(Decision),
+    /// The policy failed, timed out or broke the contract.
+    PolicyFailed(String),
+    /// A hold decision before holds exist.
+    HoldsNotEnabled(Decision),
+    /// The write-ahead record did not commit.
+    StoreUnavailable(String),
+    /// The upstream could not be reached.
+    UpstreamFailed(String),
+    /// The upstream did not answer in time.
+    UpstreamTimeout(String),
+}
+
+impl Outcome {
+    fn status(&self) -> StatusCode {
+        match self {
+            Outcome::NoRoute => StatusCode::NOT_FOUND,
+            Outcome::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Outcome::BadBody(_) => StatusCode::BAD_REQUEST,
+            Outcome::Denied(_) => StatusCode::FORBIDDEN,
+            Outcome::PolicyFailed(_) | Outcome::HoldsNotEnabled(_) | Outcome::StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Outcome::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            Outcome::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Short reason for metrics and the record.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Outcome::NoRoute => "no_route",
+            Outcome::BodyTooLarge(_) => "body_too_large",
+            Outcome::BadBody(_) => "bad_body",
+            Outcome::Denied(_) => "denied",
+            Outcome::PolicyFailed(_) => "policy_error",
+            Outcome::HoldsNotEnabled(_) => "holds_not_enabled",
+            Outcome::StoreUnavailable(_) => "store_unavailable",
+            Outcome::UpstreamFailed(_) => "upstream_unreachable",
+            Outcome::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    /// One sentence for the agent and the record.
+    pub fn message(&self) -> String {
+        match self {
+            Outcome::NoRoute => "no route matches this host and path; check the routes in the countersign config".into(),
+            Outcome::BodyTooLarge(max) => format!("the request body is larger than capture.max_body_bytes ({max} bytes); nothing was forwarded"),
+            Outcome::BadBody(e) => format!("the request body could not be read: {e}"),
+            Outcome::Denied(_) => "the policy denied this call".into(),
+            Outcome::PolicyFailed(e) => format!("the policy could not decide, so the call was refused: {e}"),
+            Outcome::HoldsNotEnabled(_) => "the policy holds this call for review, but holds are not enabled in this build; nothing was forwarded".into(),
+            Outcome::StoreUnavailable(e) => format!("the record could not be written, so the call was refused: {e}"),
+            Outcome::UpstreamFailed(e) => e.clone(),
+            Outcome::UpstreamTimeout(e) => e.clone(),
+        }
+    }
+
+    fn state(&self) -> &'static str {
+        match self {
+            Outcome::Denied(_) => "denied",
+            _ => "failed",
+        }
+    }
+
+    /// The JSON answer the agent gets.
+    pub fn into_response(self, action_id: &str) -> Response<Body> {
+        let mut body = json!({"action_id": action_id, "state": self.state(), "error": self.message()});
+        if let Outcome::Denied(d) | Outcome::HoldsNotEnabled(d) = &self {
+            body["risk"] = json!(d.risk);
+            body["reasons"] = json!(d.reasons);
+            body["rules"] = json!(d.rules);
+        }
+        json_response(self.status(), &body)
+    }
+}
+
+/// Entry point for every call on the proxy listener.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, scheme: &'static str) -> Response<Body> {
+    let action_id = crate::audit::record::new_action_id();
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut response = match run(&shared, &action_id, req, scheme).await {
+        Ok(r) => r,
+        Err(outcome) => {
+            if !matches!(outcome, Outcome::Denied(_)) {
+                shared.metrics.refused(outcome.reason());
+            }
+            tracing::info!(action_id, %method, path, outcome = outcome.reason(), "call not forwarded");
+            outcome.into_response(&action_id)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&action_id) {
+        response.headers_mut().insert("x-countersign-action-id", v);
+    }
+    tracing::debug!(action_id, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "answered");
+    response
+}
+
+/// Everything the record needs to describe an action from its first record.
+struct Story<'a> {
+    action_id: &'a str,
+    route: &'a Route,
+    request: &'a CapturedRequest,
+    url: String,
+}
+
+impl Story<'_> {
+    fn first_payload(&self, shared: &Shared, policy: Option<(&str, &str)>) -> Value {
+        let mut p = json!({
+            "route": {"name": self.route.config.name, "upstream": self.route.config.upstream},
+            "request": self.request.record_view(&shared.config.capture, &self.url),
+            "agent": self.request.agent_json(),
+            "evidence": self.request.evidence_json(),
+        });
+        if let Some((revision, engine)) = policy {
+            p["policy"] = json!({"revision": revision, "engine": engine, "entrypoint": shared.config.policy.entrypoint});
+        }
+        p
+    }
+
+    fn summary(&self) -> Summary {
+        Summary {
+            route: self.route.config.name.clone(),
+            method: self.request.method.clone(),
+            path: self.request.path.clone(),
+            agent: self.request.agent.id.clone(),
+        }
+    }
+
+    /// A `failed` record for a call that ended before a decision: it carries
+    /// the whole request so the record still tells the story.
+    fn refused_before_decision(&self, shared: &Shared, policy: Option<(&str, &str)>, outcome: &Outcome) -> Draft {
+        let mut payload = self.first_payload(shared, policy);
+        payload["stage"] = json!("decide");
+        payload["reason"] = json!(outcome.reason());
+        payload["error"] = json!(outcome.message());
+        payload["status"] = json!(outcome.status().as_u16());
+        Draft {
+            action_id: self.action_id.to_string(),
+            kind: Kind::Failed,
+            payload,
+            index: IndexUpdate { state: Some(State::Failed), risk: None, summary: Some(self.summary()) },
+        }
+    }
+}
+
+async fn run(shared: &Arc<Shared>, action_id: &str, req: Request<Incoming>, scheme: &'static str) -> Result<Response<Body>, Outcome> {
+    let capture_cfg = &shared.config.capture;
+    let (parts, body) = req.into_parts();
+
+    // 1. Route.
+    let head = CapturedRequest::from_parts(&parts, scheme, capture_cfg);
+    let route = shared.route_for(&head.host, &head.path).ok_or(Outcome::NoRoute)?;
+    let url = route.upstream.url_for(&head.path_and_query());
+    let story_of = |request| Story { action_id, route, request, url: url.clone() };
+
+    // 2. Capture the body, within the limit and the time allowed.
+    let max = capture_cfg.max_body_bytes;
+    let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let body = if declared.is_some_and(|n| n > max) {
+        Err(Outcome::BodyTooLarge(max))
+    } else {
+        match tokio::time::timeout(capture_cfg.body_timeout, Limited::new(body, max as usize).collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Outcome::BodyTooLarge(max)),
+            Ok(Err(e)) => Err(Outcome::BadBody(e.to_string())),
+            Err(_) => Err(Outcome::BadBody(format!("not received within {:?}", capture_cfg.body_timeout))),
+        }
+    };
+    let body: Bytes = match body {
+        Ok(b) => b,
+        Err(outcome) => {
+            shared.store.enqueue(vec![story_of(&head).refused_before_decision(shared, None, &outcome)]);
+            return Err(outcome);
+        }
+    };
+    let request = head.with_body(body);
+    let story = story_of(&request);
+
+    // 3. Decide.
+    let policy = shared.policy();
+    let revision = (policy.revision(), policy.engine_kind().as_str());
+    let time = now_rfc3339();
+    let ctx = input::Context { action_id, time: &time, route: &route.config.name, upstream: &route.config.upstream };
+    let doc = input::to_rego(input::build(&ctx, &request, shared.config.policy.input));
+    let eval_started = Instant::now();
+    let raw = policy.evaluate(doc);
+    shared.metrics.policy_eval_seconds.observe(eval_started.elapsed().as_secs_f64());
+    let decided = raw
+        .map_err(|e| e.to_string())
+        .and_then(|raw| decision::check(&raw, Some(&shared.directory)).map_err(|e| format!("the decision breaks the contract: {e}")));
+    let decision = match decided {
+        Ok(d) => d,
+        Err(e) => {
+            let outcome = Outcome::PolicyFailed(e);
+            shared.store.enqueue(vec![story.refused_before_decision(shared, Some(revision), &outcome)]);
+            return Err(outcome);
+        }
+    };
+    shared.metrics.decision(decision.action.as_str(), &decision.risk);
+
+    // 4. Write ahead: the decision is durable before any byte goes upstream.
+    let state = match decision.action {
+        Action::Allow => State::Allowed,
+        Action::Deny => State::Denied,
+        Action::Hold => State::Pending,
+    };
+    let mut payload = story.first_payload(shared, Some(revision));
+    payload["decision"] = serde_json::to_value(&decision).unwrap_or(Value::Null);
+    payload["state"] = json!(state.as_str());
+    let decided = Draft {
+        action_id: action_id.to_string(),
+        kind: Kind::Decided,
+        payload,
+        index: IndexUpdate { state: Some(state), risk: Some(decision.risk.clone()), summary: Some(story.summary()) },
+    };
+    if let Err(e) = shared.store.commit(vec![decided]).await {
+        return Err(Outcome::StoreUnavailable(e.to_string()));
+    }
+    tracing::info!(action_id, route = %route.config.name, method = %request.method, path = %request.path,
+        action = decision.action.as_str(), risk = %decision.risk, rules = ?decision.rules, "decided");
+
+    match decision.action {
+        Action::Deny => Err(Outcome::Denied(decision)),
+        Action::Hold => {
+            let outcome = Outcome::HoldsNotEnabled(decision);
+            shared.store.enqueue(vec![failed(action_id, "hold", &outcome)]);
+            Err(outcome)
+        }
+        Action::Allow => forward(shared, action_id, route, &parts.headers, request).await,
+    }
+}
+
+fn failed(action_id: &str, stage: &str, outcome: &Outcome) -> Draft {
+    Draft {
+        action_id: action_id.to_string(),
+        kind: Kind::Failed,
+        payload: json!({"stage": stage, "reason": outcome.reason(), "error": outcome.message(), "status": outcome.status().as_u16()}),
+        index: IndexUpdate { state: Some(State::Failed), ..Default::default() },
+    }
+}
+
+/// Responses up to this size are read whole before answering; larger or
+/// unsized ones stream through.
+const BUFFER_LIMIT: u64 = 256 * 1024;
+
+async fn forward(
+    shared: &Arc<Shared>,
+    action_id: &str,
+    route: &Route,
+    agent_headers: &hyper::HeaderMap,
+    request: CapturedRequest,
+) -> Result<Response<Body>, Outcome> {
+    let names = &shared.config.capture.agent_headers;
+    let strip = |n: &str| n == names.id || n == names.on_behalf_of || n == names.intent || n.starts_with(&names.evidence_prefix);
+    let started = Instant::now();
+    let sent = route
+        .upstream
+        .send(&request.method, &request.path_and_query(), agent_headers, strip, request.body.clone(), action_id)
+        .await;
+    shared.metrics.upstream_seconds.observe(started.elapsed().as_secs_f64());
+    let mut upstream = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let outcome = match e {
+                ForwardError::Timeout(_) => Outcome::UpstreamTimeout(e.to_string()),
+                ForwardError::Unreachable(_) => Outcome::UpstreamFailed(e.to_string()),
+            };
+            shared.metrics.upstream(if matches!(outcome, Outcome::UpstreamTimeout(_)) { "timeout" } else { "error" });
+            shared.store.enqueue(vec![failed(action_id, "forward", &outcome)]);
+            return Err(outcome);
+        }
+    };
+    let status = upstream.status();
+    shared.metrics.upstream(&format!("{}xx", status.as_u16() / 100));
+    let upstream_headers = upstream.headers().clone();
+    let tokens = connection_tokens(&upstream_headers);
+    let mut response = Response::builder().status(status);
+    if let Some(h) = response.headers_mut() {
+        for (name, value) in &upstream_headers {
+            if !is_hop_by_hop(name.as_str(), &tokens) {
+                h.append(name.clone(), value.clone());
+            }
+        }
+    }
+    let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes);
+    let upstream_ms = started.elapsed().as_secs_f64() * 1e3;
+    let result = ResultFacts { status: status.as_u16(), headers: upstream_headers, upstream_ms };
+
+    if upstream.content_length().is_some_and(|n| n <= BUFFER_LIMIT) {
+        let bytes = match upstream.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let outcome = Outcome::UpstreamFailed(format!("the upstream's response body broke off: {e}"));
+                shared.store.enqueue(vec![failed(action_id, "forward", &outcome)]);
+                return Err(outcome);
+            }
+        };
+        capture.push(&bytes);
+        shared.store.enqueue(vec![result.completed(action_id, capture, None, shared)]);
+        return response.body(crate::http::full(bytes)).map_err(|e| Outcome::UpstreamFailed(e.to_string()));
+    }
+
+    // Stream: the agent gets bytes as they arrive; the record is written
+    // when the body ends (or breaks off).
+    let (tx, body) = ChannelBody::new(8);
+    let shared = shared.clone();
+    let action_id = action_id.to_string();
+    tokio::spawn(async move {
+        let mut error = None;
+        loop {
+            match upstream.chunk().await {
+                Ok(Some(chunk)) => {
+                    capture.push(&chunk);
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        error = Some("the agent hung up before the body was complete".to_string());
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let msg = format!("the upstream's response body broke off: {e}");
+                    let _ = tx.send(Err(msg.clone().into())).await;
+                    error = Some(msg);
+                    break;
+                }
+            }
+        }
+        shared.store.enqueue(vec![result.completed(&action_id, capture, error, &shared)]);
+    });
+    response.body(http_body_util::BodyExt::boxed(body)).map_err(|e| Outcome::UpstreamFailed(e.to_string()))
+}
+
+/// What is known of an upstream answer once its headers arrived.
+struct ResultFacts {
+    status: u16,
+    headers: hyper::HeaderMap,
+    upstream_ms: f64,
+}
+
+impl ResultFacts {
+    /// The `completed` record, once the body has passed.
+    fn completed(&self, action_id: &str, capture: ResponseCapture, error: Option<String>, shared: &Shared) -> Draft {
+        let mut payload = json!({
+            "response": capture.finish(self.status, &self.headers, &shared.config.capture),
+            "upstream_ms": self.upstream_ms,
+        });
+        if let Some(e) = error {
+            payload["response"]["body_error"] = json!(e);
+        }
+        Draft {
+            action_id: action_id.to_string(),
+            kind: Kind::Completed,
+            payload,
+            index: IndexUpdate { state: Some(State::Completed), ..Default::default() },
+        }
+    }
+}
