@@ -1,0 +1,85 @@
+# The payments story's policy: who may send money, on what evidence.
+#
+#   reads (GET)                                allow, low risk
+#   a payout with no `invoice` evidence        deny
+#   a payout up to 1,000                       allow
+#   a payout over 1,000 up to 10,000           hold for one finance approver
+#   a payout over 10,000                       hold for two finance approvers
+package countersign
+
+import rego.v1
+
+single_approval_limit := 10000
+
+auto_approve_limit := 1000
+
+payout if {
+	input.request.method == "POST"
+	input.request.path == "/v1/payouts"
+}
+
+amount := input.request.body.amount
+
+currency := object.get(input.request.body, "currency", "?")
+
+default decision := {
+	"action": "deny",
+	"risk": "medium",
+	"reasons": ["no rule of the payments policy allows this call"],
+	"rules": ["payments.default_deny"],
+}
+
+decision := {
+	"action": "allow",
+	"risk": "low",
+	"reasons": ["reads do not move money"],
+	"rules": ["payments.read"],
+} if {
+	input.request.method == "GET"
+}
+
+decision := {
+	"action": "deny",
+	"risk": "high",
+	"reasons": ["a payout must carry the invoice it pays (x-evidence-invoice)"],
+	"rules": ["payments.payout.missing_invoice"],
+} if {
+	payout
+	not input.evidence.invoice
+}
+
+decision := {
+	"action": "allow",
+	"risk": "low",
+	"reasons": [sprintf("payout of %v %v is within the %v auto-approval limit", [amount, currency, auto_approve_limit])],
+	"rules": ["payments.payout.small"],
+} if {
+	payout
+	input.evidence.invoice
+	amount <= auto_approve_limit
+}
+
+decision := {
+	"action": "hold",
+	"risk": "medium",
+	"reasons": [sprintf("payout of %v %v exceeds the %v auto-approval limit", [amount, currency, auto_approve_limit])],
+	"rules": ["payments.payout.over_auto_limit"],
+	"approval": {"groups": ["finance-approvers"], "min": 1, "expires_in": "30m"},
+} if {
+	payout
+	input.evidence.invoice
+	amount > auto_approve_limit
+	amount <= single_approval_limit
+}
+
+decision := {
+	"action": "hold",
+	"risk": "high",
+	"reasons": [sprintf("payout of %v %v exceeds the %v single-approval limit", [amount, currency, single_approval_limit])],
+	"rules": ["payments.payout.over_single_approval_limit"],
+	"approval": {"groups": ["finance-approvers"], "min": 2, "expires_in": "30m"},
+} if {
+	payout
+	input.evidence.invoice
+	amount > single_approval_limit
+}
