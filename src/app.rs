@@ -37,7 +37,10 @@ pub struct Shared {
 impl Shared {
     /// The policy revision in force. The lock is held only to clone an Arc.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The first route that takes this host and path.
@@ -84,27 +87,53 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.check_secrets()?;
     let metrics = Arc::new(Metrics::default());
-    let policy = Policy::load(&config.policy.dir, &config.policy.entrypoint, config.policy.timeout)
-        .with_context(|| format!("{}: policy.dir: the policies could not be loaded", config.file.display()))?;
+    let policy = Policy::load(&config.policy).with_context(|| {
+        format!(
+            "{}: policy.dir: the policies could not be loaded",
+            config.file.display()
+        )
+    })?;
     if let Some(why) = policy.vm_fallback_reason() {
         tracing::warn!(reason = why, "policy runs on the interpreter, not the VM");
     }
-    tracing::info!(revision = policy.revision(), engine = policy.engine_kind().as_str(), files = policy.files().len(), "policy loaded");
-    let store = Store::open(&config.audit.sqlite_path, config.audit.busy_timeout, metrics.clone())?;
+    tracing::info!(
+        revision = policy.revision(),
+        engine = policy.engine_kind().as_str(),
+        files = policy.files().len(),
+        "policy loaded"
+    );
+    let store = Store::open(
+        &config.audit.sqlite_path,
+        config.audit.busy_timeout,
+        metrics.clone(),
+    )?;
     let mut routes = Vec::new();
     for r in &config.routes {
-        routes.push(Route { config: r.clone(), upstream: Upstream::new(r)? });
+        routes.push(Route {
+            config: r.clone(),
+            upstream: Upstream::new(r)?,
+        });
     }
-    let directory: Directory = config.reviewers.iter().map(|(n, r)| (n.clone(), r.groups.clone())).collect();
+    let directory: Directory = config
+        .reviewers
+        .iter()
+        .map(|(n, r)| (n.clone(), r.groups.clone()))
+        .collect();
     let admin_token = match &config.admin.token {
-        Some(t) => Some(t.read().map_err(|e| anyhow::anyhow!("{}: admin: {e}", config.file.display()))?),
+        Some(t) => Some(
+            t.read()
+                .map_err(|e| anyhow::anyhow!("{}: admin: {e}", config.file.display()))?,
+        ),
         None => {
             tracing::warn!("admin.token_env is not set: the actions API is disabled (health, readiness and metrics stay open)");
             None
         }
     };
     let tls = match &config.tls {
-        Some(t) => Some(crate::http::tls_acceptor(&t.cert, &t.key).map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?),
+        Some(t) => Some(
+            crate::http::tls_acceptor(&t.cert, &t.key)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?,
+        ),
         None => None,
     };
     let proxy_listener = crate::http::bind(config.listen, "proxy").await?;
@@ -124,15 +153,36 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (shutdown, rx) = watch::channel(false);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let s = shared.clone();
-    let proxy: Handler = Arc::new(move |req| Box::pin(crate::proxy::pipeline::handle(s.clone(), req, scheme)));
+    let proxy: Handler =
+        Arc::new(move |req| Box::pin(crate::proxy::pipeline::handle(s.clone(), req, scheme)));
     let s = shared.clone();
     let admin: Handler = Arc::new(move |req| Box::pin(crate::admin::handle(s.clone(), req)));
     let tasks = vec![
-        tokio::spawn(crate::http::serve(proxy_listener, tls.clone(), proxy, rx.clone(), GRACE, "proxy")),
-        tokio::spawn(crate::http::serve(admin_listener, tls, admin, rx, GRACE, "admin")),
+        tokio::spawn(crate::http::serve(
+            proxy_listener,
+            tls.clone(),
+            proxy,
+            rx.clone(),
+            GRACE,
+            "proxy",
+        )),
+        tokio::spawn(crate::http::serve(
+            admin_listener,
+            tls,
+            admin,
+            rx,
+            GRACE,
+            "admin",
+        )),
     ];
     tracing::info!(%proxy_addr, %admin_addr, store = %shared.store.path().display(), "countersign is serving");
-    Ok(Running { proxy_addr, admin_addr, shutdown, tasks, shared })
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        shutdown,
+        tasks,
+        shared,
+    })
 }
 
 /// `countersign serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully.
@@ -149,13 +199,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

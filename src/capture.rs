@@ -82,7 +82,13 @@ impl CapturedRequest {
             .uri
             .host()
             .map(str::to_string)
-            .or_else(|| parts.headers.get(hyper::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(hyper::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
             .unwrap_or_default();
         let host = strip_port(&host).to_ascii_lowercase();
         CapturedRequest {
@@ -119,7 +125,10 @@ impl CapturedRequest {
         let mut map: Map<String, Value> = Map::new();
         if let Some(q) = &self.query {
             for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-                match map.entry(k.into_owned()).or_insert_with(|| Value::Array(vec![])) {
+                match map
+                    .entry(k.into_owned())
+                    .or_insert_with(|| Value::Array(vec![]))
+                {
                     Value::Array(values) => values.push(Value::String(v.into_owned())),
                     _ => unreachable!("query map values are arrays"),
                 }
@@ -143,7 +152,11 @@ impl CapturedRequest {
             .headers
             .iter()
             .map(|(n, v)| {
-                let kept = if cfg.headers_allow.contains(n) { v.clone() } else { REDACTED.to_string() };
+                let kept = if cfg.headers_allow.contains(n) {
+                    v.clone()
+                } else {
+                    REDACTED.to_string()
+                };
                 (n.clone(), Value::String(kept))
             })
             .collect();
@@ -168,7 +181,12 @@ impl CapturedRequest {
 
     /// The evidence block of the policy input and the record.
     pub fn evidence_json(&self) -> Value {
-        Value::Object(self.evidence.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+        Value::Object(
+            self.evidence
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
     }
 }
 
@@ -202,7 +220,11 @@ pub fn body_view(body: &[u8], max: usize) -> Value {
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split(']').next().map(|h| h.trim_start_matches('[')).unwrap_or(host);
+        return host
+            .split(']')
+            .next()
+            .map(|h| h.trim_start_matches('['))
+            .unwrap_or(host);
     }
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::audit::store::{list_actions, open_read_only, records_of, verify_chain, ListFilter, Verdict};
+use crate::audit::store::{
+    list_actions, open_read_only, records_of, verify_chain, ListFilter, Verdict,
+};
 use crate::audit::view::{action_json, action_text};
 use crate::config::Config;
 
@@ -57,6 +59,9 @@ pub enum PolicyCommand {
         /// Rule to evaluate.
         #[arg(long, default_value = "data.countersign.decision")]
         entrypoint: String,
+        /// Evaluator: auto, vm or interpreter.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "vm", "interpreter"])]
+        engine: String,
     },
     /// Run the test_* rules of every *_test.rego file in DIR; exit 1 if one fails.
     Test {
@@ -114,12 +119,24 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Serve(_) => unreachable!("serve is dispatched by main"),
         Command::Check(c) => check(&c.config),
-        Command::Policy(PolicyCommand::Eval { policies, input, entrypoint }) => policy_eval(&policies, &input, &entrypoint),
+        Command::Policy(PolicyCommand::Eval {
+            policies,
+            input,
+            entrypoint,
+            engine,
+        }) => policy_eval(&policies, &input, &entrypoint, &engine),
         Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
-        Command::Audit(AuditCommand::List { config, state, risk, since, limit, json }) => {
-            audit_list(&config.config, state, risk, since, limit, json)
+        Command::Audit(AuditCommand::List {
+            config,
+            state,
+            risk,
+            since,
+            limit,
+            json,
+        }) => audit_list(&config.config, state, risk, since, limit, json),
+        Command::Audit(AuditCommand::Show { config, id, json }) => {
+            audit_show(&config.config, &id, json)
         }
-        Command::Audit(AuditCommand::Show { config, id, json }) => audit_show(&config.config, &id, json),
         Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config.config),
     }
 }
@@ -127,8 +144,12 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     config.check_secrets()?;
-    let policy = crate::policy::Policy::load(&config.policy.dir, &config.policy.entrypoint, config.policy.timeout)
-        .with_context(|| format!("{}: policy.dir: the policies could not be loaded", path.display()))?;
+    let policy = crate::policy::Policy::load(&config.policy).with_context(|| {
+        format!(
+            "{}: policy.dir: the policies could not be loaded",
+            path.display()
+        )
+    })?;
     for r in &config.routes {
         crate::proxy::forward::Upstream::new(r)?;
     }
@@ -139,17 +160,37 @@ fn check(path: &Path) -> anyhow::Result<()> {
         policy.revision(),
         policy.files().len(),
         policy.engine_kind().as_str(),
-        policy.vm_fallback_reason().map(|r| format!(": {r}")).unwrap_or_default(),
+        policy
+            .vm_fallback_reason()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default(),
         config.audit.sqlite_path.display()
     );
     Ok(())
 }
 
-fn policy_eval(dir: &Path, input: &Path, entrypoint: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(input).with_context(|| format!("{}: cannot read the input", input.display()))?;
-    let doc: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: the input is not JSON", input.display()))?;
-    let policy = crate::policy::Policy::load(dir, entrypoint, std::time::Duration::from_secs(5))?;
+fn policy_eval(dir: &Path, input: &Path, entrypoint: &str, engine: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("{}: cannot read the input", input.display()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: the input is not JSON", input.display()))?;
+    let settings = crate::config::PolicyConfig {
+        dir: dir.to_path_buf(),
+        entrypoint: entrypoint.to_string(),
+        input: crate::config::InputShape::Native,
+        timeout: std::time::Duration::from_secs(5),
+        engine: match engine {
+            "vm" => crate::config::EngineChoice::Vm,
+            "interpreter" => crate::config::EngineChoice::Interpreter,
+            _ => crate::config::EngineChoice::Auto,
+        },
+    };
+    let policy = crate::policy::Policy::load(&settings)?;
+    eprintln!(
+        "policy revision {} on the {} engine",
+        policy.revision(),
+        policy.engine_kind().as_str()
+    );
     let raw = policy.evaluate(crate::policy::input::to_rego(doc))?;
     println!("{}", serde_json::to_string_pretty(&raw)?);
     if let Err(e) = crate::policy::decision::check(&raw, None) {
@@ -167,12 +208,23 @@ fn policy_test(dir: &Path) -> anyhow::Result<()> {
             Some(why) => println!("FAIL {} ({}): {why}", o.name, o.file),
         }
     }
-    println!("{} passed, {} failed", outcomes.len() - failed.len(), failed.len());
+    println!(
+        "{} passed, {} failed",
+        outcomes.len() - failed.len(),
+        failed.len()
+    );
     if outcomes.is_empty() {
-        bail!("{}: no test_* rules found in *_test.rego files", dir.display());
+        bail!(
+            "{}: no test_* rules found in *_test.rego files",
+            dir.display()
+        );
     }
     if !failed.is_empty() {
-        bail!("{} policy test(s) failed, first: {}", failed.len(), failed[0].name);
+        bail!(
+            "{} policy test(s) failed, first: {}",
+            failed.len(),
+            failed[0].name
+        );
     }
     Ok(())
 }
@@ -180,7 +232,11 @@ fn policy_test(dir: &Path) -> anyhow::Result<()> {
 fn open_store(config: &Path) -> anyhow::Result<rusqlite::Connection> {
     let config = load(config)?;
     if !config.audit.sqlite_path.exists() {
-        bail!("{}: audit.store: {} does not exist yet (no call has been recorded)", config.file.display(), config.audit.sqlite_path.display());
+        bail!(
+            "{}: audit.store: {} does not exist yet (no call has been recorded)",
+            config.file.display(),
+            config.audit.sqlite_path.display()
+        );
     }
     Ok(open_read_only(&config.audit.sqlite_path)?)
 }
@@ -203,14 +259,25 @@ fn audit_list(
         }
     };
     let conn = open_store(config)?;
-    let rows = list_actions(&conn, &ListFilter { state, risk, since, limit })?;
+    let rows = list_actions(
+        &conn,
+        &ListFilter {
+            state,
+            risk,
+            since,
+            limit,
+        },
+    )?;
     if json {
         for r in rows {
             println!("{}", serde_json::to_string(&r)?);
         }
         return Ok(());
     }
-    println!("{:<32}  {:<27}  {:<9}  {:<8}  {:<12}  {:<14}  CALL", "ACTION", "CREATED", "STATE", "RISK", "ROUTE", "AGENT");
+    println!(
+        "{:<32}  {:<27}  {:<9}  {:<8}  {:<12}  {:<14}  CALL",
+        "ACTION", "CREATED", "STATE", "RISK", "ROUTE", "AGENT"
+    );
     for r in rows {
         println!(
             "{:<32}  {:<27}  {:<9}  {:<8}  {:<12}  {:<14}  {} {}",

@@ -62,7 +62,11 @@ struct RawAdmin {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        RawAdmin { listen: default_admin_listen(), token_env: None, token_file: None }
+        RawAdmin {
+            listen: default_admin_listen(),
+            token_env: None,
+            token_file: None,
+        }
     }
 }
 
@@ -116,6 +120,8 @@ struct RawPolicy {
     input: String,
     #[serde(default = "default_policy_timeout")]
     timeout: String,
+    #[serde(default = "default_engine")]
+    engine: String,
 }
 
 impl Default for RawPolicy {
@@ -125,6 +131,7 @@ impl Default for RawPolicy {
             entrypoint: default_entrypoint(),
             input: default_input(),
             timeout: default_policy_timeout(),
+            engine: default_engine(),
         }
     }
 }
@@ -137,6 +144,9 @@ fn default_entrypoint() -> String {
 }
 fn default_input() -> String {
     "native".into()
+}
+fn default_engine() -> String {
+    "auto".into()
 }
 fn default_policy_timeout() -> String {
     "100ms".into()
@@ -173,12 +183,20 @@ impl Default for RawCapture {
 }
 
 fn default_headers_allow() -> Vec<String> {
-    ["content-type", "content-length", "user-agent", "idempotency-key", "accept"]
-        .map(String::from)
-        .to_vec()
+    [
+        "content-type",
+        "content-length",
+        "user-agent",
+        "idempotency-key",
+        "accept",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_response_headers() -> Vec<String> {
-    ["content-type", "content-length", "location", "etag"].map(String::from).to_vec()
+    ["content-type", "content-length", "location", "etag"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_max_body() -> u64 {
     1024 * 1024
@@ -240,7 +258,11 @@ struct RawHold {
 
 impl Default for RawHold {
     fn default() -> Self {
-        RawHold { wait: default_wait(), on_wait_timeout: default_on_wait_timeout(), default_expiry: default_expiry() }
+        RawHold {
+            wait: default_wait(),
+            on_wait_timeout: default_on_wait_timeout(),
+            default_expiry: default_expiry(),
+        }
     }
 }
 
@@ -282,7 +304,10 @@ struct RawAudit {
 
 impl Default for RawAudit {
     fn default() -> Self {
-        RawAudit { store: default_store(), busy_timeout: default_busy_timeout() }
+        RawAudit {
+            store: default_store(),
+            busy_timeout: default_busy_timeout(),
+        }
     }
 }
 
@@ -416,6 +441,17 @@ pub enum InputShape {
     Envoy,
 }
 
+/// Which regorus evaluator runs the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// The VM where the policy compiles to it and agrees with the interpreter.
+    Auto,
+    /// The bytecode VM only (load fails if the policy does not compile to it).
+    Vm,
+    /// The tree-walking interpreter only.
+    Interpreter,
+}
+
 /// Policy settings.
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
@@ -427,6 +463,8 @@ pub struct PolicyConfig {
     pub input: InputShape,
     /// Evaluation time limit; over it the call fails closed.
     pub timeout: Duration,
+    /// Evaluator.
+    pub engine: EngineChoice,
 }
 
 /// Agent header names (lower-case).
@@ -539,7 +577,10 @@ impl Config {
     /// Parses and validates YAML text; relative paths are taken from `base`.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
         let shown = file.display().to_string();
-        let err = |message: String| ConfigError { file: shown.clone(), message };
+        let err = |message: String| ConfigError {
+            file: shown.clone(),
+            message,
+        };
         let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| err(format!("{e}")))?;
         let v = Validator { base };
         v.config(raw, file).map_err(err)
@@ -560,13 +601,19 @@ fn secret(field: &str, env: Option<String>, file: Option<PathBuf>) -> Result<Sec
     match (env, file) {
         (Some(e), None) if !e.is_empty() => Ok(SecretSource::Env(e)),
         (None, Some(f)) => Ok(SecretSource::File(f)),
-        (Some(_), Some(_)) => Err(format!("{field}: give either an environment variable or a file, not both")),
-        _ => Err(format!("{field}: a secret source is required (an environment variable or a file)")),
+        (Some(_), Some(_)) => Err(format!(
+            "{field}: give either an environment variable or a file, not both"
+        )),
+        _ => Err(format!(
+            "{field}: a secret source is required (an environment variable or a file)"
+        )),
     }
 }
 
 fn addr(field: &str, text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| format!("{field}: `{text}` is not a listen address; write it like 0.0.0.0:8080"))
+    text.parse().map_err(|_| {
+        format!("{field}: `{text}` is not a listen address; write it like 0.0.0.0:8080")
+    })
 }
 
 impl Validator<'_> {
@@ -588,7 +635,10 @@ impl Validator<'_> {
                 (e, f) => Some(secret("admin", e, f.map(|f| self.path(&f)))?),
             },
         };
-        let tls = raw.tls.map(|t| TlsConfig { cert: self.path(&t.cert), key: self.path(&t.key) });
+        let tls = raw.tls.map(|t| TlsConfig {
+            cert: self.path(&t.cert),
+            key: self.path(&t.key),
+        });
         if raw.routes.is_empty() {
             return Err("routes: at least one route is required".into());
         }
@@ -600,11 +650,16 @@ impl Validator<'_> {
                 return Err(format!("{f}.name: a route needs a name"));
             }
             if !names.insert(r.name.clone()) {
-                return Err(format!("{f}.name: `{}` is used by an earlier route; names must be unique", r.name));
+                return Err(format!(
+                    "{f}.name: `{}` is used by an earlier route; names must be unique",
+                    r.name
+                ));
             }
             let path_prefix = r.match_.path_prefix.unwrap_or_else(|| "/".into());
             if !path_prefix.starts_with('/') {
-                return Err(format!("{f}.match.path_prefix: `{path_prefix}` must start with /"));
+                return Err(format!(
+                    "{f}.match.path_prefix: `{path_prefix}` must start with /"
+                ));
             }
             let upstream = r.upstream.trim_end_matches('/').to_string();
             let scheme_ok = upstream.starts_with("http://") || upstream.starts_with("https://");
@@ -619,10 +674,16 @@ impl Validator<'_> {
                 Some(a) => {
                     let header = a.header.to_ascii_lowercase();
                     if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                        return Err(format!("{f}.upstream_auth.header: `{}` is not a header name", a.header));
+                        return Err(format!(
+                            "{f}.upstream_auth.header: `{}` is not a header name",
+                            a.header
+                        ));
                     }
-                    let value =
-                        secret(&format!("{f}.upstream_auth"), a.value_env, a.value_file.map(|p| self.path(&p)))?;
+                    let value = secret(
+                        &format!("{f}.upstream_auth"),
+                        a.value_env,
+                        a.value_file.map(|p| self.path(&p)),
+                    )?;
                     Some(UpstreamAuth { header, value })
                 }
             };
@@ -633,7 +694,10 @@ impl Validator<'_> {
                 upstream,
                 upstream_ca: r.upstream_ca.map(|p| self.path(&p)),
                 upstream_auth,
-                timeout: duration(&format!("{f}.timeout"), r.timeout.as_deref().unwrap_or("30s"))?,
+                timeout: duration(
+                    &format!("{f}.timeout"),
+                    r.timeout.as_deref().unwrap_or("30s"),
+                )?,
                 connect_timeout: duration(
                     &format!("{f}.connect_timeout"),
                     r.connect_timeout.as_deref().unwrap_or("5s"),
@@ -644,7 +708,11 @@ impl Validator<'_> {
         let input = match raw.policy.input.as_str() {
             "native" => InputShape::Native,
             "envoy" => InputShape::Envoy,
-            other => return Err(format!("policy.input: `{other}` is not one of native, envoy")),
+            other => {
+                return Err(format!(
+                    "policy.input: `{other}` is not one of native, envoy"
+                ))
+            }
         };
         if !raw.policy.entrypoint.starts_with("data.") {
             return Err(format!(
@@ -654,20 +722,37 @@ impl Validator<'_> {
         }
         let policy_dir = self.path(&raw.policy.dir);
         if !policy_dir.is_dir() {
-            return Err(format!("policy.dir: {} is not a directory", policy_dir.display()));
+            return Err(format!(
+                "policy.dir: {} is not a directory",
+                policy_dir.display()
+            ));
         }
         let policy = PolicyConfig {
             dir: policy_dir,
             entrypoint: raw.policy.entrypoint,
             input,
             timeout: duration("policy.timeout", &raw.policy.timeout)?,
+            engine: match raw.policy.engine.as_str() {
+                "auto" => EngineChoice::Auto,
+                "vm" => EngineChoice::Vm,
+                "interpreter" => EngineChoice::Interpreter,
+                other => {
+                    return Err(format!(
+                        "policy.engine: `{other}` is not one of auto, vm, interpreter"
+                    ))
+                }
+            },
         };
 
         let c = raw.capture;
         if c.max_body_bytes == 0 {
             return Err("capture.max_body_bytes must be greater than zero".into());
         }
-        let lower = |v: Vec<String>| v.into_iter().map(|h| h.to_ascii_lowercase()).collect::<BTreeSet<_>>();
+        let lower = |v: Vec<String>| {
+            v.into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect::<BTreeSet<_>>()
+        };
         let ah = c.agent_headers;
         let capture = CaptureConfig {
             headers_allow: lower(c.headers_allow),
@@ -691,22 +776,40 @@ impl Validator<'_> {
             on_wait_timeout: match raw.hold.on_wait_timeout.as_str() {
                 "accept" => OnWaitTimeout::Accept,
                 "cancel" => OnWaitTimeout::Cancel,
-                other => return Err(format!("hold.on_wait_timeout: `{other}` is not one of accept, cancel")),
+                other => {
+                    return Err(format!(
+                        "hold.on_wait_timeout: `{other}` is not one of accept, cancel"
+                    ))
+                }
             },
             default_expiry: duration("hold.default_expiry", &raw.hold.default_expiry)?,
         };
 
         let mut reviewers = BTreeMap::new();
         for (name, r) in raw.reviewers {
-            let key = secret(&format!("reviewers.{name}"), r.key_env, r.key_file.map(|p| self.path(&p)))?;
-            reviewers.insert(name, ReviewerConfig { key, groups: r.groups });
+            let key = secret(
+                &format!("reviewers.{name}"),
+                r.key_env,
+                r.key_file.map(|p| self.path(&p)),
+            )?;
+            reviewers.insert(
+                name,
+                ReviewerConfig {
+                    key,
+                    groups: r.groups,
+                },
+            );
         }
         let mut notify = Vec::new();
         for (i, n) in raw.notify.into_iter().enumerate() {
             if reqwest::Url::parse(&n.url).is_err() {
                 return Err(format!("notify[{i}].url: `{}` is not a URL", n.url));
             }
-            let secret = secret(&format!("notify[{i}]"), n.secret_env, n.secret_file.map(|p| self.path(&p)))?;
+            let secret = secret(
+                &format!("notify[{i}]"),
+                n.secret_env,
+                n.secret_file.map(|p| self.path(&p)),
+            )?;
             notify.push(NotifyConfig { url: n.url, secret });
         }
 
@@ -722,7 +825,10 @@ impl Validator<'_> {
                 ))
             }
         };
-        let audit = AuditConfig { sqlite_path, busy_timeout: duration("audit.busy_timeout", &raw.audit.busy_timeout)? };
+        let audit = AuditConfig {
+            sqlite_path,
+            busy_timeout: duration("audit.busy_timeout", &raw.audit.busy_timeout)?,
+        };
 
         let log = LogConfig {
             format: match raw.log.format.as_deref().unwrap_or("text") {
@@ -763,11 +869,16 @@ impl Config {
         }
         for r in &self.routes {
             if let Some(a) = &r.upstream_auth {
-                a.value.read().map_err(|e| err(format!("routes.{}.upstream_auth", r.name), e))?;
+                a.value
+                    .read()
+                    .map_err(|e| err(format!("routes.{}.upstream_auth", r.name), e))?;
             }
             if let Some(ca) = &r.upstream_ca {
                 if !ca.is_file() {
-                    return Err(err(format!("routes.{}.upstream_ca", r.name), format!("{} does not exist", ca.display())));
+                    return Err(err(
+                        format!("routes.{}.upstream_ca", r.name),
+                        format!("{} does not exist", ca.display()),
+                    ));
                 }
             }
         }
@@ -785,7 +896,8 @@ mod tests {
         Config::parse(yaml, Path::new("test.yaml"), &dir)
     }
 
-    const MINIMAL: &str = "routes:\n  - name: api\n    match: { path_prefix: / }\n    upstream: http://127.0.0.1:1\n";
+    const MINIMAL: &str =
+        "routes:\n  - name: api\n    match: { path_prefix: / }\n    upstream: http://127.0.0.1:1\n";
 
     #[test]
     fn minimal_config_gets_spec_defaults() {

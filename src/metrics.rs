@@ -22,8 +22,10 @@ impl Counter {
 }
 
 /// Bucket upper bounds in seconds, from 50 µs to 10 s.
-const BUCKETS: [f64; 16] =
-    [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
 
 /// A latency histogram in seconds.
 pub struct Histogram {
@@ -52,7 +54,8 @@ impl Histogram {
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
     fn render(&self, name: &str, help: &str, out: &mut String) {
@@ -91,7 +94,10 @@ pub struct Metrics {
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
-    *map.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(0) += 1;
+    *map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_insert(0) += 1;
 }
 
 impl Metrics {
@@ -114,16 +120,37 @@ impl Metrics {
     pub fn render(&self, policy_revision: &str, policy_engine: &str) -> String {
         let mut out = String::new();
         out.push_str("# HELP countersign_decisions_total Policy decisions by action and risk.\n# TYPE countersign_decisions_total counter\n");
-        for ((action, risk), n) in self.decisions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "countersign_decisions_total{{action=\"{action}\",risk=\"{risk}\"}} {n}");
+        for ((action, risk), n) in self
+            .decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "countersign_decisions_total{{action=\"{action}\",risk=\"{risk}\"}} {n}"
+            );
         }
         out.push_str("# HELP countersign_refused_total Calls answered without forwarding for a reason other than the policy's deny.\n# TYPE countersign_refused_total counter\n");
-        for (reason, n) in self.refusals.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (reason, n) in self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             let _ = writeln!(out, "countersign_refused_total{{reason=\"{reason}\"}} {n}");
         }
         out.push_str("# HELP countersign_upstream_responses_total Upstream outcomes by status class.\n# TYPE countersign_upstream_responses_total counter\n");
-        for (class, n) in self.upstream_responses.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "countersign_upstream_responses_total{{class=\"{class}\"}} {n}");
+        for (class, n) in self
+            .upstream_responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "countersign_upstream_responses_total{{class=\"{class}\"}} {n}"
+            );
         }
         self.policy_eval_seconds.render(
             "countersign_policy_eval_seconds",

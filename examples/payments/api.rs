@@ -9,6 +9,7 @@
 //! - `GET /v1/payouts/<id>` answers the payout, `GET /v1/balance` a balance.
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -27,35 +28,64 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
         .expect("static response parts are valid")
 }
 
-async fn handle(req: Request<Incoming>, next_id: Arc<AtomicU64>, quiet: bool) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    next_id: Arc<AtomicU64>,
+    quiet: bool,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     if !quiet {
-        println!("payments-api: {} {} ({} bytes)", parts.method, parts.uri, body.len());
+        // Not println!: a closed stdout must not take the API down.
+        let _ = writeln!(
+            std::io::stdout(),
+            "payments-api: {} {} ({} bytes)",
+            parts.method,
+            parts.uri,
+            body.len()
+        );
     }
     let path = parts.uri.path();
     Ok(match (&parts.method, path) {
-        (&Method::POST, "/v1/payouts") => match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(p) if p["amount"].is_number() => {
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                reply(
-                    StatusCode::CREATED,
-                    serde_json::json!({"payout_id": format!("po_{id}"), "amount": p["amount"], "currency": p["currency"], "to": p["to"], "status": "sent"}),
-                )
+        (&Method::POST, "/v1/payouts") => {
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(p) if p["amount"].is_number() => {
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    reply(
+                        StatusCode::CREATED,
+                        serde_json::json!({"payout_id": format!("po_{id}"), "amount": p["amount"], "currency": p["currency"], "to": p["to"], "status": "sent"}),
+                    )
+                }
+                _ => reply(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "send a JSON body with a numeric amount"}),
+                ),
             }
-            _ => reply(StatusCode::BAD_REQUEST, serde_json::json!({"error": "send a JSON body with a numeric amount"})),
-        },
-        (&Method::GET, "/v1/balance") => reply(StatusCode::OK, serde_json::json!({"currency": "EUR", "available": 1250000})),
-        (&Method::GET, p) if p.starts_with("/v1/payouts/") => {
-            reply(StatusCode::OK, serde_json::json!({"payout_id": &p["/v1/payouts/".len()..], "status": "sent"}))
         }
-        _ => reply(StatusCode::NOT_FOUND, serde_json::json!({"error": "not found"})),
+        (&Method::GET, "/v1/balance") => reply(
+            StatusCode::OK,
+            serde_json::json!({"currency": "EUR", "available": 1250000}),
+        ),
+        (&Method::GET, p) if p.starts_with("/v1/payouts/") => reply(
+            StatusCode::OK,
+            serde_json::json!({"payout_id": &p["/v1/payouts/".len()..], "status": "sent"}),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "not found"}),
+        ),
     })
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8081".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8081".into());
     let quiet = std::env::var_os("PAYMENTS_QUIET").is_some();
     let listener = TcpListener::bind(&addr).await?;
     println!("payments-api: listening on {}", listener.local_addr()?);
@@ -65,8 +95,11 @@ async fn main() -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         let next_id = next_id.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(req, next_id.clone(), quiet));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let service =
+                hyper::service::service_fn(move |req| handle(req, next_id.clone(), quiet));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -24,18 +24,27 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         "/readyz" => readyz(&shared),
         "/metrics" => {
             let p = shared.policy();
-            text(StatusCode::OK, shared.metrics.render(p.revision(), p.engine_kind().as_str()), "text/plain; version=0.0.4")
+            text(
+                StatusCode::OK,
+                shared
+                    .metrics
+                    .render(p.revision(), p.engine_kind().as_str()),
+                "text/plain; version=0.0.4",
+            )
         }
         p if p == "/v1/actions" || p.starts_with("/v1/actions/") => {
-            if let Err(r) = authorize(&shared, &req) {
-                return r;
+            if let Some(refusal) = refuse_unauthorized(&shared, &req) {
+                return refusal;
             }
             match p.strip_prefix("/v1/actions/") {
                 None => list(&shared, req.uri().query()).await,
                 Some(id) => show(&shared, id).await,
             }
         }
-        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint; try /healthz, /readyz, /metrics or /v1/actions"),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such admin endpoint; try /healthz, /readyz, /metrics or /v1/actions",
+        ),
     }
 }
 
@@ -67,9 +76,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+/// The 401 answer for a request without the admin token; `None` when it has it.
+fn refuse_unauthorized(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Body>> {
     let Some(token) = &shared.admin_token else {
-        return Err(error(StatusCode::UNAUTHORIZED, "the actions API is disabled: set admin.token_env in the config"));
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "the actions API is disabled: set admin.token_env in the config",
+        ));
     };
     let given = req
         .headers()
@@ -78,11 +91,17 @@ fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Response<Bo
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if same(given.as_bytes(), token.as_bytes()) {
-        Ok(())
+        None
     } else {
-        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token: send Authorization: Bearer <token>");
-        r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
-        Err(r)
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token: send Authorization: Bearer <token>",
+        );
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        Some(r)
     }
 }
 
@@ -94,13 +113,28 @@ async fn list(shared: &Shared, query: Option<&str>) -> Response<Body> {
             "risk" => filter.risk = Some(v.into_owned()),
             "since" => match humantime::parse_rfc3339_weak(&v) {
                 Ok(t) => filter.since = Some(humantime::format_rfc3339_micros(t).to_string()),
-                Err(_) => return error(StatusCode::BAD_REQUEST, "since must be an RFC 3339 time like 2026-11-27T00:00:00Z"),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "since must be an RFC 3339 time like 2026-11-27T00:00:00Z",
+                    )
+                }
             },
             "limit" => match v.parse::<usize>() {
                 Ok(n) if (1..=1000).contains(&n) => filter.limit = n,
-                _ => return error(StatusCode::BAD_REQUEST, "limit must be a whole number from 1 to 1000"),
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "limit must be a whole number from 1 to 1000",
+                    )
+                }
             },
-            other => return error(StatusCode::BAD_REQUEST, &format!("unknown filter `{other}`; use state, risk, since or limit")),
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("unknown filter `{other}`; use state, risk, since or limit"),
+                )
+            }
         }
     }
     match shared.store.read(move |c| list_actions(c, &filter)).await {

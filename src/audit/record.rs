@@ -121,7 +121,14 @@ pub struct Record {
 /// The chain hash: SHA-256 over a line-separated encoding. The fields before
 /// the payload never contain a newline (ids are hex, kinds and times are
 /// fixed formats), and the payload is last, so the encoding is unambiguous.
-pub fn chain_hash(seq: i64, time: &str, action_id: &str, kind: &str, prev_hash: &str, payload: &str) -> String {
+pub fn chain_hash(
+    seq: i64,
+    time: &str,
+    action_id: &str,
+    kind: &str,
+    prev_hash: &str,
+    payload: &str,
+) -> String {
     let mut h = Sha256::new();
     h.update(b"countersign-record-v1\n");
     for field in [seq.to_string().as_str(), time, action_id, kind, prev_hash] {
@@ -181,7 +188,9 @@ pub fn new_action_id() -> String {
 
 /// Whether `s` looks like an action id (so it is safe to use in queries and paths).
 pub fn is_action_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 #[cfg(test)]
@@ -192,7 +201,10 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
         let v = json!({"b": 1, "a": {"d": [1, {"z": 0, "y": "x"}], "c": null}});
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[1,{"y":"x","z":0}]},"b":1}"#);
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":null,"d":[1,{"y":"x","z":0}]},"b":1}"#
+        );
     }
 
     #[test]

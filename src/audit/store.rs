@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::record::{chain_hash, canonical_json, Draft, Record, GENESIS};
+use super::record::{canonical_json, chain_hash, Draft, Record, GENESIS};
 use crate::metrics::Metrics;
 
 /// Why the store could not do what was asked.
@@ -80,7 +80,10 @@ CREATE INDEX IF NOT EXISTS actions_state ON actions(state, created_at);
 
 /// Opens the file read-write with the durability settings the record needs.
 fn open_rw(path: &Path, busy: Duration) -> Result<Connection, StoreError> {
-    let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+    let open_err = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             let _ = std::fs::create_dir_all(dir);
@@ -88,19 +91,28 @@ fn open_rw(path: &Path, busy: Duration) -> Result<Connection, StoreError> {
     }
     let conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(busy).map_err(open_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
     // FULL: a commit is on disk when it returns, even across power loss.
-    conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
     conn.execute_batch(SCHEMA).map_err(open_err)?;
     Ok(conn)
 }
 
 /// Opens an existing store read-only (the `audit` commands).
 pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
-    let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    let open_err = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(5))
         .map_err(open_err)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
     Ok(conn)
 }
 
@@ -114,21 +126,35 @@ impl Store {
     pub fn open(path: &Path, busy: Duration, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
         let conn = open_rw(path, busy)?;
         let head: (i64, String) = conn
-            .query_row("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?
             .unwrap_or((0, GENESIS.to_string()));
         let reader = open_rw(path, busy)?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("countersign-record-writer".into())
-            .spawn(move || Writer { conn, head, metrics, retry: Vec::new() }.run(rx))
+            .spawn(move || {
+                Writer {
+                    conn,
+                    head,
+                    metrics,
+                    retry: Vec::new(),
+                }
+                .run(rx)
+            })
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
-        Ok(Store { tx, reader: Arc::new(Mutex::new(reader)), path: path.to_path_buf() })
+        Ok(Store {
+            tx,
+            reader: Arc::new(Mutex::new(reader)),
+            path: path.to_path_buf(),
+        })
     }
 
     /// The SQLite file.
@@ -139,13 +165,25 @@ impl Store {
     /// Appends records and waits until they are durable.
     pub async fn commit(&self, drafts: Vec<Draft>) -> Result<(), Arc<StoreError>> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { drafts, reply: Some(reply) }).map_err(|_| Arc::new(StoreError::Closed))?;
+        self.tx
+            .send(Job {
+                drafts,
+                reply: Some(reply),
+            })
+            .map_err(|_| Arc::new(StoreError::Closed))?;
         rx.await.map_err(|_| Arc::new(StoreError::Closed))?
     }
 
     /// Appends records without waiting; the writer retries until they commit.
     pub fn enqueue(&self, drafts: Vec<Draft>) {
-        if self.tx.send(Job { drafts, reply: None }).is_err() {
+        if self
+            .tx
+            .send(Job {
+                drafts,
+                reply: None,
+            })
+            .is_err()
+        {
             tracing::error!("record store is shut down; a result record could not be queued");
         }
     }
@@ -257,7 +295,9 @@ impl Writer {
             let mut index_update = tx.prepare_cached(
                 "UPDATE actions SET state = COALESCE(?2, state), risk = COALESCE(?3, risk), updated_at = ?4 WHERE action_id = ?1",
             )?;
-            let drafts = retry.iter().chain(jobs.iter().flat_map(|j| j.drafts.iter()));
+            let drafts = retry
+                .iter()
+                .chain(jobs.iter().flat_map(|j| j.drafts.iter()));
             for d in drafts {
                 seq += 1;
                 let time = now_rfc3339();
@@ -284,7 +324,9 @@ impl Writer {
         }
         tx.commit()?;
         self.head = (seq, prev);
-        self.metrics.record_commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .record_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 }
@@ -348,7 +390,10 @@ pub struct ListFilter {
 }
 
 /// Lists actions, newest first.
-pub fn list_actions(conn: &Connection, f: &ListFilter) -> Result<Vec<ActionSummary>, rusqlite::Error> {
+pub fn list_actions(
+    conn: &Connection,
+    f: &ListFilter,
+) -> Result<Vec<ActionSummary>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT action_id, state, risk, route, method, path, agent, created_at, updated_at FROM actions
          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR risk = ?2) AND (?3 IS NULL OR created_at >= ?3)
@@ -390,8 +435,9 @@ pub enum Verdict {
 
 /// Walks the whole chain in seq order and recomputes every hash.
 pub fn verify_chain(conn: &Connection) -> Result<Verdict, rusqlite::Error> {
-    let mut stmt =
-        conn.prepare("SELECT seq, time, action_id, kind, payload, prev_hash, hash FROM records ORDER BY seq")?;
+    let mut stmt = conn.prepare(
+        "SELECT seq, time, action_id, kind, payload, prev_hash, hash FROM records ORDER BY seq",
+    )?;
     let mut rows = stmt.query([])?;
     let mut expected_seq = 1i64;
     let mut prev = GENESIS.to_string();
@@ -416,10 +462,15 @@ pub fn verify_chain(conn: &Connection) -> Result<Verdict, rusqlite::Error> {
             });
         }
         if chain_hash(seq, &time, &action_id, &kind, &prev_hash, &payload) != hash {
-            return Ok(Verdict::Broken { seq, why: "its content does not match its hash (the record was altered)".into() });
+            return Ok(Verdict::Broken {
+                seq,
+                why: "its content does not match its hash (the record was altered)".into(),
+            });
         }
         prev = hash;
         expected_seq += 1;
     }
-    Ok(Verdict::Intact { records: expected_seq - 1 })
+    Ok(Verdict::Intact {
+        records: expected_seq - 1,
+    })
 }

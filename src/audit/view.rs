@@ -25,7 +25,9 @@ pub fn action_json(action_id: &str, records: &[Record]) -> Value {
     });
     for r in records {
         let p = &r.payload;
-        for key in ["request", "agent", "evidence", "route", "policy", "decision"] {
+        for key in [
+            "request", "agent", "evidence", "route", "policy", "decision",
+        ] {
             if view[key].is_null() && !p[key].is_null() {
                 view[key] = p[key].clone();
             }
@@ -61,7 +63,11 @@ fn body_summary(body: &Value) -> String {
         Some("text") => {
             let t = body["text"].as_str().unwrap_or_default();
             let cut: String = t.chars().take(200).collect();
-            if body["truncated"] == json!(true) || cut.len() < t.len() { format!("{cut}… (cut)") } else { cut }
+            if body["truncated"] == json!(true) || cut.len() < t.len() {
+                format!("{cut}… (cut)")
+            } else {
+                cut
+            }
         }
         Some("base64") => "(binary)".into(),
         _ => "(empty)".into(),
@@ -71,7 +77,12 @@ fn body_summary(body: &Value) -> String {
 /// The action as a timeline a reviewer who was not there can follow.
 pub fn action_text(view: &Value) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "action {}  state: {}", s(&view["action_id"]), s(&view["state"]));
+    let _ = writeln!(
+        out,
+        "action {}  state: {}",
+        s(&view["action_id"]),
+        s(&view["state"])
+    );
     let time = view["records"][0]["time"].clone();
     let _ = writeln!(out, "\n1. REQUEST  ({})", s(&time));
     let a = &view["agent"];
@@ -81,7 +92,13 @@ pub fn action_text(view: &Value) -> String {
     let r = &view["request"];
     let _ = writeln!(out, "   call:         {} {}", s(&r["method"]), s(&r["url"]));
     let _ = writeln!(out, "   route:        {}", s(&view["route"]["name"]));
-    let _ = writeln!(out, "   body:         {} ({} bytes, sha256 {})", body_summary(&r["body"]), s(&r["body_size"]), s(&r["body_sha256"]));
+    let _ = writeln!(
+        out,
+        "   body:         {} ({} bytes, sha256 {})",
+        body_summary(&r["body"]),
+        s(&r["body_size"]),
+        s(&r["body_sha256"])
+    );
 
     let _ = writeln!(out, "\n2. EVIDENCE");
     match view["evidence"].as_object() {
@@ -100,7 +117,12 @@ pub fn action_text(view: &Value) -> String {
     if d.is_null() {
         let _ = writeln!(out, "   (no decision was made)");
     } else {
-        let _ = writeln!(out, "   action: {}   risk: {}", s(&d["action"]), s(&d["risk"]));
+        let _ = writeln!(
+            out,
+            "   action: {}   risk: {}",
+            s(&d["action"]),
+            s(&d["risk"])
+        );
         for rule in d["rules"].as_array().into_iter().flatten() {
             let _ = writeln!(out, "   rule:   {}", s(rule));
         }
@@ -109,19 +131,39 @@ pub fn action_text(view: &Value) -> String {
         }
         if !d["approval"].is_null() {
             let ap = &d["approval"];
-            let _ = writeln!(out, "   approval asked of: reviewers {} groups {} (min {}, expires in {})", ap["reviewers"], ap["groups"], s(&ap["min"]), s(&ap["expires_in"]));
+            let _ = writeln!(
+                out,
+                "   approval asked of: reviewers {} groups {} (min {}, expires in {})",
+                ap["reviewers"],
+                ap["groups"],
+                s(&ap["min"]),
+                s(&ap["expires_in"])
+            );
         }
     }
     let p = &view["policy"];
     if !p.is_null() {
-        let _ = writeln!(out, "   policy revision: {} ({} engine, {})", s(&p["revision"]), s(&p["engine"]), s(&p["entrypoint"]));
+        let _ = writeln!(
+            out,
+            "   policy revision: {} ({} engine, {})",
+            s(&p["revision"]),
+            s(&p["engine"]),
+            s(&p["entrypoint"])
+        );
     }
 
     let _ = writeln!(out, "\n4. REVIEWS");
     match view["reviews"].as_array() {
         Some(rs) if !rs.is_empty() => {
             for rv in rs {
-                let _ = writeln!(out, "   {} {} by {}: {}", s(&rv["time"]), s(&rv["verdict"]), s(&rv["reviewer"]), s(&rv["comment"]));
+                let _ = writeln!(
+                    out,
+                    "   {} {} by {}: {}",
+                    s(&rv["time"]),
+                    s(&rv["verdict"]),
+                    s(&rv["reviewer"]),
+                    s(&rv["comment"])
+                );
             }
         }
         _ => {
@@ -134,21 +176,52 @@ pub fn action_text(view: &Value) -> String {
     match res["outcome"].as_str() {
         Some("completed") => {
             let resp = &res["response"];
-            let _ = writeln!(out, "   {}  upstream answered {} in {:.1} ms", s(&res["time"]), s(&resp["status"]), res["upstream_ms"].as_f64().unwrap_or(0.0));
-            let _ = writeln!(out, "   body: {} ({} bytes, sha256 {})", body_summary(&resp["body"]), s(&resp["body_size"]), s(&resp["body_sha256"]));
+            let _ = writeln!(
+                out,
+                "   {}  upstream answered {} in {:.1} ms",
+                s(&res["time"]),
+                s(&resp["status"]),
+                res["upstream_ms"].as_f64().unwrap_or(0.0)
+            );
+            let _ = writeln!(
+                out,
+                "   body: {} ({} bytes, sha256 {})",
+                body_summary(&resp["body"]),
+                s(&resp["body_size"]),
+                s(&resp["body_sha256"])
+            );
         }
         Some("failed") => {
-            let _ = writeln!(out, "   {}  not completed ({} at {}, answered {}): {}", s(&res["time"]), s(&res["reason"]), s(&res["stage"]), s(&res["status"]), s(&res["error"]));
+            let _ = writeln!(
+                out,
+                "   {}  not completed ({} at {}, answered {}): {}",
+                s(&res["time"]),
+                s(&res["reason"]),
+                s(&res["stage"]),
+                s(&res["status"]),
+                s(&res["error"])
+            );
         }
         _ => {
-            let what = if view["state"] == json!("denied") { "   nothing was forwarded (denied)" } else { "   (no result yet)" };
+            let what = if view["state"] == json!("denied") {
+                "   nothing was forwarded (denied)"
+            } else {
+                "   (no result yet)"
+            };
             let _ = writeln!(out, "{what}");
         }
     }
 
     let _ = writeln!(out, "\nRECORDS");
     for rec in view["records"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "   #{:<6} {}  {:<10} hash {}", s(&rec["seq"]), s(&rec["time"]), s(&rec["kind"]), &s(&rec["hash"])[..16.min(s(&rec["hash"]).len())]);
+        let _ = writeln!(
+            out,
+            "   #{:<6} {}  {:<10} hash {}",
+            s(&rec["seq"]),
+            s(&rec["time"]),
+            s(&rec["kind"]),
+            &s(&rec["hash"])[..16.min(s(&rec["hash"]).len())]
+        );
     }
     out
 }

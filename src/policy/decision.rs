@@ -73,7 +73,11 @@ fn strings(v: &Value, field: &str) -> Result<Vec<String>, String> {
         Value::Null => Ok(vec![]),
         Value::Array(items) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| format!("`{field}` must be a list of strings")))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("`{field}` must be a list of strings"))
+            })
             .collect(),
         // Rego sets serialize as arrays, but a single string is a common slip.
         _ => Err(format!("`{field}` must be a list of strings")),
@@ -85,7 +89,9 @@ fn strings(v: &Value, field: &str) -> Result<Vec<String>, String> {
 /// `policy eval`, which has no config).
 pub fn check(raw: &Value, directory: Option<&Directory>) -> Result<Decision, String> {
     let obj = match raw {
-        Value::Null => return Err("the entrypoint is undefined for this input (no decision)".into()),
+        Value::Null => {
+            return Err("the entrypoint is undefined for this input (no decision)".into())
+        }
         // OPA Envoy-plugin style: a boolean allow rule.
         Value::Bool(true) => {
             return Ok(Decision {
@@ -106,18 +112,30 @@ pub fn check(raw: &Value, directory: Option<&Directory>) -> Result<Decision, Str
             })
         }
         Value::Object(o) => o,
-        other => return Err(format!("the decision must be an object or a boolean, not {other}")),
+        other => {
+            return Err(format!(
+                "the decision must be an object or a boolean, not {other}"
+            ))
+        }
     };
     let action = match obj.get("action").and_then(Value::as_str) {
         Some("allow") => Action::Allow,
         Some("deny") => Action::Deny,
         Some("hold") => Action::Hold,
-        Some(other) => return Err(format!("`action` is `{other}`; it must be allow, deny or hold")),
+        Some(other) => {
+            return Err(format!(
+                "`action` is `{other}`; it must be allow, deny or hold"
+            ))
+        }
         None => return Err("`action` is missing; it must be allow, deny or hold".into()),
     };
     let risk = match obj.get("risk").and_then(Value::as_str) {
         Some(r) if RISKS.contains(&r) => r.to_string(),
-        Some(r) => return Err(format!("`risk` is `{r}`; it must be low, medium, high or critical")),
+        Some(r) => {
+            return Err(format!(
+                "`risk` is `{r}`; it must be low, medium, high or critical"
+            ))
+        }
         None => return Err("`risk` is missing; it must be low, medium, high or critical".into()),
     };
     let reasons = strings(obj.get("reasons").unwrap_or(&Value::Null), "reasons")?;
@@ -127,42 +145,73 @@ pub fn check(raw: &Value, directory: Option<&Directory>) -> Result<Decision, Str
         (Action::Hold, _) => return Err("`approval` is required with hold".into()),
         _ => None,
     };
-    Ok(Decision { action, risk, reasons, rules, approval })
+    Ok(Decision {
+        action,
+        risk,
+        reasons,
+        rules,
+        approval,
+    })
 }
 
 fn approval(a: &Value, directory: Option<&Directory>) -> Result<Approval, String> {
-    let reviewers = strings(a.get("reviewers").unwrap_or(&Value::Null), "approval.reviewers")?;
+    let reviewers = strings(
+        a.get("reviewers").unwrap_or(&Value::Null),
+        "approval.reviewers",
+    )?;
     let groups = strings(a.get("groups").unwrap_or(&Value::Null), "approval.groups")?;
     let min = match a.get("min") {
         None | Some(Value::Null) => 1,
         Some(v) => match v.as_u64() {
             Some(n) if (1..=100).contains(&n) => n as u32,
-            _ => return Err(format!("`approval.min` is {v}; it must be a whole number from 1 to 100")),
+            _ => {
+                return Err(format!(
+                    "`approval.min` is {v}; it must be a whole number from 1 to 100"
+                ))
+            }
         },
     };
     let (expires_in, expires_after) = match a.get("expires_in") {
         None | Some(Value::Null) => (None, None),
         Some(Value::String(s)) => match humantime::parse_duration(s) {
             Ok(d) if !d.is_zero() => (Some(s.clone()), Some(d)),
-            _ => return Err(format!("`approval.expires_in` is `{s}`; write a duration like 30m")),
+            _ => {
+                return Err(format!(
+                    "`approval.expires_in` is `{s}`; write a duration like 30m"
+                ))
+            }
         },
-        Some(v) => return Err(format!("`approval.expires_in` is {v}; write a duration like \"30m\"")),
+        Some(v) => {
+            return Err(format!(
+                "`approval.expires_in` is {v}; write a duration like \"30m\""
+            ))
+        }
     };
     if reviewers.is_empty() && groups.is_empty() {
-        return Err("`approval` names no reviewers or groups; nobody could release the hold".into());
+        return Err(
+            "`approval` names no reviewers or groups; nobody could release the hold".into(),
+        );
     }
     if let Some(dir) = directory {
         let mut eligible = BTreeSet::new();
         for r in &reviewers {
             if !dir.contains_key(r) {
-                return Err(format!("`approval.reviewers` names `{r}`, who is not a configured reviewer"));
+                return Err(format!(
+                    "`approval.reviewers` names `{r}`, who is not a configured reviewer"
+                ));
             }
             eligible.insert(r.clone());
         }
         for g in &groups {
-            let members: Vec<&String> = dir.iter().filter(|(_, gs)| gs.contains(g)).map(|(n, _)| n).collect();
+            let members: Vec<&String> = dir
+                .iter()
+                .filter(|(_, gs)| gs.contains(g))
+                .map(|(n, _)| n)
+                .collect();
             if members.is_empty() {
-                return Err(format!("`approval.groups` names `{g}`, which has no configured reviewers"));
+                return Err(format!(
+                    "`approval.groups` names `{g}`, which has no configured reviewers"
+                ));
             }
             eligible.extend(members.into_iter().cloned());
         }
@@ -173,7 +222,13 @@ fn approval(a: &Value, directory: Option<&Directory>) -> Result<Approval, String
             ));
         }
     }
-    Ok(Approval { reviewers, groups, min, expires_in, expires_after })
+    Ok(Approval {
+        reviewers,
+        groups,
+        min,
+        expires_in,
+        expires_after,
+    })
 }
 
 #[cfg(test)]
@@ -182,7 +237,10 @@ mod tests {
     use serde_json::json;
 
     fn dir() -> Directory {
-        BTreeMap::from([("alice".into(), vec!["finance".into()]), ("bob".into(), vec![])])
+        BTreeMap::from([
+            ("alice".into(), vec!["finance".into()]),
+            ("bob".into(), vec![]),
+        ])
     }
 
     #[test]
@@ -193,7 +251,10 @@ mod tests {
             Some(&dir()),
         )
         .unwrap();
-        assert_eq!(d.approval.unwrap().expires_after, Some(Duration::from_secs(1800)));
+        assert_eq!(
+            d.approval.unwrap().expires_after,
+            Some(Duration::from_secs(1800))
+        );
     }
 
     #[test]

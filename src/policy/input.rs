@@ -20,8 +20,11 @@ pub struct Context<'a> {
 
 /// Builds the input document as JSON.
 pub fn build(ctx: &Context<'_>, req: &CapturedRequest, shape: InputShape) -> Value {
-    let headers: Map<String, Value> =
-        req.headers.iter().map(|(n, v)| (n.clone(), Value::String(v.clone()))).collect();
+    let headers: Map<String, Value> = req
+        .headers
+        .iter()
+        .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+        .collect();
     let body = req.body_json();
     let mut input = json!({
         "action_id": ctx.action_id,
@@ -51,9 +54,15 @@ pub fn build(ctx: &Context<'_>, req: &CapturedRequest, shape: InputShape) -> Val
 /// `parsed_path`, `parsed_query` and `parsed_body`.
 fn add_envoy(input: &mut Value, req: &CapturedRequest) {
     let headers = input["request"]["headers"].clone();
-    let parsed_path: Vec<Value> =
-        req.path.split('/').filter(|s| !s.is_empty()).map(|s| Value::String(percent_decode(s))).collect();
-    let obj = input.as_object_mut().expect("the input document is an object");
+    let parsed_path: Vec<Value> = req
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| Value::String(percent_decode(s)))
+        .collect();
+    let obj = input
+        .as_object_mut()
+        .expect("the input document is an object");
     obj.insert(
         "attributes".into(),
         json!({

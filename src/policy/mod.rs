@@ -20,6 +20,8 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{CompiledPolicy, Engine, Value};
 use sha2::{Digest, Sha256};
 
+use crate::config::{EngineChoice, PolicyConfig};
+
 /// Why a policy could not be loaded or evaluated.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -90,8 +92,15 @@ impl EngineKind {
 /// Builtins regorus leaves out or stubs: a policy relying on them would see
 /// `undefined` where OPA would see a value, which can turn a deny into an
 /// allow. They are refused at load instead.
-const UNSUPPORTED_BUILTINS: &[&str] =
-    &["http.send", "io.jwt.", "net.lookup_ip_addr", "opa.runtime", "rego.parse_module", "crypto.x509.", "crypto.hmac."];
+const UNSUPPORTED_BUILTINS: &[&str] = &[
+    "http.send",
+    "io.jwt.",
+    "net.lookup_ip_addr",
+    "opa.runtime",
+    "rego.parse_module",
+    "crypto.x509.",
+    "crypto.hmac.",
+];
 
 /// A compiled policy revision.
 pub struct Policy {
@@ -110,7 +119,10 @@ pub struct Policy {
 /// The `.rego` files a policy directory serves from: all but `*_test.rego`.
 pub fn policy_files(dir: &Path, include_tests: bool) -> Result<Vec<PathBuf>, PolicyError> {
     let mut out = Vec::new();
-    walk(dir, &mut out).map_err(|source| PolicyError::Dir { dir: dir.display().to_string(), source })?;
+    walk(dir, &mut out).map_err(|source| PolicyError::Dir {
+        dir: dir.display().to_string(),
+        source,
+    })?;
     out.retain(|p| include_tests || !p.to_string_lossy().ends_with("_test.rego"));
     out.sort();
     Ok(out)
@@ -180,9 +192,13 @@ fn check_builtins(file: &str, src: &str) -> Result<(), PolicyError> {
         let mut from = 0;
         while let Some(pos) = code[from..].find(b) {
             let at = from + pos;
-            let before_ok = at == 0 || !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.');
+            let before_ok = at == 0
+                || !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.');
             if before_ok {
-                return Err(PolicyError::Unsupported { file: file.to_string(), builtin: b.trim_end_matches('.').to_string() });
+                return Err(PolicyError::Unsupported {
+                    file: file.to_string(),
+                    builtin: b.trim_end_matches('.').to_string(),
+                });
             }
             from = at + b.len();
         }
@@ -196,69 +212,136 @@ pub fn load_engine(files: &[PathBuf], dir: &Path) -> Result<(Engine, String), Po
     let mut digest = Sha256::new();
     for path in files {
         let shown = path.display().to_string();
-        let src = std::fs::read_to_string(path)
-            .map_err(|e| PolicyError::Compile { file: shown.clone(), message: format!("cannot read: {e}") })?;
+        let src = std::fs::read_to_string(path).map_err(|e| PolicyError::Compile {
+            file: shown.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
         check_builtins(&shown, &src)?;
-        let rel = path.strip_prefix(dir).unwrap_or(path).to_string_lossy().to_string();
+        let rel = path
+            .strip_prefix(dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .to_string();
         digest.update(rel.as_bytes());
         digest.update([0]);
         digest.update(Sha256::digest(src.as_bytes()));
         engine
             .add_policy(shown.clone(), src)
-            .map_err(|e| PolicyError::Compile { file: shown, message: one_line(&e.to_string()) })?;
+            .map_err(|e| PolicyError::Compile {
+                file: shown,
+                message: one_line(&e.to_string()),
+            })?;
     }
-    Ok((engine, format!("sha256:{}", &hex::encode(digest.finalize())[..16])))
+    Ok((
+        engine,
+        format!("sha256:{}", &hex::encode(digest.finalize())[..16]),
+    ))
 }
 
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+    s.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 impl Policy {
     /// Loads every non-test `.rego` file in `dir` and compiles `entrypoint`.
-    pub fn load(dir: &Path, entrypoint: &str, timeout: Duration) -> Result<Policy, PolicyError> {
+    pub fn load(settings: &PolicyConfig) -> Result<Policy, PolicyError> {
+        let (dir, entrypoint, timeout) = (
+            settings.dir.as_path(),
+            settings.entrypoint.as_str(),
+            settings.timeout,
+        );
         let files = policy_files(dir, false)?;
         if files.is_empty() {
             return Err(PolicyError::Empty(dir.display().to_string()));
         }
         let (mut engine, revision) = load_engine(&files, dir)?;
-        let timer = ExecutionTimerConfig { limit: timeout, check_interval: NonZeroU32::MIN };
+        let timer = ExecutionTimerConfig {
+            limit: timeout,
+            check_interval: NonZeroU32::MIN,
+        };
         engine.set_execution_timer_config(timer);
-        let compile_err = |e: anyhow::Error| PolicyError::Compile { file: dir.display().to_string(), message: one_line(&e.to_string()) };
+        let compile_err = |e: anyhow::Error| PolicyError::Compile {
+            file: dir.display().to_string(),
+            message: one_line(&e.to_string()),
+        };
         let entry: regorus::Rc<str> = entrypoint.into();
-        let compiled = engine.compile_with_entrypoint(&entry).map_err(compile_err)?;
+        let compiled = engine
+            .compile_with_entrypoint(&entry)
+            .map_err(compile_err)?;
 
         // Warm the interpreter engine: its first evaluation prepares shared
-        // state that every clone then reuses.
+        // state that every clone then reuses. A policy may legitimately fail
+        // on the probe (it is not a real call), so only agreement matters.
         let probe = input::probe();
         engine.set_input(probe.clone());
-        let interpreted = engine.eval_rule(entrypoint.to_string()).map_err(|e| PolicyError::Compile {
-            file: dir.display().to_string(),
-            message: format!("evaluating {entrypoint} on a probe input failed: {}", one_line(&e.to_string())),
-        })?;
+        let interpreted = engine
+            .eval_rule(entrypoint.to_string())
+            .map_err(|e| e.to_string());
 
         let mut vm_fallback_reason = None;
-        let vm = match regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &[entrypoint]) {
+        let vm = match regorus::languages::rego::compiler::Compiler::compile_from_policy(
+            &compiled,
+            &[entrypoint],
+        ) {
+            _ if settings.engine == EngineChoice::Interpreter => {
+                vm_fallback_reason = Some("policy.engine is interpreter".to_string());
+                None
+            }
+            Ok(program) if settings.engine == EngineChoice::Vm => Some((compiled, program)),
+            Ok(_) if !vm_fails_closed() => {
+                vm_fallback_reason = Some(
+                    "this regorus VM turns evaluation errors into undefined, which lets a default rule decide (fail open); \
+                     set policy.engine: vm to use it anyway"
+                        .to_string(),
+                );
+                None
+            }
             Ok(program) => {
                 let candidate = (compiled, program);
-                match run_vm(&candidate, probe, timer) {
-                    Ok(v) if v == interpreted => Some(candidate),
-                    Ok(_) => {
-                        vm_fallback_reason = Some("the VM and the interpreter disagree on the probe input".to_string());
+                match (run_vm(&candidate, probe, timer), &interpreted) {
+                    (Ok(v), Ok(i)) if v == *i => Some(candidate),
+                    (Err(_), Err(_)) => Some(candidate),
+                    (Ok(_), _) => {
+                        vm_fallback_reason = Some(
+                            "the VM and the interpreter disagree on the probe input".to_string(),
+                        );
                         None
                     }
-                    Err(e) => {
-                        vm_fallback_reason = Some(format!("the VM failed on the probe input: {}", one_line(&e.to_string())));
+                    (Err(e), Ok(_)) => {
+                        vm_fallback_reason = Some(format!(
+                            "the VM failed on the probe input: {}",
+                            one_line(&e.to_string())
+                        ));
                         None
                     }
                 }
             }
+            Err(e) if settings.engine == EngineChoice::Vm => {
+                return Err(PolicyError::Compile {
+                    file: dir.display().to_string(),
+                    message: format!(
+                        "policy.engine is vm, but the policy does not compile to the VM: {}",
+                        one_line(&e.to_string())
+                    ),
+                })
+            }
             Err(e) => {
-                vm_fallback_reason = Some(format!("the policy does not compile to the VM: {}", one_line(&e.to_string())));
+                vm_fallback_reason = Some(format!(
+                    "the policy does not compile to the VM: {}",
+                    one_line(&e.to_string())
+                ));
                 None
             }
         };
-        let kind = if vm.is_some() { EngineKind::Vm } else { EngineKind::Interpreter };
+        let kind = if vm.is_some() {
+            EngineKind::Vm
+        } else {
+            EngineKind::Interpreter
+        };
         Ok(Policy {
             revision,
             entrypoint: entrypoint.to_string(),
@@ -317,7 +400,10 @@ impl Policy {
         };
         let value = result.map_err(|e| {
             let msg = one_line(&e.to_string());
-            if started.elapsed() >= self.timeout || msg.contains("time limit") || msg.contains("exceeded") {
+            if started.elapsed() >= self.timeout
+                || msg.contains("time limit")
+                || msg.contains("exceeded")
+            {
                 PolicyError::Timeout(self.timeout)
             } else {
                 PolicyError::Eval(msg)
@@ -326,16 +412,47 @@ impl Policy {
         if value == Value::Undefined {
             return Ok(serde_json::Value::Null);
         }
-        serde_json::to_value(&value).map_err(|e| PolicyError::Eval(format!("the result is not JSON: {e}")))
+        serde_json::to_value(&value)
+            .map_err(|e| PolicyError::Eval(format!("the result is not JSON: {e}")))
     }
 }
 
-fn run_vm((compiled, program): &(CompiledPolicy, Arc<Program>), input: Value, timer: ExecutionTimerConfig) -> anyhow::Result<Value> {
+/// Whether the VM reports an evaluation error as an error. Checked once per
+/// process on a canary policy whose only non-default path divides by zero:
+/// the interpreter errors (fail closed); a VM that answers with the default
+/// would let a `default decision := allow` policy allow a call its deny rule
+/// could not evaluate.
+fn vm_fails_closed() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let canary = "package canary\nimport rego.v1\ndefault d := \"open\"\nd := \"closed\" if { 1 / count(input.zero) > 0 }\n";
+        let mut engine = Engine::new();
+        let compiled = engine
+            .add_policy("canary.rego".into(), canary.into())
+            .and_then(|_| engine.compile_with_entrypoint(&regorus::Rc::from("data.canary.d")));
+        let Ok(compiled) = compiled else { return false };
+        let Ok(program) = regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &["data.canary.d"]) else {
+            return false;
+        };
+        let timer = ExecutionTimerConfig { limit: Duration::from_secs(1), check_interval: NonZeroU32::MIN };
+        let input = Value::from(serde_json::json!({"zero": []}));
+        run_vm(&(compiled, program), input, timer).is_err()
+    })
+}
+
+fn run_vm(
+    (compiled, program): &(CompiledPolicy, Arc<Program>),
+    input: Value,
+    timer: ExecutionTimerConfig,
+) -> anyhow::Result<Value> {
     let mut vm = RegoVM::new_with_policy(compiled.clone());
     vm.load_program(program.clone());
     // The wall-clock timer is the real bound; the instruction cap only stops
     // a runaway loop between timer checks.
     vm.set_max_instructions(50_000_000);
+    // Like the interpreter: a builtin error is an error, not `undefined`.
+    // Undefined could let a `default` rule decide and fail open.
+    vm.set_strict_builtin_errors(true);
     vm.set_execution_timer_config(Some(timer));
     vm.set_data(Value::new_object())?;
     vm.set_input(input);

@@ -33,8 +33,16 @@ pub struct ClientError {
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
 
 /// Whether a header must not cross the proxy. `upgrade` is included: the
 /// proxy does not tunnel protocol switches.
@@ -73,18 +81,25 @@ fn tls_config(route: &RouteConfig) -> Result<rustls::ClientConfig, String> {
         let mut n = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert = cert.map_err(|e| format!("upstream_ca {}: {e}", ca.display()))?;
-            roots.add(cert).map_err(|e| format!("upstream_ca {}: {e}", ca.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("upstream_ca {}: {e}", ca.display()))?;
             n += 1;
         }
         if n == 0 {
-            return Err(format!("upstream_ca {} holds no PEM certificates", ca.display()));
+            return Err(format!(
+                "upstream_ca {} holds no PEM certificates",
+                ca.display()
+            ));
         }
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
@@ -92,7 +107,10 @@ fn tls_config(route: &RouteConfig) -> Result<rustls::ClientConfig, String> {
 impl Upstream {
     /// Builds the client for a route, reading its credential now.
     pub fn new(route: &RouteConfig) -> Result<Upstream, ClientError> {
-        let err = |message: String| ClientError { route: route.name.clone(), message };
+        let err = |message: String| ClientError {
+            route: route.name.clone(),
+            message,
+        };
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls_config(route).map_err(err)?)
             .connect_timeout(route.connect_timeout)
@@ -107,15 +125,25 @@ impl Upstream {
         let auth = match &route.upstream_auth {
             None => None,
             Some(a) => {
-                let value = a.value.read().map_err(|e| err(format!("upstream_auth: {e}")))?;
-                let mut value = HeaderValue::from_str(&value)
-                    .map_err(|_| err("upstream_auth: the value is not a valid header value".into()))?;
+                let value = a
+                    .value
+                    .read()
+                    .map_err(|e| err(format!("upstream_auth: {e}")))?;
+                let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                    err("upstream_auth: the value is not a valid header value".into())
+                })?;
                 value.set_sensitive(true);
-                let name = HeaderName::from_bytes(a.header.as_bytes()).map_err(|e| err(e.to_string()))?;
+                let name =
+                    HeaderName::from_bytes(a.header.as_bytes()).map_err(|e| err(e.to_string()))?;
                 Some((name, value))
             }
         };
-        Ok(Upstream { client, base: route.upstream.clone(), auth, timeout: route.timeout })
+        Ok(Upstream {
+            client,
+            base: route.upstream.clone(),
+            auth,
+            timeout: route.timeout,
+        })
     }
 
     /// The URL a request path goes to.
@@ -154,7 +182,11 @@ impl Upstream {
         if let Ok(v) = HeaderValue::from_str(action_id) {
             headers.insert(HeaderName::from_static("x-countersign-action-id"), v);
         }
-        let request = self.client.request(method, self.url_for(path_and_query)).headers(headers).body(body);
+        let request = self
+            .client
+            .request(method, self.url_for(path_and_query))
+            .headers(headers)
+            .body(body);
         match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => Err(ForwardError::Timeout(self.timeout)),
             Ok(Err(e)) if e.is_timeout() => Err(ForwardError::Timeout(self.timeout)),
@@ -189,7 +221,12 @@ pub struct ResponseCapture {
 impl ResponseCapture {
     /// Starts a capture that keeps at most `max` bytes.
     pub fn new(max: u64) -> ResponseCapture {
-        ResponseCapture { hasher: Sha256::new(), kept: Vec::new(), max: max as usize, size: 0 }
+        ResponseCapture {
+            hasher: Sha256::new(),
+            kept: Vec::new(),
+            max: max as usize,
+            size: 0,
+        }
     }
 
     /// Feeds one chunk.
@@ -198,15 +235,26 @@ impl ResponseCapture {
         self.size += chunk.len() as u64;
         let room = self.max.saturating_sub(self.kept.len());
         // Keep one byte past the limit so body_view knows it was cut.
-        self.kept.extend_from_slice(&chunk[..chunk.len().min(room + 1)]);
+        self.kept
+            .extend_from_slice(&chunk[..chunk.len().min(room + 1)]);
     }
 
     /// The record's view of the whole response.
-    pub fn finish(self, status: u16, headers: &HeaderMap, cfg: &CaptureConfig) -> serde_json::Value {
+    pub fn finish(
+        self,
+        status: u16,
+        headers: &HeaderMap,
+        cfg: &CaptureConfig,
+    ) -> serde_json::Value {
         let kept_headers: serde_json::Map<String, serde_json::Value> = headers
             .iter()
             .filter(|(n, _)| cfg.response_headers.contains(n.as_str()))
-            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                )
+            })
             .collect();
         serde_json::json!({
             "status": status,

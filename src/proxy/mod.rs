@@ -26,7 +26,12 @@ impl Route {
         }
         let prefix = self.config.path_prefix.as_str();
         match path.strip_prefix(prefix) {
-            Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
+            Some(rest) => {
+                prefix.ends_with('/')
+                    || rest.is_empty()
+                    || rest.starts_with('/')
+                    || rest.starts_with('?')
+            }
             None => false,
         }
     }

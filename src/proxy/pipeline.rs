@@ -53,9 +53,9 @@ impl Outcome {
             Outcome::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Outcome::BadBody(_) => StatusCode::BAD_REQUEST,
             Outcome::Denied(_) => StatusCode::FORBIDDEN,
-            Outcome::PolicyFailed(_) | Outcome::HoldsNotEnabled(_) | Outcome::StoreUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Outcome::PolicyFailed(_)
+            | Outcome::HoldsNotEnabled(_)
+            | Outcome::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             Outcome::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -100,7 +100,8 @@ impl Outcome {
 
     /// The JSON answer the agent gets.
     pub fn into_response(self, action_id: &str) -> Response<Body> {
-        let mut body = json!({"action_id": action_id, "state": self.state(), "error": self.message()});
+        let mut body =
+            json!({"action_id": action_id, "state": self.state(), "error": self.message()});
         if let Outcome::Denied(d) | Outcome::HoldsNotEnabled(d) = &self {
             body["risk"] = json!(d.risk);
             body["reasons"] = json!(d.reasons);
@@ -111,7 +112,11 @@ impl Outcome {
 }
 
 /// Entry point for every call on the proxy listener.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, scheme: &'static str) -> Response<Body> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    scheme: &'static str,
+) -> Response<Body> {
     let action_id = crate::audit::record::new_action_id();
     let started = Instant::now();
     let method = req.method().clone();
@@ -129,7 +134,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, scheme: &'stati
     if let Ok(v) = HeaderValue::from_str(&action_id) {
         response.headers_mut().insert("x-countersign-action-id", v);
     }
-    tracing::debug!(action_id, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "answered");
+    tracing::debug!(
+        action_id,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "answered"
+    );
     response
 }
 
@@ -166,7 +176,12 @@ impl Story<'_> {
 
     /// A `failed` record for a call that ended before a decision: it carries
     /// the whole request so the record still tells the story.
-    fn refused_before_decision(&self, shared: &Shared, policy: Option<(&str, &str)>, outcome: &Outcome) -> Draft {
+    fn refused_before_decision(
+        &self,
+        shared: &Shared,
+        policy: Option<(&str, &str)>,
+        outcome: &Outcome,
+    ) -> Draft {
         let mut payload = self.first_payload(shared, policy);
         payload["stage"] = json!("decide");
         payload["reason"] = json!(outcome.reason());
@@ -176,38 +191,73 @@ impl Story<'_> {
             action_id: self.action_id.to_string(),
             kind: Kind::Failed,
             payload,
-            index: IndexUpdate { state: Some(State::Failed), risk: None, summary: Some(self.summary()) },
+            index: IndexUpdate {
+                state: Some(State::Failed),
+                risk: None,
+                summary: Some(self.summary()),
+            },
         }
     }
 }
 
-async fn run(shared: &Arc<Shared>, action_id: &str, req: Request<Incoming>, scheme: &'static str) -> Result<Response<Body>, Outcome> {
+async fn run(
+    shared: &Arc<Shared>,
+    action_id: &str,
+    req: Request<Incoming>,
+    scheme: &'static str,
+) -> Result<Response<Body>, Outcome> {
     let capture_cfg = &shared.config.capture;
     let (parts, body) = req.into_parts();
 
     // 1. Route.
     let head = CapturedRequest::from_parts(&parts, scheme, capture_cfg);
-    let route = shared.route_for(&head.host, &head.path).ok_or(Outcome::NoRoute)?;
+    let route = shared
+        .route_for(&head.host, &head.path)
+        .ok_or(Outcome::NoRoute)?;
     let url = route.upstream.url_for(&head.path_and_query());
-    let story_of = |request| Story { action_id, route, request, url: url.clone() };
+    let story_of = |request| Story {
+        action_id,
+        route,
+        request,
+        url: url.clone(),
+    };
 
     // 2. Capture the body, within the limit and the time allowed.
     let max = capture_cfg.max_body_bytes;
-    let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let body = if declared.is_some_and(|n| n > max) {
         Err(Outcome::BodyTooLarge(max))
     } else {
-        match tokio::time::timeout(capture_cfg.body_timeout, Limited::new(body, max as usize).collect()).await {
+        match tokio::time::timeout(
+            capture_cfg.body_timeout,
+            Limited::new(body, max as usize).collect(),
+        )
+        .await
+        {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Outcome::BodyTooLarge(max)),
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(Outcome::BodyTooLarge(max))
+            }
             Ok(Err(e)) => Err(Outcome::BadBody(e.to_string())),
-            Err(_) => Err(Outcome::BadBody(format!("not received within {:?}", capture_cfg.body_timeout))),
+            Err(_) => Err(Outcome::BadBody(format!(
+                "not received within {:?}",
+                capture_cfg.body_timeout
+            ))),
         }
     };
     let body: Bytes = match body {
         Ok(b) => b,
         Err(outcome) => {
-            shared.store.enqueue(vec![story_of(&head).refused_before_decision(shared, None, &outcome)]);
+            shared.store.enqueue(vec![
+                story_of(&head).refused_before_decision(shared, None, &outcome)
+            ]);
             return Err(outcome);
         }
     };
@@ -218,23 +268,38 @@ async fn run(shared: &Arc<Shared>, action_id: &str, req: Request<Incoming>, sche
     let policy = shared.policy();
     let revision = (policy.revision(), policy.engine_kind().as_str());
     let time = now_rfc3339();
-    let ctx = input::Context { action_id, time: &time, route: &route.config.name, upstream: &route.config.upstream };
+    let ctx = input::Context {
+        action_id,
+        time: &time,
+        route: &route.config.name,
+        upstream: &route.config.upstream,
+    };
     let doc = input::to_rego(input::build(&ctx, &request, shared.config.policy.input));
     let eval_started = Instant::now();
     let raw = policy.evaluate(doc);
-    shared.metrics.policy_eval_seconds.observe(eval_started.elapsed().as_secs_f64());
-    let decided = raw
-        .map_err(|e| e.to_string())
-        .and_then(|raw| decision::check(&raw, Some(&shared.directory)).map_err(|e| format!("the decision breaks the contract: {e}")));
+    shared
+        .metrics
+        .policy_eval_seconds
+        .observe(eval_started.elapsed().as_secs_f64());
+    let decided = raw.map_err(|e| e.to_string()).and_then(|raw| {
+        decision::check(&raw, Some(&shared.directory))
+            .map_err(|e| format!("the decision breaks the contract: {e}"))
+    });
     let decision = match decided {
         Ok(d) => d,
         Err(e) => {
             let outcome = Outcome::PolicyFailed(e);
-            shared.store.enqueue(vec![story.refused_before_decision(shared, Some(revision), &outcome)]);
+            shared.store.enqueue(vec![story.refused_before_decision(
+                shared,
+                Some(revision),
+                &outcome,
+            )]);
             return Err(outcome);
         }
     };
-    shared.metrics.decision(decision.action.as_str(), &decision.risk);
+    shared
+        .metrics
+        .decision(decision.action.as_str(), &decision.risk);
 
     // 4. Write ahead: the decision is durable before any byte goes upstream.
     let state = match decision.action {
@@ -249,7 +314,11 @@ async fn run(shared: &Arc<Shared>, action_id: &str, req: Request<Incoming>, sche
         action_id: action_id.to_string(),
         kind: Kind::Decided,
         payload,
-        index: IndexUpdate { state: Some(state), risk: Some(decision.risk.clone()), summary: Some(story.summary()) },
+        index: IndexUpdate {
+            state: Some(state),
+            risk: Some(decision.risk.clone()),
+            summary: Some(story.summary()),
+        },
     };
     if let Err(e) = shared.store.commit(vec![decided]).await {
         return Err(Outcome::StoreUnavailable(e.to_string()));
@@ -261,7 +330,9 @@ async fn run(shared: &Arc<Shared>, action_id: &str, req: Request<Incoming>, sche
         Action::Deny => Err(Outcome::Denied(decision)),
         Action::Hold => {
             let outcome = Outcome::HoldsNotEnabled(decision);
-            shared.store.enqueue(vec![failed(action_id, "hold", &outcome)]);
+            shared
+                .store
+                .enqueue(vec![failed(action_id, "hold", &outcome)]);
             Err(outcome)
         }
         Action::Allow => forward(shared, action_id, route, &parts.headers, request).await,
@@ -273,7 +344,10 @@ fn failed(action_id: &str, stage: &str, outcome: &Outcome) -> Draft {
         action_id: action_id.to_string(),
         kind: Kind::Failed,
         payload: json!({"stage": stage, "reason": outcome.reason(), "error": outcome.message(), "status": outcome.status().as_u16()}),
-        index: IndexUpdate { state: Some(State::Failed), ..Default::default() },
+        index: IndexUpdate {
+            state: Some(State::Failed),
+            ..Default::default()
+        },
     }
 }
 
@@ -289,13 +363,28 @@ async fn forward(
     request: CapturedRequest,
 ) -> Result<Response<Body>, Outcome> {
     let names = &shared.config.capture.agent_headers;
-    let strip = |n: &str| n == names.id || n == names.on_behalf_of || n == names.intent || n.starts_with(&names.evidence_prefix);
+    let strip = |n: &str| {
+        n == names.id
+            || n == names.on_behalf_of
+            || n == names.intent
+            || n.starts_with(&names.evidence_prefix)
+    };
     let started = Instant::now();
     let sent = route
         .upstream
-        .send(&request.method, &request.path_and_query(), agent_headers, strip, request.body.clone(), action_id)
+        .send(
+            &request.method,
+            &request.path_and_query(),
+            agent_headers,
+            strip,
+            request.body.clone(),
+            action_id,
+        )
         .await;
-    shared.metrics.upstream_seconds.observe(started.elapsed().as_secs_f64());
+    shared
+        .metrics
+        .upstream_seconds
+        .observe(started.elapsed().as_secs_f64());
     let mut upstream = match sent {
         Ok(r) => r,
         Err(e) => {
@@ -303,13 +392,23 @@ async fn forward(
                 ForwardError::Timeout(_) => Outcome::UpstreamTimeout(e.to_string()),
                 ForwardError::Unreachable(_) => Outcome::UpstreamFailed(e.to_string()),
             };
-            shared.metrics.upstream(if matches!(outcome, Outcome::UpstreamTimeout(_)) { "timeout" } else { "error" });
-            shared.store.enqueue(vec![failed(action_id, "forward", &outcome)]);
+            shared
+                .metrics
+                .upstream(if matches!(outcome, Outcome::UpstreamTimeout(_)) {
+                    "timeout"
+                } else {
+                    "error"
+                });
+            shared
+                .store
+                .enqueue(vec![failed(action_id, "forward", &outcome)]);
             return Err(outcome);
         }
     };
     let status = upstream.status();
-    shared.metrics.upstream(&format!("{}xx", status.as_u16() / 100));
+    shared
+        .metrics
+        .upstream(&format!("{}xx", status.as_u16() / 100));
     let upstream_headers = upstream.headers().clone();
     let tokens = connection_tokens(&upstream_headers);
     let mut response = Response::builder().status(status);
@@ -322,20 +421,31 @@ async fn forward(
     }
     let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes);
     let upstream_ms = started.elapsed().as_secs_f64() * 1e3;
-    let result = ResultFacts { status: status.as_u16(), headers: upstream_headers, upstream_ms };
+    let result = ResultFacts {
+        status: status.as_u16(),
+        headers: upstream_headers,
+        upstream_ms,
+    };
 
     if upstream.content_length().is_some_and(|n| n <= BUFFER_LIMIT) {
         let bytes = match upstream.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                let outcome = Outcome::UpstreamFailed(format!("the upstream's response body broke off: {e}"));
-                shared.store.enqueue(vec![failed(action_id, "forward", &outcome)]);
+                let outcome =
+                    Outcome::UpstreamFailed(format!("the upstream's response body broke off: {e}"));
+                shared
+                    .store
+                    .enqueue(vec![failed(action_id, "forward", &outcome)]);
                 return Err(outcome);
             }
         };
         capture.push(&bytes);
-        shared.store.enqueue(vec![result.completed(action_id, capture, None, shared)]);
-        return response.body(crate::http::full(bytes)).map_err(|e| Outcome::UpstreamFailed(e.to_string()));
+        shared
+            .store
+            .enqueue(vec![result.completed(action_id, capture, None, shared)]);
+        return response
+            .body(crate::http::full(bytes))
+            .map_err(|e| Outcome::UpstreamFailed(e.to_string()));
     }
 
     // Stream: the agent gets bytes as they arrive; the record is written
@@ -363,9 +473,13 @@ async fn forward(
                 }
             }
         }
-        shared.store.enqueue(vec![result.completed(&action_id, capture, error, &shared)]);
+        shared
+            .store
+            .enqueue(vec![result.completed(&action_id, capture, error, &shared)]);
     });
-    response.body(http_body_util::BodyExt::boxed(body)).map_err(|e| Outcome::UpstreamFailed(e.to_string()))
+    response
+        .body(http_body_util::BodyExt::boxed(body))
+        .map_err(|e| Outcome::UpstreamFailed(e.to_string()))
 }
 
 /// What is known of an upstream answer once its headers arrived.
@@ -377,7 +491,13 @@ struct ResultFacts {
 
 impl ResultFacts {
     /// The `completed` record, once the body has passed.
-    fn completed(&self, action_id: &str, capture: ResponseCapture, error: Option<String>, shared: &Shared) -> Draft {
+    fn completed(
+        &self,
+        action_id: &str,
+        capture: ResponseCapture,
+        error: Option<String>,
+        shared: &Shared,
+    ) -> Draft {
         let mut payload = json!({
             "response": capture.finish(self.status, &self.headers, &shared.config.capture),
             "upstream_ms": self.upstream_ms,
@@ -389,7 +509,10 @@ impl ResultFacts {
             action_id: action_id.to_string(),
             kind: Kind::Completed,
             payload,
-            index: IndexUpdate { state: Some(State::Completed), ..Default::default() },
+            index: IndexUpdate {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
         }
     }
 }

@@ -1,0 +1,441 @@
+//! The command line and the real `countersign serve` process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::proxy::contains;
+use crate::support::*;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn check(d: &Deployment) -> std::process::Output {
+    std::env::set_var("CS_TEST_ADMIN_TOKEN", ADMIN_TOKEN);
+    countersign(&["check", "--config", d.config_path().to_str().unwrap()])
+}
+
+#[test]
+fn check_accepts_the_shipped_example() {
+    let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args([
+            "check",
+            "--config",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/payments/countersign.yaml"
+            ),
+        ])
+        .env("COUNTERSIGN_ADMIN_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("interpreter engine"));
+}
+
+#[test]
+fn malformed_configs_get_one_clear_error_naming_file_and_field() {
+    let cases = [
+        ("routes[0]", "  - name: x\n    match: { path_prefix: / }\n    upstream: http://a\n    upstreem: http://b\n", "unknown field `upstreem`"),
+        ("hold.wait", "hold: { wait: 25 parsecs }\n", "hold.wait: `25 parsecs` is not a duration"),
+        ("policy.dir", "policy: { dir: no-such-dir }\n", "policy.dir:"),
+        ("routes[0].upstream", "", ""),
+    ];
+    for (field, extra, expected) in cases {
+        let d = Deployment::new("http://127.0.0.1:1", "package countersign\n", "");
+        let mut yaml = std::fs::read_to_string(d.config_path()).unwrap();
+        if field == "routes[0]" {
+            yaml = yaml.replace("routes:\n", &format!("routes:\n{extra}"));
+        } else if field == "routes[0].upstream" {
+            yaml = yaml.replace("upstream: http://127.0.0.1:1", "upstream: ftp://files");
+        } else {
+            yaml.push_str(extra);
+        }
+        std::fs::write(d.config_path(), yaml).unwrap();
+        let out = check(&d);
+        assert_eq!(out.status.code(), Some(1), "{field}");
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains("countersign.yaml"), "names the file: {err}");
+        assert!(err.contains(field), "names the field {field}: {err}");
+        assert!(
+            err.contains(expected),
+            "says what is wrong ({expected}): {err}"
+        );
+    }
+}
+
+#[test]
+fn broken_rego_and_unsupported_builtins_are_refused_naming_the_file() {
+    let d = Deployment::new(
+        "http://127.0.0.1:1",
+        "package countersign\n\ndecision := {\"action\": \n",
+        "",
+    );
+    let out = check(&d);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("policy.rego"), "{err}");
+    assert!(err.contains("countersign.yaml: policy.dir"), "{err}");
+
+    let d = Deployment::new(
+        "http://127.0.0.1:1",
+        "package countersign\nimport rego.v1\nr := http.send({\"method\": \"get\", \"url\": \"http://x\"})\ndecision := {\"action\": \"allow\", \"risk\": \"low\"} if r.status_code == 200\n",
+        "",
+    );
+    let out = check(&d);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("http.send"), "{}", stderr(&out));
+}
+
+#[test]
+fn policy_test_runs_the_example_suite_and_names_a_failing_test() {
+    let out = countersign(&[
+        "policy",
+        "test",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/payments/policies"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 passed, 0 failed"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.rego"),
+        "package p\nimport rego.v1\nlimit := 10\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p_test.rego"),
+        "package p_test\nimport rego.v1\nimport data.p\ntest_limit_is_ten if p.limit == 10\ntest_limit_is_five if p.limit == 5\n",
+    )
+    .unwrap();
+    let out = countersign(&["policy", "test", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("PASS data.p_test.test_limit_is_ten"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL data.p_test.test_limit_is_five"),
+        "{stdout}"
+    );
+    assert!(stderr(&out).contains("test_limit_is_five"));
+}
+
+#[test]
+fn policy_eval_prints_the_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(
+        &input,
+        r#"{"request": {"method": "POST", "path": "/v1/payouts", "body": {"amount": 25000, "currency": "EUR"}}, "evidence": {"invoice": "INV-118"}}"#,
+    )
+    .unwrap();
+    let out = countersign(&[
+        "policy",
+        "eval",
+        "--policies",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/payments/policies"),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let decision: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decision["action"], "hold");
+    assert_eq!(decision["approval"]["min"], 2);
+}
+
+/// A real `countersign serve` process and a real payments API process.
+struct Processes {
+    countersign: Child,
+    api: Child,
+    proxy: String,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        let _ = self.countersign.kill();
+        let _ = self.api.kill();
+        let _ = self.countersign.wait();
+        let _ = self.api.wait();
+    }
+}
+
+fn payments_api_binary() -> std::path::PathBuf {
+    // `cargo test` builds the examples next to the binaries.
+    Path::new(env!("CARGO_BIN_EXE_countersign"))
+        .parent()
+        .unwrap()
+        .join("examples/payments-api")
+}
+
+fn start_processes(d: &Deployment) -> Processes {
+    let mut api = Command::new(payments_api_binary())
+        .arg("127.0.0.1:0")
+        .env("PAYMENTS_QUIET", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(api.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let api_addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    let yaml = std::fs::read_to_string(d.config_path())
+        .unwrap()
+        .replace("http://127.0.0.1:1", &format!("http://{api_addr}"));
+    std::fs::write(
+        d.config_path(),
+        yaml + "log: { format: json, level: debug }\n",
+    )
+    .unwrap();
+    let mut cs = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--config", d.config_path().to_str().unwrap()])
+        .env("CS_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("CS_TEST_UPSTREAM_TOKEN", "Bearer INJECTED-CANARY-51c2")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, log) = std::sync::mpsc::channel();
+    let stderr = cs.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut proxy = None;
+    while proxy.is_none() {
+        let line = log
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("countersign serve started");
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["message"] == "countersign is serving" {
+            proxy = v["proxy_addr"].as_str().map(str::to_string);
+        }
+    }
+    Processes {
+        countersign: cs,
+        api,
+        proxy: proxy.unwrap(),
+        log,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_secrets_never_reach_the_record_or_the_log() {
+    let d = Deployment::new("http://127.0.0.1:1", &payments_policy(), "");
+    let yaml = std::fs::read_to_string(d.config_path()).unwrap().replace(
+        "    timeout: 1s\n",
+        "    timeout: 1s\n    upstream_auth: { header: x-payments-key, value_env: CS_TEST_UPSTREAM_TOKEN }\n",
+    );
+    std::fs::write(d.config_path(), yaml).unwrap();
+    let mut p = start_processes(&d);
+    let c = client();
+    for (amount, invoice) in [(250, Some("INV-1")), (250, None), (50_000, Some("INV-2"))] {
+        let mut req = c
+            .post(format!("http://{}/v1/payouts?note=ok", p.proxy))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer AUTH-CANARY-9d1e")
+            .header("cookie", "session=COOKIE-CANARY-77ab")
+            .header("x-internal-api-key", "HEADER-CANARY-3c0f")
+            .header("x-agent-id", "ap-agent-7")
+            .body(format!(r#"{{"amount": {amount}, "currency": "EUR"}}"#));
+        if let Some(i) = invoice {
+            req = req.header("x-evidence-invoice", i);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        assert!(
+            [201, 403, 503].contains(&status),
+            "{status}: {}",
+            resp.text().await.unwrap()
+        );
+    }
+    // SIGTERM: graceful shutdown commits every queued record and exits 0.
+    unsafe_sigterm(p.countersign.id());
+    let status = p.countersign.wait().unwrap();
+    assert!(status.success(), "serve exits 0 on SIGTERM: {status:?}");
+    let mut log = String::new();
+    while let Ok(line) = p.log.recv_timeout(std::time::Duration::from_secs(2)) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(log.contains("decided"), "the log is captured: {log}");
+
+    let recs = records(&d.db_path());
+    assert_eq!(recs.iter().filter(|r| r.2 == "decided").count(), 3);
+    let decided = &recs[0].3;
+    assert_eq!(decided["request"]["headers"]["authorization"], "[redacted]");
+    assert_eq!(decided["request"]["headers"]["cookie"], "[redacted]");
+    assert_eq!(
+        decided["request"]["headers"]["x-internal-api-key"],
+        "[redacted]"
+    );
+    assert_eq!(
+        decided["request"]["headers"]["content-type"],
+        "application/json"
+    );
+
+    let mut files = vec![("log", log.into_bytes())];
+    for f in std::fs::read_dir(d.dir.path()).unwrap() {
+        let path = f.unwrap().path();
+        if path.to_string_lossy().contains("audit.db") {
+            files.push(("record", std::fs::read(&path).unwrap()));
+        }
+    }
+    for canary in [
+        "AUTH-CANARY",
+        "COOKIE-CANARY",
+        "HEADER-CANARY",
+        "INJECTED-CANARY",
+    ] {
+        for (what, bytes) in &files {
+            assert!(
+                !contains(bytes, canary.as_bytes()),
+                "{canary} leaked into the {what}"
+            );
+        }
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn run_some_calls(d: &Deployment) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let upstream = Upstream::start().await;
+        let yaml = std::fs::read_to_string(d.config_path())
+            .unwrap()
+            .replace("http://127.0.0.1:1", &upstream.url());
+        std::fs::write(d.config_path(), yaml).unwrap();
+        let cs = d.start().await;
+        let c = client();
+        for amount in [100, 200, 300] {
+            c.post(format!("http://{}/v1/payouts", cs.proxy_addr))
+                .header("x-evidence-invoice", "INV-1")
+                .body(format!(r#"{{"amount": {amount}}}"#))
+                .send()
+                .await
+                .unwrap();
+        }
+        cs.stop().await;
+    });
+}
+
+fn verify(d: &Deployment) -> std::process::Output {
+    countersign(&[
+        "audit",
+        "verify",
+        "--config",
+        d.config_path().to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn audit_verify_finds_edits_deletions_and_swaps() {
+    let d = Deployment::new("http://127.0.0.1:1", &payments_policy(), "");
+    run_some_calls(&d);
+    let out = verify(&d);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 records, chain intact"));
+    let pristine = std::fs::read(d.db_path()).unwrap();
+
+    let tamper = |sql: &str| {
+        std::fs::write(d.db_path(), &pristine).unwrap();
+        let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+        conn.execute_batch(sql).unwrap();
+        drop(conn);
+        let out = verify(&d);
+        assert_eq!(out.status.code(), Some(1), "{sql}");
+        stderr(&out)
+    };
+    let edited = tamper("UPDATE records SET payload = replace(payload, '\"amount\":200', '\"amount\":20') WHERE seq = 3");
+    assert!(
+        edited.contains("seq 3") && edited.contains("altered"),
+        "{edited}"
+    );
+    let deleted = tamper("DELETE FROM records WHERE seq = 4");
+    assert!(
+        deleted.contains("seq 4") && deleted.contains("missing"),
+        "{deleted}"
+    );
+    let swapped = tamper(
+        "UPDATE records SET seq = -2 WHERE seq = 2; UPDATE records SET seq = 2 WHERE seq = 5; UPDATE records SET seq = 5 WHERE seq = -2;",
+    );
+    assert!(swapped.contains("seq 2"), "{swapped}");
+}
+
+#[test]
+fn audit_show_tells_the_story_and_list_filters() {
+    let d = Deployment::new("http://127.0.0.1:1", &payments_policy(), "");
+    run_some_calls(&d);
+    let cfg = d.config_path();
+    let cfg = cfg.to_str().unwrap();
+    let out = countersign(&[
+        "audit",
+        "list",
+        "--config",
+        cfg,
+        "--state",
+        "completed",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    let none = countersign(&[
+        "audit", "list", "--config", cfg, "--risk", "critical", "--json",
+    ]);
+    assert!(none.stdout.is_empty());
+    let future = countersign(&[
+        "audit",
+        "list",
+        "--config",
+        cfg,
+        "--since",
+        "2999-01-01T00:00:00Z",
+        "--json",
+    ]);
+    assert!(future.stdout.is_empty());
+    let id = rows[0]["action_id"].as_str().unwrap();
+    let out = countersign(&["audit", "show", "--config", cfg, id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for part in [
+        "1. REQUEST",
+        "2. EVIDENCE",
+        "invoice: INV-1",
+        "3. DECISION",
+        "payments.payout.small",
+        "policy revision: sha256:",
+        "4. REVIEWS",
+        "5. RESULT",
+        "upstream answered 201",
+    ] {
+        assert!(text.contains(part), "missing {part}:\n{text}");
+    }
+    let out = countersign(&["audit", "show", "--config", cfg, id, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "completed");
+    let out = countersign(&[
+        "audit",
+        "show",
+        "--config",
+        cfg,
+        "ffffffffffffffffffffffffffffffff",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -1,0 +1,274 @@
+//! Test helpers: a recording upstream on a real port, a countersign started
+//! from a real config file with a real SQLite record, and a real HTTP client.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+/// A real HTTP upstream on 127.0.0.1:0 that records every request.
+///
+/// - `/slow...` waits 3 s before answering.
+/// - `/stream?n=BYTES` answers BYTES bytes in chunks without a content-length.
+/// - anything else answers 201 with `{"ok":true,"echo_size":N}` and a
+///   `set-cookie` header (which the record must not keep).
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let log = log.clone();
+                        async move { Ok::<_, Infallible>(answer(req, log).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Seen>>>) -> Response<TestBody> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    log.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    if path.starts_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    if path.starts_with("/stream") {
+        let n: usize = query
+            .as_deref()
+            .and_then(|q| q.strip_prefix("n="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1000);
+        let chunks = (0..n)
+            .step_by(4096)
+            .map(|start| {
+                Bytes::from(
+                    (start..n.min(start + 4096))
+                        .map(|i| b'a' + (i % 26) as u8)
+                        .collect::<Vec<u8>>(),
+                )
+            })
+            .collect();
+        return Response::builder()
+            .status(200)
+            .header("content-type", "text/plain")
+            .body(BodyExt::boxed(Chunked(chunks)))
+            .unwrap();
+    }
+    let reply = serde_json::json!({"ok": true, "echo_size": body.len()}).to_string();
+    Response::builder()
+        .status(201)
+        .header("content-type", "application/json")
+        .header("set-cookie", "upstream-session=UPSTREAM-COOKIE-CANARY")
+        .body(BodyExt::boxed(Full::new(Bytes::from(reply))))
+        .unwrap()
+}
+
+/// A body sent in chunks, without a content-length.
+struct Chunked(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// The example payments policy, shipped in the repository.
+pub fn payments_policy() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/payments/policies/payments.rego"),
+    )
+    .unwrap()
+}
+
+/// A temporary deployment: config file, policies and record in one folder.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    /// Writes `policy` and a config routing `/v1` and `/stream` and `/slow` to `upstream`;
+    /// `extra` is appended to the YAML (top-level keys).
+    pub fn new(upstream: &str, policy: &str, extra: &str) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        std::fs::write(dir.path().join("policies/policy.rego"), policy).unwrap();
+        let yaml = format!(
+            "listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0, token_env: CS_TEST_ADMIN_TOKEN }}
+routes:
+  - name: payments
+    match: {{ path_prefix: / }}
+    upstream: {upstream}
+    timeout: 1s
+    connect_timeout: 1s
+capture:
+  headers_allow: [content-type, user-agent, idempotency-key]
+  max_body_bytes: 4096
+  max_response_bytes: 1024
+reviewers:
+  alice: {{ key_env: CS_TEST_ALICE, groups: [finance-approvers] }}
+  bob: {{ key_env: CS_TEST_BOB, groups: [finance-approvers] }}
+audit: {{ store: \"sqlite://audit.db\", busy_timeout: 200ms }}
+{extra}"
+        );
+        std::fs::write(dir.path().join("countersign.yaml"), yaml).unwrap();
+        Deployment { dir }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("countersign.yaml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("audit.db")
+    }
+
+    pub async fn start(&self) -> countersign::app::Running {
+        std::env::set_var("CS_TEST_ADMIN_TOKEN", ADMIN_TOKEN);
+        let config = countersign::config::Config::load(&self.config_path()).unwrap();
+        countersign::app::start(config).await.unwrap()
+    }
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Every record in the SQLite file, in seq order: (seq, action_id, kind, payload).
+pub fn records(db: &Path) -> Vec<(i64, String, String, Value)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT seq, action_id, kind, payload FROM records ORDER BY seq")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| {
+            let p: String = r.get(3)?;
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                serde_json::from_str(&p).unwrap(),
+            ))
+        })
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+/// The kinds recorded for one action, in order.
+pub fn kinds_of(db: &Path, action_id: &str) -> Vec<String> {
+    records(db)
+        .into_iter()
+        .filter(|r| r.1 == action_id)
+        .map(|r| r.2)
+        .collect()
+}
+
+/// The payload of an action's record of `kind`.
+pub fn payload_of(db: &Path, action_id: &str, kind: &str) -> Value {
+    records(db)
+        .into_iter()
+        .find(|r| r.1 == action_id && r.2 == kind)
+        .map(|r| r.3)
+        .unwrap_or_else(|| panic!("no {kind} record for {action_id}"))
+}
+
+/// Waits until the action has `n` records (result records are written just
+/// after the agent's answer).
+pub async fn wait_for_records(db: &Path, action_id: &str, n: usize) {
+    for _ in 0..200 {
+        if kinds_of(db, action_id).len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "action {action_id} never reached {n} records: {:?}",
+        kinds_of(db, action_id)
+    );
+}
+
+pub fn action_id(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-countersign-action-id")
+        .expect("every answer carries the action id")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs the countersign binary.
+pub fn countersign(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(args)
+        .output()
+        .unwrap()
+}
