@@ -219,6 +219,9 @@ struct Writer {
 
 const MAX_BATCH: usize = 1024;
 
+/// How long enqueued result records wait for a write-ahead commit to share.
+const LINGER: Duration = Duration::from_millis(2);
+
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut backoff = Duration::from_millis(50);
@@ -246,6 +249,19 @@ impl Writer {
                 match rx.try_recv() {
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
+                }
+            }
+            // Result records alone need not pay an fsync of their own: give
+            // a waiting caller's write-ahead record a moment to join them.
+            if !jobs.is_empty() && jobs.iter().all(|j| j.reply.is_none()) {
+                if let Ok(job) = rx.recv_timeout(LINGER) {
+                    jobs.push(job);
+                    while jobs.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
             let retry = std::mem::take(&mut self.retry);
