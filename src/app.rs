@@ -32,12 +32,22 @@ pub struct Shared {
     /// The admin bearer token, when configured.
     pub admin_token: Option<String>,
     policy: RwLock<Arc<Policy>>,
+    /// Why the newest policy files on disk were refused, while they are.
+    reload_error: RwLock<Option<String>>,
 }
 
 impl Shared {
     /// The policy revision in force. The lock is held only to clone an Arc.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why the policy files on disk are not in force, if they are not.
+    pub fn reload_error(&self) -> Option<String> {
+        self.reload_error
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -149,6 +159,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         directory,
         admin_token,
         policy: RwLock::new(Arc::new(policy)),
+        reload_error: RwLock::new(None),
     });
     let (shutdown, rx) = watch::channel(false);
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -170,10 +181,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             admin_listener,
             tls,
             admin,
-            rx,
+            rx.clone(),
             GRACE,
             "admin",
         )),
+        tokio::spawn(watch_policies(shared.clone(), rx)),
     ];
     tracing::info!(%proxy_addr, %admin_addr, store = %shared.store.path().display(), "countersign is serving");
     Ok(Running {
@@ -183,6 +195,78 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         shared,
     })
+}
+
+/// How often the policy directory is checked for changes.
+const RELOAD_POLL: Duration = Duration::from_secs(1);
+
+/// Reloads the policies when their files change. A change is loaded once
+/// the files have stayed the same for one poll (an editor saving several
+/// files, or a ConfigMap update, settles first); a revision that fails to
+/// load is refused, the last good one stays in force, and the failure shows
+/// in the log, `/readyz` and `countersign_policy_reload_failures_total`.
+async fn watch_policies(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut settled: Option<String> = None;
+    let mut refused: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RELOAD_POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+        let dir = shared.config.policy.dir.clone();
+        let on_disk = match tokio::task::spawn_blocking(move || {
+            crate::policy::revision_on_disk(&dir)
+        })
+        .await
+        {
+            Ok(Ok(rev)) => rev,
+            Ok(Err(e)) => {
+                // Unreadable mid-swap: try again next poll.
+                tracing::debug!(error = %e, "policy directory not readable right now");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if on_disk == shared.policy().revision() || refused.as_deref() == Some(on_disk.as_str()) {
+            settled = None;
+            continue;
+        }
+        if settled.as_deref() != Some(on_disk.as_str()) {
+            settled = Some(on_disk);
+            continue;
+        }
+        let settings = shared.config.policy.clone();
+        match tokio::task::spawn_blocking(move || Policy::load(&settings)).await {
+            Ok(Ok(policy)) => {
+                tracing::info!(
+                    from = shared.policy().revision(),
+                    to = policy.revision(),
+                    engine = policy.engine_kind().as_str(),
+                    "policy reloaded"
+                );
+                *shared.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+                *shared
+                    .reload_error
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+                refused = None;
+            }
+            Ok(Err(e)) => {
+                let why = format!(
+                    "policy revision {on_disk} refused; {} stays in force: {e}",
+                    shared.policy().revision()
+                );
+                tracing::error!("{why}");
+                shared.metrics.policy_reload_failures.inc();
+                *shared
+                    .reload_error
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(why);
+                refused = settled.take();
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// `countersign serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully.

@@ -65,6 +65,7 @@ fn readyz(shared: &Shared) -> Response<Body> {
                 "entrypoint": p.entrypoint(),
                 "files": p.files(),
                 "loaded_at": p.loaded_at(),
+                "reload_error": shared.reload_error(),
             },
             "store": {"kind": "sqlite", "path": shared.store.path().display().to_string()},
         }),

@@ -206,36 +206,60 @@ fn check_builtins(file: &str, src: &str) -> Result<(), PolicyError> {
     Ok(())
 }
 
-/// Reads the files, computes the revision and adds them to a fresh engine.
-pub fn load_engine(files: &[PathBuf], dir: &Path) -> Result<(Engine, String), PolicyError> {
-    let mut engine = Engine::new();
+/// Reads policy files with their names relative to `dir`.
+fn read_sources(
+    files: &[PathBuf],
+    dir: &Path,
+) -> Result<Vec<(PathBuf, String, String)>, PolicyError> {
+    files
+        .iter()
+        .map(|path| {
+            let src = std::fs::read_to_string(path).map_err(|e| PolicyError::Compile {
+                file: path.display().to_string(),
+                message: format!("cannot read: {e}"),
+            })?;
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .to_string();
+            Ok((path.clone(), rel, src))
+        })
+        .collect()
+}
+
+/// The revision: SHA-256 over each file's relative name and content digest.
+fn revision_of(sources: &[(PathBuf, String, String)]) -> String {
     let mut digest = Sha256::new();
-    for path in files {
-        let shown = path.display().to_string();
-        let src = std::fs::read_to_string(path).map_err(|e| PolicyError::Compile {
-            file: shown.clone(),
-            message: format!("cannot read: {e}"),
-        })?;
-        check_builtins(&shown, &src)?;
-        let rel = path
-            .strip_prefix(dir)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .to_string();
+    for (_, rel, src) in sources {
         digest.update(rel.as_bytes());
         digest.update([0]);
         digest.update(Sha256::digest(src.as_bytes()));
+    }
+    format!("sha256:{}", &hex::encode(digest.finalize())[..16])
+}
+
+/// The revision the files in `dir` have now, without compiling them (the
+/// reloader's cheap change check).
+pub fn revision_on_disk(dir: &Path) -> Result<String, PolicyError> {
+    Ok(revision_of(&read_sources(&policy_files(dir, false)?, dir)?))
+}
+
+/// Reads the files, computes the revision and adds them to a fresh engine.
+pub fn load_engine(files: &[PathBuf], dir: &Path) -> Result<(Engine, String), PolicyError> {
+    let sources = read_sources(files, dir)?;
+    let mut engine = Engine::new();
+    for (path, _, src) in &sources {
+        let shown = path.display().to_string();
+        check_builtins(&shown, src)?;
         engine
-            .add_policy(shown.clone(), src)
+            .add_policy(shown.clone(), src.clone())
             .map_err(|e| PolicyError::Compile {
                 file: shown,
                 message: one_line(&e.to_string()),
             })?;
     }
-    Ok((
-        engine,
-        format!("sha256:{}", &hex::encode(digest.finalize())[..16]),
-    ))
+    Ok((engine, revision_of(&sources)))
 }
 
 fn one_line(s: &str) -> String {

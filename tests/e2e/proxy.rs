@@ -625,3 +625,106 @@ allow if {
     assert_eq!(upstream.seen().len(), 2);
     cs.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_reload_and_a_broken_one_keeps_the_last_good_in_force() {
+    let upstream = Upstream::start().await;
+    let allow_all = "package countersign\nimport rego.v1\ndecision := {\"action\": \"allow\", \"risk\": \"low\", \"rules\": [\"first\"]}\n";
+    let d = Deployment::new(&upstream.url(), allow_all, "");
+    let cs = d.start().await;
+    let admin = format!("http://{}", cs.admin_addr);
+    let c = client();
+    let ready = || async {
+        c.get(format!("{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let first = ready().await["policy"]["revision"].clone();
+    assert_eq!(
+        c.get(format!("http://{}/v1/balance", cs.proxy_addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    std::fs::write(
+        d.dir.path().join("policies/policy.rego"),
+        allow_all
+            .replace("\"allow\"", "\"deny\"")
+            .replace("first", "second"),
+    )
+    .unwrap();
+    let mut second = first.clone();
+    for _ in 0..100 {
+        second = ready().await["policy"]["revision"].clone();
+        if second != first {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(second, first, "the changed policy was loaded");
+    let resp = c
+        .get(format!("http://{}/v1/balance", cs.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let id = action_id(&resp);
+    assert_eq!(
+        payload_of(&d.db_path(), &id, "decided")["policy"]["revision"],
+        second,
+        "the record names the revision that decided"
+    );
+
+    std::fs::write(
+        d.dir.path().join("policies/broken.rego"),
+        "package countersign\ndecision := {\n",
+    )
+    .unwrap();
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = ready().await;
+        if !status["policy"]["reload_error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        status["policy"]["reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("broken.rego"),
+        "{status}"
+    );
+    assert_eq!(
+        status["policy"]["revision"], second,
+        "the last good revision stays in force"
+    );
+    assert_eq!(
+        c.get(format!("http://{}/v1/balance", cs.proxy_addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let metrics = c
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("countersign_policy_reload_failures_total 1"),
+        "{metrics}"
+    );
+    cs.stop().await;
+}
