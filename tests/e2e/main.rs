@@ -5,3 +5,4 @@
 mod cli;
 mod proxy;
 mod support;
+mod tls;
