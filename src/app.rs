@@ -1,6 +1,7 @@
 //! Wires a validated config into a running service: the record store and
 //! its writer, the policy, the route clients, both listeners, and shutdown.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -31,6 +32,16 @@ pub struct Shared {
     pub directory: Directory,
     /// The admin bearer token, when configured.
     pub admin_token: Option<String>,
+    /// Held actions, pending or being forwarded.
+    pub holds: crate::approval::Holds,
+    /// Reviewers' signing keys.
+    pub reviewer_keys: BTreeMap<String, standardwebhooks::Webhook>,
+    /// Notification hooks.
+    pub hooks: Vec<crate::approval::notify::Hook>,
+    /// HTTP client for notifications.
+    pub notifier: reqwest::Client,
+    /// Base of review URLs in notices (the admin listener as reviewers reach it).
+    pub admin_url: String,
     policy: RwLock<Arc<Policy>>,
     /// Why the newest policy files on disk were refused, while they are.
     reload_error: RwLock<Option<String>>,
@@ -146,11 +157,38 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ),
         None => None,
     };
+    let file = config.file.display().to_string();
+    let mut reviewer_keys = BTreeMap::new();
+    for (name, r) in &config.reviewers {
+        let key = r.key.read().and_then(|k| crate::config::webhook_key(&k));
+        reviewer_keys.insert(
+            name.clone(),
+            key.map_err(|e| anyhow::anyhow!("{file}: reviewers.{name}: {e}"))?,
+        );
+    }
+    let mut hooks = Vec::new();
+    for (i, n) in config.notify.iter().enumerate() {
+        let key = n.secret.read().and_then(|k| crate::config::webhook_key(&k));
+        let key = key.map_err(|e| anyhow::anyhow!("{file}: notify[{i}]: {e}"))?;
+        hooks.push(crate::approval::notify::Hook {
+            url: n.url.clone(),
+            key,
+            attempts: n.attempts,
+            backoff: n.backoff,
+        });
+    }
+    let notifier = crate::proxy::forward::notify_client()?;
     let proxy_listener = crate::http::bind(config.listen, "proxy").await?;
     let admin_listener = crate::http::bind(config.admin.listen, "admin listener").await?;
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
+    let admin_url = config.admin.public_url.clone().unwrap_or_else(|| {
+        format!(
+            "{}://{admin_addr}",
+            if tls.is_some() { "https" } else { "http" }
+        )
+    });
     let shared = Arc::new(Shared {
         config,
         store,
@@ -158,9 +196,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         routes,
         directory,
         admin_token,
+        holds: crate::approval::Holds::default(),
+        reviewer_keys,
+        hooks,
+        notifier,
+        admin_url,
         policy: RwLock::new(Arc::new(policy)),
         reload_error: RwLock::new(None),
     });
+    let restored = crate::approval::recover::recover(&shared).await?;
+    if restored > 0 {
+        tracing::info!(restored, "held actions restored from the record");
+    }
     let (shutdown, rx) = watch::channel(false);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let s = shared.clone();

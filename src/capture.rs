@@ -174,6 +174,18 @@ impl CapturedRequest {
         })
     }
 
+    /// The digest a review must carry: SHA-256 over the method, the URL the
+    /// call goes to, the body's digest and the evidence (canonical JSON),
+    /// one per line, printed as `sha256:<hex>`.
+    pub fn request_digest(&self, url: &str) -> String {
+        let evidence = crate::audit::record::canonical_json(&self.evidence_json());
+        let text = format!(
+            "countersign-request-v1\n{}\n{url}\n{}\n{evidence}",
+            self.method, self.body_sha256
+        );
+        format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
+    }
+
     /// The agent block of the policy input and the record.
     pub fn agent_json(&self) -> Value {
         json!({"id": self.agent.id, "on_behalf_of": self.agent.on_behalf_of, "intent": self.agent.intent})

@@ -43,6 +43,34 @@ pub enum Command {
     /// Read and verify the record.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Review a held action: show what it is, then sign and send your verdict.
+    Review(ReviewArgs),
+}
+
+/// `countersign review ...`
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("verdict").required(true).args(["approve", "reject"])))]
+pub struct ReviewArgs {
+    /// The held action's id.
+    pub id: String,
+    /// The admin listener's URL, e.g. http://countersign:9901.
+    #[arg(long, value_name = "URL")]
+    pub admin: String,
+    /// Your reviewer name, as configured.
+    #[arg(long)]
+    pub reviewer: String,
+    /// File holding your Standard Webhooks key (whsec_...).
+    #[arg(long, value_name = "F")]
+    pub key_file: PathBuf,
+    /// Approve the action.
+    #[arg(long)]
+    pub approve: bool,
+    /// Reject the action.
+    #[arg(long)]
+    pub reject: bool,
+    /// A comment for the record.
+    #[arg(long)]
+    pub comment: Option<String>,
 }
 
 /// `countersign policy ...`
@@ -138,6 +166,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             audit_show(&config.config, &id, json)
         }
         Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config.config),
+        Command::Review(args) => crate::review_client::run(&args),
     }
 }
 

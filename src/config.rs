@@ -58,6 +58,7 @@ struct RawAdmin {
     listen: String,
     token_env: Option<String>,
     token_file: Option<String>,
+    public_url: Option<String>,
 }
 
 impl Default for RawAdmin {
@@ -66,6 +67,7 @@ impl Default for RawAdmin {
             listen: default_admin_listen(),
             token_env: None,
             token_file: None,
+            public_url: None,
         }
     }
 }
@@ -291,6 +293,8 @@ struct RawNotify {
     url: String,
     secret_env: Option<String>,
     secret_file: Option<String>,
+    attempts: Option<u32>,
+    backoff: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,6 +371,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Where the bearer token comes from.
     pub token: Option<SecretSource>,
+    /// The admin listener's URL as reviewers reach it (for review links in
+    /// notices); `http://<listen>` when not set.
+    pub public_url: Option<String>,
 }
 
 /// Listener certificate and key files (PEM).
@@ -533,6 +540,10 @@ pub struct NotifyConfig {
     pub url: String,
     /// Its signing secret.
     pub secret: SecretSource,
+    /// Delivery attempts before giving up (default 5).
+    pub attempts: u32,
+    /// Delay before the first retry; it doubles after each (default 1s).
+    pub backoff: Duration,
 }
 
 /// Record store settings.
@@ -633,6 +644,12 @@ impl Validator<'_> {
             token: match (raw.admin.token_env, raw.admin.token_file) {
                 (None, None) => None,
                 (e, f) => Some(secret("admin", e, f.map(|f| self.path(&f)))?),
+            },
+            public_url: match raw.admin.public_url {
+                Some(u) if reqwest::Url::parse(&u).is_err() => {
+                    return Err(format!("admin.public_url: `{u}` is not a URL"))
+                }
+                u => u.map(|u| u.trim_end_matches('/').to_string()),
             },
         };
         let tls = raw.tls.map(|t| TlsConfig {
@@ -810,7 +827,22 @@ impl Validator<'_> {
                 n.secret_env,
                 n.secret_file.map(|p| self.path(&p)),
             )?;
-            notify.push(NotifyConfig { url: n.url, secret });
+            let attempts = n.attempts.unwrap_or(5);
+            if !(1..=20).contains(&attempts) {
+                return Err(format!(
+                    "notify[{i}].attempts: {attempts} must be from 1 to 20"
+                ));
+            }
+            let backoff = duration(
+                &format!("notify[{i}].backoff"),
+                n.backoff.as_deref().unwrap_or("1s"),
+            )?;
+            notify.push(NotifyConfig {
+                url: n.url,
+                secret,
+                attempts,
+                backoff,
+            });
         }
 
         let sqlite_path = match raw.audit.store.strip_prefix("sqlite://") {
@@ -867,6 +899,20 @@ impl Config {
         if let Some(t) = &self.admin.token {
             t.read().map_err(|e| err("admin".into(), e))?;
         }
+        for (name, r) in &self.reviewers {
+            let key = r
+                .key
+                .read()
+                .map_err(|e| err(format!("reviewers.{name}"), e))?;
+            webhook_key(&key).map_err(|e| err(format!("reviewers.{name}"), e))?;
+        }
+        for (i, n) in self.notify.iter().enumerate() {
+            let key = n
+                .secret
+                .read()
+                .map_err(|e| err(format!("notify[{i}]"), e))?;
+            webhook_key(&key).map_err(|e| err(format!("notify[{i}]"), e))?;
+        }
         for r in &self.routes {
             if let Some(a) = &r.upstream_auth {
                 a.value
@@ -883,6 +929,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Parses a Standard Webhooks secret (`whsec_` + base64 of the key bytes).
+pub fn webhook_key(secret: &str) -> Result<standardwebhooks::Webhook, String> {
+    if !secret.starts_with("whsec_") {
+        return Err("the key must be a Standard Webhooks secret: whsec_ followed by base64".into());
+    }
+    match standardwebhooks::Webhook::new(secret) {
+        Ok(k) => Ok(k),
+        Err(_) => Err("the key is not valid base64 after whsec_".into()),
     }
 }
 

@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod approval;
 pub mod audit;
 pub mod capture;
 pub mod cli;
@@ -33,3 +34,4 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod review_client;

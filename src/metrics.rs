@@ -91,6 +91,14 @@ pub struct Metrics {
     pub record_commit_failures: Counter,
     /// Policy reloads refused (the last good revision stayed in force).
     pub policy_reload_failures: Counter,
+    /// Accepted reviews by the state they left the action in.
+    reviews: Mutex<BTreeMap<String, u64>>,
+    /// Refused review attempts by reason.
+    review_refusals: Mutex<BTreeMap<String, u64>>,
+    /// Notification attempts by outcome.
+    notifications: Mutex<BTreeMap<String, u64>>,
+    /// Time from hold to resolution (approved, rejected, expired, cancelled).
+    pub hold_resolution_seconds: Histogram,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -116,9 +124,61 @@ impl Metrics {
         bump(&self.upstream_responses, class.to_string());
     }
 
+    /// Counts an accepted review by the state it left the action in.
+    pub fn review(&self, state: &str) {
+        bump(&self.reviews, state.to_string());
+    }
+
+    /// Counts a refused review attempt.
+    pub fn review_refused(&self, reason: &str) {
+        bump(&self.review_refusals, reason.to_string());
+    }
+
+    /// Counts a notification attempt.
+    pub fn notification(&self, delivered: bool) {
+        bump(
+            &self.notifications,
+            if delivered { "delivered" } else { "failed" }.to_string(),
+        );
+    }
+
     /// Prometheus text exposition.
-    pub fn render(&self, policy_revision: &str, policy_engine: &str) -> String {
+    pub fn render(&self, policy_revision: &str, policy_engine: &str, pending: usize) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP countersign_pending_actions Held actions waiting for reviews or being forwarded.\n# TYPE countersign_pending_actions gauge\ncountersign_pending_actions {pending}"
+        );
+        for (name, help, map, label) in [
+            (
+                "countersign_reviews_total",
+                "Accepted reviews by the state they left the action in.",
+                &self.reviews,
+                "state",
+            ),
+            (
+                "countersign_review_refusals_total",
+                "Refused review attempts by reason.",
+                &self.review_refusals,
+                "reason",
+            ),
+            (
+                "countersign_notifications_total",
+                "Notification delivery attempts by outcome.",
+                &self.notifications,
+                "outcome",
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (k, n) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {n}");
+            }
+        }
+        self.hold_resolution_seconds.render(
+            "countersign_hold_resolution_seconds",
+            "Time from hold to resolution (approved, rejected, expired or cancelled).",
+            &mut out,
+        );
         out.push_str("# HELP countersign_decisions_total Policy decisions by action and risk.\n# TYPE countersign_decisions_total counter\n");
         for ((action, risk), n) in self
             .decisions

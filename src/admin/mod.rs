@@ -1,5 +1,7 @@
 //! The admin listener: health, readiness and metrics without a token; the
-//! actions API behind the bearer admin token.
+//! actions API behind the bearer admin token; the signed review webhook.
+
+mod review;
 
 use std::sync::Arc;
 
@@ -16,39 +18,60 @@ use crate::http::{json as json_response, text, Body};
 /// Routes one admin request.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    if req.method() != Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
+    let method = req.method().clone();
+    if method == Method::POST {
+        return match path
+            .strip_prefix("/v1/actions/")
+            .and_then(|p| p.strip_suffix("/reviews"))
+        {
+            Some(id) => {
+                let id = id.to_string();
+                review::handle(&shared, &id, req).await
+            }
+            None => error(
+                StatusCode::NOT_FOUND,
+                "no such admin endpoint; reviews go to POST /v1/actions/<id>/reviews",
+            ),
+        };
+    }
+    if method != Method::GET {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET, and POST for reviews, are served here",
+        );
     }
     match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain; charset=utf-8"),
         "/readyz" => readyz(&shared),
         "/metrics" => {
             let p = shared.policy();
-            text(
-                StatusCode::OK,
+            let body =
                 shared
                     .metrics
-                    .render(p.revision(), p.engine_kind().as_str()),
-                "text/plain; version=0.0.4",
-            )
+                    .render(p.revision(), p.engine_kind().as_str(), shared.holds.len());
+            text(StatusCode::OK, body, "text/plain; version=0.0.4")
         }
-        p if p == "/v1/actions" || p.starts_with("/v1/actions/") => {
-            if let Some(refusal) = refuse_unauthorized(&shared, &req) {
-                return refusal;
+        "/v1/actions" => match refuse_unauthorized(&shared, &req) {
+            Some(refusal) => refusal,
+            None => list(&shared, req.uri().query()).await,
+        },
+        p => match p.strip_prefix("/v1/actions/") {
+            Some(id) if req.headers().contains_key(review::REVIEWER_HEADER) => {
+                review::show_to_reviewer(&shared, id, &req).await
             }
-            match p.strip_prefix("/v1/actions/") {
-                None => list(&shared, req.uri().query()).await,
-                Some(id) => show(&shared, id).await,
-            }
-        }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "no such admin endpoint; try /healthz, /readyz, /metrics or /v1/actions",
-        ),
+            Some(id) => match refuse_unauthorized(&shared, &req) {
+                Some(refusal) => refusal,
+                None => show(&shared, id).await,
+            },
+            None => error(
+                StatusCode::NOT_FOUND,
+                "no such admin endpoint; try /healthz, /readyz, /metrics or /v1/actions",
+            ),
+        },
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({"error": message}))
 }
 
@@ -144,7 +167,7 @@ async fn list(shared: &Shared, query: Option<&str>) -> Response<Body> {
     }
 }
 
-async fn show(shared: &Shared, id: &str) -> Response<Body> {
+pub(crate) async fn show(shared: &Shared, id: &str) -> Response<Body> {
     if !is_action_id(id) {
         return error(StatusCode::NOT_FOUND, "no such action");
     }

@@ -20,6 +20,23 @@ pub enum Kind {
     Completed,
     /// The action ended without an upstream answer (refused, upstream down, ...).
     Failed,
+    /// A notification delivery attempt for a held action.
+    Notified,
+    /// A review was accepted.
+    Reviewed,
+    /// A review attempt was refused (bad signature, not allowed, replay, ...).
+    ReviewRefused,
+    /// Enough approvals: the held request will be forwarded.
+    Approved,
+    /// A reviewer rejected the held request.
+    Rejected,
+    /// Nobody decided before the expiry.
+    Expired,
+    /// The hold was cancelled (the agent stopped waiting under `cancel`).
+    Cancelled,
+    /// Forwarding of an approved request started (marked before sending, so
+    /// a crash mid-forward is never silently resent).
+    Forwarded,
 }
 
 impl Kind {
@@ -29,6 +46,14 @@ impl Kind {
             Kind::Decided => "decided",
             Kind::Completed => "completed",
             Kind::Failed => "failed",
+            Kind::Notified => "notified",
+            Kind::Reviewed => "reviewed",
+            Kind::ReviewRefused => "review_refused",
+            Kind::Approved => "approved",
+            Kind::Rejected => "rejected",
+            Kind::Expired => "expired",
+            Kind::Cancelled => "cancelled",
+            Kind::Forwarded => "forwarded",
         }
     }
 }
@@ -42,6 +67,14 @@ pub enum State {
     Denied,
     /// Held for review.
     Pending,
+    /// Approved by enough reviewers; being forwarded.
+    Approved,
+    /// Rejected by a reviewer.
+    Rejected,
+    /// Not decided before its expiry.
+    Expired,
+    /// Cancelled while pending.
+    Cancelled,
     /// Forwarded and answered.
     Completed,
     /// Ended without an upstream answer.
@@ -55,6 +88,10 @@ impl State {
             State::Allowed => "allowed",
             State::Denied => "denied",
             State::Pending => "pending",
+            State::Approved => "approved",
+            State::Rejected => "rejected",
+            State::Expired => "expired",
+            State::Cancelled => "cancelled",
             State::Completed => "completed",
             State::Failed => "failed",
         }

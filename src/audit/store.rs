@@ -25,6 +25,9 @@ pub enum StoreError {
     /// SQLite refused (locked, disk full, corrupt, ...).
     #[error("the record store could not commit: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Restoring held actions after a restart failed.
+    #[error("cannot restore held actions: {0}")]
+    Recovery(String),
     /// The writer thread is gone (shutting down).
     #[error("the record store is shut down")]
     Closed,

@@ -21,6 +21,9 @@ pub fn action_json(action_id: &str, records: &[Record]) -> Value {
         "decision": Value::Null,
         "policy": Value::Null,
         "reviews": [],
+        "refused_reviews": [],
+        "notifications": [],
+        "resolution": Value::Null,
         "result": Value::Null,
     });
     for r in records {
@@ -33,7 +36,13 @@ pub fn action_json(action_id: &str, records: &[Record]) -> Value {
             }
         }
         match r.kind.as_str() {
-            "decided" => view["state"] = p["state"].clone(),
+            "decided" => {
+                view["state"] = p["state"].clone();
+                view["request_digest"] = p["request_digest"].clone();
+                if !p["hold"].is_null() {
+                    view["hold"] = json!({"reviewers": p["hold"]["eligible"], "min": p["hold"]["min"], "expires_at": p["hold"]["expires_at"]});
+                }
+            }
             "completed" => {
                 view["state"] = json!("completed");
                 view["result"] = json!({"outcome": "completed", "time": r.time, "response": p["response"], "upstream_ms": p["upstream_ms"]});
@@ -42,11 +51,38 @@ pub fn action_json(action_id: &str, records: &[Record]) -> Value {
                 view["state"] = json!("failed");
                 view["result"] = json!({"outcome": "failed", "time": r.time, "stage": p["stage"], "reason": p["reason"], "error": p["error"], "status": p["status"]});
             }
+            "reviewed" => push(
+                &mut view,
+                "reviews",
+                json!({"time": r.time, "reviewer": p["reviewer"], "verdict": p["verdict"], "comment": p["comment"]}),
+            ),
+            "review_refused" => push(
+                &mut view,
+                "refused_reviews",
+                json!({"time": r.time, "reviewer": p["reviewer"], "status": p["status"], "reason": p["reason"], "error": p["error"]}),
+            ),
+            "notified" => push(
+                &mut view,
+                "notifications",
+                json!({"time": r.time, "hook": p["hook"], "attempt": p["attempt"], "delivered": p["delivered"], "status": p["status"], "error": p["error"]}),
+            ),
+            kind @ ("approved" | "rejected" | "expired" | "cancelled") => {
+                view["state"] = json!(kind);
+                view["resolution"] = json!({"outcome": kind, "time": r.time, "detail": p});
+            }
+            "forwarded" => view["forwarded_at"] = json!(r.time),
             _ => {}
         }
     }
     view["records"] = serde_json::to_value(records).unwrap_or(Value::Null);
     view
+}
+
+fn push(view: &mut Value, key: &str, item: Value) {
+    match view.get_mut(key).and_then(Value::as_array_mut) {
+        Some(list) => list.push(item),
+        None => view[key] = json!([item]),
+    }
 }
 
 fn s(v: &Value) -> String {
@@ -170,6 +206,46 @@ pub fn action_text(view: &Value) -> String {
             let _ = writeln!(out, "   (none: no review was needed or none was given)");
         }
     }
+    for rf in view["refused_reviews"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "   {} refused attempt as {} ({}): {}",
+            s(&rf["time"]),
+            s(&rf["reviewer"]),
+            s(&rf["status"]),
+            s(&rf["error"])
+        );
+    }
+    for n in view["notifications"].as_array().into_iter().flatten() {
+        let outcome = if n["delivered"] == json!(true) {
+            "delivered".to_string()
+        } else {
+            format!(
+                "not delivered ({})",
+                if n["error"].is_null() {
+                    s(&n["status"])
+                } else {
+                    s(&n["error"])
+                }
+            )
+        };
+        let _ = writeln!(
+            out,
+            "   {} notice to {} attempt {}: {outcome}",
+            s(&n["time"]),
+            s(&n["hook"]),
+            s(&n["attempt"])
+        );
+    }
+    let res = &view["resolution"];
+    if !res.is_null() {
+        let _ = writeln!(
+            out,
+            "   {}  resolution: {}",
+            s(&res["time"]),
+            s(&res["outcome"]).to_uppercase()
+        );
+    }
 
     let _ = writeln!(out, "\n5. RESULT");
     let res = &view["result"];
@@ -203,10 +279,11 @@ pub fn action_text(view: &Value) -> String {
             );
         }
         _ => {
-            let what = if view["state"] == json!("denied") {
-                "   nothing was forwarded (denied)"
+            let state = s(&view["state"]);
+            let what = if ["denied", "rejected", "expired", "cancelled"].contains(&state.as_str()) {
+                format!("   nothing was forwarded ({state})")
             } else {
-                "   (no result yet)"
+                "   (no result yet)".to_string()
             };
             let _ = writeln!(out, "{what}");
         }

@@ -104,6 +104,37 @@ fn tls_config(route: &RouteConfig) -> Result<rustls::ClientConfig, String> {
     Ok(cfg)
 }
 
+/// The client that delivers notifications: system roots, no redirects,
+/// short timeouts.
+pub fn notify_client() -> Result<reqwest::Client, ClientError> {
+    let err = |message: String| ClientError {
+        route: "notify".into(),
+        message,
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err(e.to_string()))?
+    .with_root_certificates({
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        roots
+    })
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| err(e.to_string()))
+}
+
 impl Upstream {
     /// Builds the client for a route, reading its credential now.
     pub fn new(route: &RouteConfig) -> Result<Upstream, ClientError> {

@@ -2,6 +2,7 @@
 //! arrival to answer; [`forward`] talks to upstreams.
 
 pub mod forward;
+pub mod hold;
 pub mod pipeline;
 
 use crate::config::RouteConfig;

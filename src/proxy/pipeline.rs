@@ -16,12 +16,14 @@ use serde_json::{json, Value};
 use super::forward::{connection_tokens, is_hop_by_hop, ForwardError, ResponseCapture};
 use super::Route;
 use crate::app::Shared;
+use crate::approval::{self, Held, HeldRequest};
 use crate::audit::record::{Draft, IndexUpdate, Kind, State, Summary};
 use crate::audit::store::now_rfc3339;
 use crate::capture::CapturedRequest;
 use crate::http::{json as json_response, Body, ChannelBody};
 use crate::policy::decision::{self, Action, Decision};
 use crate::policy::input;
+use std::time::SystemTime;
 
 /// How a call ends when it is not forwarded (or forwarding failed).
 #[derive(Debug)]
@@ -33,11 +35,20 @@ pub enum Outcome {
     /// The body could not be read.
     BadBody(String),
     /// The policy said deny.
-    Denied(Decision),
+    Denied(Box<Decision>),
     /// The policy failed, timed out or broke the contract.
     PolicyFailed(String),
-    /// A hold decision before holds exist.
-    HoldsNotEnabled(Decision),
+    /// A reviewer rejected the held call.
+    Rejected {
+        /// Who.
+        reviewer: String,
+        /// Their comment.
+        comment: Option<String>,
+    },
+    /// Nobody decided before the hold expired.
+    Expired,
+    /// The hold was cancelled (not decided within `hold.wait` under `cancel`).
+    WaitCancelled,
     /// The write-ahead record did not commit.
     StoreUnavailable(String),
     /// The upstream could not be reached.
@@ -52,10 +63,13 @@ impl Outcome {
             Outcome::NoRoute => StatusCode::NOT_FOUND,
             Outcome::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Outcome::BadBody(_) => StatusCode::BAD_REQUEST,
-            Outcome::Denied(_) => StatusCode::FORBIDDEN,
-            Outcome::PolicyFailed(_)
-            | Outcome::HoldsNotEnabled(_)
-            | Outcome::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::Denied(_) | Outcome::Rejected { .. } | Outcome::Expired => {
+                StatusCode::FORBIDDEN
+            }
+            Outcome::WaitCancelled => StatusCode::GATEWAY_TIMEOUT,
+            Outcome::PolicyFailed(_) | Outcome::StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Outcome::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             Outcome::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -69,7 +83,9 @@ impl Outcome {
             Outcome::BadBody(_) => "bad_body",
             Outcome::Denied(_) => "denied",
             Outcome::PolicyFailed(_) => "policy_error",
-            Outcome::HoldsNotEnabled(_) => "holds_not_enabled",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Expired => "expired",
+            Outcome::WaitCancelled => "cancelled",
             Outcome::StoreUnavailable(_) => "store_unavailable",
             Outcome::UpstreamFailed(_) => "upstream_unreachable",
             Outcome::UpstreamTimeout(_) => "upstream_timeout",
@@ -84,7 +100,9 @@ impl Outcome {
             Outcome::BadBody(e) => format!("the request body could not be read: {e}"),
             Outcome::Denied(_) => "the policy denied this call".into(),
             Outcome::PolicyFailed(e) => format!("the policy could not decide, so the call was refused: {e}"),
-            Outcome::HoldsNotEnabled(_) => "the policy holds this call for review, but holds are not enabled in this build; nothing was forwarded".into(),
+            Outcome::Rejected { reviewer, .. } => format!("reviewer {reviewer} rejected this call; nothing was forwarded"),
+            Outcome::Expired => "no reviewer decided before the hold expired; nothing was forwarded".into(),
+            Outcome::WaitCancelled => "the call was not decided within hold.wait, so it was cancelled; nothing was forwarded".into(),
             Outcome::StoreUnavailable(e) => format!("the record could not be written, so the call was refused: {e}"),
             Outcome::UpstreamFailed(e) => e.clone(),
             Outcome::UpstreamTimeout(e) => e.clone(),
@@ -94,6 +112,9 @@ impl Outcome {
     fn state(&self) -> &'static str {
         match self {
             Outcome::Denied(_) => "denied",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Expired => "expired",
+            Outcome::WaitCancelled => "cancelled",
             _ => "failed",
         }
     }
@@ -102,10 +123,14 @@ impl Outcome {
     pub fn into_response(self, action_id: &str) -> Response<Body> {
         let mut body =
             json!({"action_id": action_id, "state": self.state(), "error": self.message()});
-        if let Outcome::Denied(d) | Outcome::HoldsNotEnabled(d) = &self {
+        if let Outcome::Denied(d) = &self {
             body["risk"] = json!(d.risk);
             body["reasons"] = json!(d.reasons);
             body["rules"] = json!(d.rules);
+        }
+        if let Outcome::Rejected { reviewer, comment } = &self {
+            body["reviewer"] = json!(reviewer);
+            body["comment"] = json!(comment);
         }
         json_response(self.status(), &body)
     }
@@ -121,10 +146,19 @@ pub async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if req.method() == hyper::Method::GET {
+        if let Some(id) = path.strip_prefix(super::hold::STATUS_PREFIX) {
+            return super::hold::status(&shared, id).await;
+        }
+    }
     let mut response = match run(&shared, &action_id, req, scheme).await {
         Ok(r) => r,
         Err(outcome) => {
-            if !matches!(outcome, Outcome::Denied(_)) {
+            let by_review = matches!(
+                outcome,
+                Outcome::Rejected { .. } | Outcome::Expired | Outcome::WaitCancelled
+            );
+            if !matches!(outcome, Outcome::Denied(_)) && !by_review {
                 shared.metrics.refused(outcome.reason());
             }
             tracing::info!(action_id, %method, path, outcome = outcome.reason(), "call not forwarded");
@@ -310,6 +344,14 @@ async fn run(
     let mut payload = story.first_payload(shared, Some(revision));
     payload["decision"] = serde_json::to_value(&decision).unwrap_or(Value::Null);
     payload["state"] = json!(state.as_str());
+    payload["request_digest"] = json!(request.request_digest(&story.url));
+    let held = decision
+        .approval
+        .as_ref()
+        .map(|a| held_action(shared, action_id, route, &story, &request, a));
+    if let Some(h) = &held {
+        payload["hold"] = approval::hold_payload(h);
+    }
     let decided = Draft {
         action_id: action_id.to_string(),
         kind: Kind::Decided,
@@ -327,13 +369,12 @@ async fn run(
         action = decision.action.as_str(), risk = %decision.risk, rules = ?decision.rules, "decided");
 
     match decision.action {
-        Action::Deny => Err(Outcome::Denied(decision)),
+        Action::Deny => Err(Outcome::Denied(Box::new(decision))),
         Action::Hold => {
-            let outcome = Outcome::HoldsNotEnabled(decision);
-            shared
-                .store
-                .enqueue(vec![failed(action_id, "hold", &outcome)]);
-            Err(outcome)
+            let held = Arc::new(held.expect("the contract requires approval with hold"));
+            let notice = notice(shared, &held, &decision, &story);
+            approval::register(shared, held.clone(), Some(notice));
+            super::hold::wait(shared, held).await
         }
         Action::Allow => forward(shared, action_id, route, &parts.headers, request).await,
     }
@@ -515,4 +556,71 @@ impl ResultFacts {
             },
         }
     }
+}
+
+/// The pending action a hold decision creates: the request exactly as it
+/// will be forwarded (allowlisted headers only: the others never enter the
+/// record, so they cannot be replayed from it after a restart), who may
+/// decide, and by when.
+fn held_action(
+    shared: &Shared,
+    action_id: &str,
+    route: &Route,
+    story: &Story<'_>,
+    request: &CapturedRequest,
+    approval: &crate::policy::decision::Approval,
+) -> Held {
+    let allow = &shared.config.capture.headers_allow;
+    let headers = request
+        .headers
+        .iter()
+        .filter(|(n, _)| allow.contains(n))
+        .cloned()
+        .collect();
+    let now = SystemTime::now();
+    let expires_in = approval
+        .expires_after
+        .unwrap_or(shared.config.hold.default_expiry);
+    Held::new(
+        action_id.to_string(),
+        route.config.name.clone(),
+        HeldRequest {
+            method: request.method.clone(),
+            path_and_query: request.path_and_query(),
+            headers,
+            body: request.body.clone(),
+        },
+        request.request_digest(&story.url),
+        request.agent.id.clone(),
+        request.agent.on_behalf_of.clone(),
+        approval::eligible_reviewers(approval, &shared.directory),
+        approval.min,
+        now,
+        now + expires_in,
+    )
+}
+
+/// The notice sent to each `notify` hook (SPEC §4).
+fn notice(shared: &Shared, held: &Held, decision: &Decision, story: &Story<'_>) -> Value {
+    let request = story.request;
+    json!({
+        "type": "action.held",
+        "action_id": held.action_id,
+        "decision": decision,
+        "request": {
+            "method": request.method,
+            "url": story.url,
+            "route": held.route,
+            "agent": request.agent_json(),
+            "body": crate::capture::body_view(&request.body, shared.config.capture.max_response_bytes as usize),
+            "body_sha256": request.body_sha256,
+        },
+        "evidence": request.evidence_json(),
+        "request_digest": held.request_digest,
+        "reviewers": held.eligible,
+        "min": held.min,
+        "expires_at": humantime::format_rfc3339_micros(held.expires_at).to_string(),
+        "action_url": format!("{}/v1/actions/{}", shared.admin_url, held.action_id),
+        "review_url": format!("{}/v1/actions/{}/reviews", shared.admin_url, held.action_id),
+    })
 }

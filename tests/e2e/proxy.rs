@@ -119,29 +119,6 @@ async fn denied_call_gets_403_and_never_reaches_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hold_is_refused_until_holds_exist_and_nothing_is_forwarded() {
-    let upstream = Upstream::start().await;
-    let d = Deployment::new(&upstream.url(), &payments_policy(), "");
-    let cs = d.start().await;
-    let resp = payout(&client(), cs.proxy_addr, 25_000, Some("INV-9")).await;
-    assert_eq!(resp.status(), 503);
-    let id = action_id(&resp);
-    let body: Value = resp.json().await.unwrap();
-    assert!(body["error"]
-        .as_str()
-        .unwrap()
-        .contains("holds are not enabled"));
-    assert!(upstream.seen().is_empty());
-    wait_for_records(&d.db_path(), &id, 2).await;
-    assert_eq!(kinds_of(&d.db_path(), &id), ["decided", "failed"]);
-    assert_eq!(
-        payload_of(&d.db_path(), &id, "decided")["decision"]["approval"]["min"],
-        2
-    );
-    cs.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_gets_404_json() {
     let upstream = Upstream::start().await;
     let d = Deployment::new(&upstream.url(), &payments_policy(), "");

@@ -169,6 +169,7 @@ impl Deployment {
     /// Writes `policy` and a config routing `/v1` and `/stream` and `/slow` to `upstream`;
     /// `extra` is appended to the YAML (top-level keys).
     pub fn new(upstream: &str, policy: &str, extra: &str) -> Deployment {
+        set_test_keys();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/policy.rego"), policy).unwrap();
@@ -186,8 +187,11 @@ capture:
   max_body_bytes: 4096
   max_response_bytes: 1024
 reviewers:
-  alice: {{ key_env: CS_TEST_ALICE, groups: [finance-approvers] }}
-  bob: {{ key_env: CS_TEST_BOB, groups: [finance-approvers] }}
+  alice: {{ key_env: CS_TEST_KEY_ALICE, groups: [finance-approvers] }}
+  bob: {{ key_env: CS_TEST_KEY_BOB, groups: [finance-approvers] }}
+  carol: {{ key_env: CS_TEST_KEY_CAROL, groups: [finance-approvers] }}
+  ap-agent-7: {{ key_env: CS_TEST_KEY_AGENT, groups: [finance-approvers] }}
+  dave: {{ key_env: CS_TEST_KEY_DAVE, groups: [it-approvers] }}
 audit: {{ store: \"sqlite://audit.db\", busy_timeout: 200ms }}
 {extra}"
         );
@@ -211,6 +215,54 @@ audit: {{ store: \"sqlite://audit.db\", busy_timeout: 200ms }}
 }
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Reviewers' Standard Webhooks keys (whsec_ + base64 of the key bytes).
+pub const KEYS: [(&str, &str, &str); 5] = [
+    (
+        "alice",
+        "CS_TEST_KEY_ALICE",
+        "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktYWxpY2U=",
+    ),
+    (
+        "bob",
+        "CS_TEST_KEY_BOB",
+        "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktYm9i",
+    ),
+    (
+        "carol",
+        "CS_TEST_KEY_CAROL",
+        "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktY2Fyb2w=",
+    ),
+    (
+        "ap-agent-7",
+        "CS_TEST_KEY_AGENT",
+        "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktYWdlbnQ=",
+    ),
+    (
+        "dave",
+        "CS_TEST_KEY_DAVE",
+        "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktZGF2ZQ==",
+    ),
+];
+
+/// The notify hook's secret.
+pub const HOOK_SECRET: &str = "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktaG9vaw==";
+
+pub fn key_of(reviewer: &str) -> &'static str {
+    KEYS.iter()
+        .find(|k| k.0 == reviewer)
+        .map(|k| k.2)
+        .unwrap_or("whsec_d3Jvbmcta2V5")
+}
+
+/// Every process and in-process server of a test finds the keys here.
+pub fn set_test_keys() {
+    std::env::set_var("CS_TEST_ADMIN_TOKEN", ADMIN_TOKEN);
+    std::env::set_var("CS_TEST_HOOK_SECRET", HOOK_SECRET);
+    for (_, var, key) in KEYS {
+        std::env::set_var(var, key);
+    }
+}
 
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -1,0 +1,159 @@
+//! Forwarding an approved held request: exactly the bytes that were
+//! reviewed, once. The `forwarded` record is committed before the first byte
+//! goes upstream, so after a crash an interrupted forward is visible and is
+//! never silently sent again.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::HeaderMap;
+use serde_json::json;
+
+use super::{finish, Delivered, Held, Status};
+use crate::app::Shared;
+use crate::audit::record::{Draft, IndexUpdate, Kind, State};
+use crate::proxy::forward::{connection_tokens, is_hop_by_hop, ForwardError, ResponseCapture};
+
+fn draft(held: &Held, kind: Kind, state: Option<State>, payload: serde_json::Value) -> Draft {
+    Draft {
+        action_id: held.action_id.clone(),
+        kind,
+        payload,
+        index: IndexUpdate {
+            state,
+            ..Default::default()
+        },
+    }
+}
+
+/// Commits a result record, retrying while the store is down: the upstream
+/// already acted, so the record of it must not be dropped.
+async fn commit_result(shared: &Shared, d: Draft) {
+    let mut backoff = std::time::Duration::from_millis(100);
+    while let Err(e) = shared.store.commit(vec![d.clone()]).await {
+        tracing::error!(action_id = %d.action_id, error = %e, "cannot record the result yet; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+async fn fail(shared: &Shared, held: &Held, reason: &str, error: String, status: u16) {
+    shared
+        .metrics
+        .upstream(if status == 504 { "timeout" } else { "error" });
+    commit_result(
+        shared,
+        draft(
+            held,
+            Kind::Failed,
+            Some(State::Failed),
+            json!({"stage": "forward", "reason": reason, "error": error, "status": status}),
+        ),
+    )
+    .await;
+    finish(
+        shared,
+        held,
+        Status::Failed {
+            reason: reason.to_string(),
+            error,
+            status,
+        },
+    );
+}
+
+/// Forwards an approved action and records the result.
+pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
+    let Some(route) = shared.routes.iter().find(|r| r.config.name == held.route) else {
+        let error = format!(
+            "route `{}` is no longer configured; nothing was forwarded",
+            held.route
+        );
+        return fail(&shared, &held, "route_missing", error, 502).await;
+    };
+    let url = route.upstream.url_for(&held.request.path_and_query);
+    let marked = draft(
+        &held,
+        Kind::Forwarded,
+        None,
+        json!({"url": url, "request_digest": held.request_digest}),
+    );
+    if let Err(e) = shared.store.commit(vec![marked]).await {
+        // Without the mark a crash could resend; keep it approved and retry
+        // the whole step (mark, then send) until the store takes it.
+        tracing::error!(action_id = %held.action_id, error = %e, "cannot mark the forward; retrying before sending");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        return Box::pin(forward(shared, held)).await;
+    }
+    let mut headers = HeaderMap::new();
+    for (n, v) in &held.request.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let started = Instant::now();
+    let sent = route
+        .upstream
+        .send(
+            &held.request.method,
+            &held.request.path_and_query,
+            &headers,
+            |_| false,
+            held.request.body.clone(),
+            &held.action_id,
+        )
+        .await;
+    shared
+        .metrics
+        .upstream_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let response = match sent {
+        Ok(r) => r,
+        Err(e @ ForwardError::Timeout(_)) => {
+            return fail(&shared, &held, "upstream_timeout", e.to_string(), 504).await
+        }
+        Err(e) => return fail(&shared, &held, "upstream_unreachable", e.to_string(), 502).await,
+    };
+    let status = response.status().as_u16();
+    shared.metrics.upstream(&format!("{}xx", status / 100));
+    let upstream_headers = response.headers().clone();
+    let body = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            let error = format!("the upstream's response body broke off: {e}");
+            return fail(&shared, &held, "upstream_unreachable", error, 502).await;
+        }
+    };
+    let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes);
+    capture.push(&body);
+    let payload = json!({
+        "response": capture.finish(status, &upstream_headers, &shared.config.capture),
+        "upstream_ms": started.elapsed().as_secs_f64() * 1e3,
+    });
+    commit_result(
+        &shared,
+        draft(&held, Kind::Completed, Some(State::Completed), payload),
+    )
+    .await;
+    tracing::info!(action_id = %held.action_id, status, "approved action forwarded and completed");
+    let tokens = connection_tokens(&upstream_headers);
+    let mut kept = HeaderMap::new();
+    for (n, v) in &upstream_headers {
+        if !is_hop_by_hop(n.as_str(), &tokens) {
+            kept.append(n.clone(), v.clone());
+        }
+    }
+    finish(
+        &shared,
+        &held,
+        Status::Completed(Arc::new(Delivered {
+            status,
+            headers: kept,
+            body,
+        })),
+    );
+}

@@ -1,0 +1,336 @@
+//! One review attempt, from signed webhook to new state (SPEC §4). Every
+//! attempt, accepted or refused, is written to the record with its reason.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hyper::HeaderMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{execute, finish, Status};
+use crate::app::Shared;
+use crate::audit::record::{is_action_id, Draft, IndexUpdate, Kind, State};
+
+/// The review body a reviewer signs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    /// Reviewer name, as configured.
+    pub reviewer: String,
+    /// `approve` or `reject`.
+    pub verdict: String,
+    /// Free text for the record.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// The action's `request_digest`.
+    pub request_digest: String,
+}
+
+/// Why a review was refused; the HTTP status is chosen here.
+#[derive(Debug)]
+pub enum Refusal {
+    /// 400: the body is not a review.
+    Malformed(String),
+    /// 401: missing, bad or stale signature.
+    Unauthenticated(String),
+    /// 403: not a reviewer of this action, or reviewing their own action.
+    Forbidden(String),
+    /// 404: no such action.
+    NotFound,
+    /// 409: replayed message, wrong digest, already reviewed or decided.
+    Conflict(String),
+    /// 503: the record could not be written; nothing changed.
+    Unavailable(String),
+}
+
+impl Refusal {
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Malformed(_) => 400,
+            Refusal::Unauthenticated(_) => 401,
+            Refusal::Forbidden(_) => 403,
+            Refusal::NotFound => 404,
+            Refusal::Conflict(_) => 409,
+            Refusal::Unavailable(_) => 503,
+        }
+    }
+
+    /// One sentence for the reviewer and the record.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::NotFound => "no such action".into(),
+            Refusal::Malformed(m)
+            | Refusal::Unauthenticated(m)
+            | Refusal::Forbidden(m)
+            | Refusal::Conflict(m)
+            | Refusal::Unavailable(m) => m.clone(),
+        }
+    }
+}
+
+/// An accepted review's result.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The action's new state name.
+    pub state: &'static str,
+    /// Approvals so far.
+    pub approvals: usize,
+    /// Approvals needed.
+    pub min: u32,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks a Standard Webhooks signature with a reviewer's key (5-minute
+/// tolerance, constant-time compare, in the `standardwebhooks` crate).
+pub fn verify(
+    shared: &Shared,
+    reviewer: &str,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    let key = shared.reviewer_keys.get(reviewer).ok_or_else(|| {
+        Refusal::Unauthenticated(format!("`{reviewer}` is not a configured reviewer"))
+    })?;
+    key.verify(body, headers).map_err(|e| {
+        Refusal::Unauthenticated(format!(
+            "the webhook signature does not verify for reviewer `{reviewer}`: {e}"
+        ))
+    })
+}
+
+/// Handles one review attempt for action `id`.
+pub async fn review(
+    shared: &Arc<Shared>,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Accepted, Refusal> {
+    if !is_action_id(id) {
+        return Err(Refusal::NotFound);
+    }
+    let parsed: Result<ReviewBody, _> = serde_json::from_slice(body);
+    let webhook_id = header(headers, "webhook-id").unwrap_or("").to_string();
+    let attempt = json!({
+        "webhook_id": webhook_id,
+        "webhook_timestamp": header(headers, "webhook-timestamp"),
+        "reviewer": parsed.as_ref().ok().map(|b| b.reviewer.clone()),
+        "verdict": parsed.as_ref().ok().map(|b| b.verdict.clone()),
+    });
+    let outcome = decide(shared, id, headers, body, parsed, &webhook_id).await;
+    match &outcome {
+        Ok(a) => {
+            shared.metrics.review(a.state);
+        }
+        Err(refusal) => {
+            shared.metrics.review_refused(refusal_reason(refusal));
+            // Unknown actions have no story to add to; the system log has it.
+            if !matches!(refusal, Refusal::NotFound | Refusal::Unavailable(_)) {
+                let mut payload = attempt;
+                payload["status"] = json!(refusal.status());
+                payload["reason"] = json!(refusal_reason(refusal));
+                payload["error"] = json!(refusal.message());
+                shared.store.enqueue(vec![Draft {
+                    action_id: id.to_string(),
+                    kind: Kind::ReviewRefused,
+                    payload,
+                    index: IndexUpdate::default(),
+                }]);
+            }
+            tracing::info!(
+                action_id = id,
+                status = refusal.status(),
+                reason = refusal_reason(refusal),
+                "review refused"
+            );
+        }
+    }
+    outcome
+}
+
+fn refusal_reason(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::Malformed(_) => "malformed",
+        Refusal::Unauthenticated(_) => "bad_signature",
+        Refusal::Forbidden(_) => "not_allowed",
+        Refusal::NotFound => "unknown_action",
+        Refusal::Conflict(_) => "conflict",
+        Refusal::Unavailable(_) => "store_unavailable",
+    }
+}
+
+async fn decide(
+    shared: &Arc<Shared>,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    parsed: Result<ReviewBody, serde_json::Error>,
+    webhook_id: &str,
+) -> Result<Accepted, Refusal> {
+    let held = match shared.holds.get(id) {
+        Some(h) => Some(h),
+        None if action_exists(shared, id).await => None,
+        None => return Err(Refusal::NotFound),
+    };
+    let review =
+        parsed.map_err(|e| Refusal::Malformed(format!("the body is not a review: {e}")))?;
+    verify(shared, &review.reviewer, body, headers)?;
+    if webhook_id.is_empty() || !shared.holds.first_sight(webhook_id, SystemTime::now()) {
+        return Err(Refusal::Conflict(format!(
+            "webhook-id `{webhook_id}` was already used; a review is accepted once"
+        )));
+    }
+    let approve = match review.verdict.as_str() {
+        "approve" => true,
+        "reject" => false,
+        other => {
+            return Err(Refusal::Malformed(format!(
+                "verdict `{other}` is not approve or reject"
+            )))
+        }
+    };
+    let Some(held) = held else {
+        return Err(Refusal::Conflict(
+            "the action is not pending: it was already decided, expired or cancelled".into(),
+        ));
+    };
+    if !held.eligible.contains(&review.reviewer) {
+        return Err(Refusal::Forbidden(format!(
+            "`{}` is not a reviewer of this action",
+            review.reviewer
+        )));
+    }
+    if approve
+        && (held.agent_id.as_deref() == Some(review.reviewer.as_str())
+            || held.on_behalf_of.as_deref() == Some(review.reviewer.as_str()))
+    {
+        return Err(Refusal::Forbidden(format!(
+            "`{}` is the agent or the person it acts for, and cannot approve their own action",
+            review.reviewer
+        )));
+    }
+    let mut progress = held.progress.lock().await;
+    if progress.resolved {
+        return Err(Refusal::Conflict(
+            "the action is not pending: it was already decided, expired or cancelled".into(),
+        ));
+    }
+    if review.request_digest != held.request_digest {
+        return Err(Refusal::Conflict(format!(
+            "request_digest does not match this action's ({}); review the request as it is",
+            held.request_digest
+        )));
+    }
+    if progress.reviewed.contains(&review.reviewer) {
+        return Err(Refusal::Conflict(format!(
+            "`{}` already reviewed this action",
+            review.reviewer
+        )));
+    }
+
+    let mut approvals = progress.approvals.clone();
+    if approve {
+        approvals.insert(review.reviewer.clone());
+    }
+    let quorum = approvals.len() as u32 >= held.min;
+    let mut drafts = vec![Draft {
+        action_id: id.to_string(),
+        kind: Kind::Reviewed,
+        payload: json!({
+            "reviewer": review.reviewer,
+            "verdict": review.verdict,
+            "comment": review.comment,
+            "request_digest": review.request_digest,
+            "webhook_id": webhook_id,
+            "webhook_timestamp": header(headers, "webhook-timestamp"),
+            "approvals": approvals,
+            "min": held.min,
+        }),
+        index: IndexUpdate::default(),
+    }];
+    let (state, status) = if !approve {
+        drafts.push(resolution(
+            id,
+            Kind::Rejected,
+            State::Rejected,
+            json!({"reviewer": review.reviewer, "comment": review.comment}),
+        ));
+        (
+            "rejected",
+            Some(Status::Rejected {
+                reviewer: review.reviewer.clone(),
+                comment: review.comment.clone(),
+            }),
+        )
+    } else if quorum {
+        drafts.push(resolution(
+            id,
+            Kind::Approved,
+            State::Approved,
+            json!({"approvals": approvals, "min": held.min}),
+        ));
+        ("approved", Some(Status::Approved))
+    } else {
+        ("pending", None)
+    };
+    shared
+        .store
+        .commit(drafts)
+        .await
+        .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+    progress.reviewed.insert(review.reviewer.clone());
+    progress.approvals = approvals;
+    if status.is_some() {
+        progress.resolved = true;
+    }
+    let count = progress.approvals.len();
+    drop(progress);
+    tracing::info!(action_id = id, reviewer = %review.reviewer, verdict = %review.verdict, state, "review accepted");
+    match status {
+        Some(Status::Approved) => {
+            super::resolved(shared, &held);
+            held.set_status(Status::Approved);
+            tokio::spawn(execute::forward(shared.clone(), held.clone()));
+        }
+        Some(s) => {
+            super::resolved(shared, &held);
+            finish(shared, &held, s);
+        }
+        None => {}
+    }
+    Ok(Accepted {
+        state,
+        approvals: count,
+        min: held.min,
+    })
+}
+
+fn resolution(id: &str, kind: Kind, state: State, payload: Value) -> Draft {
+    Draft {
+        action_id: id.to_string(),
+        kind,
+        payload,
+        index: IndexUpdate {
+            state: Some(state),
+            ..Default::default()
+        },
+    }
+}
+
+async fn action_exists(shared: &Shared, id: &str) -> bool {
+    let id = id.to_string();
+    shared
+        .store
+        .read(move |c| {
+            c.query_row("SELECT 1 FROM actions WHERE action_id = ?1", [id], |_| {
+                Ok(())
+            })
+            .map(|_| true)
+        })
+        .await
+        .unwrap_or(false)
+}

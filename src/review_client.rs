@@ -1,0 +1,102 @@
+//! `countersign review`: the reviewer's tool. It fetches the held action
+//! with a signed read, shows the reviewer what they are deciding (request,
+//! evidence, decision), then signs and sends the verdict with the action's
+//! `request_digest`, and prints the result.
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::audit::view::action_text;
+use crate::cli::ReviewArgs;
+
+fn signed_headers(
+    key: &standardwebhooks::Webhook,
+    body: &[u8],
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let msg_id = format!("msg_{}", crate::audit::record::new_action_id());
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let signature = key
+        .sign(&msg_id, ts, body)
+        .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
+    Ok(vec![
+        ("webhook-id", msg_id),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", signature),
+    ])
+}
+
+async fn answer(resp: reqwest::Response, what: &str) -> anyhow::Result<Value> {
+    let status = resp.status();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let why = body["error"].as_str().unwrap_or("no explanation given");
+        bail!("{what} was refused ({status}): {why}");
+    }
+    Ok(body)
+}
+
+/// Runs the command.
+pub fn run(args: &ReviewArgs) -> anyhow::Result<()> {
+    let secret = std::fs::read_to_string(&args.key_file)
+        .with_context(|| format!("{}: cannot read the key file", args.key_file.display()))?;
+    let key = crate::config::webhook_key(secret.trim())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.key_file.display()))?;
+    let admin = args.admin.trim_end_matches('/');
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = crate::proxy::forward::notify_client()?;
+        let mut get = client
+            .get(format!("{admin}/v1/actions/{}", args.id))
+            .header("x-countersign-reviewer", &args.reviewer);
+        for (name, value) in signed_headers(&key, b"")? {
+            get = get.header(name, value);
+        }
+        let resp = get
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin listener at {admin}"))?;
+        let view = answer(resp, "reading the action").await?;
+        print!("{}", action_text(&view));
+        if view["state"] != "pending" {
+            bail!(
+                "action {} is {}, not pending: there is nothing to review",
+                args.id,
+                view["state"].as_str().unwrap_or("unknown")
+            );
+        }
+        let verdict = if args.approve { "approve" } else { "reject" };
+        let body = json!({
+            "reviewer": args.reviewer,
+            "verdict": verdict,
+            "comment": args.comment,
+            "request_digest": view["request_digest"],
+        })
+        .to_string();
+        let mut post = client
+            .post(format!("{admin}/v1/actions/{}/reviews", args.id))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        for (name, value) in signed_headers(&key, body.as_bytes())? {
+            post = post.header(name, value);
+        }
+        let resp = post
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin listener at {admin}"))?;
+        let result = answer(resp, "the review").await?;
+        println!(
+            "\n{verdict} recorded by {}: action {} is now {} ({} of {} approvals)",
+            args.reviewer,
+            args.id,
+            result["state"].as_str().unwrap_or("?"),
+            result["approvals"],
+            result["min"]
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,841 @@
+//! Holds and named-reviewer approvals, as agents, reviewers and the upstream see them.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// A payout the payments policy holds: 25,000 needs two finance approvers, 5,000 one.
+async fn held_payout(proxy: std::net::SocketAddr, amount: u64) -> reqwest::Response {
+    client()
+        .post(format!("http://{proxy}/v1/payouts"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer AGENT-TOKEN-NOT-STORED")
+        .header("x-agent-id", "ap-agent-7")
+        .header("x-agent-on-behalf-of", "carol")
+        .header("x-evidence-invoice", "INV-204")
+        .body(format!(
+            r#"{{"amount": {amount}, "currency": "EUR", "to": "Globex"}}"#
+        ))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[derive(Clone)]
+pub struct Admin {
+    pub url: String,
+}
+
+impl Admin {
+    pub fn of(cs: &countersign::app::Running) -> Admin {
+        Admin {
+            url: format!("http://{}", cs.admin_addr),
+        }
+    }
+
+    pub async fn action(&self, id: &str) -> Value {
+        client()
+            .get(format!("{}/v1/actions/{id}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn pending(&self) -> Vec<String> {
+        let list: Value = client()
+            .get(format!("{}/v1/actions?state=pending&limit=1000", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["action_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub async fn wait_pending(&self, n: usize) -> Vec<String> {
+        for _ in 0..600 {
+            let ids = self.pending().await;
+            if ids.len() >= n {
+                return ids;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("never saw {n} pending actions");
+    }
+
+    /// Sends a review signed with `key`, with a fresh webhook-id unless given.
+    pub async fn review_signed(
+        &self,
+        id: &str,
+        key: &str,
+        body: &Value,
+        msg_id: Option<&str>,
+        ts: Option<i64>,
+    ) -> (u16, Value, Vec<(String, String)>) {
+        let body = body.to_string();
+        let msg_id = msg_id
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("msg_{}", countersign::audit::record::new_action_id()));
+        let ts = ts.unwrap_or_else(now);
+        let sig = standardwebhooks::Webhook::new(key)
+            .unwrap()
+            .sign(&msg_id, ts, body.as_bytes())
+            .unwrap();
+        let headers = vec![
+            ("webhook-id".to_string(), msg_id),
+            ("webhook-timestamp".to_string(), ts.to_string()),
+            ("webhook-signature".to_string(), sig),
+        ];
+        let (s, v) = self.send_review(id, &headers, &body).await;
+        (s, v, headers)
+    }
+
+    pub async fn send_review(
+        &self,
+        id: &str,
+        headers: &[(String, String)],
+        body: &str,
+    ) -> (u16, Value) {
+        let mut req = client()
+            .post(format!("{}/v1/actions/{id}/reviews", self.url))
+            .body(body.to_string());
+        for (n, v) in headers {
+            req = req.header(n, v);
+        }
+        let resp = req.send().await.unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// The usual review: `reviewer` signs with their own key and the right digest.
+    pub async fn review(&self, id: &str, reviewer: &str, verdict: &str) -> (u16, Value) {
+        let digest = self.action(id).await["request_digest"].clone();
+        let body = json!({"reviewer": reviewer, "verdict": verdict, "comment": format!("{verdict} by {reviewer}"), "request_digest": digest});
+        let (s, v, _) = self
+            .review_signed(id, key_of(reviewer), &body, None, None)
+            .await;
+        (s, v)
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_of_two_forwards_exactly_the_held_bytes_once() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), &payments_policy(), "hold: { wait: 20s }\n");
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    let proxy = cs.proxy_addr;
+    let agent = tokio::spawn(async move {
+        let resp = held_payout(proxy, 25_000).await;
+        (
+            resp.status().as_u16(),
+            action_id(&resp),
+            resp.text().await.unwrap(),
+        )
+    });
+    let id = admin.wait_pending(1).await.remove(0);
+    let view = admin.action(&id).await;
+    assert_eq!(view["hold"]["min"], 2);
+    assert!(view["request_digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+
+    let (s, v) = admin.review(&id, "alice", "approve").await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("pending")), "{v}");
+    assert_eq!(v["approvals"], 1);
+    assert!(
+        upstream.seen().is_empty(),
+        "one approval of two forwards nothing"
+    );
+    let (s, v) = admin.review(&id, "bob", "approve").await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("approved")), "{v}");
+
+    let (status, agent_id, body) = agent.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(agent_id, id);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "forwarded once");
+    assert_eq!(
+        seen[0].body,
+        br#"{"amount": 25000, "currency": "EUR", "to": "Globex"}"#.as_slice(),
+        "exactly the held bytes"
+    );
+    assert!(
+        seen[0].headers.get("authorization").is_none(),
+        "the agent's credential is not kept for a held call"
+    );
+    assert!(seen[0].headers.get("x-evidence-invoice").is_none());
+    wait_for_records(&d.db_path(), &id, 6).await;
+    assert_eq!(
+        kinds_of(&d.db_path(), &id),
+        [
+            "decided",
+            "reviewed",
+            "reviewed",
+            "approved",
+            "forwarded",
+            "completed"
+        ]
+    );
+    let view = admin.action(&id).await;
+    assert_eq!(view["state"], "completed");
+    assert_eq!(view["reviews"].as_array().unwrap().len(), 2);
+    assert_eq!(view["reviews"][1]["reviewer"], "bob");
+    assert_eq!(view["resolution"]["outcome"], "approved");
+    assert_eq!(view["result"]["response"]["status"], 201);
+    cs.stop().await;
+    let db = std::fs::read(d.db_path()).unwrap();
+    assert!(!crate::proxy::contains(&db, b"AGENT-TOKEN-NOT-STORED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_reviews_change_nothing_and_are_all_recorded() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        &payments_policy(),
+        "hold: { wait: 50ms }\n",
+    );
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    let resp = held_payout(cs.proxy_addr, 25_000).await;
+    assert_eq!(resp.status(), 202);
+    let id = action_id(&resp);
+    let digest = admin.action(&id).await["request_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = |reviewer: &str, verdict: &str, digest: &str| json!({"reviewer": reviewer, "verdict": verdict, "request_digest": digest});
+
+    // Bad signature: bob's name, alice's key.
+    let (s, _, _) = admin
+        .review_signed(
+            &id,
+            key_of("alice"),
+            &body("bob", "approve", &digest),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+    // Stale timestamp: ten minutes old.
+    let (s, _, _) = admin
+        .review_signed(
+            &id,
+            key_of("alice"),
+            &body("alice", "approve", &digest),
+            None,
+            Some(now() - 600),
+        )
+        .await;
+    assert_eq!(s, 401);
+    // A valid approval, then the same message again: a replay.
+    let (s, v, headers) = admin
+        .review_signed(
+            &id,
+            key_of("alice"),
+            &body("alice", "approve", &digest),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("pending")));
+    let (s, _) = admin
+        .send_review(
+            &id,
+            &headers,
+            &body("alice", "approve", &digest).to_string(),
+        )
+        .await;
+    assert_eq!(s, 409, "replayed webhook-id");
+    // Not named by the decision.
+    let (s, _, _) = admin
+        .review_signed(
+            &id,
+            key_of("dave"),
+            &body("dave", "approve", &digest),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+    // Separation of duties: the agent and the person it acts for.
+    let (s, _, _) = admin
+        .review_signed(
+            &id,
+            key_of("ap-agent-7"),
+            &body("ap-agent-7", "approve", &digest),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _, _) = admin
+        .review_signed(
+            &id,
+            key_of("carol"),
+            &body("carol", "approve", &digest),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+    // Wrong digest.
+    let (s, _, _) = admin
+        .review_signed(
+            &id,
+            key_of("bob"),
+            &body("bob", "approve", &format!("sha256:{}", "0".repeat(64))),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 409);
+    // Alice again, with a new message: one review per reviewer.
+    let (s, _, _) = admin
+        .review_signed(
+            &id,
+            key_of("alice"),
+            &body("alice", "approve", &digest),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 409);
+    // Unknown action.
+    let (s, _, _) = admin
+        .review_signed(
+            &"ab".repeat(16),
+            key_of("alice"),
+            &body("alice", "approve", &digest),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    let view = admin.action(&id).await;
+    assert_eq!(
+        view["state"], "pending",
+        "no refused review changed the state"
+    );
+    assert_eq!(view["reviews"].as_array().unwrap().len(), 1);
+    assert!(upstream.seen().is_empty());
+
+    // Bob rejects: resolved; any review after that is refused.
+    let (s, v) = admin.review(&id, "bob", "reject").await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("rejected")));
+    let (s, _, _) = admin
+        .review_signed(
+            &id,
+            key_of("carol"),
+            &body("carol", "reject", &digest),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 409, "review after resolution");
+
+    cs.stop().await;
+    let refused: Vec<Value> = records(&d.db_path())
+        .into_iter()
+        .filter(|r| r.1 == id && r.2 == "review_refused")
+        .map(|r| r.3)
+        .collect();
+    let statuses: Vec<u64> = refused
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [401, 401, 409, 403, 403, 403, 409, 409, 409],
+        "every refused attempt is recorded with its status"
+    );
+    assert!(refused
+        .iter()
+        .all(|r| r["error"].as_str().is_some_and(|e| !e.is_empty())));
+    assert!(
+        upstream.seen().is_empty(),
+        "a rejected action is never forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejection_reaches_the_waiting_agent_as_403() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), &payments_policy(), "hold: { wait: 20s }\n");
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    let proxy = cs.proxy_addr;
+    let agent = tokio::spawn(async move {
+        let resp = held_payout(proxy, 5_000).await;
+        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+    });
+    let id = admin.wait_pending(1).await.remove(0);
+    let (s, _) = admin.review(&id, "alice", "reject").await;
+    assert_eq!(s, 200);
+    let (status, body) = agent.await.unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(body["state"], "rejected");
+    assert_eq!(body["reviewer"], "alice");
+    assert_eq!(body["comment"], "reject by alice");
+    assert!(upstream.seen().is_empty());
+    assert_eq!(
+        kinds_of(&d.db_path(), &id),
+        ["decided", "reviewed", "rejected"]
+    );
+    cs.stop().await;
+}
+
+const SHORT_EXPIRY: &str = r#"package countersign
+import rego.v1
+decision := {"action": "hold", "risk": "high", "reasons": ["always held"], "rules": ["test.hold"],
+  "approval": {"reviewers": ["alice"], "min": 1, "expires_in": "700ms"}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecided_hold_expires_and_is_never_forwarded() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), SHORT_EXPIRY, "hold: { wait: 10s }\n");
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    let started = std::time::Instant::now();
+    let resp = held_payout(cs.proxy_addr, 10).await;
+    assert_eq!(resp.status(), 403);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at the expiry, not at hold.wait"
+    );
+    let id = action_id(&resp);
+    assert_eq!(resp.json::<Value>().await.unwrap()["state"], "expired");
+    assert_eq!(kinds_of(&d.db_path(), &id), ["decided", "expired"]);
+    let (s, _) = admin.review(&id, "alice", "approve").await;
+    assert_eq!(s, 409, "an expired action cannot be approved");
+    assert!(upstream.seen().is_empty());
+    cs.stop().await;
+}
+
+const ONE_APPROVER: &str = r#"package countersign
+import rego.v1
+decision := {"action": "hold", "risk": "medium", "reasons": ["held for alice"], "rules": ["test.hold"],
+  "approval": {"reviewers": ["alice"], "min": 1}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_timeout_gives_202_and_the_status_url_later_shows_the_result() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        ONE_APPROVER,
+        "hold: { wait: 100ms, on_wait_timeout: accept }\n",
+    );
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    let resp = held_payout(cs.proxy_addr, 10).await;
+    assert_eq!(resp.status(), 202);
+    let id = action_id(&resp);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(location, format!("/.countersign/actions/{id}"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["state"], "pending");
+    assert_eq!(body["status_url"], location.as_str());
+    let status_url = format!("http://{}{location}", cs.proxy_addr);
+    let status: Value = client()
+        .get(&status_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "pending");
+
+    let (s, _) = admin.review(&id, "alice", "approve").await;
+    assert_eq!(s, 200);
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = client()
+            .get(&status_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["state"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(status["response"]["status"], 201);
+    assert_eq!(status["response"]["body"]["ok"], true);
+    assert_eq!(
+        status["response"]["headers"]["content-type"],
+        "application/json"
+    );
+    assert_eq!(upstream.seen().len(), 1);
+    cs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_wait_timeout_cancel_answers_504_and_cancels() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        ONE_APPROVER,
+        "hold: { wait: 100ms, on_wait_timeout: cancel }\n",
+    );
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    let resp = held_payout(cs.proxy_addr, 10).await;
+    assert_eq!(resp.status(), 504);
+    let id = action_id(&resp);
+    assert_eq!(resp.json::<Value>().await.unwrap()["state"], "cancelled");
+    assert_eq!(kinds_of(&d.db_path(), &id), ["decided", "cancelled"]);
+    let (s, _) = admin.review(&id, "alice", "approve").await;
+    assert_eq!(s, 409);
+
+    // An agent that hangs up is treated the same way.
+    let proxy = cs.proxy_addr;
+    let hung_up = tokio::spawn(async move { held_payout(proxy, 11).await });
+    let id = loop {
+        let ids = admin.pending().await;
+        if let Some(id) = ids.into_iter().next() {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    hung_up.abort();
+    for _ in 0..100 {
+        if kinds_of(&d.db_path(), &id).contains(&"cancelled".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(kinds_of(&d.db_path(), &id), ["decided", "cancelled"]);
+    assert!(upstream.seen().is_empty());
+    cs.stop().await;
+}
+
+/// An independent Standard Webhooks check: HMAC-SHA256 (RFC 2104) over
+/// `id.timestamp.body` with the base64-decoded secret, written from the spec
+/// rather than taken from the library countersign uses.
+fn independent_signature(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(&key);
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(format!("{id}.{ts}.").as_bytes());
+    inner.update(body);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(outer.finalize())
+    )
+}
+
+#[test]
+fn independent_check_agrees_with_the_published_test_vector() {
+    assert_eq!(
+        independent_signature(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            br#"{"test": 2432232314}"#
+        ),
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_are_signed_and_a_dead_hook_is_retried_without_blocking_the_hold() {
+    // A receiver that records what it gets.
+    let hook = Upstream::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = Upstream::start().await;
+    let notify = format!(
+        "notify:\n  - {{ url: \"{}/hooks/countersign?token=URL-CANARY\", secret_env: CS_TEST_HOOK_SECRET }}\n  - {{ url: \"http://127.0.0.1:{dead}/down\", secret_env: CS_TEST_HOOK_SECRET, attempts: 3, backoff: 50ms }}\nhold: {{ wait: 50ms }}\n",
+        hook.url()
+    );
+    let d = Deployment::new(&upstream.url(), &payments_policy(), &notify);
+    let cs = d.start().await;
+    let started = std::time::Instant::now();
+    let resp = held_payout(cs.proxy_addr, 25_000).await;
+    assert_eq!(resp.status(), 202, "the hold works with a hook down");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "delivery never blocks the agent"
+    );
+    let id = action_id(&resp);
+
+    let mut notified = Vec::new();
+    for _ in 0..200 {
+        notified = records(&d.db_path())
+            .into_iter()
+            .filter(|r| r.1 == id && r.2 == "notified")
+            .map(|r| r.3)
+            .collect();
+        if notified.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let down: Vec<&Value> = notified
+        .iter()
+        .filter(|n| n["hook"].as_str().unwrap().ends_with("/down"))
+        .collect();
+    assert_eq!(
+        down.len(),
+        3,
+        "three attempts at the dead hook: {notified:?}"
+    );
+    assert!(down.iter().all(|n| n["delivered"] == false));
+    assert_eq!(down[2]["final"], true);
+    let up: Vec<&Value> = notified.iter().filter(|n| n["delivered"] == true).collect();
+    assert_eq!(up.len(), 1);
+    assert!(
+        !up[0]["hook"].as_str().unwrap().contains("URL-CANARY"),
+        "the hook's query is not recorded"
+    );
+
+    let seen = hook.seen();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    let (msg_id, ts, sig) = (
+        h["webhook-id"].to_str().unwrap(),
+        h["webhook-timestamp"].to_str().unwrap(),
+        h["webhook-signature"].to_str().unwrap(),
+    );
+    assert_eq!(
+        sig,
+        independent_signature(HOOK_SECRET, msg_id, ts, &seen[0].body),
+        "verifies with an independent implementation"
+    );
+    let notice: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(notice["action_id"], id.as_str());
+    assert_eq!(notice["decision"]["action"], "hold");
+    assert_eq!(notice["evidence"]["invoice"], "INV-204");
+    assert_eq!(notice["min"], 2);
+    assert!(notice["request_digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let asked: Vec<&str> = notice["reviewers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(asked, ["alice", "ap-agent-7", "bob", "carol"]);
+    assert!(notice["review_url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/v1/actions/{id}/reviews")));
+    assert!(notice["expires_at"].is_string());
+    cs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_holds_are_all_resolved_correctly() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ONE_APPROVER, "hold: { wait: 120s }\n");
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    let proxy = cs.proxy_addr;
+    let _ = client(); // installs the TLS provider reqwest needs
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let agents: Vec<_> = (0..1000)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let resp = c
+                    .post(format!("http://{proxy}/v1/payouts"))
+                    .header("x-agent-id", "ap-agent-7")
+                    .body(format!(r#"{{"n": {i}}}"#))
+                    .send()
+                    .await
+                    .unwrap();
+                (i, resp.status().as_u16(), action_id(&resp))
+            })
+        })
+        .collect();
+    let ids = admin.wait_pending(1000).await;
+    assert_eq!(ids.len(), 1000);
+    // Approve the even bodies, reject the odd ones.
+    let reviews: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let url = admin.url.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let admin = Admin { url };
+                let view = admin.action(&id).await;
+                let n = view["request"]["body"]["json"]["n"].as_u64().unwrap();
+                let verdict = if n % 2 == 0 { "approve" } else { "reject" };
+                let body = json!({"reviewer": "alice", "verdict": verdict, "request_digest": view["request_digest"]});
+                let (s, v, _) = admin.review_signed(&id, key_of("alice"), &body, None, None).await;
+                assert_eq!(s, 200, "{v}");
+            })
+        })
+        .collect();
+    for r in reviews {
+        r.await.unwrap();
+    }
+    for a in agents {
+        let (i, status, _) = a.await.unwrap();
+        assert_eq!(status, if i % 2 == 0 { 201 } else { 403 }, "agent {i}");
+    }
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 500);
+    let mut forwarded: Vec<u64> = seen
+        .iter()
+        .map(|s| {
+            serde_json::from_slice::<Value>(&s.body).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    forwarded.sort();
+    assert_eq!(
+        forwarded,
+        (0..1000).step_by(2).collect::<Vec<u64>>(),
+        "each approved body exactly once"
+    );
+    assert!(admin.pending().await.is_empty());
+    cs.stop().await;
+    let out = countersign(&[
+        "audit",
+        "verify",
+        "--config",
+        d.config_path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviewer_tool_shows_the_action_and_sends_a_signed_verdict() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        &payments_policy(),
+        "hold: { wait: 50ms }\n",
+    );
+    let cs = d.start().await;
+    let resp = held_payout(cs.proxy_addr, 5_000).await;
+    assert_eq!(resp.status(), 202);
+    let id = action_id(&resp);
+    let key_file = d.dir.path().join("alice.key");
+    std::fs::write(&key_file, key_of("alice")).unwrap();
+    let admin = format!("http://{}", cs.admin_addr);
+    let args = [
+        "review",
+        id.as_str(),
+        "--admin",
+        admin.as_str(),
+        "--reviewer",
+        "alice",
+        "--key-file",
+        key_file.to_str().unwrap(),
+    ];
+    let run = |extra: &'static [&'static str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(extra.iter().map(|s| s.to_string()));
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+                .args(&all)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(&["--approve", "--comment", "matches PO-77"])
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for part in [
+        "1. REQUEST",
+        "POST",
+        "/v1/payouts",
+        "invoice: INV-204",
+        "payments.payout.over_auto_limit",
+        "approve recorded by alice",
+        "is now approved",
+    ] {
+        assert!(stdout.contains(part), "missing {part}:\n{stdout}");
+    }
+    for _ in 0..100 {
+        if upstream.seen().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.seen().len(), 1);
+    // A second review of a decided action is refused, and the tool says so.
+    let out = run(&["--reject"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not pending"));
+    // Without the right key the reviewer cannot even read it.
+    std::fs::write(&key_file, key_of("bob")).unwrap();
+    let out = run(&["--approve"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cs.stop().await;
+    let view = countersign(&[
+        "audit",
+        "show",
+        "--config",
+        d.config_path().to_str().unwrap(),
+        &id,
+    ]);
+    let text = String::from_utf8_lossy(&view.stdout);
+    assert!(text.contains("approve by alice: matches PO-77"), "{text}");
+    assert!(text.contains("resolution: APPROVED"), "{text}");
+    assert!(text.contains("upstream answered 201"), "{text}");
+}
