@@ -25,6 +25,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+export BENCH_REVIEWER_KEY="whsec_$(head -c 24 /dev/urandom | base64)"
 UP=127.0.0.1:18081; NGINX=127.0.0.1:18082; CS=127.0.0.1:18083; CS_ADMIN=127.0.0.1:19903
 CS_VM=127.0.0.1:18084; CS_VM_ADMIN=127.0.0.1:19904
 
@@ -65,8 +66,8 @@ routes:
   - { name: payments, match: { path_prefix: /v1 }, upstream: "http://$UP" }
 policy: { dir: policies, engine: $4 }
 reviewers:
-  alice: { key_env: BENCH_UNUSED, groups: [finance-approvers] }
-  bob: { key_env: BENCH_UNUSED, groups: [finance-approvers] }
+  alice: { key_env: BENCH_REVIEWER_KEY, groups: [finance-approvers] }
+  bob: { key_env: BENCH_REVIEWER_KEY, groups: [finance-approvers] }
 audit: { store: "sqlite://audit.db" }
 log: { level: error }
 YAML

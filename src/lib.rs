@@ -1,6 +1,6 @@
 //! countersign: a policy sidecar for AI agents. An HTTP reverse proxy that
-//! decides every call with Rego, records why, and (soon) holds risky calls
-//! for named reviewers.
+//! decides every call with Rego, records why, and holds risky calls for
+//! named reviewers.
 //!
 //! # Layout
 //!
@@ -16,7 +16,12 @@
 //! 4. The `decided` record is committed through [`audit::store::Store`]
 //!    before anything is forwarded (write-ahead, group commit).
 //! 5. [`proxy::forward::Upstream`] forwards an allowed call; the answer is
-//!    captured and recorded as `completed` (or `failed`).
+//!    captured and recorded as `completed` (or `failed`). A held call goes to
+//!    [`proxy::hold::wait`] instead: [`approval`] indexes it, notifies
+//!    reviewers ([`approval::notify`]), takes their signed reviews
+//!    ([`approval::review`]) and forwards it once approved
+//!    ([`approval::execute`]); [`approval::recover`] restores held actions
+//!    after a restart.
 //! 6. [`admin`] serves health, metrics and the actions API, rebuilt from the
 //!    records by [`audit::view`]; [`cli`] reads the same records offline.
 //!

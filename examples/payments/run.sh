@@ -18,6 +18,13 @@ CS=target/release/countersign
 export COUNTERSIGN_ADMIN_TOKEN=${COUNTERSIGN_ADMIN_TOKEN:-payments-demo-admin-token}
 
 rm -rf "$DATA" && mkdir -p "$DATA"
+# Fresh reviewer keys for the demo: countersign reads them from the
+# environment, each reviewer's `countersign review` from a file.
+for who in alice bob; do
+  key="whsec_$(head -c 24 /dev/urandom | base64)"
+  printf '%s\n' "$key" > "$DATA/$who.key"
+  export "REVIEWER_${who^^}_KEY=$key"
+done
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
@@ -48,16 +55,32 @@ echo; echo "==> 1. a 250 EUR payout with its invoice: the policy allows it, the 
 pay 250 INV-118; ALLOWED=$ACTION
 echo; echo "==> 2. a payout without an invoice: denied, the API never sees it"
 pay 250
-echo; echo "==> 3. a 25,000 EUR payout: the policy holds it for two finance approvers"
-echo "    (approvals are the next milestone; until then a hold is refused and recorded)"
-pay 25000 INV-204
+echo; echo "==> 3. a 25,000 EUR payout: held for two finance approvers; after hold.wait the agent gets 202"
+pay 25000 INV-204; HELD=$ACTION
+review() { # who verdict id [comment]
+  "$CS" review "$3" --admin http://127.0.0.1:9901 --reviewer "$1" --key-file "$DATA/$1.key" "--$2" --comment "$4" | tail -1
+}
+echo; echo "==> alice reviews it with countersign review (this is what she sees):"
+"$CS" review "$HELD" --admin http://127.0.0.1:9901 --reviewer alice --key-file "$DATA/alice.key" --approve --comment "matches PO-77" | sed 's/^/    /'
+echo; echo "==> bob approves too: two approvals, so countersign forwards exactly the held request"
+review bob approve "$HELD" "invoice and PO checked" | sed 's/^/    /'
+for _ in $(seq 50); do
+  STATUS=$(curl -s "http://127.0.0.1:8080/.countersign/actions/$HELD")
+  case "$STATUS" in *'"state":"completed"'*) break;; esac
+  sleep 0.1
+done
+echo "    the agent polls its status URL: $STATUS"
+
+echo; echo "==> 4. a 5,000 EUR payout: held for one approver; bob rejects it"
+pay 5000 INV-311; REJECTED=$ACTION
+review bob reject "$REJECTED" "vendor bank details changed last week; call them first" | sed 's/^/    /'
 
 sleep 0.2
-echo; echo "==> what the payments API received (only the allowed call)"
+echo; echo "==> what the payments API received: the allowed call and the approved one, nothing else"
 sed 's/^/    /' "$DATA/payments-api.log"
 echo; echo "==> the record: every action, newest first"
 "$CS" audit list --config "$CONFIG"
 echo; echo "==> the chain of records is intact"
 "$CS" audit verify --config "$CONFIG"
-echo; echo "==> the allowed payout, reconstructed from the record alone"
-"$CS" audit show --config "$CONFIG" "$ALLOWED"
+echo; echo "==> the two-approver payout, reconstructed from the record alone"
+"$CS" audit show --config "$CONFIG" "$HELD"

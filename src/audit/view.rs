@@ -128,6 +128,9 @@ pub fn action_text(view: &Value) -> String {
     let r = &view["request"];
     let _ = writeln!(out, "   call:         {} {}", s(&r["method"]), s(&r["url"]));
     let _ = writeln!(out, "   route:        {}", s(&view["route"]["name"]));
+    if !view["request_digest"].is_null() {
+        let _ = writeln!(out, "   digest:       {}", s(&view["request_digest"]));
+    }
     let _ = writeln!(
         out,
         "   body:         {} ({} bytes, sha256 {})",
@@ -167,13 +170,19 @@ pub fn action_text(view: &Value) -> String {
         }
         if !d["approval"].is_null() {
             let ap = &d["approval"];
+            let names = |v: &Value| {
+                v.as_array()
+                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            };
             let _ = writeln!(
                 out,
-                "   approval asked of: reviewers {} groups {} (min {}, expires in {})",
-                ap["reviewers"],
-                ap["groups"],
+                "   approval: {} of {} (asked: reviewers [{}] groups [{}]); expires {}",
                 s(&ap["min"]),
-                s(&ap["expires_in"])
+                names(&view["hold"]["reviewers"]),
+                names(&ap["reviewers"]),
+                names(&ap["groups"]),
+                s(&view["hold"]["expires_at"])
             );
         }
     }
@@ -203,7 +212,12 @@ pub fn action_text(view: &Value) -> String {
             }
         }
         _ => {
-            let _ = writeln!(out, "   (none: no review was needed or none was given)");
+            let none = if view["state"] == json!("pending") {
+                "   (none yet)"
+            } else {
+                "   (none)"
+            };
+            let _ = writeln!(out, "{none}");
         }
     }
     for rf in view["refused_reviews"].as_array().into_iter().flatten() {

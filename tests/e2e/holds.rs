@@ -206,6 +206,22 @@ async fn quorum_of_two_forwards_exactly_the_held_bytes_once() {
     assert_eq!(view["reviews"][1]["reviewer"], "bob");
     assert_eq!(view["resolution"]["outcome"], "approved");
     assert_eq!(view["result"]["response"]["status"], 201);
+    let metrics = client()
+        .get(format!("{}/metrics", admin.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "countersign_pending_actions 0",
+        "countersign_reviews_total{state=\"pending\"} 1",
+        "countersign_reviews_total{state=\"approved\"} 1",
+        "countersign_hold_resolution_seconds_count 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line}:\n{metrics}");
+    }
     cs.stop().await;
     let db = std::fs::read(d.db_path()).unwrap();
     assert!(!crate::proxy::contains(&db, b"AGENT-TOKEN-NOT-STORED"));
