@@ -287,71 +287,42 @@ async fn refused_reviews_change_nothing_and_are_all_recorded() {
         )
         .await;
     assert_eq!(s, 409, "replayed webhook-id");
-    // Not named by the decision.
-    let (s, _, _) = admin
-        .review_signed(
+    // Signed correctly by the named signer, yet refused for what it says.
+    let zero_digest = format!("sha256:{}", "0".repeat(64));
+    let unknown_action = "ab".repeat(16);
+    let cases = [
+        (
+            "not named by the decision",
+            id.as_str(),
+            "dave",
+            digest.as_str(),
+            403,
+        ),
+        (
+            "the agent approving its own action",
             &id,
-            key_of("dave"),
-            &body("dave", "approve", &digest),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(s, 403);
-    // Separation of duties: the agent and the person it acts for.
-    let (s, _, _) = admin
-        .review_signed(
+            "ap-agent-7",
+            &digest,
+            403,
+        ),
+        ("the person it acts for", &id, "carol", &digest, 403),
+        ("wrong digest", &id, "bob", &zero_digest, 409),
+        (
+            "a second review by alice (new message)",
             &id,
-            key_of("ap-agent-7"),
-            &body("ap-agent-7", "approve", &digest),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(s, 403);
-    let (s, _, _) = admin
-        .review_signed(
-            &id,
-            key_of("carol"),
-            &body("carol", "approve", &digest),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(s, 403);
-    // Wrong digest.
-    let (s, _, _) = admin
-        .review_signed(
-            &id,
-            key_of("bob"),
-            &body("bob", "approve", &format!("sha256:{}", "0".repeat(64))),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(s, 409);
-    // Alice again, with a new message: one review per reviewer.
-    let (s, _, _) = admin
-        .review_signed(
-            &id,
-            key_of("alice"),
-            &body("alice", "approve", &digest),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(s, 409);
-    // Unknown action.
-    let (s, _, _) = admin
-        .review_signed(
-            &"ab".repeat(16),
-            key_of("alice"),
-            &body("alice", "approve", &digest),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(s, 404);
+            "alice",
+            &digest,
+            409,
+        ),
+        ("unknown action", &unknown_action, "alice", &digest, 404),
+    ];
+    for (what, action, reviewer, digest, expected) in cases {
+        let body = body(reviewer, "approve", digest);
+        let (s, v, _) = admin
+            .review_signed(action, key_of(reviewer), &body, None, None)
+            .await;
+        assert_eq!(s, expected, "{what}: {v}");
+    }
 
     let view = admin.action(&id).await;
     assert_eq!(

@@ -206,7 +206,7 @@ async fn upstream_down_gets_502_and_is_recorded_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_gets_504_and_is_recorded_failed() {
     let upstream = Upstream::start().await;
-    let policy = "package countersign\nimport rego.v1\ndecision := {\"action\": \"allow\", \"risk\": \"low\"}\n";
+    let policy = ALLOW_ALL;
     let d = Deployment::new(&upstream.url(), policy, "");
     let cs = d.start().await;
     let resp = client()
@@ -324,7 +324,7 @@ async fn store_that_cannot_commit_refuses_the_call_and_forwards_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_response_is_passed_whole_and_recorded_cut_with_full_digest() {
     let upstream = Upstream::start().await;
-    let policy = "package countersign\nimport rego.v1\ndecision := {\"action\": \"allow\", \"risk\": \"low\"}\n";
+    let policy = ALLOW_ALL;
     let d = Deployment::new(&upstream.url(), policy, "");
     let cs = d.start().await;
     let n = 300_000;

@@ -152,6 +152,10 @@ impl hyper::body::Body for Chunked {
     }
 }
 
+/// A policy that allows every call.
+pub const ALLOW_ALL: &str =
+    "package countersign\nimport rego.v1\ndecision := {\"action\": \"allow\", \"risk\": \"low\"}\n";
+
 /// The example payments policy, shipped in the repository.
 pub fn payments_policy() -> String {
     std::fs::read_to_string(

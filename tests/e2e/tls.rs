@@ -36,9 +36,6 @@ fn make_pki(dir: &Path) -> Pki {
     pki
 }
 
-const ALLOW: &str =
-    "package countersign\nimport rego.v1\ndecision := {\"action\": \"allow\", \"risk\": \"low\"}\n";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstream_is_verified_against_upstream_ca() {
     let certs = tempfile::tempdir().unwrap();
@@ -48,7 +45,7 @@ async fn https_upstream_is_verified_against_upstream_ca() {
     let url = format!("https://localhost:{}", upstream.addr.port());
 
     // Trusted through upstream_ca: forwarded.
-    let d = Deployment::new(&url, ALLOW, "");
+    let d = Deployment::new(&url, ALLOW_ALL, "");
     let yaml = std::fs::read_to_string(d.config_path()).unwrap().replace(
         "    timeout: 1s\n",
         &format!("    timeout: 1s\n    upstream_ca: {}\n", pki.ca.display()),
@@ -66,7 +63,7 @@ async fn https_upstream_is_verified_against_upstream_ca() {
     cs.stop().await;
 
     // Not trusted (system roots only): refused, nothing delivered.
-    let d = Deployment::new(&url, ALLOW, "");
+    let d = Deployment::new(&url, ALLOW_ALL, "");
     let cs = d.start().await;
     let resp = client()
         .post(format!("http://{}/v1/payouts", cs.proxy_addr))
@@ -99,7 +96,7 @@ async fn proxy_listener_serves_tls() {
     let pki = make_pki(certs.path());
     let d = Deployment::new(
         &upstream.url(),
-        ALLOW,
+        ALLOW_ALL,
         &format!(
             "tls: {{ cert: {}, key: {} }}\n",
             pki.cert.display(),
