@@ -99,6 +99,9 @@ fn open_rw(path: &Path, busy: Duration) -> Result<Connection, StoreError> {
     // FULL: a commit is on disk when it returns, even across power loss.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(open_err)?;
+    // No temp files: the container's root filesystem is read-only.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(open_err)?;
     conn.execute_batch(SCHEMA).map_err(open_err)?;
     Ok(conn)
 }
