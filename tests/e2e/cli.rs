@@ -604,3 +604,13 @@ async fn an_interrupted_forward_is_never_sent_twice() {
         ]
     );
 }
+
+#[test]
+fn shipped_policy_library_suite_is_green() {
+    let out = countersign(&["policy", "test", concat!(env!("CARGO_MANIFEST_DIR"), "/policies")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    for domain in ["finance", "access", "procurement", "customer"] {
+        assert!(stdout.contains(&format!("PASS data.library_test.{domain}.")), "{domain} has tests:\n{stdout}");
+    }
+}
