@@ -9,11 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
+use crate::approval::Reviewers;
 use crate::audit::store::Store;
 use crate::config::Config;
 use crate::http::Handler;
+use crate::http::TlsSource;
 use crate::metrics::Metrics;
-use crate::policy::decision::Directory;
 use crate::policy::Policy;
 use crate::proxy::forward::Upstream;
 use crate::proxy::Route;
@@ -28,14 +29,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Routes in match order.
     pub routes: Vec<Route>,
-    /// Reviewer names and groups, for the decision contract.
-    pub directory: Directory,
     /// The admin bearer token, when configured.
     pub admin_token: Option<String>,
     /// Held actions, pending or being forwarded.
     pub holds: crate::approval::Holds,
-    /// Reviewers' signing keys.
-    pub reviewer_keys: BTreeMap<String, standardwebhooks::Webhook>,
     /// Notification hooks.
     pub hooks: Vec<crate::approval::notify::Hook>,
     /// HTTP client for notifications.
@@ -43,8 +40,12 @@ pub struct Shared {
     /// Base of review URLs in notices (the admin listener as reviewers reach it).
     pub admin_url: String,
     policy: RwLock<Arc<Policy>>,
-    /// Why the newest policy files on disk were refused, while they are.
-    reload_error: RwLock<Option<String>>,
+    reviewers: RwLock<Arc<Reviewers>>,
+    /// The listeners' TLS acceptor, swapped when the certificate changes.
+    pub tls: Option<TlsSource>,
+    /// Why the newest files on disk were refused, by what (policy,
+    /// reviewers, tls), while they are.
+    reload_errors: RwLock<BTreeMap<&'static str, String>>,
 }
 
 impl Shared {
@@ -56,9 +57,52 @@ impl Shared {
             .clone()
     }
 
-    /// Why the policy files on disk are not in force, if they are not.
-    pub fn reload_error(&self) -> Option<String> {
-        self.reload_error
+    /// The configured reviewers in force.
+    pub fn reviewers(&self) -> Arc<Reviewers> {
+        self.reviewers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a new policy revision in force.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
+    /// Puts a new reviewer list in force.
+    pub fn set_reviewers(&self, reviewers: Reviewers) {
+        *self.reviewers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(reviewers);
+    }
+
+    /// Puts a new certificate in use for new connections.
+    pub fn set_tls(&self, acceptor: tokio_rustls::TlsAcceptor) {
+        if let Some(tls) = &self.tls {
+            *tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        }
+    }
+
+    /// Clears a reload failure of `what`.
+    pub fn reload_ok(&self, what: &'static str) {
+        self.reload_errors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(what);
+    }
+
+    /// Records a refused reload of `what`: log, metric, `/readyz`.
+    pub fn reload_failed(&self, what: &'static str, why: String) {
+        tracing::error!(what, "{why}");
+        self.metrics.reload_failed(what);
+        self.reload_errors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(what, why);
+    }
+
+    /// Refused reloads still standing, by what.
+    pub fn reload_errors(&self) -> BTreeMap<&'static str, String> {
+        self.reload_errors
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -135,11 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             upstream: Upstream::new(r)?,
         });
     }
-    let directory: Directory = config
-        .reviewers
-        .iter()
-        .map(|(n, r)| (n.clone(), r.groups.clone()))
-        .collect();
+    let reviewers = Reviewers::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     let admin_token = match &config.admin.token {
         Some(t) => Some(
             t.read()
@@ -150,22 +190,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             None
         }
     };
-    let tls = match &config.tls {
-        Some(t) => Some(
+    let tls: Option<TlsSource> = match &config.tls {
+        Some(t) => Some(Arc::new(std::sync::RwLock::new(
             crate::http::tls_acceptor(&t.cert, &t.key)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?,
-        ),
+        ))),
         None => None,
     };
     let file = config.file.display().to_string();
-    let mut reviewer_keys = BTreeMap::new();
-    for (name, r) in &config.reviewers {
-        let key = r.key.read().and_then(|k| crate::config::webhook_key(&k));
-        reviewer_keys.insert(
-            name.clone(),
-            key.map_err(|e| anyhow::anyhow!("{file}: reviewers.{name}: {e}"))?,
-        );
-    }
     let mut hooks = Vec::new();
     for (i, n) in config.notify.iter().enumerate() {
         let key = n.secret.read().and_then(|k| crate::config::webhook_key(&k));
@@ -194,15 +226,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store,
         metrics,
         routes,
-        directory,
         admin_token,
         holds: crate::approval::Holds::default(),
-        reviewer_keys,
         hooks,
         notifier,
         admin_url,
         policy: RwLock::new(Arc::new(policy)),
-        reload_error: RwLock::new(None),
+        reviewers: RwLock::new(Arc::new(reviewers)),
+        tls: tls.clone(),
+        reload_errors: RwLock::new(BTreeMap::new()),
     });
     let restored = crate::approval::recover::recover(&shared).await?;
     if restored > 0 {
@@ -232,7 +264,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             GRACE,
             "admin",
         )),
-        tokio::spawn(watch_policies(shared.clone(), rx)),
+        tokio::spawn(crate::reload::watch(shared.clone(), rx)),
     ];
     tracing::info!(%proxy_addr, %admin_addr, store = %shared.store.path().display(), "countersign is serving");
     Ok(Running {
@@ -242,78 +274,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         shared,
     })
-}
-
-/// How often the policy directory is checked for changes.
-const RELOAD_POLL: Duration = Duration::from_secs(1);
-
-/// Reloads the policies when their files change. A change is loaded once
-/// the files have stayed the same for one poll (an editor saving several
-/// files, or a ConfigMap update, settles first); a revision that fails to
-/// load is refused, the last good one stays in force, and the failure shows
-/// in the log, `/readyz` and `countersign_policy_reload_failures_total`.
-async fn watch_policies(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut settled: Option<String> = None;
-    let mut refused: Option<String> = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(RELOAD_POLL) => {}
-            _ = shutdown.changed() => return,
-        }
-        let dir = shared.config.policy.dir.clone();
-        let on_disk = match tokio::task::spawn_blocking(move || {
-            crate::policy::revision_on_disk(&dir)
-        })
-        .await
-        {
-            Ok(Ok(rev)) => rev,
-            Ok(Err(e)) => {
-                // Unreadable mid-swap: try again next poll.
-                tracing::debug!(error = %e, "policy directory not readable right now");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        if on_disk == shared.policy().revision() || refused.as_deref() == Some(on_disk.as_str()) {
-            settled = None;
-            continue;
-        }
-        if settled.as_deref() != Some(on_disk.as_str()) {
-            settled = Some(on_disk);
-            continue;
-        }
-        let settings = shared.config.policy.clone();
-        match tokio::task::spawn_blocking(move || Policy::load(&settings)).await {
-            Ok(Ok(policy)) => {
-                tracing::info!(
-                    from = shared.policy().revision(),
-                    to = policy.revision(),
-                    engine = policy.engine_kind().as_str(),
-                    "policy reloaded"
-                );
-                *shared.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
-                *shared
-                    .reload_error
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = None;
-                refused = None;
-            }
-            Ok(Err(e)) => {
-                let why = format!(
-                    "policy revision {on_disk} refused; {} stays in force: {e}",
-                    shared.policy().revision()
-                );
-                tracing::error!("{why}");
-                shared.metrics.policy_reload_failures.inc();
-                *shared
-                    .reload_error
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(why);
-                refused = settled.take();
-            }
-            Err(_) => {}
-        }
-    }
 }
 
 /// `countersign serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully.

@@ -81,6 +81,10 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
+/// The listeners' TLS acceptor; the reloader swaps it when the certificate
+/// changes, and each new connection takes the one in force.
+pub type TlsSource = Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>;
+
 /// A request handler: the proxy pipeline or the admin router.
 pub type Handler = Arc<
     dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
@@ -90,7 +94,7 @@ pub type Handler = Arc<
 /// `grace` for in-flight exchanges to finish.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<TlsSource>,
     handler: Handler,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -131,8 +135,8 @@ pub async fn serve(
                     }
                 });
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
+            Some(source) => {
+                let acceptor = source.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {

@@ -39,4 +39,5 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod review_client;

@@ -89,8 +89,8 @@ pub struct Metrics {
     pub record_commit_seconds: Histogram,
     /// Record commits that failed.
     pub record_commit_failures: Counter,
-    /// Policy reloads refused (the last good revision stayed in force).
-    pub policy_reload_failures: Counter,
+    /// Reloads refused (the last good state stayed in force), by what.
+    reload_failures: Mutex<BTreeMap<String, u64>>,
     /// Accepted reviews by the state they left the action in.
     reviews: Mutex<BTreeMap<String, u64>>,
     /// Refused review attempts by reason.
@@ -122,6 +122,11 @@ impl Metrics {
     /// Counts an upstream answer (`2xx`, ..., or `error`/`timeout`).
     pub fn upstream(&self, class: &str) {
         bump(&self.upstream_responses, class.to_string());
+    }
+
+    /// Counts a refused reload of `what` (policy, reviewers, tls).
+    pub fn reload_failed(&self, what: &str) {
+        bump(&self.reload_failures, what.to_string());
     }
 
     /// Counts an accepted review by the state it left the action in.
@@ -234,9 +239,19 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP countersign_policy_reload_failures_total Policy reloads refused; the last good revision stayed in force.\n# TYPE countersign_policy_reload_failures_total counter\ncountersign_policy_reload_failures_total {}",
-            self.policy_reload_failures.get()
+            "# HELP countersign_reload_failures_total Reloads refused (the last good state stayed in force), by what.\n# TYPE countersign_reload_failures_total counter"
         );
+        for (what, n) in self
+            .reload_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "countersign_reload_failures_total{{what=\"{what}\"}} {n}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP countersign_policy_info The policy revision in force.\n# TYPE countersign_policy_info gauge\ncountersign_policy_info{{revision=\"{policy_revision}\",engine=\"{policy_engine}\"}} 1"

@@ -88,9 +88,10 @@ fn readyz(shared: &Shared) -> Response<Body> {
                 "entrypoint": p.entrypoint(),
                 "files": p.files(),
                 "loaded_at": p.loaded_at(),
-                "reload_error": shared.reload_error(),
+                "reload_error": shared.reload_errors().get("policy"),
             },
             "store": {"kind": "sqlite", "path": shared.store.path().display().to_string()},
+            "reload_errors": shared.reload_errors(),
         }),
     )
 }

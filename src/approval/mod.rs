@@ -227,6 +227,35 @@ impl Holds {
     }
 }
 
+/// The configured reviewers: names with groups, and their signing keys.
+/// Reloaded as a whole when the config changes.
+pub struct Reviewers {
+    /// Names and groups, for the decision contract and eligibility.
+    pub directory: Directory,
+    /// Standard Webhooks keys by reviewer name.
+    pub keys: std::collections::BTreeMap<String, standardwebhooks::Webhook>,
+}
+
+impl Reviewers {
+    /// Reads every reviewer's key; the error names the reviewer.
+    pub fn from_config(config: &crate::config::Config) -> Result<Reviewers, String> {
+        let mut keys = std::collections::BTreeMap::new();
+        for (name, r) in &config.reviewers {
+            let key = r.key.read().and_then(|k| crate::config::webhook_key(&k));
+            keys.insert(
+                name.clone(),
+                key.map_err(|e| format!("{}: reviewers.{name}: {e}", config.file.display()))?,
+            );
+        }
+        let directory = config
+            .reviewers
+            .iter()
+            .map(|(n, r)| (n.clone(), r.groups.clone()))
+            .collect();
+        Ok(Reviewers { directory, keys })
+    }
+}
+
 /// The reviewers a decision names, directly or through a group.
 pub fn eligible_reviewers(approval: &Approval, directory: &Directory) -> BTreeSet<String> {
     let mut out: BTreeSet<String> = approval

@@ -93,7 +93,8 @@ pub fn verify(
     body: &[u8],
     headers: &HeaderMap,
 ) -> Result<(), Refusal> {
-    let key = shared.reviewer_keys.get(reviewer).ok_or_else(|| {
+    let reviewers = shared.reviewers();
+    let key = reviewers.keys.get(reviewer).ok_or_else(|| {
         Refusal::Unauthenticated(format!("`{reviewer}` is not a configured reviewer"))
     })?;
     key.verify(body, headers).map_err(|e| {

@@ -316,7 +316,7 @@ async fn run(
         .policy_eval_seconds
         .observe(eval_started.elapsed().as_secs_f64());
     let decided = raw.map_err(|e| e.to_string()).and_then(|raw| {
-        decision::check(&raw, Some(&shared.directory))
+        decision::check(&raw, Some(&shared.reviewers().directory))
             .map_err(|e| format!("the decision breaks the contract: {e}"))
     });
     let decision = match decided {
@@ -593,7 +593,7 @@ fn held_action(
         request.request_digest(&story.url),
         request.agent.id.clone(),
         request.agent.on_behalf_of.clone(),
-        approval::eligible_reviewers(approval, &shared.directory),
+        approval::eligible_reviewers(approval, &shared.reviewers().directory),
         approval.min,
         now,
         now + expires_in,

@@ -607,10 +607,55 @@ async fn an_interrupted_forward_is_never_sent_twice() {
 
 #[test]
 fn shipped_policy_library_suite_is_green() {
-    let out = countersign(&["policy", "test", concat!(env!("CARGO_MANIFEST_DIR"), "/policies")]);
+    let out = countersign(&[
+        "policy",
+        "test",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", stderr(&out));
     for domain in ["finance", "access", "procurement", "customer"] {
-        assert!(stdout.contains(&format!("PASS data.library_test.{domain}.")), "{domain} has tests:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("PASS data.library_test.{domain}.")),
+            "{domain} has tests:\n{stdout}"
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_forward_finish_then_exits_0() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "log: { format: json }\n");
+    let yaml = std::fs::read_to_string(d.config_path())
+        .unwrap()
+        .replace("timeout: 1s", "timeout: 20s");
+    std::fs::write(d.config_path(), yaml).unwrap();
+    let mut cs = spawn_serve(&d);
+    let proxy = cs.proxy.clone();
+    // /slow: the upstream answers after 3 s.
+    let in_flight =
+        tokio::spawn(async move { client().get(format!("http://{proxy}/slow")).send().await });
+    for _ in 0..200 {
+        if !upstream.seen().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(upstream.seen().len(), 1, "the forward is in flight");
+    unsafe_sigterm(cs.child.id());
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight call is answered");
+    assert_eq!(resp.status(), 201);
+    let id = action_id(&resp);
+    let status = tokio::task::spawn_blocking(move || cs.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+    assert_eq!(
+        kinds_of(&d.db_path(), &id),
+        ["decided", "completed"],
+        "its result was committed before exit"
+    );
 }

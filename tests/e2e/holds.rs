@@ -826,3 +826,86 @@ async fn reviewer_tool_shows_the_action_and_sends_a_signed_verdict() {
     assert!(text.contains("resolution: APPROVED"), "{text}");
     assert!(text.contains("upstream answered 201"), "{text}");
 }
+
+const HOLD_FOR_ERIN: &str = r#"package countersign
+import rego.v1
+decision := {"action": "hold", "risk": "medium", "reasons": ["erin decides"], "rules": ["test.erin"],
+  "approval": {"reviewers": ["erin"], "min": 1}}
+"#;
+
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reviewer_list_reloads_without_a_restart() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), HOLD_FOR_ERIN, "hold: { wait: 50ms }\n");
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    // erin is not configured yet: the hold could never be released, so it fails closed.
+    assert_eq!(held_payout(cs.proxy_addr, 10).await.status(), 503);
+
+    std::env::set_var(
+        "CS_TEST_KEY_ERIN",
+        "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktZXJpbg==",
+    );
+    let yaml = std::fs::read_to_string(d.config_path()).unwrap();
+    let with_erin = yaml.replace(
+        "reviewers:\n",
+        "reviewers:\n  erin: { key_env: CS_TEST_KEY_ERIN }\n",
+    );
+    std::fs::write(d.config_path(), &with_erin).unwrap();
+    let proxy = cs.proxy_addr;
+    wait_until("erin is a reviewer", async || {
+        held_payout(proxy, 10).await.status() == 202
+    })
+    .await;
+    let id = admin.wait_pending(1).await.remove(0);
+    let digest = admin.action(&id).await["request_digest"].clone();
+    let body = json!({"reviewer": "erin", "verdict": "approve", "request_digest": digest});
+    let (s, v, _) = admin
+        .review_signed(
+            &id,
+            "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktZXJpbg==",
+            &body,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("approved")), "{v}");
+
+    // A broken config is refused; the list in force stays.
+    std::fs::write(
+        d.config_path(),
+        with_erin.replace("reviewers:\n", "reviewers:\n  frank: { groups: [x] }\n"),
+    )
+    .unwrap();
+    let url = admin.url.clone();
+    wait_until("the broken config is reported", async || {
+        let ready: Value = client()
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ready["reload_errors"]["reviewers"]
+            .as_str()
+            .is_some_and(|e| e.contains("reviewers.frank"))
+    })
+    .await;
+    assert_eq!(
+        held_payout(cs.proxy_addr, 10).await.status(),
+        202,
+        "erin is still a reviewer"
+    );
+    cs.stop().await;
+}

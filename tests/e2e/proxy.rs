@@ -700,7 +700,7 @@ async fn policy_changes_reload_and_a_broken_one_keeps_the_last_good_in_force() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("countersign_policy_reload_failures_total 1"),
+        metrics.contains("countersign_reload_failures_total{what=\"policy\"} 1"),
         "{metrics}"
     );
     cs.stop().await;

@@ -142,3 +142,53 @@ async fn proxy_listener_serves_tls() {
     assert_eq!(health.status(), 200);
     cs.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let upstream = Upstream::start().await;
+    let first = tempfile::tempdir().unwrap();
+    let renewed = tempfile::tempdir().unwrap();
+    let old = make_pki(first.path());
+    let new = make_pki(renewed.path());
+    let live = tempfile::tempdir().unwrap();
+    let (cert, key) = (live.path().join("tls.crt"), live.path().join("tls.key"));
+    std::fs::copy(&old.cert, &cert).unwrap();
+    std::fs::copy(&old.key, &key).unwrap();
+    let d = Deployment::new(
+        &upstream.url(),
+        ALLOW_ALL,
+        &format!(
+            "tls: {{ cert: {}, key: {} }}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let cs = d.start().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let trusting = |pki: &Pki| {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://localhost:{}/healthz", cs.admin_addr.port());
+    assert!(trusting(&old).get(&url).send().await.is_ok());
+    assert!(trusting(&new).get(&url).send().await.is_err());
+
+    std::fs::copy(&new.cert, &cert).unwrap();
+    std::fs::copy(&new.key, &key).unwrap();
+    let mut renewed_ok = false;
+    for _ in 0..100 {
+        if trusting(&new).get(&url).send().await.is_ok() {
+            renewed_ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(renewed_ok, "new connections get the renewed certificate");
+    assert!(trusting(&old).get(&url).send().await.is_err());
+    cs.stop().await;
+}

@@ -1,0 +1,220 @@
+//! Hot reload of what may change under a running proxy: the policy files,
+//! the reviewer list (the config file and reviewer key files), and the
+//! listener certificates. Everything is polled: a change is applied once it
+//! has stayed the same for one poll, which rides out an editor saving
+//! several files and the Kubernetes ConfigMap symlink swap alike. A change
+//! that fails to load is refused, the last good state stays in force, and
+//! the failure shows in the log, `/readyz` and
+//! `countersign_reload_failures_total{what}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::app::Shared;
+use crate::approval::Reviewers;
+use crate::config::Config;
+use crate::policy::Policy;
+
+/// How often files are checked.
+const POLL: Duration = Duration::from_secs(1);
+
+/// One watched thing's change detector.
+#[derive(Default)]
+struct Watched {
+    /// The fingerprint in force.
+    current: String,
+    /// A new fingerprint seen once; loaded if it is still there next poll.
+    settling: Option<String>,
+    /// A fingerprint that failed to load; not retried until it changes.
+    refused: Option<String>,
+}
+
+impl Watched {
+    fn new(current: String) -> Watched {
+        Watched {
+            current,
+            ..Default::default()
+        }
+    }
+
+    /// Whether `on_disk` should be loaded now.
+    fn ready(&mut self, on_disk: &str) -> bool {
+        if on_disk == self.current || self.refused.as_deref() == Some(on_disk) {
+            self.settling = None;
+            return false;
+        }
+        if self.settling.as_deref() != Some(on_disk) {
+            self.settling = Some(on_disk.to_string());
+            return false;
+        }
+        true
+    }
+
+    fn loaded(&mut self, on_disk: String) {
+        self.current = on_disk;
+        self.settling = None;
+        self.refused = None;
+    }
+
+    fn refused(&mut self, on_disk: String) {
+        self.settling = None;
+        self.refused = Some(on_disk);
+    }
+}
+
+fn fingerprint(parts: &[Vec<u8>]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(Sha256::digest(p));
+    }
+    hex::encode(h.finalize())
+}
+
+/// The config file and every reviewer key file it names.
+fn config_fingerprint(config: &Config) -> String {
+    let mut parts = vec![std::fs::read(&config.file).unwrap_or_default()];
+    for r in config.reviewers.values() {
+        if let crate::config::SecretSource::File(p) = &r.key {
+            parts.push(std::fs::read(p).unwrap_or_default());
+        }
+    }
+    fingerprint(&parts)
+}
+
+fn tls_fingerprint(config: &Config) -> Option<String> {
+    let t = config.tls.as_ref()?;
+    Some(fingerprint(&[
+        std::fs::read(&t.cert).unwrap_or_default(),
+        std::fs::read(&t.key).unwrap_or_default(),
+    ]))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// Runs until shutdown.
+pub async fn watch(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let config = shared.config.clone();
+    let mut policy = Watched::new(shared.policy().revision().to_string());
+    let c = config.clone();
+    let mut reviewers = Watched::new(
+        blocking(move || config_fingerprint(&c))
+            .await
+            .unwrap_or_default(),
+    );
+    let c = config.clone();
+    let mut tls = Watched::new(
+        blocking(move || tls_fingerprint(&c))
+            .await
+            .flatten()
+            .unwrap_or_default(),
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+        let dir = config.policy.dir.clone();
+        if let Some(Ok(rev)) = blocking(move || crate::policy::revision_on_disk(&dir)).await {
+            if policy.ready(&rev) {
+                let settings = config.policy.clone();
+                match blocking(move || Policy::load(&settings)).await {
+                    Some(Ok(p)) => {
+                        tracing::info!(
+                            from = shared.policy().revision(),
+                            to = p.revision(),
+                            engine = p.engine_kind().as_str(),
+                            "policy reloaded"
+                        );
+                        shared.set_policy(p);
+                        shared.reload_ok("policy");
+                        policy.loaded(rev);
+                    }
+                    Some(Err(e)) => {
+                        let why = format!(
+                            "policy revision {rev} refused; {} stays in force: {e}",
+                            shared.policy().revision()
+                        );
+                        shared.reload_failed("policy", why);
+                        policy.refused(rev);
+                    }
+                    None => {}
+                }
+            }
+        }
+
+        let c = config.clone();
+        if let Some(fp) = blocking(move || config_fingerprint(&c)).await {
+            if reviewers.ready(&fp) {
+                let file = config.file.clone();
+                let loaded = blocking(move || {
+                    let fresh = Config::load(&file).map_err(|e| e.to_string())?;
+                    Reviewers::from_config(&fresh)
+                })
+                .await;
+                match loaded {
+                    Some(Ok(r)) => {
+                        tracing::info!(
+                            reviewers = r.directory.len(),
+                            "reviewer list reloaded (other config changes need a restart)"
+                        );
+                        shared.set_reviewers(r);
+                        shared.reload_ok("reviewers");
+                        reviewers.loaded(fp);
+                    }
+                    Some(Err(e)) => {
+                        shared.reload_failed("reviewers", format!("the reviewer list was not reloaded; the previous one stays in force: {e}"));
+                        reviewers.refused(fp);
+                    }
+                    None => {}
+                }
+            }
+        }
+
+        let c = config.clone();
+        if let Some(Some(fp)) = blocking(move || tls_fingerprint(&c)).await {
+            if tls.ready(&fp) {
+                let t = config
+                    .tls
+                    .clone()
+                    .expect("a TLS fingerprint means TLS is configured");
+                match blocking(move || crate::http::tls_acceptor(&t.cert, &t.key)).await {
+                    Some(Ok(acceptor)) => {
+                        tracing::info!("listener certificate reloaded");
+                        shared.set_tls(acceptor);
+                        shared.reload_ok("tls");
+                        tls.loaded(fp);
+                    }
+                    Some(Err(e)) => {
+                        shared.reload_failed("tls", format!("the new certificate was refused; the previous one stays in use: {e}"));
+                        tls.refused(fp);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_loads_after_it_settles_and_a_refused_one_is_not_retried() {
+        let mut w = Watched::new("a".into());
+        assert!(!w.ready("a"));
+        assert!(!w.ready("b"), "first sight only starts settling");
+        assert!(w.ready("b"), "unchanged for one poll: load it");
+        w.refused("b".into());
+        assert!(!w.ready("b"), "a refused state is not retried");
+        assert!(!w.ready("c"));
+        assert!(w.ready("c"));
+        w.loaded("c".into());
+        assert!(!w.ready("c"));
+    }
+}
