@@ -705,3 +705,70 @@ async fn policy_changes_reload_and_a_broken_one_keeps_the_last_good_in_force() {
     );
     cs.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_reload_across_a_configmap_symlink_swap() {
+    // The layout a Kubernetes ConfigMap volume has: visible names are links
+    // into `..data`, itself a link to a timestamped folder that is replaced
+    // by renaming a new link over it.
+    use std::os::unix::fs::symlink;
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
+    let dir = d.dir.path().join("policies");
+    std::fs::remove_file(dir.join("policy.rego")).unwrap();
+    let version = |name: &str, policy: &str| {
+        std::fs::create_dir(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join("policy.rego"), policy).unwrap();
+    };
+    version("..2026_11_27_01", ALLOW_ALL);
+    symlink("..2026_11_27_01", dir.join("..data")).unwrap();
+    symlink("..data/policy.rego", dir.join("policy.rego")).unwrap();
+    let cs = d.start().await;
+    let c = client();
+    assert_eq!(
+        c.get(format!("http://{}/v1/balance", cs.proxy_addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    version(
+        "..2026_11_27_02",
+        &ALLOW_ALL.replace("\"allow\"", "\"deny\""),
+    );
+    symlink("..2026_11_27_02", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..2026_11_27_01")).unwrap();
+    let mut status = 0;
+    for _ in 0..100 {
+        status = c
+            .get(format!("http://{}/v1/balance", cs.proxy_addr))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 403 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 403, "the swapped-in policy decides");
+    let ready: Value = c
+        .get(format!("http://{}/readyz", cs.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ready["policy"]["reload_error"].is_null(), "{ready}");
+    assert_eq!(
+        ready["policy"]["files"].as_array().unwrap().len(),
+        1,
+        "hidden ..data folders are not read twice"
+    );
+    cs.stop().await;
+}
