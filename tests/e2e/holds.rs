@@ -36,27 +36,12 @@ impl Admin {
     }
 
     pub async fn action(&self, id: &str) -> Value {
-        client()
-            .get(format!("{}/v1/actions/{id}", self.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        admin_json(&format!("{}/v1/actions/{id}", self.url)).await
     }
 
     pub async fn pending(&self) -> Vec<String> {
-        let list: Value = client()
-            .get(format!("{}/v1/actions?state=pending&limit=1000", self.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value =
+            admin_json(&format!("{}/v1/actions?state=pending&limit=1000", self.url)).await;
         list["actions"]
             .as_array()
             .unwrap()

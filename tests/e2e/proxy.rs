@@ -492,35 +492,11 @@ async fn admin_api_needs_the_token_and_rebuilds_the_action() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    let list: Value = client()
-        .get(format!("{admin}/v1/actions?state=completed"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = admin_json(&format!("{admin}/v1/actions?state=completed")).await;
     assert_eq!(list["actions"][0]["action_id"], id.as_str());
-    let none: Value = client()
-        .get(format!("{admin}/v1/actions?state=pending"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let none: Value = admin_json(&format!("{admin}/v1/actions?state=pending")).await;
     assert_eq!(none["actions"], json!([]));
-    let action: Value = client()
-        .get(format!("{admin}/v1/actions/{id}"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let action: Value = admin_json(&format!("{admin}/v1/actions/{id}")).await;
     assert_eq!(action["state"], "completed");
     assert_eq!(action["agent"]["id"], "ap-agent-7");
     assert_eq!(action["evidence"]["po"], "PO-77");

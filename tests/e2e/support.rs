@@ -268,6 +268,19 @@ pub fn set_test_keys() {
     }
 }
 
+/// GET an admin URL with the admin token and parse the JSON answer.
+pub async fn admin_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().no_proxy().build().unwrap()
