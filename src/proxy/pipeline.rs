@@ -148,7 +148,15 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     if req.method() == hyper::Method::GET {
         if let Some(id) = path.strip_prefix(super::hold::STATUS_PREFIX) {
-            return super::hold::status(&shared, id).await;
+            let mut status = super::hold::status(&shared, id).await;
+            // The answer is about that action, so it carries that action's id.
+            if let (true, Ok(v)) = (
+                crate::audit::record::is_action_id(id),
+                HeaderValue::from_str(id),
+            ) {
+                status.headers_mut().insert("x-countersign-action-id", v);
+            }
+            return status;
         }
     }
     let mut response = match run(&shared, &action_id, req, scheme).await {

@@ -435,14 +435,13 @@ async fn wait_timeout_gives_202_and_the_status_url_later_shows_the_result() {
     assert_eq!(body["state"], "pending");
     assert_eq!(body["status_url"], location.as_str());
     let status_url = format!("http://{}{location}", cs.proxy_addr);
-    let status: Value = client()
-        .get(&status_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = client().get(&status_url).send().await.unwrap();
+    assert_eq!(
+        action_id(&first),
+        id,
+        "the status answer carries the action's id"
+    );
+    let status: Value = first.json().await.unwrap();
     assert_eq!(status["state"], "pending");
 
     let (s, _) = admin.review(&id, "alice", "approve").await;
