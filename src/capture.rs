@@ -40,6 +40,9 @@ pub struct CapturedRequest {
     pub path: String,
     /// Raw query string (without `?`), if any.
     pub query: Option<String>,
+    /// The query as name → values, percent-decoded (parsed once, used by
+    /// the policy input and the record).
+    pub query_map: Map<String, Value>,
     /// Headers other than agent/evidence headers: lower-case names, values
     /// of repeated headers joined by ", ", in first-seen order.
     pub headers: Vec<(String, String)>,
@@ -51,6 +54,9 @@ pub struct CapturedRequest {
     pub body: Bytes,
     /// SHA-256 of the body, hex.
     pub body_sha256: String,
+    /// The body parsed as JSON, or `null` when it is empty or not JSON
+    /// (parsed once, used by the policy input and the record).
+    pub body_json: Value,
 }
 
 impl CapturedRequest {
@@ -97,17 +103,22 @@ impl CapturedRequest {
             host,
             path: parts.uri.path().to_string(),
             query: parts.uri.query().map(str::to_string),
+            query_map: parts.uri.query().map(parse_query).unwrap_or_default(),
             headers,
             agent,
             evidence,
             body: Bytes::new(),
             body_sha256: hex::encode(Sha256::digest([])),
+            body_json: Value::Null,
         }
     }
 
-    /// Attaches the body and its digest.
+    /// Attaches the body, its digest and its parsed JSON.
     pub fn with_body(mut self, body: Bytes) -> CapturedRequest {
         self.body_sha256 = hex::encode(Sha256::digest(&body));
+        if !body.is_empty() {
+            self.body_json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        }
         self.body = body;
         self
     }
@@ -118,31 +129,6 @@ impl CapturedRequest {
             Some(q) => format!("{}?{}", self.path, q),
             None => self.path.clone(),
         }
-    }
-
-    /// The query as name → values, percent-decoded.
-    pub fn query_map(&self) -> Map<String, Value> {
-        let mut map: Map<String, Value> = Map::new();
-        if let Some(q) = &self.query {
-            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-                match map
-                    .entry(k.into_owned())
-                    .or_insert_with(|| Value::Array(vec![]))
-                {
-                    Value::Array(values) => values.push(Value::String(v.into_owned())),
-                    _ => unreachable!("query map values are arrays"),
-                }
-            }
-        }
-        map
-    }
-
-    /// The body parsed as JSON, or `null` when it is empty or not JSON.
-    pub fn body_json(&self) -> Value {
-        if self.body.is_empty() {
-            return Value::Null;
-        }
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
     /// The request as the record keeps it: header values off the allowlist
@@ -166,12 +152,21 @@ impl CapturedRequest {
             "scheme": self.scheme,
             "host": self.host,
             "path": self.path,
-            "query": self.query_map(),
+            "query": self.query_map,
             "headers": headers,
-            "body": body_view(&self.body, usize::MAX),
+            "body": self.body_record(),
             "body_sha256": self.body_sha256,
             "body_size": self.body.len(),
         })
+    }
+
+    /// The whole body as the record keeps it, from the JSON parsed once.
+    fn body_record(&self) -> Value {
+        match (&self.body_json, self.body.is_empty()) {
+            (_, true) => json!({"encoding": "empty"}),
+            (Value::Null, false) => text_or_base64(&self.body, false),
+            (parsed, false) => json!({"encoding": "json", "json": parsed}),
+        }
     }
 
     /// The digest a review must carry: SHA-256 over the method, the URL the
@@ -215,6 +210,11 @@ pub fn body_view(body: &[u8], max: usize) -> Value {
             return json!({"encoding": "json", "json": v});
         }
     }
+    text_or_base64(kept, truncated)
+}
+
+/// A body that is not (whole) JSON: UTF-8 text when it is text, base64 otherwise.
+fn text_or_base64(kept: &[u8], truncated: bool) -> Value {
     match std::str::from_utf8(kept) {
         Ok(text) => json!({"encoding": "text", "text": text, "truncated": truncated}),
         Err(e) if truncated && e.error_len().is_none() => {
@@ -228,6 +228,20 @@ pub fn body_view(body: &[u8], max: usize) -> Value {
             "truncated": truncated,
         }),
     }
+}
+
+fn parse_query(q: &str) -> Map<String, Value> {
+    let mut map: Map<String, Value> = Map::new();
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        match map
+            .entry(k.into_owned())
+            .or_insert_with(|| Value::Array(vec![]))
+        {
+            Value::Array(values) => values.push(Value::String(v.into_owned())),
+            _ => unreachable!("query map values are arrays"),
+        }
+    }
+    map
 }
 
 fn strip_port(host: &str) -> &str {

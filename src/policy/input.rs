@@ -25,7 +25,6 @@ pub fn build(ctx: &Context<'_>, req: &CapturedRequest, shape: InputShape) -> Val
         .iter()
         .map(|(n, v)| (n.clone(), Value::String(v.clone())))
         .collect();
-    let body = req.body_json();
     let mut input = json!({
         "action_id": ctx.action_id,
         "time": ctx.time,
@@ -36,9 +35,9 @@ pub fn build(ctx: &Context<'_>, req: &CapturedRequest, shape: InputShape) -> Val
             "scheme": req.scheme,
             "host": req.host,
             "path": req.path,
-            "query": req.query_map(),
+            "query": req.query_map,
             "headers": headers,
-            "body": body,
+            "body": req.body_json,
             "body_sha256": req.body_sha256,
             "body_size": req.body.len(),
         },
@@ -79,8 +78,8 @@ fn add_envoy(input: &mut Value, req: &CapturedRequest) {
         }),
     );
     obj.insert("parsed_path".into(), Value::Array(parsed_path));
-    obj.insert("parsed_query".into(), Value::Object(req.query_map()));
-    obj.insert("parsed_body".into(), req.body_json());
+    obj.insert("parsed_query".into(), obj["request"]["query"].clone());
+    obj.insert("parsed_body".into(), obj["request"]["body"].clone());
 }
 
 fn percent_decode(s: &str) -> String {

@@ -323,8 +323,10 @@ async fn run(
         .metrics
         .policy_eval_seconds
         .observe(eval_started.elapsed().as_secs_f64());
+    // One snapshot of the reviewers for the contract check and the hold.
+    let reviewers = shared.reviewers();
     let decided = raw.map_err(|e| e.to_string()).and_then(|raw| {
-        decision::check(&raw, Some(&shared.reviewers().directory))
+        decision::check(&raw, Some(&reviewers.directory))
             .map_err(|e| format!("the decision breaks the contract: {e}"))
     });
     let decision = match decided {
@@ -352,11 +354,19 @@ async fn run(
     let mut payload = story.first_payload(shared, Some(revision));
     payload["decision"] = serde_json::to_value(&decision).unwrap_or(Value::Null);
     payload["state"] = json!(state.as_str());
-    payload["request_digest"] = json!(request.request_digest(&story.url));
-    let held = decision
-        .approval
-        .as_ref()
-        .map(|a| held_action(shared, action_id, route, &story, &request, a));
+    let digest = request.request_digest(&story.url);
+    payload["request_digest"] = json!(digest);
+    let held = decision.approval.as_ref().map(|a| {
+        held_action(
+            shared,
+            action_id,
+            route,
+            &request,
+            digest,
+            a,
+            &reviewers.directory,
+        )
+    });
     if let Some(h) = &held {
         payload["hold"] = approval::hold_payload(h);
     }
@@ -574,9 +584,10 @@ fn held_action(
     shared: &Shared,
     action_id: &str,
     route: &Route,
-    story: &Story<'_>,
     request: &CapturedRequest,
+    request_digest: String,
     approval: &crate::policy::decision::Approval,
+    directory: &crate::policy::decision::Directory,
 ) -> Held {
     let allow = &shared.config.capture.headers_allow;
     let headers = request
@@ -598,10 +609,10 @@ fn held_action(
             headers,
             body: request.body.clone(),
         },
-        request.request_digest(&story.url),
+        request_digest,
         request.agent.id.clone(),
         request.agent.on_behalf_of.clone(),
-        approval::eligible_reviewers(approval, &shared.reviewers().directory),
+        approval::eligible_reviewers(approval, directory),
         approval.min,
         now,
         now + expires_in,
