@@ -129,11 +129,6 @@ pub struct Running {
 const GRACE: Duration = Duration::from_secs(10);
 
 impl Running {
-    /// The shared state (for tests and the admin API).
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// Stops accepting, lets in-flight calls finish (up to the grace
     /// period), and commits every queued record before returning.
     pub async fn stop(self) {
@@ -209,7 +204,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             backoff: n.backoff,
         });
     }
-    let notifier = crate::proxy::forward::notify_client()?;
+    let notifier = crate::proxy::forward::outbound_client("notify")?;
     let proxy_listener = crate::http::bind(config.listen, "proxy").await?;
     let admin_listener = crate::http::bind(config.admin.listen, "admin listener").await?;
     let proxy_addr = proxy_listener.local_addr()?;

@@ -487,6 +487,17 @@ pub struct AgentHeaders {
     pub evidence_prefix: String,
 }
 
+impl AgentHeaders {
+    /// Whether `name` (lower-case) is an agent or evidence header: captured
+    /// for the policy and the record, never forwarded.
+    pub fn is_agent_header(&self, name: &str) -> bool {
+        name == self.id
+            || name == self.on_behalf_of
+            || name == self.intent
+            || name.starts_with(&self.evidence_prefix)
+    }
+}
+
 /// Capture settings.
 #[derive(Debug, Clone)]
 pub struct CaptureConfig {

@@ -96,107 +96,103 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.ok()
 }
 
+impl Watched {
+    /// One poll: once `on_disk` has settled, load it off the async threads
+    /// and install it, or refuse it and keep the last good state.
+    async fn poll<T: Send + 'static>(
+        &mut self,
+        shared: &Shared,
+        what: &'static str,
+        on_disk: Option<String>,
+        load: impl FnOnce() -> Result<T, String> + Send + 'static,
+        install: impl FnOnce(T),
+    ) {
+        let Some(on_disk) = on_disk else { return };
+        if !self.ready(&on_disk) {
+            return;
+        }
+        match blocking(load).await {
+            Some(Ok(loaded)) => {
+                install(loaded);
+                shared.reload_ok(what);
+                self.loaded(on_disk);
+            }
+            Some(Err(e)) => {
+                let shown = &on_disk[..on_disk.len().min(23)];
+                let why = format!(
+                    "the new {what} ({shown}) was refused; the last good one stays in force: {e}"
+                );
+                shared.reload_failed(what, why);
+                self.refused(on_disk);
+            }
+            None => {}
+        }
+    }
+}
+
 /// Runs until shutdown.
 pub async fn watch(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let config = shared.config.clone();
+    let config = Arc::new(shared.config.clone());
+    let c = config.clone();
+    let reviewers_now = blocking(move || config_fingerprint(&c))
+        .await
+        .unwrap_or_default();
+    let c = config.clone();
+    let tls_now = blocking(move || tls_fingerprint(&c))
+        .await
+        .flatten()
+        .unwrap_or_default();
     let mut policy = Watched::new(shared.policy().revision().to_string());
-    let c = config.clone();
-    let mut reviewers = Watched::new(
-        blocking(move || config_fingerprint(&c))
-            .await
-            .unwrap_or_default(),
-    );
-    let c = config.clone();
-    let mut tls = Watched::new(
-        blocking(move || tls_fingerprint(&c))
-            .await
-            .flatten()
-            .unwrap_or_default(),
-    );
+    let mut reviewers = Watched::new(reviewers_now);
+    let mut tls = Watched::new(tls_now);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = shutdown.changed() => return,
         }
-        let dir = config.policy.dir.clone();
-        if let Some(Ok(rev)) = blocking(move || crate::policy::revision_on_disk(&dir)).await {
-            if policy.ready(&rev) {
-                let settings = config.policy.clone();
-                match blocking(move || Policy::load(&settings)).await {
-                    Some(Ok(p)) => {
-                        tracing::info!(
-                            from = shared.policy().revision(),
-                            to = p.revision(),
-                            engine = p.engine_kind().as_str(),
-                            "policy reloaded"
-                        );
-                        shared.set_policy(p);
-                        shared.reload_ok("policy");
-                        policy.loaded(rev);
-                    }
-                    Some(Err(e)) => {
-                        let why = format!(
-                            "policy revision {rev} refused; {} stays in force: {e}",
-                            shared.policy().revision()
-                        );
-                        shared.reload_failed("policy", why);
-                        policy.refused(rev);
-                    }
-                    None => {}
-                }
-            }
-        }
+        let c = config.clone();
+        let on_disk = blocking(move || crate::policy::revision_on_disk(&c.policy.dir).ok())
+            .await
+            .flatten();
+        let c = config.clone();
+        let load = move || Policy::load(&c.policy).map_err(|e| e.to_string());
+        policy
+            .poll(&shared, "policy", on_disk, load, |p| {
+                tracing::info!(
+                    from = shared.policy().revision(),
+                    to = p.revision(),
+                    engine = p.engine_kind().as_str(),
+                    "policy reloaded"
+                );
+                shared.set_policy(p);
+            })
+            .await;
 
         let c = config.clone();
-        if let Some(fp) = blocking(move || config_fingerprint(&c)).await {
-            if reviewers.ready(&fp) {
-                let file = config.file.clone();
-                let loaded = blocking(move || {
-                    let fresh = Config::load(&file).map_err(|e| e.to_string())?;
-                    Reviewers::from_config(&fresh)
-                })
-                .await;
-                match loaded {
-                    Some(Ok(r)) => {
-                        tracing::info!(
-                            reviewers = r.directory.len(),
-                            "reviewer list reloaded (other config changes need a restart)"
-                        );
-                        shared.set_reviewers(r);
-                        shared.reload_ok("reviewers");
-                        reviewers.loaded(fp);
-                    }
-                    Some(Err(e)) => {
-                        shared.reload_failed("reviewers", format!("the reviewer list was not reloaded; the previous one stays in force: {e}"));
-                        reviewers.refused(fp);
-                    }
-                    None => {}
-                }
-            }
-        }
+        let on_disk = blocking(move || config_fingerprint(&c)).await;
+        let file = config.file.clone();
+        let load = move || Reviewers::from_config(&Config::load(&file).map_err(|e| e.to_string())?);
+        reviewers
+            .poll(&shared, "reviewers", on_disk, load, |r| {
+                tracing::info!(
+                    reviewers = r.directory.len(),
+                    "reviewer list reloaded (other config changes need a restart)"
+                );
+                shared.set_reviewers(r);
+            })
+            .await;
 
+        let Some(files) = config.tls.clone() else {
+            continue;
+        };
         let c = config.clone();
-        if let Some(Some(fp)) = blocking(move || tls_fingerprint(&c)).await {
-            if tls.ready(&fp) {
-                let t = config
-                    .tls
-                    .clone()
-                    .expect("a TLS fingerprint means TLS is configured");
-                match blocking(move || crate::http::tls_acceptor(&t.cert, &t.key)).await {
-                    Some(Ok(acceptor)) => {
-                        tracing::info!("listener certificate reloaded");
-                        shared.set_tls(acceptor);
-                        shared.reload_ok("tls");
-                        tls.loaded(fp);
-                    }
-                    Some(Err(e)) => {
-                        shared.reload_failed("tls", format!("the new certificate was refused; the previous one stays in use: {e}"));
-                        tls.refused(fp);
-                    }
-                    None => {}
-                }
-            }
-        }
+        let on_disk = blocking(move || tls_fingerprint(&c)).await.flatten();
+        let load = move || crate::http::tls_acceptor(&files.cert, &files.key);
+        tls.poll(&shared, "tls", on_disk, load, |acceptor| {
+            tracing::info!("listener certificate reloaded");
+            shared.set_tls(acceptor);
+        })
+        .await;
     }
 }
 

@@ -49,7 +49,7 @@ pub fn run(args: &ReviewArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = crate::proxy::forward::notify_client()?;
+        let client = crate::proxy::forward::outbound_client("review")?;
         let mut get = client
             .get(format!("{admin}/v1/actions/{}", args.id))
             .header("x-countersign-reviewer", &args.reviewer);

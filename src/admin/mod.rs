@@ -10,8 +10,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::app::Shared;
-use crate::audit::record::is_action_id;
-use crate::audit::store::{list_actions, records_of, ListFilter};
+
+use crate::audit::store::{list_actions, ListFilter};
 use crate::audit::view::action_json;
 use crate::http::{json as json_response, text, Body};
 
@@ -168,12 +168,8 @@ async fn list(shared: &Shared, query: Option<&str>) -> Response<Body> {
     }
 }
 
-pub(crate) async fn show(shared: &Shared, id: &str) -> Response<Body> {
-    if !is_action_id(id) {
-        return error(StatusCode::NOT_FOUND, "no such action");
-    }
-    let owned = id.to_string();
-    match shared.store.read(move |c| records_of(c, &owned)).await {
+async fn show(shared: &Shared, id: &str) -> Response<Body> {
+    match shared.store.action_records(id).await {
         Ok(records) if records.is_empty() => error(StatusCode::NOT_FOUND, "no such action"),
         Ok(records) => json_response(StatusCode::OK, &action_json(id, &records)),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),

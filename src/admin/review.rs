@@ -13,8 +13,8 @@ use serde_json::json;
 use super::error;
 use crate::app::Shared;
 use crate::approval::review::{review, verify};
-use crate::audit::record::is_action_id;
-use crate::audit::store::records_of;
+
+use crate::audit::view::action_json;
 use crate::http::{json as json_response, Body};
 
 /// Names the reviewer on a signed read.
@@ -66,11 +66,7 @@ pub async fn show_to_reviewer(
     if let Err(refusal) = verify(shared, &reviewer, b"", req.headers()) {
         return error(StatusCode::UNAUTHORIZED, &refusal.message());
     }
-    if !is_action_id(id) {
-        return error(StatusCode::NOT_FOUND, "no such action");
-    }
-    let owned = id.to_string();
-    let records = match shared.store.read(move |c| records_of(c, &owned)).await {
+    let records = match shared.store.action_records(id).await {
         Ok(r) => r,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -90,5 +86,5 @@ pub async fn show_to_reviewer(
             "no action that you are asked to review has this id",
         );
     }
-    super::show(shared, id).await
+    json_response(StatusCode::OK, &action_json(id, &records))
 }

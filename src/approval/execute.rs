@@ -12,46 +12,24 @@ use serde_json::json;
 
 use super::{finish, Delivered, Held, Status};
 use crate::app::Shared;
-use crate::audit::record::{Draft, IndexUpdate, Kind, State};
-use crate::proxy::forward::{connection_tokens, is_hop_by_hop, ForwardError, ResponseCapture};
-
-fn draft(held: &Held, kind: Kind, state: Option<State>, payload: serde_json::Value) -> Draft {
-    Draft {
-        action_id: held.action_id.clone(),
-        kind,
-        payload,
-        index: IndexUpdate {
-            state,
-            ..Default::default()
-        },
-    }
-}
-
-/// Commits a result record, retrying while the store is down: the upstream
-/// already acted, so the record of it must not be dropped.
-async fn commit_result(shared: &Shared, d: Draft) {
-    let mut backoff = std::time::Duration::from_millis(100);
-    while let Err(e) = shared.store.commit(vec![d.clone()]).await {
-        tracing::error!(action_id = %d.action_id, error = %e, "cannot record the result yet; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-    }
-}
+use crate::audit::record::{Draft, Kind};
+use crate::proxy::forward::{end_to_end_headers, ForwardError, ResponseCapture};
 
 async fn fail(shared: &Shared, held: &Held, reason: &str, error: String, status: u16) {
     shared
         .metrics
         .upstream(if status == 504 { "timeout" } else { "error" });
-    commit_result(
-        shared,
-        draft(
-            held,
-            Kind::Failed,
-            Some(State::Failed),
-            json!({"stage": "forward", "reason": reason, "error": error, "status": status}),
-        ),
-    )
-    .await;
+    // The upstream may already have acted: the record of it must not be lost.
+    shared
+        .store
+        .commit_until_durable(vec![Draft::failed(
+            &held.action_id,
+            "forward",
+            reason,
+            &error,
+            status,
+        )])
+        .await;
     finish(
         shared,
         held,
@@ -73,11 +51,11 @@ pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
         return fail(&shared, &held, "route_missing", error, 502).await;
     };
     let url = route.upstream.url_for(&held.request.path_and_query);
-    let marked = draft(
-        &held,
+    let marked = Draft::new(
+        &held.action_id,
         Kind::Forwarded,
-        None,
         json!({"url": url, "request_digest": held.request_digest}),
+        None,
     );
     if let Err(e) = shared.store.commit(vec![marked]).await {
         // Without the mark a crash could resend; keep it approved and retry
@@ -130,23 +108,16 @@ pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
     };
     let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes);
     capture.push(&body);
-    let payload = json!({
-        "response": capture.finish(status, &upstream_headers, &shared.config.capture),
-        "upstream_ms": started.elapsed().as_secs_f64() * 1e3,
-    });
-    commit_result(
-        &shared,
-        draft(&held, Kind::Completed, Some(State::Completed), payload),
-    )
-    .await;
+    let response = capture.finish(status, &upstream_headers, &shared.config.capture);
+    let completed = Draft::completed(
+        &held.action_id,
+        response,
+        started.elapsed().as_secs_f64() * 1e3,
+        None,
+    );
+    shared.store.commit_until_durable(vec![completed]).await;
     tracing::info!(action_id = %held.action_id, status, "approved action forwarded and completed");
-    let tokens = connection_tokens(&upstream_headers);
-    let mut kept = HeaderMap::new();
-    for (n, v) in &upstream_headers {
-        if !is_hop_by_hop(n.as_str(), &tokens) {
-            kept.append(n.clone(), v.clone());
-        }
-    }
+    let kept = end_to_end_headers(&upstream_headers);
     finish(
         &shared,
         &held,

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Mutex};
 
 use crate::app::Shared;
-use crate::audit::record::{Draft, IndexUpdate, Kind, State};
+use crate::audit::record::{Draft, Kind, State};
 use crate::policy::decision::{Approval, Directory};
 
 /// Where a held action stands, as waiting agents see it.
@@ -312,38 +312,26 @@ pub fn register(shared: &Arc<Shared>, held: Arc<Held>, notice: Option<Value>) {
     }
 }
 
-fn resolution(held: &Held, kind: Kind, state: State, payload: Value) -> Draft {
-    Draft {
-        action_id: held.action_id.clone(),
-        kind,
-        payload,
-        index: IndexUpdate {
-            state: Some(state),
-            ..Default::default()
-        },
-    }
-}
-
 /// Ends a pending action that nobody decided in time.
 async fn expire(shared: &Arc<Shared>, held: &Arc<Held>) {
     let mut progress = held.progress.lock().await;
     if progress.resolved {
         return;
     }
-    let draft = resolution(
-        held,
-        Kind::Expired,
-        State::Expired,
-        json!({"expires_at": humantime::format_rfc3339_micros(held.expires_at).to_string(), "approvals": progress.approvals, "min": held.min}),
-    );
-    // The expiry must not be lost: commit, retrying while the store is down
-    // (nothing is forwarded meanwhile, since the action stays unresolved).
-    let mut backoff = Duration::from_millis(100);
-    while let Err(e) = shared.store.commit(vec![draft.clone()]).await {
-        tracing::error!(action_id = %held.action_id, error = %e, "cannot record the expiry yet; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+    let expires_at = humantime::format_rfc3339_micros(held.expires_at).to_string();
+    let payload =
+        json!({"expires_at": expires_at, "approvals": progress.approvals, "min": held.min});
+    // The expiry must not be lost (nothing is forwarded meanwhile, since the
+    // action stays unresolved).
+    shared
+        .store
+        .commit_until_durable(vec![Draft::new(
+            &held.action_id,
+            Kind::Expired,
+            payload,
+            Some(State::Expired),
+        )])
+        .await;
     progress.resolved = true;
     drop(progress);
     tracing::info!(action_id = %held.action_id, "hold expired");
@@ -357,11 +345,11 @@ pub async fn cancel(shared: &Arc<Shared>, held: &Arc<Held>, why: &str) -> bool {
     if progress.resolved {
         return false;
     }
-    let draft = resolution(
-        held,
+    let draft = Draft::new(
+        &held.action_id,
         Kind::Cancelled,
-        State::Cancelled,
         json!({"reason": why}),
+        Some(State::Cancelled),
     );
     if let Err(e) = shared.store.commit(vec![draft]).await {
         // Not cancelled in the record, so not cancelled: it stays pending

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use crate::app::Shared;
-use crate::audit::record::{Draft, IndexUpdate, Kind};
+use crate::audit::record::{Draft, Kind};
 
 /// A configured hook, ready to sign.
 pub struct Hook {
@@ -89,12 +89,9 @@ async fn deliver(shared: &Shared, index: usize, action_id: &str, notice: &Value)
             p.extend(o.clone());
         }
         shared.metrics.notification(ok);
-        shared.store.enqueue(vec![Draft {
-            action_id: action_id.to_string(),
-            kind: Kind::Notified,
-            payload,
-            index: IndexUpdate::default(),
-        }]);
+        shared
+            .store
+            .enqueue(vec![Draft::new(action_id, Kind::Notified, payload, None)]);
         if ok {
             return;
         }

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{execute, register, Held, HeldRequest, Status, REPLAY_WINDOW};
 use crate::app::Shared;
-use crate::audit::record::{Draft, IndexUpdate, Kind, Record, State};
+use crate::audit::record::{Draft, Record};
 use crate::audit::store::{list_actions, records_of, ListFilter, StoreError};
 
 fn time(s: &str) -> SystemTime {
@@ -129,15 +129,7 @@ pub async fn recover(shared: &Arc<Shared>) -> Result<usize, StoreError> {
         if approved && forwarded {
             let why = "countersign stopped after forwarding this approved request began; whether the upstream acted is unknown. \
                        It is not resent: check the upstream for x-countersign-action-id and resolve it by hand";
-            let d = Draft {
-                action_id: held.action_id.clone(),
-                kind: Kind::Failed,
-                payload: json!({"stage": "forward", "reason": "forward_interrupted", "error": why, "status": 502}),
-                index: IndexUpdate {
-                    state: Some(State::Failed),
-                    ..Default::default()
-                },
-            };
+            let d = Draft::failed(&held.action_id, "forward", "forward_interrupted", why, 502);
             shared
                 .store
                 .commit(vec![d])

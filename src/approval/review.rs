@@ -6,11 +6,11 @@ use std::time::SystemTime;
 
 use hyper::HeaderMap;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{execute, finish, Status};
 use crate::app::Shared;
-use crate::audit::record::{is_action_id, Draft, IndexUpdate, Kind, State};
+use crate::audit::record::{is_action_id, Draft, Kind, State};
 
 /// The review body a reviewer signs.
 #[derive(Debug, Deserialize)]
@@ -135,12 +135,9 @@ pub async fn review(
                 payload["status"] = json!(refusal.status());
                 payload["reason"] = json!(refusal_reason(refusal));
                 payload["error"] = json!(refusal.message());
-                shared.store.enqueue(vec![Draft {
-                    action_id: id.to_string(),
-                    kind: Kind::ReviewRefused,
-                    payload,
-                    index: IndexUpdate::default(),
-                }]);
+                shared
+                    .store
+                    .enqueue(vec![Draft::new(id, Kind::ReviewRefused, payload, None)]);
             }
             tracing::info!(
                 action_id = id,
@@ -238,27 +235,24 @@ async fn decide(
         approvals.insert(review.reviewer.clone());
     }
     let quorum = approvals.len() as u32 >= held.min;
-    let mut drafts = vec![Draft {
-        action_id: id.to_string(),
-        kind: Kind::Reviewed,
-        payload: json!({
-            "reviewer": review.reviewer,
-            "verdict": review.verdict,
-            "comment": review.comment,
-            "request_digest": review.request_digest,
-            "webhook_id": webhook_id,
-            "webhook_timestamp": header(headers, "webhook-timestamp"),
-            "approvals": approvals,
-            "min": held.min,
-        }),
-        index: IndexUpdate::default(),
-    }];
+    let reviewed = json!({
+        "reviewer": review.reviewer,
+        "verdict": review.verdict,
+        "comment": review.comment,
+        "request_digest": review.request_digest,
+        "webhook_id": webhook_id,
+        "webhook_timestamp": header(headers, "webhook-timestamp"),
+        "approvals": approvals,
+        "min": held.min,
+    });
+    let mut drafts = vec![Draft::new(id, Kind::Reviewed, reviewed, None)];
     let (state, status) = if !approve {
-        drafts.push(resolution(
+        let payload = json!({"reviewer": review.reviewer, "comment": review.comment});
+        drafts.push(Draft::new(
             id,
             Kind::Rejected,
-            State::Rejected,
-            json!({"reviewer": review.reviewer, "comment": review.comment}),
+            payload,
+            Some(State::Rejected),
         ));
         (
             "rejected",
@@ -268,11 +262,12 @@ async fn decide(
             }),
         )
     } else if quorum {
-        drafts.push(resolution(
+        let payload = json!({"approvals": approvals, "min": held.min});
+        drafts.push(Draft::new(
             id,
             Kind::Approved,
-            State::Approved,
-            json!({"approvals": approvals, "min": held.min}),
+            payload,
+            Some(State::Approved),
         ));
         ("approved", Some(Status::Approved))
     } else {
@@ -308,18 +303,6 @@ async fn decide(
         approvals: count,
         min: held.min,
     })
-}
-
-fn resolution(id: &str, kind: Kind, state: State, payload: Value) -> Draft {
-    Draft {
-        action_id: id.to_string(),
-        kind,
-        payload,
-        index: IndexUpdate {
-            state: Some(state),
-            ..Default::default()
-        },
-    }
 }
 
 async fn action_exists(shared: &Shared, id: &str) -> bool {

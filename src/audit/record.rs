@@ -111,6 +111,43 @@ pub struct Draft {
     pub index: IndexUpdate,
 }
 
+impl Draft {
+    /// A record that moves the action to `state` (or leaves it, with `None`).
+    pub fn new(action_id: &str, kind: Kind, payload: Value, state: Option<State>) -> Draft {
+        Draft {
+            action_id: action_id.to_string(),
+            kind,
+            payload,
+            index: IndexUpdate {
+                state,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// `failed`: the action ended at `stage` without an upstream answer;
+    /// `status` is what the agent got.
+    pub fn failed(action_id: &str, stage: &str, reason: &str, error: &str, status: u16) -> Draft {
+        let payload =
+            serde_json::json!({"stage": stage, "reason": reason, "error": error, "status": status});
+        Draft::new(action_id, Kind::Failed, payload, Some(State::Failed))
+    }
+
+    /// `completed`: the upstream's answer as captured, and how long it took.
+    pub fn completed(
+        action_id: &str,
+        mut response: Value,
+        upstream_ms: f64,
+        body_error: Option<String>,
+    ) -> Draft {
+        if let Some(e) = body_error {
+            response["body_error"] = Value::String(e);
+        }
+        let payload = serde_json::json!({"response": response, "upstream_ms": upstream_ms});
+        Draft::new(action_id, Kind::Completed, payload, Some(State::Completed))
+    }
+}
+
 /// The searchable summary of an action (the `actions` table). It is derived
 /// from the records and only speeds up `audit list`; the records are the truth.
 #[derive(Debug, Clone, Default)]

@@ -25,6 +25,9 @@ pub enum StoreError {
     /// SQLite refused (locked, disk full, corrupt, ...).
     #[error("the record store could not commit: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The writer thread could not be started.
+    #[error("cannot start the record writer thread: {0}")]
+    Writer(std::io::Error),
     /// Restoring held actions after a restart failed.
     #[error("cannot restore held actions: {0}")]
     Recovery(String),
@@ -152,10 +155,7 @@ impl Store {
                 }
                 .run(rx)
             })
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
+            .map_err(StoreError::Writer)?;
         Ok(Store {
             tx,
             reader: Arc::new(Mutex::new(reader)),
@@ -178,6 +178,23 @@ impl Store {
             })
             .map_err(|_| Arc::new(StoreError::Closed))?;
         rx.await.map_err(|_| Arc::new(StoreError::Closed))?
+    }
+
+    /// Appends records and waits until they are durable, retrying (with
+    /// backoff up to 5 s) while the store cannot commit: for records of
+    /// something that already happened, which must not be lost, and that
+    /// the caller must know are written before it goes on.
+    pub async fn commit_until_durable(&self, drafts: Vec<Draft>) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = self.commit(drafts.clone()).await {
+            let action_id = drafts
+                .first()
+                .map(|d| d.action_id.as_str())
+                .unwrap_or_default();
+            tracing::error!(action_id, error = %e, "cannot record this yet; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// Appends records without waiting; the writer retries until they commit.
@@ -208,6 +225,16 @@ impl Store {
         .map_err(|_| StoreError::Closed)?
     }
 
+    /// Every record of one action, in order; empty for an unknown or
+    /// malformed id (so callers never pass user input to a query unchecked).
+    pub async fn action_records(&self, action_id: &str) -> Result<Vec<Record>, StoreError> {
+        if !super::record::is_action_id(action_id) {
+            return Ok(Vec::new());
+        }
+        let id = action_id.to_string();
+        self.read(move |c| records_of(c, &id)).await
+    }
+
     /// Waits until every record queued before this call has been committed
     /// (or, for enqueued ones the store refused, handed to the retry queue).
     pub async fn flush(&self) -> Result<(), Arc<StoreError>> {
@@ -224,6 +251,16 @@ struct Writer {
 }
 
 const MAX_BATCH: usize = 1024;
+
+/// Takes whatever is queued, up to a batch.
+fn drain(rx: &mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+}
 
 /// How long enqueued result records wait for a write-ahead commit to share.
 const LINGER: Duration = Duration::from_millis(2);
@@ -251,23 +288,13 @@ impl Writer {
                 }
             };
             let mut jobs: Vec<Job> = first.into_iter().collect();
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
+            drain(&rx, &mut jobs);
             // Result records alone need not pay an fsync of their own: give
             // a waiting caller's write-ahead record a moment to join them.
             if !jobs.is_empty() && jobs.iter().all(|j| j.reply.is_none()) {
                 if let Ok(job) = rx.recv_timeout(LINGER) {
                     jobs.push(job);
-                    while jobs.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(job) => jobs.push(job),
-                            Err(_) => break,
-                        }
-                    }
+                    drain(&rx, &mut jobs);
                 }
             }
             let retry = std::mem::take(&mut self.retry);

@@ -12,7 +12,7 @@ pub mod test;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use regorus::rvm::program::Program;
 use regorus::rvm::vm::RegoVM;
@@ -413,7 +413,6 @@ impl Policy {
     /// Evaluates the entrypoint for one input and returns its raw value as
     /// JSON (`null` when the rule is undefined).
     pub fn evaluate(&self, input: Value) -> Result<serde_json::Value, PolicyError> {
-        let started = Instant::now();
         let result = match &self.vm {
             Some(vm) => run_vm(vm, input, self.timer),
             None => {
@@ -423,14 +422,10 @@ impl Policy {
             }
         };
         let value = result.map_err(|e| {
-            let msg = one_line(&e.to_string());
-            if started.elapsed() >= self.timeout
-                || msg.contains("time limit")
-                || msg.contains("exceeded")
-            {
+            if is_time_limit(&e) {
                 PolicyError::Timeout(self.timeout)
             } else {
-                PolicyError::Eval(msg)
+                PolicyError::Eval(one_line(&e.to_string()))
             }
         })?;
         if value == Value::Undefined {
@@ -439,6 +434,20 @@ impl Policy {
         serde_json::to_value(&value)
             .map_err(|e| PolicyError::Eval(format!("the result is not JSON: {e}")))
     }
+}
+
+/// Whether regorus stopped the evaluation at its execution timer (the
+/// interpreter reports a `LimitError`, the VM a `VmError`).
+fn is_time_limit(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<regorus::LimitError>(),
+            Some(regorus::LimitError::TimeLimitExceeded { .. })
+        ) || matches!(
+            cause.downcast_ref::<regorus::rvm::vm::VmError>(),
+            Some(regorus::rvm::vm::VmError::TimeLimitExceeded { .. })
+        )
+    })
 }
 
 /// Whether the VM reports an evaluation error as an error. Checked once per
@@ -487,6 +496,33 @@ fn run_vm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_engines_report_a_runaway_evaluation_as_a_timeout() {
+        let dir = std::env::temp_dir().join(format!("countersign-timeout-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spin = "package countersign\nimport rego.v1\n\
+            spin := count([x | some x in numbers.range(1, 5000); some y in numbers.range(1, 5000); x > y]) if input.request.method == \"POST\"\n\
+            decision := {\"action\": \"allow\", \"risk\": \"low\", \"reasons\": [sprintf(\"%v\", [spin])]}\n";
+        std::fs::write(dir.join("spin.rego"), spin).unwrap();
+        for engine in [EngineChoice::Vm, EngineChoice::Interpreter] {
+            let settings = PolicyConfig {
+                dir: dir.clone(),
+                entrypoint: "data.countersign.decision".into(),
+                input: crate::config::InputShape::Native,
+                timeout: Duration::from_millis(20),
+                engine,
+            };
+            let policy = Policy::load(&settings).unwrap();
+            let input = Value::from(serde_json::json!({"request": {"method": "POST"}}));
+            let result = policy.evaluate(input);
+            assert!(
+                matches!(result, Err(PolicyError::Timeout(_))),
+                "{engine:?}: {result:?}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn builtin_scan_ignores_comments_and_strings() {

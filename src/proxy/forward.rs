@@ -3,6 +3,7 @@
 //! added, redirects never followed (the agent sees them as the upstream sent
 //! them), and the response captured for the record while it streams.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,11 +25,12 @@ pub enum ForwardError {
     Unreachable(String),
 }
 
-/// Why a route's client could not be built.
+/// Why an HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("route {route}: {message}")]
+#[error("{what}: {message}")]
 pub struct ClientError {
-    route: String,
+    /// What the client is for (`route payments`, `notify`, ...).
+    what: String,
     message: String,
 }
 
@@ -62,6 +64,18 @@ pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// The headers of a message without its hop-by-hop ones.
+pub fn end_to_end_headers(headers: &HeaderMap) -> HeaderMap {
+    let tokens = connection_tokens(headers);
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if !is_hop_by_hop(name.as_str(), &tokens) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
 /// A route's upstream.
 pub struct Upstream {
     client: reqwest::Client,
@@ -70,27 +84,24 @@ pub struct Upstream {
     timeout: Duration,
 }
 
-fn tls_config(route: &RouteConfig) -> Result<rustls::ClientConfig, String> {
+/// TLS for every outbound client: ring, the system roots plus `extra_ca`
+/// (a private CA bundle), HTTP/1.1 only.
+fn client_tls(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     // A machine without system roots can still reach a private-CA upstream.
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    if let Some(ca) = &route.upstream_ca {
-        let pem = std::fs::read(ca).map_err(|e| format!("upstream_ca {}: {e}", ca.display()))?;
+    if let Some(ca) = extra_ca {
+        let bad = |e: &dyn std::fmt::Display| format!("upstream_ca {}: {e}", ca.display());
+        let pem = std::fs::read(ca).map_err(|e| bad(&e))?;
         let mut n = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("upstream_ca {}: {e}", ca.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("upstream_ca {}: {e}", ca.display()))?;
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
             n += 1;
         }
         if n == 0 {
-            return Err(format!(
-                "upstream_ca {} holds no PEM certificates",
-                ca.display()
-            ));
+            return Err(bad(&"holds no PEM certificates"));
         }
     }
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -104,29 +115,15 @@ fn tls_config(route: &RouteConfig) -> Result<rustls::ClientConfig, String> {
     Ok(cfg)
 }
 
-/// The client that delivers notifications: system roots, no redirects,
-/// short timeouts.
-pub fn notify_client() -> Result<reqwest::Client, ClientError> {
+/// A client for countersign's own calls (notifications, the review tool):
+/// system roots, no redirects, short timeouts.
+pub fn outbound_client(what: &str) -> Result<reqwest::Client, ClientError> {
     let err = |message: String| ClientError {
-        route: "notify".into(),
+        what: what.to_string(),
         message,
     };
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| err(e.to_string()))?
-    .with_root_certificates({
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        roots
-    })
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
+        .use_preconfigured_tls(client_tls(None).map_err(err)?)
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -139,11 +136,11 @@ impl Upstream {
     /// Builds the client for a route, reading its credential now.
     pub fn new(route: &RouteConfig) -> Result<Upstream, ClientError> {
         let err = |message: String| ClientError {
-            route: route.name.clone(),
+            what: format!("route {}", route.name),
             message,
         };
         let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config(route).map_err(err)?)
+            .use_preconfigured_tls(client_tls(route.upstream_ca.as_deref()).map_err(err)?)
             .connect_timeout(route.connect_timeout)
             .read_timeout(route.timeout)
             .redirect(reqwest::redirect::Policy::none())

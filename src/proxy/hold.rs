@@ -11,8 +11,6 @@ use serde_json::{json, Value};
 use super::pipeline::Outcome;
 use crate::app::Shared;
 use crate::approval::{self, Held, Status};
-use crate::audit::record::is_action_id;
-use crate::audit::store::records_of;
 use crate::audit::view::action_json;
 use crate::config::OnWaitTimeout;
 use crate::http::{full, json as json_response, Body};
@@ -121,11 +119,7 @@ fn accepted(action_id: &str) -> Response<Body> {
 /// is the capability: only the agent that got it can ask.
 pub async fn status(shared: &Shared, id: &str) -> Response<Body> {
     let not_found = || json_response(StatusCode::NOT_FOUND, &json!({"error": "no such action"}));
-    if !is_action_id(id) {
-        return not_found();
-    }
-    let owned = id.to_string();
-    let records = match shared.store.read(move |c| records_of(c, &owned)).await {
+    let records = match shared.store.action_records(id).await {
         Ok(r) if r.is_empty() => return not_found(),
         Ok(r) => r,
         Err(e) => {

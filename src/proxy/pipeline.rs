@@ -13,7 +13,7 @@ use hyper::header::{HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::forward::{connection_tokens, is_hop_by_hop, ForwardError, ResponseCapture};
+use super::forward::{end_to_end_headers, ForwardError, ResponseCapture};
 use super::Route;
 use crate::app::Shared;
 use crate::approval::{self, Held, HeldRequest};
@@ -37,7 +37,12 @@ pub enum Outcome {
     /// The policy said deny.
     Denied(Box<Decision>),
     /// The policy failed, timed out or broke the contract.
-    PolicyFailed(String),
+    PolicyFailed {
+        /// `policy_error`, `policy_timeout` or `policy_contract`.
+        reason: &'static str,
+        /// What went wrong.
+        error: String,
+    },
     /// A reviewer rejected the held call.
     Rejected {
         /// Who.
@@ -67,7 +72,7 @@ impl Outcome {
                 StatusCode::FORBIDDEN
             }
             Outcome::WaitCancelled => StatusCode::GATEWAY_TIMEOUT,
-            Outcome::PolicyFailed(_) | Outcome::StoreUnavailable(_) => {
+            Outcome::PolicyFailed { .. } | Outcome::StoreUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Outcome::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
@@ -82,7 +87,7 @@ impl Outcome {
             Outcome::BodyTooLarge(_) => "body_too_large",
             Outcome::BadBody(_) => "bad_body",
             Outcome::Denied(_) => "denied",
-            Outcome::PolicyFailed(_) => "policy_error",
+            Outcome::PolicyFailed { reason, .. } => reason,
             Outcome::Rejected { .. } => "rejected",
             Outcome::Expired => "expired",
             Outcome::WaitCancelled => "cancelled",
@@ -99,7 +104,7 @@ impl Outcome {
             Outcome::BodyTooLarge(max) => format!("the request body is larger than capture.max_body_bytes ({max} bytes); nothing was forwarded"),
             Outcome::BadBody(e) => format!("the request body could not be read: {e}"),
             Outcome::Denied(_) => "the policy denied this call".into(),
-            Outcome::PolicyFailed(e) => format!("the policy could not decide, so the call was refused: {e}"),
+            Outcome::PolicyFailed { error: e, .. } => format!("the policy could not decide, so the call was refused: {e}"),
             Outcome::Rejected { reviewer, .. } => format!("reviewer {reviewer} rejected this call; nothing was forwarded"),
             Outcome::Expired => "no reviewer decided before the hold expired; nothing was forwarded".into(),
             Outcome::WaitCancelled => "the call was not decided within hold.wait, so it was cancelled; nothing was forwarded".into(),
@@ -325,14 +330,21 @@ async fn run(
         .observe(eval_started.elapsed().as_secs_f64());
     // One snapshot of the reviewers for the contract check and the hold.
     let reviewers = shared.reviewers();
-    let decided = raw.map_err(|e| e.to_string()).and_then(|raw| {
-        decision::check(&raw, Some(&reviewers.directory))
-            .map_err(|e| format!("the decision breaks the contract: {e}"))
-    });
+    let decided = match raw {
+        Err(e) => Err(Outcome::PolicyFailed {
+            reason: e.reason(),
+            error: e.to_string(),
+        }),
+        Ok(raw) => {
+            decision::check(&raw, Some(&reviewers.directory)).map_err(|e| Outcome::PolicyFailed {
+                reason: "policy_contract",
+                error: format!("the decision breaks the contract: {e}"),
+            })
+        }
+    };
     let decision = match decided {
         Ok(d) => d,
-        Err(e) => {
-            let outcome = Outcome::PolicyFailed(e);
+        Err(outcome) => {
             shared.store.enqueue(vec![story.refused_before_decision(
                 shared,
                 Some(revision),
@@ -399,15 +411,13 @@ async fn run(
 }
 
 fn failed(action_id: &str, stage: &str, outcome: &Outcome) -> Draft {
-    Draft {
-        action_id: action_id.to_string(),
-        kind: Kind::Failed,
-        payload: json!({"stage": stage, "reason": outcome.reason(), "error": outcome.message(), "status": outcome.status().as_u16()}),
-        index: IndexUpdate {
-            state: Some(State::Failed),
-            ..Default::default()
-        },
-    }
+    Draft::failed(
+        action_id,
+        stage,
+        outcome.reason(),
+        &outcome.message(),
+        outcome.status().as_u16(),
+    )
 }
 
 /// Responses up to this size are read whole before answering; larger or
@@ -422,12 +432,7 @@ async fn forward(
     request: CapturedRequest,
 ) -> Result<Response<Body>, Outcome> {
     let names = &shared.config.capture.agent_headers;
-    let strip = |n: &str| {
-        n == names.id
-            || n == names.on_behalf_of
-            || n == names.intent
-            || n.starts_with(&names.evidence_prefix)
-    };
+    let strip = |n: &str| names.is_agent_header(n);
     let started = Instant::now();
     let sent = route
         .upstream
@@ -469,14 +474,9 @@ async fn forward(
         .metrics
         .upstream(&format!("{}xx", status.as_u16() / 100));
     let upstream_headers = upstream.headers().clone();
-    let tokens = connection_tokens(&upstream_headers);
     let mut response = Response::builder().status(status);
     if let Some(h) = response.headers_mut() {
-        for (name, value) in &upstream_headers {
-            if !is_hop_by_hop(name.as_str(), &tokens) {
-                h.append(name.clone(), value.clone());
-            }
-        }
+        *h = end_to_end_headers(&upstream_headers);
     }
     let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes);
     let upstream_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -557,22 +557,8 @@ impl ResultFacts {
         error: Option<String>,
         shared: &Shared,
     ) -> Draft {
-        let mut payload = json!({
-            "response": capture.finish(self.status, &self.headers, &shared.config.capture),
-            "upstream_ms": self.upstream_ms,
-        });
-        if let Some(e) = error {
-            payload["response"]["body_error"] = json!(e);
-        }
-        Draft {
-            action_id: action_id.to_string(),
-            kind: Kind::Completed,
-            payload,
-            index: IndexUpdate {
-                state: Some(State::Completed),
-                ..Default::default()
-            },
-        }
+        let response = capture.finish(self.status, &self.headers, &shared.config.capture);
+        Draft::completed(action_id, response, self.upstream_ms, error)
     }
 }
 

@@ -224,7 +224,8 @@ async fn slow_upstream_gets_504_and_is_recorded_failed() {
     cs.stop().await;
 }
 
-async fn refused_by_policy(policy: &str, extra: &str, expect_in_error: &str) {
+/// Sends a payout the policy cannot decide; returns the `failed` record.
+async fn refused_by_policy(policy: &str, extra: &str, expect_in_error: &str) -> Value {
     let upstream = Upstream::start().await;
     let d = Deployment::new(&upstream.url(), policy, extra);
     let cs = d.start().await;
@@ -243,6 +244,7 @@ async fn refused_by_policy(policy: &str, extra: &str, expect_in_error: &str) {
         "the refused request is still in the record"
     );
     cs.stop().await;
+    failed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +253,8 @@ async fn policy_runtime_error_fails_closed() {
     let policy = "package countersign\nimport rego.v1\n
 share := 10 / (count(input.evidence) - 2) if input.request.method == \"POST\"
 decision := {\"action\": \"allow\", \"risk\": \"low\", \"reasons\": [sprintf(\"%v\", [share])]}\n";
-    refused_by_policy(policy, "", "policy evaluation failed").await;
+    let failed = refused_by_policy(policy, "", "policy evaluation failed").await;
+    assert_eq!(failed["reason"], "policy_error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,15 +268,17 @@ decision := {\"action\": \"deny\", \"risk\": \"high\"} if { 10 / (count(input.ev
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_timeout_fails_closed() {
     let policy = "package countersign\nimport rego.v1\n
-spin := count([x | some x in numbers.range(1, 100000000); x % 7 == 0]) if input.request.method == \"POST\"
+spin := count([x | some x in numbers.range(1, 5000); some y in numbers.range(1, 5000); x > y]) if input.request.method == \"POST\"
 decision := {\"action\": \"allow\", \"risk\": \"low\", \"reasons\": [sprintf(\"%v\", [spin])]}\n";
-    refused_by_policy(policy, "policy: { timeout: 20ms }\n", "time limit").await;
+    let failed = refused_by_policy(policy, "policy: { timeout: 20ms }\n", "time limit").await;
+    assert_eq!(failed["reason"], "policy_timeout");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_decision_object_fails_closed() {
     let policy = "package countersign\nimport rego.v1\ndecision := {\"action\": \"maybe\", \"risk\": \"low\"}\n";
-    refused_by_policy(policy, "", "breaks the contract").await;
+    let failed = refused_by_policy(policy, "", "breaks the contract").await;
+    assert_eq!(failed["reason"], "policy_contract");
     let unreleasable = "package countersign\nimport rego.v1\n
 decision := {\"action\": \"hold\", \"risk\": \"high\", \"approval\": {\"reviewers\": [\"alice\"], \"min\": 2}}\n";
     refused_by_policy(unreleasable, "", "could never be released").await;
