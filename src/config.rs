@@ -984,6 +984,24 @@ mod tests {
     }
 
     #[test]
+    fn reviewer_keys_sign_the_published_standard_webhooks_vector() {
+        let key = webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let signature = key
+            .sign(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#,
+            )
+            .unwrap();
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert!(
+            webhook_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err(),
+            "the whsec_ prefix is required"
+        );
+        assert!(webhook_key("whsec_not base64!").is_err());
+    }
+
+    #[test]
     fn bad_duration_names_the_field() {
         let e = parse(&format!("{MINIMAL}hold: {{ wait: 25 parsecs }}\n")).unwrap_err();
         assert!(e.message.starts_with("hold.wait:"), "{e}");

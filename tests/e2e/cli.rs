@@ -524,21 +524,12 @@ async fn pending_actions_survive_a_crash_and_are_completed_after_restart() {
     assert_eq!(a.review(&id, "alice", "approve").await.0, 409);
     let (s, v) = a.review(&id, "bob", "approve").await;
     assert_eq!((s, v["state"].as_str()), (200, Some("approved")), "{v}");
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = client()
-            .get(format!("http://{proxy}/.countersign/actions/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["state"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let status_url = format!("http://{proxy}/.countersign/actions/{id}");
+    let status = eventually(
+        async || get_json(&status_url).await,
+        |s| s["state"] == "completed",
+    )
+    .await;
     assert_eq!(status["state"], "completed", "{status}");
     assert_eq!(upstream.seen().len(), 1);
     assert_eq!(upstream.seen()[0].body, r#"{"amount": 9000}"#.as_bytes());
@@ -572,12 +563,7 @@ async fn an_interrupted_forward_is_never_sent_twice() {
     };
     assert_eq!(a.review(&id, "alice", "approve").await.0, 200);
     assert_eq!(a.review(&id, "bob", "approve").await.0, 200);
-    for _ in 0..200 {
-        if !upstream.seen().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually(async || upstream.seen().len(), |n| *n > 0).await;
     assert_eq!(upstream.seen().len(), 1, "the forward started");
     drop(cs);
 
@@ -635,12 +621,7 @@ async fn sigterm_lets_an_in_flight_forward_finish_then_exits_0() {
     // /slow: the upstream answers after 3 s.
     let in_flight =
         tokio::spawn(async move { client().get(format!("http://{proxy}/slow")).send().await });
-    for _ in 0..200 {
-        if !upstream.seen().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually(async || upstream.seen().len(), |n| *n > 0).await;
     assert_eq!(upstream.seen().len(), 1, "the forward is in flight");
     unsafe_sigterm(cs.child.id());
     let resp = in_flight

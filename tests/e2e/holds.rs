@@ -51,14 +51,13 @@ impl Admin {
     }
 
     pub async fn wait_pending(&self, n: usize) -> Vec<String> {
-        for _ in 0..600 {
-            let ids = self.pending().await;
-            if ids.len() >= n {
-                return ids;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("never saw {n} pending actions");
+        let ids = eventually(async || self.pending().await, |ids| ids.len() >= n).await;
+        assert!(
+            ids.len() >= n,
+            "never saw {n} pending actions, only {}",
+            ids.len()
+        );
+        ids
     }
 
     /// Sends a review signed with `key`, with a fresh webhook-id unless given.
@@ -446,21 +445,11 @@ async fn wait_timeout_gives_202_and_the_status_url_later_shows_the_result() {
 
     let (s, _) = admin.review(&id, "alice", "approve").await;
     assert_eq!(s, 200);
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = client()
-            .get(&status_url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["state"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = eventually(
+        async || get_json(&status_url).await,
+        |s| s["state"] == "completed",
+    )
+    .await;
     assert_eq!(status["state"], "completed", "{status}");
     assert_eq!(status["response"]["status"], 201);
     assert_eq!(status["response"]["body"]["ok"], true);
@@ -493,20 +482,9 @@ async fn on_wait_timeout_cancel_answers_504_and_cancels() {
     // An agent that hangs up is treated the same way.
     let proxy = cs.proxy_addr;
     let hung_up = tokio::spawn(async move { held_payout(proxy, 11).await });
-    let id = loop {
-        let ids = admin.pending().await;
-        if let Some(id) = ids.into_iter().next() {
-            break id;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let id = admin.wait_pending(1).await.remove(0);
     hung_up.abort();
-    for _ in 0..100 {
-        if kinds_of(&d.db_path(), &id).contains(&"cancelled".to_string()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(async || kinds_of(&d.db_path(), &id), |k| k.len() == 2).await;
     assert_eq!(kinds_of(&d.db_path(), &id), ["decided", "cancelled"]);
     assert!(upstream.seen().is_empty());
     cs.stop().await;
@@ -584,18 +562,17 @@ async fn notices_are_signed_and_a_dead_hook_is_retried_without_blocking_the_hold
     );
     let id = action_id(&resp);
 
-    let mut notified = Vec::new();
-    for _ in 0..200 {
-        notified = records(&d.db_path())
-            .into_iter()
-            .filter(|r| r.1 == id && r.2 == "notified")
-            .map(|r| r.3)
-            .collect();
-        if notified.len() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let notified: Vec<Value> = eventually(
+        async || {
+            records(&d.db_path())
+                .into_iter()
+                .filter(|r| r.1 == id && r.2 == "notified")
+                .map(|r| r.3)
+                .collect()
+        },
+        |n: &Vec<Value>| n.len() >= 4,
+    )
+    .await;
     let down: Vec<&Value> = notified
         .iter()
         .filter(|n| n["hook"].as_str().unwrap().ends_with("/down"))
@@ -793,12 +770,7 @@ async fn reviewer_tool_shows_the_action_and_sends_a_signed_verdict() {
     ] {
         assert!(stdout.contains(part), "missing {part}:\n{stdout}");
     }
-    for _ in 0..100 {
-        if upstream.seen().len() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(async || upstream.seen().len(), |n| *n == 1).await;
     assert_eq!(upstream.seen().len(), 1);
     // A second review of a decided action is refused, and the tool says so.
     let out = run(&["--reject"]).await.unwrap();
@@ -833,16 +805,6 @@ decision := {"action": "hold", "risk": "medium", "reasons": ["erin decides"], "r
   "approval": {"reviewers": ["erin"], "min": 1}}
 "#;
 
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reviewer_list_reloads_without_a_restart() {
     let upstream = Upstream::start().await;
@@ -863,10 +825,12 @@ async fn the_reviewer_list_reloads_without_a_restart() {
     );
     std::fs::write(d.config_path(), &with_erin).unwrap();
     let proxy = cs.proxy_addr;
-    wait_until("erin is a reviewer", async || {
-        held_payout(proxy, 10).await.status() == 202
-    })
+    let status = eventually(
+        async || held_payout(proxy, 10).await.status(),
+        |s| *s == 202,
+    )
     .await;
+    assert_eq!(status, 202, "erin is a reviewer after the reload");
     let id = admin.wait_pending(1).await.remove(0);
     let digest = admin.action(&id).await["request_digest"].clone();
     let body = json!({"reviewer": "erin", "verdict": "approve", "request_digest": digest});
@@ -887,21 +851,19 @@ async fn the_reviewer_list_reloads_without_a_restart() {
         with_erin.replace("reviewers:\n", "reviewers:\n  frank: { groups: [x] }\n"),
     )
     .unwrap();
-    let url = admin.url.clone();
-    wait_until("the broken config is reported", async || {
-        let ready: Value = client()
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ready["reload_errors"]["reviewers"]
-            .as_str()
-            .is_some_and(|e| e.contains("reviewers.frank"))
-    })
+    let readyz = format!("{}/readyz", admin.url);
+    let ready = eventually(
+        async || get_json(&readyz).await,
+        |r| !r["reload_errors"]["reviewers"].is_null(),
+    )
     .await;
+    let error = ready["reload_errors"]["reviewers"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("reviewers.frank"),
+        "the broken config is reported: {ready}"
+    );
     assert_eq!(
         held_payout(cs.proxy_addr, 10).await.status(),
         202,

@@ -618,14 +618,11 @@ async fn policy_changes_reload_and_a_broken_one_keeps_the_last_good_in_force() {
             .replace("first", "second"),
     )
     .unwrap();
-    let mut second = first.clone();
-    for _ in 0..100 {
-        second = ready().await["policy"]["revision"].clone();
-        if second != first {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let second = eventually(
+        async || ready().await["policy"]["revision"].clone(),
+        |r| *r != first,
+    )
+    .await;
     assert_ne!(second, first, "the changed policy was loaded");
     let resp = c
         .get(format!("http://{}/v1/balance", cs.proxy_addr))
@@ -645,14 +642,7 @@ async fn policy_changes_reload_and_a_broken_one_keeps_the_last_good_in_force() {
         "package countersign\ndecision := {\n",
     )
     .unwrap();
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = ready().await;
-        if !status["policy"]["reload_error"].is_null() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let status = eventually(ready, |s| !s["policy"]["reload_error"].is_null()).await;
     assert!(
         status["policy"]["reload_error"]
             .as_str()
@@ -722,20 +712,12 @@ async fn policies_reload_across_a_configmap_symlink_swap() {
     symlink("..2026_11_27_02", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(dir.join("..2026_11_27_01")).unwrap();
-    let mut status = 0;
-    for _ in 0..100 {
-        status = c
-            .get(format!("http://{}/v1/balance", cs.proxy_addr))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 403 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let balance = format!("http://{}/v1/balance", cs.proxy_addr);
+    let status = eventually(
+        async || c.get(&balance).send().await.unwrap().status().as_u16(),
+        |s| *s == 403,
+    )
+    .await;
     assert_eq!(status, 403, "the swapped-in policy decides");
     let ready: Value = c
         .get(format!("http://{}/readyz", cs.admin_addr))

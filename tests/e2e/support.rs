@@ -324,19 +324,39 @@ pub fn payload_of(db: &Path, action_id: &str, kind: &str) -> Value {
         .unwrap_or_else(|| panic!("no {kind} record for {action_id}"))
 }
 
+/// Polls `probe` every 20 ms, for up to 10 s, until `done` holds, and
+/// returns the last value seen, so the caller's assertion reports it.
+pub async fn eventually<T>(mut probe: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = probe().await;
+        if done(&seen) || std::time::Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until the action has `n` records (result records are written just
 /// after the agent's answer).
 pub async fn wait_for_records(db: &Path, action_id: &str, n: usize) {
-    for _ in 0..200 {
-        if kinds_of(db, action_id).len() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "action {action_id} never reached {n} records: {:?}",
-        kinds_of(db, action_id)
+    let kinds = eventually(async || kinds_of(db, action_id), |k| k.len() >= n).await;
+    assert!(
+        kinds.len() >= n,
+        "action {action_id} never reached {n} records: {kinds:?}"
     );
+}
+
+/// GET a URL and parse the JSON answer.
+pub async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 pub fn action_id(resp: &reqwest::Response) -> String {

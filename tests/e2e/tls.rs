@@ -180,14 +180,11 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
 
     std::fs::copy(&new.cert, &cert).unwrap();
     std::fs::copy(&new.key, &key).unwrap();
-    let mut renewed_ok = false;
-    for _ in 0..100 {
-        if trusting(&new).get(&url).send().await.is_ok() {
-            renewed_ok = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let renewed_ok = eventually(
+        async || trusting(&new).get(&url).send().await.is_ok(),
+        |ok| *ok,
+    )
+    .await;
     assert!(renewed_ok, "new connections get the renewed certificate");
     assert!(trusting(&old).get(&url).send().await.is_err());
     cs.stop().await;
