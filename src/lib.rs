@@ -26,7 +26,8 @@
 //!    records by [`audit::view`]; [`cli`] reads the same records offline.
 //!
 //! [`config`] turns YAML into validated types; [`app`] wires it all and owns
-//! shutdown; [`metrics`] keeps the Prometheus counters.
+//! shutdown; [`reload`] applies policy, reviewer and certificate changes;
+//! [`metrics`] keeps the Prometheus counters.
 
 pub mod admin;
 pub mod app;
