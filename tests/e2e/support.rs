@@ -270,15 +270,7 @@ pub fn set_test_keys() {
 
 /// GET an admin URL with the admin token and parse the JSON answer.
 pub async fn admin_json(url: &str) -> Value {
-    client()
-        .get(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(client().get(url).bearer_auth(ADMIN_TOKEN)).await
 }
 
 pub fn client() -> reqwest::Client {
@@ -349,14 +341,11 @@ pub async fn wait_for_records(db: &Path, action_id: &str, n: usize) {
 
 /// GET a URL and parse the JSON answer.
 pub async fn get_json(url: &str) -> Value {
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(client().get(url)).await
+}
+
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 pub fn action_id(resp: &reqwest::Response) -> String {
