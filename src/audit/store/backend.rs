@@ -1,0 +1,156 @@
+//! What a record store backend must do. Two implementations: [`super::sqlite`]
+//! (one file, one process) and [`super::postgres`] (one database, a fleet).
+//! Everything above this trait (group commit, retries, the action
+//! lifecycle, verification) is shared, so both stores behave the same.
+//!
+//! Every method is blocking: the store calls them on its writer thread or
+//! from `spawn_blocking`, never on the async workers.
+
+use super::StoreError;
+use crate::audit::record::{Draft, Record};
+
+/// One caller's records within a batch: appended all together or not at all.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// The records, in order.
+    pub drafts: Vec<Draft>,
+    /// Optimistic concurrency: append only if this action's newest record
+    /// still has this `seq` (0: the action has no record yet). `None`
+    /// appends unconditionally.
+    pub expect: Option<(String, i64)>,
+}
+
+/// What became of one [`Append`] in a committed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Committed; the seq of its last record (0 for an empty append).
+    Committed(i64),
+    /// Its `expect` did not hold; nothing of it was written.
+    Conflict,
+}
+
+/// A record's chain neighbours, to verify one action without reading the
+/// whole chain: the hash of the record just before it and the `prev_hash`
+/// of the record just after it.
+#[derive(Debug, Clone)]
+pub struct Links {
+    /// The record's seq.
+    pub seq: i64,
+    /// `hash` of record `seq - 1` (None for seq 1 or when it is missing).
+    pub before_hash: Option<String>,
+    /// `prev_hash` of record `seq + 1` (None when it is the newest).
+    pub after_prev_hash: Option<String>,
+}
+
+/// A row of the searchable action index (`audit list`, `GET /v1/actions`).
+/// Derived from the records; the records are the truth.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActionSummary {
+    /// Action id.
+    pub action_id: String,
+    /// Current state.
+    pub state: String,
+    /// Decided risk.
+    pub risk: Option<String>,
+    /// Route.
+    pub route: Option<String>,
+    /// Method.
+    pub method: Option<String>,
+    /// Path.
+    pub path: Option<String>,
+    /// Agent.
+    pub agent: Option<String>,
+    /// Upstream status, once completed.
+    pub upstream_status: Option<i64>,
+    /// First record's time.
+    pub created_at: String,
+    /// Last record's time.
+    pub updated_at: String,
+}
+
+/// Filters for listing actions.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only this risk.
+    pub risk: Option<String>,
+    /// Only actions created at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// At most this many, newest first (0: no limit).
+    pub limit: usize,
+}
+
+/// Actions that need someone to act on them, found through the index.
+/// Each is re-read and re-checked from its records before anything happens.
+#[derive(Debug, Clone, Default)]
+pub struct Due {
+    /// Pending, with `expires_at` at or before now.
+    pub expired: Vec<String>,
+    /// Approved, no forward claimed yet, last changed before `grace_before`.
+    pub unclaimed: Vec<String>,
+    /// Allowed or approved-and-forwarding whose lease ran out without a result.
+    pub lapsed: Vec<String>,
+}
+
+/// The blocking operations of one backend connection.
+pub trait Backend: Send + 'static {
+    /// Appends a batch in ONE transaction, chained after the current head of
+    /// the chain, which is read inside the transaction under a lock that
+    /// serialises every appender (all processes). Each [`Append`] is checked
+    /// against its `expect` inside that transaction, considering the appends
+    /// before it in the same batch; a failing one is skipped. Each record
+    /// gets `seq = head + 1`, `time = now`, `prev_hash = head hash`,
+    /// `hash = chain_hash(...)` over `canonical_json(payload)`, and its
+    /// action's index row is updated from `draft.index` (and `last_seq`).
+    /// When the commit returns, the batch is durable. Returns one outcome
+    /// per append, in order; on Err nothing was written.
+    fn append(&mut self, batch: &[Append]) -> Result<Vec<Appended>, StoreError>;
+
+    /// Every record of one action, by seq.
+    fn records_of(&mut self, action_id: &str) -> Result<Vec<Record>, StoreError>;
+
+    /// The chain neighbours of every record of one action, by seq.
+    fn links_of(&mut self, action_id: &str) -> Result<Vec<Links>, StoreError>;
+
+    /// Up to `limit` records with seq > `after`, by seq (the whole-chain walk).
+    fn scan(&mut self, after: i64, limit: usize) -> Result<Vec<Record>, StoreError>;
+
+    /// The index, newest first.
+    fn list(&mut self, filter: &ListFilter) -> Result<Vec<ActionSummary>, StoreError>;
+
+    /// Remembers a signed message id fleet-wide; false when it was seen before
+    /// (a replay). `now` is RFC 3339; ids older than `forget_before` may be
+    /// purged.
+    fn first_sight(
+        &mut self,
+        message_id: &str,
+        now: &str,
+        forget_before: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Actions needing attention at `now` (RFC 3339), see [`Due`].
+    fn due(&mut self, now: &str, grace_before: &str) -> Result<Due, StoreError>;
+
+    /// The newest seq in the records (0 when empty) and the newest
+    /// `last_seq` in the index: different means the index is behind.
+    fn heads(&mut self) -> Result<(i64, i64), StoreError>;
+
+    /// Replaces the index rows of these actions (rebuilding a derived index).
+    fn put_index(&mut self, rows: &[IndexRow]) -> Result<(), StoreError>;
+}
+
+/// A whole index row, as rebuilt from an action's records.
+#[derive(Debug, Clone)]
+pub struct IndexRow {
+    /// The summary shown by `list`.
+    pub summary: ActionSummary,
+    /// Seq of the action's newest record.
+    pub last_seq: i64,
+    /// Expiry of a pending hold (RFC 3339).
+    pub expires_at: Option<String>,
+    /// Until when the process that allowed or forwards it answers for it.
+    pub lease_until: Option<String>,
+    /// Whether a forward of an approved action was claimed.
+    pub forward_claimed: bool,
+}
