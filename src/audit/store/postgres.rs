@@ -1,0 +1,1010 @@
+//! The fleet record store: one PostgreSQL database shared by every
+//! countersign process, so a fleet keeps ONE record, one hash chain and one
+//! review queue. Appenders in all processes serialise on one locked row
+//! (the chain head); each append notifies the other processes, which wake
+//! their waiting agents (see [`listen`]).
+//!
+//! Layout: [`dsn`] takes the connection string apart, [`tls`] builds the
+//! rustls connector per `sslmode`, [`schema`] migrates, [`listen`] carries
+//! notifications; this file implements [`Backend`].
+
+mod dsn;
+mod listen;
+mod schema;
+mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::backend::{Due, IndexRow, Links, ListFilter};
+use super::backend::{ActionSummary, Append, Appended, Backend};
+use super::StoreError;
+use crate::audit::record::{canonical_json, chain_hash, IndexUpdate, Record};
+
+pub use dsn::SslMode;
+pub use listen::listen;
+pub use schema::VERSION as SCHEMA_VERSION;
+
+/// The channel every append notifies with the action id.
+pub const CHANNEL: &str = "countersign_actions";
+
+/// How long one statement may run before the server cancels it.
+const STATEMENT_TIMEOUT: &str = "30s";
+/// A session idle inside a transaction this long has lost its client; the
+/// server ends it so it stops holding the chain head from the whole fleet.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "15s";
+
+/// Checks an `audit.store` PostgreSQL connection string: it must parse,
+/// name a host and a user, carry a known `sslmode`, and hold no password
+/// (that comes from `audit.password_env` / `audit.password_file`). The
+/// error says what is wrong without repeating the string.
+pub fn check_dsn(dsn: &str) -> Result<(), String> {
+    dsn::parse(dsn).map(|_| ())
+}
+
+/// Where and how to connect, kept to reconnect. Holds the password in
+/// memory only; never printed.
+struct Target {
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+    /// The database as it may be logged: user, hosts, port, name.
+    what: String,
+}
+
+impl Target {
+    fn new(dsn: &str, password: Option<&str>, ca_file: Option<&Path>) -> Result<Target, StoreError> {
+        let parsed = dsn::parse(dsn).map_err(|why| StoreError::Open {
+            what: "the PostgreSQL database in audit.store".into(),
+            why: format!("the connection string {why}"),
+        })?;
+        let mut config = parsed.config;
+        let what = describe_target(&config);
+        let (mut mode, tls) = tls::connector(parsed.ssl_mode, ca_file).map_err(|why| {
+            StoreError::Open {
+                what: what.clone(),
+                why,
+            }
+        })?;
+        // PostgreSQL has no TLS over Unix sockets; libpq ignores sslmode there.
+        let local_only = config
+            .get_hosts()
+            .iter()
+            .all(|h| !matches!(h, postgres::config::Host::Tcp(_)));
+        if local_only {
+            mode = postgres::config::SslMode::Disable;
+        }
+        config.ssl_mode(mode);
+        if let Some(p) = password {
+            config.password(p);
+        }
+        config.application_name("countersign");
+        // Client-side limits the server cannot enforce: a dead host or a cut
+        // network must end in an error, not a writer blocked forever.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(30));
+        }
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(15));
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(Duration::from_secs(5));
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(3);
+        }
+        Ok(Target { config, tls, what })
+    }
+
+    /// A new session with the settings every store session needs.
+    fn connect(&self) -> Result<Client, StoreError> {
+        let mut client = self
+            .config
+            .connect(self.tls.clone())
+            .map_err(|e| StoreError::Open {
+                what: self.what.clone(),
+                why: describe(&e),
+            })?;
+        client.batch_execute(&format!(
+            "SET synchronous_commit = on; \
+             SET application_name = 'countersign'; \
+             SET default_transaction_isolation = 'read committed'; \
+             SET statement_timeout = '{STATEMENT_TIMEOUT}'; \
+             SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'"
+        ))?;
+        Ok(client)
+    }
+}
+
+fn describe_target(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or_default();
+    let db = config.get_dbname().unwrap_or(user);
+    format!("postgres://{user}@{}:{port}/{db}", hosts.join(","))
+}
+
+/// What went wrong, with the server's SQLSTATE code and message when it
+/// answered, and the causes when it did not.
+pub(crate) fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            s.push_str(&format!(" ({detail})"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    s
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> StoreError {
+        StoreError::Postgres(describe(&e))
+    }
+}
+
+/// RFC 3339 UTC with microseconds, the store's time format (sorts as text).
+fn now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+/// One connection to the fleet store. Reconnects by itself when the
+/// connection is lost; statements are prepared once per connection.
+pub struct Postgres {
+    client: Client,
+    target: Target,
+    /// This session's backend (pid, start), to end it if it outlives a
+    /// lost connection and still holds locks.
+    session: Option<(i32, String)>,
+    statements: Option<Statements>,
+    lists: HashMap<u8, Statement>,
+    sightings: u64,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("database", &self.target.what)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects to the store named by `dsn` (which holds no password; it comes
+/// from `password`), trusting `ca_file` for TLS when given. Does not
+/// migrate: call [`Postgres::migrate`].
+pub fn connect(
+    dsn: &str,
+    password: Option<&str>,
+    ca_file: Option<&Path>,
+) -> Result<Postgres, StoreError> {
+    let target = Target::new(dsn, password, ca_file)?;
+    let mut client = target.connect()?;
+    let session = session_of(&mut client)?;
+    Ok(Postgres {
+        client,
+        target,
+        session: Some(session),
+        statements: None,
+        lists: HashMap::new(),
+        sightings: 0,
+    })
+}
+
+fn session_of(client: &mut Client) -> Result<(i32, String), StoreError> {
+    let row = client.query_one(
+        "SELECT pg_backend_pid(), backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        &[],
+    )?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Why one attempt at an append ended.
+enum Attempt {
+    /// The transaction could not even begin: nothing was sent.
+    NotBegun(postgres::Error),
+    /// It failed before the commit: the server rolls it back.
+    Failed(StoreError),
+    /// The connection broke during COMMIT: it may or may not have landed.
+    CommitLost {
+        error: postgres::Error,
+        /// The last record's seq and hash, to look for after reconnecting.
+        last: (i64, String),
+        outcomes: Vec<Appended>,
+    },
+}
+
+impl From<postgres::Error> for Attempt {
+    fn from(e: postgres::Error) -> Attempt {
+        Attempt::Failed(e.into())
+    }
+}
+
+impl Postgres {
+    /// Brings the schema up to date (safe when several processes start at
+    /// once) and returns its version; refuses a schema newer than this
+    /// build with [`StoreError::SchemaTooNew`].
+    pub fn migrate(&mut self) -> Result<i64, StoreError> {
+        self.ensure_open()?;
+        let version = schema::migrate(&mut self.client)?;
+        self.statements = None;
+        Ok(version)
+    }
+
+    /// The database as it may be logged (no password).
+    pub fn describe(&self) -> &str {
+        &self.target.what
+    }
+
+    fn ensure_open(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            self.reconnect()?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a lost connection. The old session may live on at the
+    /// server (a cut network) holding the chain head; it is ended first.
+    fn reconnect(&mut self) -> Result<(), StoreError> {
+        let mut client = self.target.connect()?;
+        if let Some((pid, start)) = self.session.take() {
+            let gone = |c: &mut Client| -> Result<bool, postgres::Error> {
+                Ok(c.query_opt(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+                    &[&pid, &start],
+                )?
+                .is_none())
+            };
+            if !gone(&mut client)? {
+                client.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+                    &[&pid, &start],
+                )?;
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !gone(&mut client)? && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        self.session = Some(session_of(&mut client)?);
+        self.client = client;
+        self.statements = None;
+        self.lists.clear();
+        tracing::info!(store = %self.target.what, "reconnected to the PostgreSQL record store");
+        Ok(())
+    }
+
+    fn statements(&mut self) -> Result<Statements, StoreError> {
+        if let Some(s) = &self.statements {
+            return Ok(s.clone());
+        }
+        let s = Statements::prepare(&mut self.client)?;
+        self.statements = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Runs a read (or an idempotent write); once more on a new connection
+    /// when the connection turns out to be lost.
+    fn idempotent<T>(
+        &mut self,
+        f: impl Fn(&mut Client, &Statements) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.ensure_open()?;
+        let first = match self.statements() {
+            Ok(st) => f(&mut self.client, &st).map_err(StoreError::from),
+            Err(e) => Err(e),
+        };
+        match first {
+            Err(e) if self.client.is_closed() => {
+                tracing::warn!(error = %e, "lost the PostgreSQL connection; retrying on a new one");
+                self.reconnect()?;
+                let st = self.statements()?;
+                Ok(f(&mut self.client, &st)?)
+            }
+            other => other,
+        }
+    }
+
+    fn try_append(&mut self, st: &Statements, batch: &[Append]) -> Result<Vec<Appended>, Attempt> {
+        let mut tx = self.client.transaction().map_err(Attempt::NotBegun)?;
+        // The fleet-wide lock: held to commit, so the head read here stays
+        // the head while this batch is chained after it.
+        let head = tx.query_one(&st.lock_head, &[])?;
+        let (mut seq, mut prev): (i64, String) = (head.get(0), head.get(1));
+
+        let conditional: Vec<&str> = batch
+            .iter()
+            .filter_map(|a| a.expect.as_ref().map(|(id, _)| id.as_str()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        // Each action's newest seq, from the records (the truth, even when
+        // the index lags); then kept current through the batch.
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        if !conditional.is_empty() {
+            for row in tx.query(&st.newest_seqs, &[&conditional])? {
+                newest.insert(row.get(0), row.get(1));
+            }
+        }
+
+        let mut rows = RecordRows::default();
+        let mut touched: Vec<Touched<'_>> = Vec::new();
+        let mut position: HashMap<&str, usize> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for append in batch {
+            if let Some((id, want)) = &append.expect {
+                if newest.get(id).copied().unwrap_or(0) != *want {
+                    outcomes.push(Appended::Conflict);
+                    continue;
+                }
+            }
+            if append.drafts.is_empty() {
+                outcomes.push(Appended::Committed(0));
+                continue;
+            }
+            for d in &append.drafts {
+                seq += 1;
+                let time = now();
+                let kind = d.kind.as_str();
+                let payload = canonical_json(&d.payload);
+                let hash = chain_hash(seq, &time, &d.action_id, kind, &prev, &payload);
+                let i = *position.entry(d.action_id.as_str()).or_insert_with(|| {
+                    touched.push(Touched {
+                        action_id: &d.action_id,
+                        steps: Vec::new(),
+                    });
+                    touched.len() - 1
+                });
+                touched[i].steps.push(Step {
+                    seq,
+                    time: time.clone(),
+                    index: &d.index,
+                });
+                newest.insert(d.action_id.clone(), seq);
+                rows.push(seq, time, &d.action_id, kind, payload, prev, hash.clone());
+                prev = hash;
+            }
+            outcomes.push(Appended::Committed(seq));
+        }
+        if rows.seq.is_empty() {
+            // Nothing to write (all conflicts or empty): nothing to commit.
+            drop(tx);
+            return Ok(outcomes);
+        }
+
+        tx.execute(
+            &st.insert_records,
+            &[
+                &rows.seq,
+                &rows.time,
+                &rows.action_id,
+                &rows.kind,
+                &rows.payload,
+                &rows.prev_hash,
+                &rows.hash,
+            ],
+        )?;
+        index(&mut tx, st, &touched)?;
+        tx.execute(&st.set_head, &[&seq, &prev])?;
+        let ids: Vec<&str> = touched.iter().map(|t| t.action_id).collect();
+        // Delivered by the server at commit, to every listening process.
+        tx.execute(&st.notify, &[&ids])?;
+        match tx.commit() {
+            Ok(()) => Ok(outcomes),
+            Err(error) if self.client.is_closed() => Err(Attempt::CommitLost {
+                error,
+                last: (seq, prev),
+                outcomes,
+            }),
+            Err(e) => Err(Attempt::Failed(e.into())),
+        }
+    }
+
+    /// After the connection broke during COMMIT: reconnect (ending the old
+    /// session, so its transaction is settled either way) and look for the
+    /// batch's last record. Found with the same hash: it committed.
+    fn settle_lost_commit(
+        &mut self,
+        error: postgres::Error,
+        (seq, hash): (i64, String),
+    ) -> Result<(), StoreError> {
+        let mut reached = Err(StoreError::Closed);
+        for wait in [0, 200, 1000, 3000] {
+            std::thread::sleep(Duration::from_millis(wait));
+            reached = self.reconnect();
+            if reached.is_ok() {
+                break;
+            }
+        }
+        if let Err(e) = reached {
+            return Err(StoreError::Postgres(format!(
+                "the connection was lost while committing ({}) and the database cannot be reached \
+                 to tell whether the records were written ({e})",
+                describe(&error)
+            )));
+        }
+        let found: Option<String> = self
+            .client
+            .query_opt("SELECT hash FROM records WHERE seq = $1", &[&seq])?
+            .map(|r| r.get(0));
+        if found.as_deref() == Some(hash.as_str()) {
+            tracing::warn!(seq, "the connection was lost while committing; the records were written");
+            Ok(())
+        } else {
+            Err(error.into())
+        }
+    }
+}
+
+/// The chain-ordered records of a batch, as columns (one INSERT for all).
+#[derive(Default)]
+struct RecordRows<'a> {
+    seq: Vec<i64>,
+    time: Vec<String>,
+    action_id: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    payload: Vec<String>,
+    prev_hash: Vec<String>,
+    hash: Vec<String>,
+}
+
+impl<'a> RecordRows<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        seq: i64,
+        time: String,
+        action_id: &'a str,
+        kind: &'static str,
+        payload: String,
+        prev_hash: String,
+        hash: String,
+    ) {
+        self.seq.push(seq);
+        self.time.push(time);
+        self.action_id.push(action_id);
+        self.kind.push(kind);
+        self.payload.push(payload);
+        self.prev_hash.push(prev_hash);
+        self.hash.push(hash);
+    }
+}
+
+/// One action's records in a batch, in order.
+struct Touched<'a> {
+    action_id: &'a str,
+    steps: Vec<Step<'a>>,
+}
+
+struct Step<'a> {
+    seq: i64,
+    time: String,
+    index: &'a IndexUpdate,
+}
+
+/// The net effect of consecutive index updates: the newest value of each
+/// field that any of them set, sticky `forward_claimed`.
+#[derive(Default)]
+struct Net<'a> {
+    state: Option<&'static str>,
+    risk: Option<&'a str>,
+    expires_at: Option<&'a str>,
+    lease_until: Option<&'a str>,
+    forward_claimed: bool,
+    upstream_status: Option<i64>,
+    last_seq: i64,
+    updated_at: &'a str,
+}
+
+fn net<'a>(steps: &'a [Step<'a>]) -> Net<'a> {
+    let mut n = Net::default();
+    for s in steps {
+        let u = s.index;
+        n.state = u.state.map(|st| st.as_str()).or(n.state);
+        n.risk = u.risk.as_deref().or(n.risk);
+        n.expires_at = u.expires_at.as_deref().or(n.expires_at);
+        n.lease_until = u.lease_until.as_deref().or(n.lease_until);
+        n.forward_claimed |= u.forward_claimed;
+        n.upstream_status = u.upstream_status.or(n.upstream_status);
+        n.last_seq = s.seq;
+        n.updated_at = &s.time;
+    }
+    n
+}
+
+/// Updates the index rows of the actions a batch touched, with the same
+/// result as applying each record's update in turn: a record with a
+/// summary creates the row if absent, then every record updates it.
+fn index(
+    tx: &mut postgres::Transaction<'_>,
+    st: &Statements,
+    touched: &[Touched<'_>],
+) -> Result<(), postgres::Error> {
+    // Rows to create: at each action's first record with a summary.
+    let mut new = NewRows::default();
+    for t in touched {
+        if let Some(k) = t.steps.iter().position(|s| s.index.summary.is_some()) {
+            let s = &t.steps[k];
+            let (u, sum) = (s.index, s.index.summary.as_ref());
+            new.action_id.push(t.action_id);
+            new.state.push(u.state.map_or("pending", |st| st.as_str()));
+            new.risk.push(u.risk.as_deref());
+            new.route.push(sum.map(|x| x.route.as_str()));
+            new.method.push(sum.map(|x| x.method.as_str()));
+            new.path.push(sum.map(|x| x.path.as_str()));
+            new.agent.push(sum.and_then(|x| x.agent.as_deref()));
+            new.created_at.push(&s.time);
+            new.last_seq.push(s.seq);
+            new.expires_at.push(u.expires_at.as_deref());
+            new.lease_until.push(u.lease_until.as_deref());
+        }
+    }
+    let mut created: HashSet<String> = HashSet::new();
+    if !new.action_id.is_empty() {
+        for row in tx.query(
+            &st.insert_index,
+            &[
+                &new.action_id,
+                &new.state,
+                &new.risk,
+                &new.route,
+                &new.method,
+                &new.path,
+                &new.agent,
+                &new.created_at,
+                &new.last_seq,
+                &new.expires_at,
+                &new.lease_until,
+            ],
+        )? {
+            created.insert(row.get(0));
+        }
+    }
+    // Then the updates. A row created just now only sees the records from
+    // its creating one on (before it, there was no row to update).
+    let mut up = UpdateRows::default();
+    for t in touched {
+        let from = if created.contains(t.action_id) {
+            t.steps
+                .iter()
+                .position(|s| s.index.summary.is_some())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let n = net(&t.steps[from..]);
+        up.action_id.push(t.action_id);
+        up.state.push(n.state);
+        up.risk.push(n.risk);
+        up.expires_at.push(n.expires_at);
+        up.lease_until.push(n.lease_until);
+        up.forward_claimed.push(n.forward_claimed);
+        up.upstream_status.push(n.upstream_status);
+        up.last_seq.push(n.last_seq);
+        up.updated_at.push(n.updated_at);
+    }
+    tx.execute(
+        &st.update_index,
+        &[
+            &up.action_id,
+            &up.state,
+            &up.risk,
+            &up.expires_at,
+            &up.lease_until,
+            &up.forward_claimed,
+            &up.upstream_status,
+            &up.last_seq,
+            &up.updated_at,
+        ],
+    )?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct NewRows<'a> {
+    action_id: Vec<&'a str>,
+    state: Vec<&'a str>,
+    risk: Vec<Option<&'a str>>,
+    route: Vec<Option<&'a str>>,
+    method: Vec<Option<&'a str>>,
+    path: Vec<Option<&'a str>>,
+    agent: Vec<Option<&'a str>>,
+    created_at: Vec<&'a str>,
+    last_seq: Vec<i64>,
+    expires_at: Vec<Option<&'a str>>,
+    lease_until: Vec<Option<&'a str>>,
+}
+
+#[derive(Default)]
+struct UpdateRows<'a> {
+    action_id: Vec<&'a str>,
+    state: Vec<Option<&'a str>>,
+    risk: Vec<Option<&'a str>>,
+    expires_at: Vec<Option<&'a str>>,
+    lease_until: Vec<Option<&'a str>>,
+    forward_claimed: Vec<bool>,
+    upstream_status: Vec<Option<i64>>,
+    last_seq: Vec<i64>,
+    updated_at: Vec<&'a str>,
+}
+
+/// The statements every operation uses, prepared once per connection.
+#[derive(Clone)]
+struct Statements {
+    lock_head: Statement,
+    newest_seqs: Statement,
+    insert_records: Statement,
+    insert_index: Statement,
+    update_index: Statement,
+    set_head: Statement,
+    notify: Statement,
+    records_of: Statement,
+    links_of: Statement,
+    scan: Statement,
+    first_sight: Statement,
+    forget_seen: Statement,
+    due: Statement,
+    heads: Statement,
+    put_index: Statement,
+}
+
+const RECORD_COLUMNS: &str = "seq, time, action_id, kind, payload, prev_hash, hash";
+const SUMMARY_COLUMNS: &str =
+    "action_id, state, risk, route, method, path, agent, upstream_status, created_at, updated_at";
+
+impl Statements {
+    fn prepare(c: &mut Client) -> Result<Statements, postgres::Error> {
+        Ok(Statements {
+            lock_head: c.prepare("SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE")?,
+            newest_seqs: c.prepare(
+                "SELECT action_id, MAX(seq) FROM records WHERE action_id = ANY($1::text[]) GROUP BY action_id",
+            )?,
+            insert_records: c.prepare(&format!(
+                "INSERT INTO records ({RECORD_COLUMNS})
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
+            ))?,
+            insert_index: c.prepare(
+                "INSERT INTO actions (action_id, state, risk, route, method, path, agent,
+                                      created_at, updated_at, last_seq, expires_at, lease_until, forward_claimed)
+                 SELECT u.action_id, u.state, u.risk, u.route, u.method, u.path, u.agent,
+                        u.created_at, u.created_at, u.last_seq, u.expires_at, u.lease_until, FALSE
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                             $8::text[], $9::bigint[], $10::text[], $11::text[])
+                      AS u(action_id, state, risk, route, method, path, agent, created_at, last_seq, expires_at, lease_until)
+                 ON CONFLICT (action_id) DO NOTHING
+                 RETURNING action_id",
+            )?,
+            update_index: c.prepare(
+                "UPDATE actions AS a SET
+                     state = COALESCE(u.state, a.state),
+                     risk = COALESCE(u.risk, a.risk),
+                     expires_at = COALESCE(u.expires_at, a.expires_at),
+                     lease_until = COALESCE(u.lease_until, a.lease_until),
+                     forward_claimed = a.forward_claimed OR u.forward_claimed,
+                     upstream_status = COALESCE(u.upstream_status, a.upstream_status),
+                     last_seq = u.last_seq,
+                     updated_at = u.updated_at
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::bigint[],
+                             $8::bigint[], $9::text[])
+                      AS u(action_id, state, risk, expires_at, lease_until, forward_claimed, upstream_status, last_seq, updated_at)
+                 WHERE a.action_id = u.action_id",
+            )?,
+            set_head: c.prepare("UPDATE chain_head SET seq = $1, hash = $2 WHERE id = 1")?,
+            notify: c.prepare(&format!(
+                "SELECT pg_notify('{CHANNEL}', a) FROM unnest($1::text[]) AS a"
+            ))?,
+            records_of: c.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM records WHERE action_id = $1 ORDER BY seq"
+            ))?,
+            links_of: c.prepare(
+                "SELECT r.seq, b.hash, n.prev_hash FROM records r
+                 LEFT JOIN records b ON b.seq = r.seq - 1
+                 LEFT JOIN records n ON n.seq = r.seq + 1
+                 WHERE r.action_id = $1 ORDER BY r.seq",
+            )?,
+            scan: c.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM records WHERE seq > $1 ORDER BY seq LIMIT $2"
+            ))?,
+            first_sight: c.prepare(
+                "INSERT INTO seen_messages (message_id, seen_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )?,
+            forget_seen: c.prepare("DELETE FROM seen_messages WHERE seen_at < $1")?,
+            due: c.prepare(
+                "SELECT 'expired', action_id FROM actions WHERE state = 'pending' AND expires_at <= $1
+                 UNION ALL
+                 SELECT 'unclaimed', action_id FROM actions
+                   WHERE state = 'approved' AND NOT forward_claimed AND updated_at <= $2
+                 UNION ALL
+                 SELECT 'lapsed', action_id FROM actions
+                   WHERE state IN ('allowed', 'approved') AND lease_until IS NOT NULL AND lease_until <= $1",
+            )?,
+            heads: c.prepare(
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM records)::BIGINT,
+                        (SELECT COALESCE(MAX(last_seq), 0) FROM actions)::BIGINT",
+            )?,
+            put_index: c.prepare(
+                "INSERT INTO actions (action_id, state, risk, route, method, path, agent, upstream_status,
+                                      created_at, updated_at, last_seq, expires_at, lease_until, forward_claimed)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::bigint[], $9::text[], $10::text[], $11::bigint[],
+                                      $12::text[], $13::text[], $14::bool[])
+                 ON CONFLICT (action_id) DO UPDATE SET
+                     state = EXCLUDED.state, risk = EXCLUDED.risk, route = EXCLUDED.route,
+                     method = EXCLUDED.method, path = EXCLUDED.path, agent = EXCLUDED.agent,
+                     upstream_status = EXCLUDED.upstream_status, created_at = EXCLUDED.created_at,
+                     updated_at = EXCLUDED.updated_at, last_seq = EXCLUDED.last_seq,
+                     expires_at = EXCLUDED.expires_at, lease_until = EXCLUDED.lease_until,
+                     forward_claimed = EXCLUDED.forward_claimed",
+            )?,
+        })
+    }
+}
+
+fn to_record(r: &postgres::Row) -> Record {
+    let payload: String = r.get(4);
+    Record {
+        seq: r.get(0),
+        time: r.get(1),
+        action_id: r.get(2),
+        kind: r.get(3),
+        // A payload that is not JSON was not written by countersign; keep
+        // it as text so verification reports the record, not a crash.
+        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+        prev_hash: r.get(5),
+        hash: r.get(6),
+    }
+}
+
+/// Purge old message ids once in this many sightings.
+const FORGET_EVERY: u64 = 256;
+/// Rows per statement when rewriting the index.
+const PUT_CHUNK: usize = 1000;
+
+impl Backend for Postgres {
+    fn append(&mut self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
+        self.ensure_open()?;
+        let mut retried = false;
+        loop {
+            let st = match self.statements() {
+                Ok(st) => st,
+                Err(e) if !retried && self.client.is_closed() => {
+                    tracing::warn!(error = %e, "lost the PostgreSQL connection; appending on a new one");
+                    self.reconnect()?;
+                    retried = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            return match self.try_append(&st, batch) {
+                Ok(outcomes) => Ok(outcomes),
+                // Nothing was sent: safe to try once more on a new connection.
+                Err(Attempt::NotBegun(e)) if !retried && self.client.is_closed() => {
+                    tracing::warn!(error = %describe(&e), "lost the PostgreSQL connection; appending on a new one");
+                    self.reconnect()?;
+                    retried = true;
+                    continue;
+                }
+                Err(Attempt::NotBegun(e)) => Err(e.into()),
+                Err(Attempt::Failed(e)) => Err(e),
+                Err(Attempt::CommitLost {
+                    error,
+                    last,
+                    outcomes,
+                }) => self.settle_lost_commit(error, last).map(|()| outcomes),
+            };
+        }
+    }
+
+    fn records_of(&mut self, action_id: &str) -> Result<Vec<Record>, StoreError> {
+        self.idempotent(|c, st| {
+            Ok(c.query(&st.records_of, &[&action_id])?
+                .iter()
+                .map(to_record)
+                .collect())
+        })
+    }
+
+    fn links_of(&mut self, action_id: &str) -> Result<Vec<Links>, StoreError> {
+        self.idempotent(|c, st| {
+            Ok(c.query(&st.links_of, &[&action_id])?
+                .iter()
+                .map(|r| Links {
+                    seq: r.get(0),
+                    before_hash: r.get(1),
+                    after_prev_hash: r.get(2),
+                })
+                .collect())
+        })
+    }
+
+    fn scan(&mut self, after: i64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.idempotent(|c, st| {
+            Ok(c.query(&st.scan, &[&after, &limit])?
+                .iter()
+                .map(to_record)
+                .collect())
+        })
+    }
+
+    fn list(&mut self, filter: &ListFilter) -> Result<Vec<ActionSummary>, StoreError> {
+        // Only the filters given are in the statement, so each shape gets a
+        // plan that uses its index.
+        let shape = u8::from(filter.state.is_some())
+            | u8::from(filter.risk.is_some()) << 1
+            | u8::from(filter.since.is_some()) << 2
+            | u8::from(filter.limit > 0) << 3;
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        self.ensure_open()?;
+        let run = |this: &mut Postgres| -> Result<Vec<ActionSummary>, StoreError> {
+            let stmt = match this.lists.get(&shape) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = this.client.prepare(&list_sql(shape))?;
+                    this.lists.insert(shape, s.clone());
+                    s
+                }
+            };
+            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = Vec::new();
+            for p in [&filter.state, &filter.risk, &filter.since].into_iter().flatten() {
+                params.push(p);
+            }
+            if filter.limit > 0 {
+                params.push(&limit);
+            }
+            Ok(this
+                .client
+                .query(&stmt, &params)?
+                .iter()
+                .map(|r| ActionSummary {
+                    action_id: r.get(0),
+                    state: r.get(1),
+                    risk: r.get(2),
+                    route: r.get(3),
+                    method: r.get(4),
+                    path: r.get(5),
+                    agent: r.get(6),
+                    upstream_status: r.get(7),
+                    created_at: r.get(8),
+                    updated_at: r.get(9),
+                })
+                .collect())
+        };
+        match run(self) {
+            Err(e) if self.client.is_closed() => {
+                tracing::warn!(error = %e, "lost the PostgreSQL connection; retrying on a new one");
+                self.reconnect()?;
+                run(self)
+            }
+            other => other,
+        }
+    }
+
+    fn first_sight(
+        &mut self,
+        message_id: &str,
+        now: &str,
+        forget_before: &str,
+    ) -> Result<bool, StoreError> {
+        // Not retried on a new connection: if the insert landed before the
+        // connection broke, a retry would call the first sight a replay.
+        self.ensure_open()?;
+        let st = self.statements()?;
+        let inserted = self.client.execute(&st.first_sight, &[&message_id, &now])? == 1;
+        self.sightings += 1;
+        if self.sightings % FORGET_EVERY == 1 {
+            if let Err(e) = self.client.execute(&st.forget_seen, &[&forget_before]) {
+                tracing::warn!(error = %describe(&e), "cannot purge old message ids; will try again later");
+            }
+        }
+        Ok(inserted)
+    }
+
+    fn due(&mut self, now: &str, grace_before: &str) -> Result<Due, StoreError> {
+        self.idempotent(|c, st| {
+            let mut due = Due::default();
+            for r in c.query(&st.due, &[&now, &grace_before])? {
+                let (which, id): (&str, String) = (r.get(0), r.get(1));
+                match which {
+                    "expired" => due.expired.push(id),
+                    "unclaimed" => due.unclaimed.push(id),
+                    _ => due.lapsed.push(id),
+                }
+            }
+            Ok(due)
+        })
+    }
+
+    fn heads(&mut self) -> Result<(i64, i64), StoreError> {
+        self.idempotent(|c, st| {
+            let r = c.query_one(&st.heads, &[])?;
+            Ok((r.get(0), r.get(1)))
+        })
+    }
+
+    fn put_index(&mut self, rows: &[IndexRow]) -> Result<(), StoreError> {
+        // One row per action (the last given wins): a statement may not
+        // update the same row twice.
+        let mut last: HashMap<&str, &IndexRow> = HashMap::new();
+        for r in rows {
+            last.insert(&r.summary.action_id, r);
+        }
+        let rows: Vec<&IndexRow> = last.into_values().collect();
+        self.idempotent(|c, st| {
+            let mut tx = c.transaction()?;
+            for chunk in rows.chunks(PUT_CHUNK) {
+                let col = |f: fn(&IndexRow) -> Option<&str>| -> Vec<Option<&str>> {
+                    chunk.iter().map(|r| f(r)).collect()
+                };
+                let ids: Vec<&str> = chunk.iter().map(|r| r.summary.action_id.as_str()).collect();
+                let states: Vec<&str> = chunk.iter().map(|r| r.summary.state.as_str()).collect();
+                let created: Vec<&str> = chunk.iter().map(|r| r.summary.created_at.as_str()).collect();
+                let updated: Vec<&str> = chunk.iter().map(|r| r.summary.updated_at.as_str()).collect();
+                let status: Vec<Option<i64>> = chunk.iter().map(|r| r.summary.upstream_status).collect();
+                let last_seq: Vec<i64> = chunk.iter().map(|r| r.last_seq).collect();
+                let claimed: Vec<bool> = chunk.iter().map(|r| r.forward_claimed).collect();
+                tx.execute(
+                    &st.put_index,
+                    &[
+                        &ids,
+                        &states,
+                        &col(|r| r.summary.risk.as_deref()),
+                        &col(|r| r.summary.route.as_deref()),
+                        &col(|r| r.summary.method.as_deref()),
+                        &col(|r| r.summary.path.as_deref()),
+                        &col(|r| r.summary.agent.as_deref()),
+                        &status,
+                        &created,
+                        &updated,
+                        &last_seq,
+                        &col(|r| r.expires_at.as_deref()),
+                        &col(|r| r.lease_until.as_deref()),
+                        &claimed,
+                    ],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+}
+
+/// The listing statement for one combination of filters (bit 0: state,
+/// 1: risk, 2: since, 3: limit), with its parameters numbered in that order.
+fn list_sql(shape: u8) -> String {
+    let mut conditions = Vec::new();
+    let mut n = 0;
+    for (bit, cond) in [(0, "state = "), (1, "risk = "), (2, "created_at >= ")] {
+        if shape & (1 << bit) != 0 {
+            n += 1;
+            conditions.push(format!("{cond}${n}"));
+        }
+    }
+    let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM actions");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(" ORDER BY created_at DESC");
+    if shape & (1 << 3) != 0 {
+        sql.push_str(&format!(" LIMIT ${}", n + 1));
+    }
+    sql
+}
