@@ -31,8 +31,10 @@ pub struct Shared {
     pub routes: Vec<Route>,
     /// The admin bearer token, when configured.
     pub admin_token: Option<String>,
-    /// Held actions, pending or being forwarded.
-    pub holds: crate::approval::Holds,
+    /// Agents of this process waiting on held actions.
+    pub waiters: crate::approval::Waiters,
+    /// This process's id in the record (forward claims name their owner).
+    pub instance: String,
     /// Notification hooks.
     pub hooks: Vec<crate::approval::notify::Hook>,
     /// HTTP client for notifications.
@@ -162,11 +164,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         files = policy.files().len(),
         "policy loaded"
     );
-    let store = Store::open(
-        &config.audit.sqlite_path,
-        config.audit.busy_timeout,
-        metrics.clone(),
-    )?;
+    let store = Store::open(&config.audit, metrics.clone())?;
     let mut routes = Vec::new();
     for r in &config.routes {
         routes.push(Route {
@@ -222,7 +220,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics,
         routes,
         admin_token,
-        holds: crate::approval::Holds::default(),
+        waiters: crate::approval::Waiters::default(),
+        instance: instance_id(),
         hooks,
         notifier,
         admin_url,
@@ -231,9 +230,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tls: tls.clone(),
         reload_errors: RwLock::new(BTreeMap::new()),
     });
-    let restored = crate::approval::recover::recover(&shared).await?;
-    if restored > 0 {
-        tracing::info!(restored, "held actions restored from the record");
+    // Changed actions (ours, or other processes' on a shared store) wake
+    // the agents waiting on them here.
+    let s = shared.clone();
+    shared
+        .store
+        .watch(Arc::new(move |id: &str| s.waiters.poke(id)));
+    let interrupted = crate::approval::sweep::on_start(&shared).await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "calls interrupted by the last stop were marked failed (forward_interrupted)"
+        );
     }
     let (shutdown, rx) = watch::channel(false);
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -259,9 +267,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             GRACE,
             "admin",
         )),
-        tokio::spawn(crate::reload::watch(shared.clone(), rx)),
+        tokio::spawn(crate::reload::watch(shared.clone(), rx.clone())),
+        tokio::spawn(crate::approval::sweep::run(shared.clone(), rx)),
     ];
-    tracing::info!(%proxy_addr, %admin_addr, store = %shared.store.path().display(), "countersign is serving");
+    tracing::info!(%proxy_addr, %admin_addr, store = shared.store.kind(), at = shared.store.describe(), "countersign is serving");
     Ok(Running {
         proxy_addr,
         admin_addr,
@@ -269,6 +278,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         shared,
     })
+}
+
+/// A random id for this process, as forward claims record it.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let id = crate::audit::record::new_action_id();
+    if host.is_empty() {
+        id[..12].to_string()
+    } else {
+        format!("{host}/{}", &id[..12])
+    }
 }
 
 /// `countersign serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully.

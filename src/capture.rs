@@ -169,16 +169,9 @@ impl CapturedRequest {
         }
     }
 
-    /// The digest a review must carry: SHA-256 over the method, the URL the
-    /// call goes to, the body's digest and the evidence (canonical JSON),
-    /// one per line, printed as `sha256:<hex>`.
+    /// The digest a review must carry (see [`request_digest`]).
     pub fn request_digest(&self, url: &str) -> String {
-        let evidence = crate::audit::record::canonical_json(&self.evidence_json());
-        let text = format!(
-            "countersign-request-v1\n{}\n{url}\n{}\n{evidence}",
-            self.method, self.body_sha256
-        );
-        format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
+        request_digest(&self.method, url, &self.body_sha256, &self.evidence_json())
     }
 
     /// The agent block of the policy input and the record.
@@ -195,6 +188,17 @@ impl CapturedRequest {
                 .collect(),
         )
     }
+}
+
+/// The digest a review must carry: SHA-256 over the method, the URL the
+/// call goes to, the body's digest and the evidence (canonical JSON), one
+/// per line, printed as `sha256:<hex>`. Recomputed from the record before
+/// a held request is forwarded, so stored bytes that differ from what was
+/// reviewed are never sent.
+pub fn request_digest(method: &str, url: &str, body_sha256: &str, evidence: &Value) -> String {
+    let evidence = crate::audit::record::canonical_json(evidence);
+    let text = format!("countersign-request-v1\n{method}\n{url}\n{body_sha256}\n{evidence}");
+    format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
 }
 
 /// A body as the record keeps it, cut at `max` bytes: parsed JSON when it is

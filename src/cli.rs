@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::audit::store::{
-    list_actions, open_read_only, records_of, verify_chain, ListFilter, Verdict,
-};
+use crate::audit::record::State;
+use crate::audit::store::backend::{Backend, ListFilter};
+use crate::audit::store::{connect, connect_read_only, verify_chain, Verdict};
 use crate::audit::view::{action_json, action_text};
 use crate::config::Config;
+use crate::config::StoreUrl;
 
 /// countersign: a policy sidecar that decides every agent call with Rego,
 /// holds risky calls for named reviewers, and keeps a tamper-evident record.
@@ -182,6 +183,21 @@ fn check(path: &Path) -> anyhow::Result<()> {
     for r in &config.routes {
         crate::proxy::forward::Upstream::new(r)?;
     }
+    let record_at = match &config.audit.store {
+        StoreUrl::Sqlite(p) => p.display().to_string(),
+        StoreUrl::Postgres { dsn } => {
+            // A fleet store must be reachable and of a schema this version knows.
+            let mut db = connect(&config.audit)
+                .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.file.display()))?;
+            db.heads().map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: audit.store: the database is reachable but not a countersign record (run `countersign serve` once to create the schema): {e}",
+                    config.file.display()
+                )
+            })?;
+            crate::audit::store::postgres::describe(dsn)
+        }
+    };
     println!(
         "{}: ok: {} route(s), policy revision {} ({} files, {} engine{}), record at {}",
         path.display(),
@@ -193,7 +209,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
             .vm_fallback_reason()
             .map(|r| format!(": {r}"))
             .unwrap_or_default(),
-        config.audit.sqlite_path.display()
+        record_at
     );
     Ok(())
 }
@@ -258,16 +274,10 @@ fn policy_test(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_store(config: &Path) -> anyhow::Result<rusqlite::Connection> {
+fn open_store(config: &Path) -> anyhow::Result<Box<dyn Backend>> {
     let config = load(config)?;
-    if !config.audit.sqlite_path.exists() {
-        bail!(
-            "{}: audit.store: {} does not exist yet (no call has been recorded)",
-            config.file.display(),
-            config.audit.sqlite_path.display()
-        );
-    }
-    Ok(open_read_only(&config.audit.sqlite_path)?)
+    connect_read_only(&config.audit)
+        .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.file.display()))
 }
 
 fn audit_list(
@@ -287,16 +297,23 @@ fn audit_list(
             Some(humantime::format_rfc3339_micros(t).to_string())
         }
     };
-    let conn = open_store(config)?;
-    let rows = list_actions(
-        &conn,
-        &ListFilter {
-            state,
-            risk,
-            since,
-            limit,
-        },
-    )?;
+    if let Some(s) = &state {
+        if State::parse(s).is_none() {
+            bail!("--state: `{s}` is not a state; use one of allowed, denied, pending, approved, rejected, expired, cancelled, completed, failed");
+        }
+    }
+    if let Some(r) = &risk {
+        if !["low", "medium", "high", "critical"].contains(&r.as_str()) {
+            bail!("--risk: `{r}` is not a risk; use one of low, medium, high, critical");
+        }
+    }
+    let mut conn = open_store(config)?;
+    let rows = conn.list(&ListFilter {
+        state,
+        risk,
+        since,
+        limit,
+    })?;
     if json {
         for r in rows {
             println!("{}", serde_json::to_string(&r)?);
@@ -324,8 +341,8 @@ fn audit_list(
 }
 
 fn audit_show(config: &Path, id: &str, json: bool) -> anyhow::Result<()> {
-    let conn = open_store(config)?;
-    let records = records_of(&conn, id)?;
+    let mut conn = open_store(config)?;
+    let records = conn.records_of(id)?;
     if records.is_empty() {
         bail!("no action {id} in the record");
     }
@@ -339,8 +356,8 @@ fn audit_show(config: &Path, id: &str, json: bool) -> anyhow::Result<()> {
 }
 
 fn audit_verify(config: &Path) -> anyhow::Result<()> {
-    let conn = open_store(config)?;
-    match verify_chain(&conn)? {
+    let mut conn = open_store(config)?;
+    match verify_chain(conn.as_mut())? {
         Verdict::Intact { records } => {
             println!("ok: {records} records, chain intact");
             Ok(())

@@ -304,6 +304,13 @@ struct RawAudit {
     store: String,
     #[serde(default = "default_busy_timeout")]
     busy_timeout: String,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    ca_file: Option<String>,
+    #[serde(default)]
+    result_durability: Option<String>,
+    #[serde(default)]
+    lease: Option<String>,
 }
 
 impl Default for RawAudit {
@@ -311,6 +318,11 @@ impl Default for RawAudit {
         RawAudit {
             store: default_store(),
             busy_timeout: default_busy_timeout(),
+            password_env: None,
+            password_file: None,
+            ca_file: None,
+            result_durability: None,
+            lease: None,
         }
     }
 }
@@ -557,13 +569,44 @@ pub struct NotifyConfig {
     pub backoff: Duration,
 }
 
+/// Where the record lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// One SQLite file (one process).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database shared by a fleet; the DSN holds no password.
+    Postgres {
+        /// `postgres://user@host:port/db?sslmode=...`
+        dsn: String,
+    },
+}
+
+/// When the result record of an allowed call is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultDurability {
+    /// Committed right after the agent has its answer (group commit, fast).
+    AfterResponse,
+    /// Committed before the agent gets its answer (one more commit of latency).
+    BeforeResponse,
+}
+
 /// Record store settings.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
-    /// SQLite file.
-    pub sqlite_path: PathBuf,
-    /// How long a commit waits for a lock held by another process.
+    /// The store.
+    pub store: StoreUrl,
+    /// How long a SQLite commit waits for a lock held by another process.
     pub busy_timeout: Duration,
+    /// PostgreSQL password source.
+    pub password: Option<SecretSource>,
+    /// A private CA for the PostgreSQL server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// When result records are durable.
+    pub result_durability: ResultDurability,
+    /// How long past its own timeouts a process answers for a call it
+    /// forwards before another process may mark it interrupted (shared
+    /// stores only).
+    pub lease: Duration,
 }
 
 /// System log format.
@@ -856,21 +899,51 @@ impl Validator<'_> {
             });
         }
 
-        let sqlite_path = match raw.audit.store.strip_prefix("sqlite://") {
-            Some(p) if !p.is_empty() => self.path(p),
-            _ if raw.audit.store.starts_with("postgres") => {
-                return Err("audit.store: PostgreSQL is not supported yet; use sqlite://PATH".into())
-            }
-            _ => {
-                return Err(format!(
-                    "audit.store: `{}` is not a store URL; write sqlite:///var/lib/countersign/audit.db",
-                    raw.audit.store
-                ))
-            }
+        let a = raw.audit;
+        let store = if let Some(p) = a.store.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
+            StoreUrl::Sqlite(self.path(p))
+        } else if a.store.starts_with("postgres://") || a.store.starts_with("postgresql://") {
+            crate::audit::store::postgres::check_dsn(&a.store)
+                .map_err(|e| format!("audit.store: {e}"))?;
+            StoreUrl::Postgres { dsn: a.store }
+        } else {
+            return Err(format!(
+                "audit.store: `{}` is not a store URL; write sqlite:///var/lib/countersign/audit.db or postgres://user@host:5432/db?sslmode=verify-full",
+                a.store
+            ));
         };
+        let password =
+            match (
+                &store,
+                a.password_env.is_some() || a.password_file.is_some(),
+            ) {
+                (StoreUrl::Postgres { .. }, true) => Some(secret(
+                    "audit.password_env/password_file",
+                    a.password_env,
+                    a.password_file.map(|f| self.path(&f)),
+                )?),
+                (StoreUrl::Postgres { .. }, false) => None,
+                (StoreUrl::Sqlite(_), true) => return Err(
+                    "audit.password_env/password_file: only a postgres:// store takes a password"
+                        .into(),
+                ),
+                (StoreUrl::Sqlite(_), false) => None,
+            };
         let audit = AuditConfig {
-            sqlite_path,
-            busy_timeout: duration("audit.busy_timeout", &raw.audit.busy_timeout)?,
+            store,
+            busy_timeout: duration("audit.busy_timeout", &a.busy_timeout)?,
+            password,
+            ca_file: a.ca_file.map(|f| self.path(&f)),
+            result_durability: match a.result_durability.as_deref().unwrap_or("after_response") {
+                "after_response" => ResultDurability::AfterResponse,
+                "before_response" => ResultDurability::BeforeResponse,
+                other => {
+                    return Err(format!(
+                        "audit.result_durability: `{other}` is not one of after_response, before_response"
+                    ))
+                }
+            },
+            lease: duration("audit.lease", a.lease.as_deref().unwrap_or("30s"))?,
         };
 
         let log = LogConfig {

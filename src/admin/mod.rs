@@ -11,7 +11,8 @@ use serde_json::json;
 
 use crate::app::Shared;
 
-use crate::audit::store::{list_actions, ListFilter};
+use crate::audit::record::State;
+use crate::audit::store::backend::ListFilter;
 use crate::audit::view::action_json;
 use crate::http::{json as json_response, text, Body};
 
@@ -48,7 +49,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             let body =
                 shared
                     .metrics
-                    .render(p.revision(), p.engine_kind().as_str(), shared.holds.len());
+                    .render(p.revision(), p.engine_kind().as_str(), shared.waiters.len());
             text(StatusCode::OK, body, "text/plain; version=0.0.4")
         }
         "/v1/actions" => match refuse_unauthorized(&shared, &req) {
@@ -77,10 +78,18 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
 
 fn readyz(shared: &Shared) -> Response<Body> {
     let p = shared.policy();
+    let store_problem = shared.store.health().problem();
+    let tampered = shared.store.tampered();
+    // Not ready while the record cannot be written: every call would be refused.
+    let (status, word) = if store_problem.is_some() {
+        (StatusCode::SERVICE_UNAVAILABLE, "store_failing")
+    } else {
+        (StatusCode::OK, "ready")
+    };
     json_response(
-        StatusCode::OK,
+        status,
         &json!({
-            "status": "ready",
+            "status": word,
             "policy": {
                 "revision": p.revision(),
                 "engine": p.engine_kind().as_str(),
@@ -90,7 +99,12 @@ fn readyz(shared: &Shared) -> Response<Body> {
                 "loaded_at": p.loaded_at(),
                 "reload_error": shared.reload_errors().get("policy"),
             },
-            "store": {"kind": "sqlite", "path": shared.store.path().display().to_string()},
+            "store": {
+                "kind": shared.store.kind(),
+                "at": shared.store.describe(),
+                "error": store_problem,
+                "tampered_actions": tampered,
+            },
             "reload_errors": shared.reload_errors(),
         }),
     )
@@ -134,7 +148,15 @@ async fn list(shared: &Shared, query: Option<&str>) -> Response<Body> {
     let mut filter = ListFilter::default();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match k.as_ref() {
-            "state" => filter.state = Some(v.into_owned()),
+            "state" => match State::parse(&v) {
+                Some(_) => filter.state = Some(v.into_owned()),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "state must be one of allowed, denied, pending, approved, rejected, expired, cancelled, completed, failed",
+                    )
+                }
+            },
             "risk" => filter.risk = Some(v.into_owned()),
             "since" => match humantime::parse_rfc3339_weak(&v) {
                 Ok(t) => filter.since = Some(humantime::format_rfc3339_micros(t).to_string()),
@@ -162,7 +184,10 @@ async fn list(shared: &Shared, query: Option<&str>) -> Response<Body> {
             }
         }
     }
-    match shared.store.read(move |c| list_actions(c, &filter)).await {
+    if filter.limit == 0 {
+        filter.limit = 100;
+    }
+    match shared.store.list(filter).await {
         Ok(actions) => json_response(StatusCode::OK, &json!({"actions": actions})),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }

@@ -1,21 +1,50 @@
 //! Forwarding an approved held request: exactly the bytes that were
-//! reviewed, once. The `forwarded` record is committed before the first byte
-//! goes upstream, so after a crash an interrupted forward is visible and is
-//! never silently sent again.
+//! reviewed (re-read from records that verify), once in the whole fleet.
+//! The `forwarded` record is a conditional append (the claim): only the
+//! process whose claim commits sends anything, and it is committed before
+//! the first byte goes upstream, so after a crash an interrupted forward is
+//! visible and is never silently sent again.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::HeaderMap;
 use serde_json::json;
 
-use super::{finish, Delivered, Held, Status};
+use super::Delivered;
 use crate::app::Shared;
-use crate::audit::record::{Draft, Kind};
+use crate::audit::lifecycle::Lifecycle;
+use crate::audit::record::{Draft, Kind, State};
+use crate::audit::store::backend::Appended;
+use crate::audit::store::rfc3339;
 use crate::proxy::forward::{end_to_end_headers, ForwardError, ResponseCapture};
 
-async fn fail(shared: &Shared, held: &Held, reason: &str, error: String, status: u16) {
+/// What became of one attempt to forward an approved action.
+pub enum Forwarded {
+    /// This process forwarded it; the upstream's whole answer.
+    Delivered(Arc<Delivered>),
+    /// This process claimed it, and forwarding failed.
+    Failed {
+        /// Machine-readable reason.
+        reason: String,
+        /// What happened.
+        error: String,
+        /// The status the agent gets (502/504).
+        status: u16,
+    },
+    /// Not this process's to forward (not approved, already claimed, or
+    /// the store is unavailable: someone looks again later).
+    NotOurs,
+}
+
+async fn fail(
+    shared: &Shared,
+    action_id: &str,
+    reason: &str,
+    error: String,
+    status: u16,
+) -> Forwarded {
     shared
         .metrics
         .upstream(if status == 504 { "timeout" } else { "error" });
@@ -23,49 +52,109 @@ async fn fail(shared: &Shared, held: &Held, reason: &str, error: String, status:
     shared
         .store
         .commit_until_durable(vec![Draft::failed(
-            &held.action_id,
-            "forward",
-            reason,
-            &error,
-            status,
+            action_id, "forward", reason, &error, status,
         )])
         .await;
-    finish(
-        shared,
-        held,
-        Status::Failed {
-            reason: reason.to_string(),
-            error,
-            status,
-        },
-    );
+    Forwarded::Failed {
+        reason: reason.to_string(),
+        error,
+        status,
+    }
 }
 
-/// Forwards an approved action and records the result.
-pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
-    let Some(route) = shared.routes.iter().find(|r| r.config.name == held.route) else {
-        let error = format!(
-            "route `{}` is no longer configured; nothing was forwarded",
-            held.route
-        );
-        return fail(&shared, &held, "route_missing", error, 502).await;
+/// Claims and forwards an approved action, and records the result.
+pub async fn forward(shared: &Arc<Shared>, action_id: &str) -> Forwarded {
+    let life = match shared.store.action(action_id).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Forwarded::NotOurs,
+        Err(e) => {
+            tracing::error!(action_id, error = %e, "cannot read the approved action; not forwarding it now");
+            return Forwarded::NotOurs;
+        }
     };
-    let url = route.upstream.url_for(&held.request.path_and_query);
-    let marked = Draft::new(
-        &held.action_id,
+    if life.state != State::Approved || life.claim.is_some() {
+        return Forwarded::NotOurs;
+    }
+    let out = claim_and_send(shared, &life).await;
+    if let Forwarded::Delivered(d) = &out {
+        shared.waiters.deliver(action_id, d.clone());
+    }
+    out
+}
+
+async fn claim_and_send(shared: &Arc<Shared>, life: &Lifecycle) -> Forwarded {
+    let action_id = life.action_id.as_str();
+    let Some(hold) = &life.hold else {
+        return Forwarded::NotOurs;
+    };
+    let route_name = life.route.clone().unwrap_or_default();
+    let Some(route) = shared.routes.iter().find(|r| r.config.name == route_name) else {
+        let claim = Draft::failed(
+            action_id,
+            "forward",
+            "route_missing",
+            &format!("route `{route_name}` is no longer configured; nothing was forwarded"),
+            502,
+        );
+        return match shared
+            .store
+            .commit_if(action_id, life.last_seq, vec![claim])
+            .await
+        {
+            Ok(Appended::Committed(_)) => Forwarded::Failed {
+                reason: "route_missing".into(),
+                error: format!(
+                    "route `{route_name}` is no longer configured; nothing was forwarded"
+                ),
+                status: 502,
+            },
+            _ => Forwarded::NotOurs,
+        };
+    };
+    let url = route.upstream.url_for(&hold.forward.path_and_query);
+    if Some(url.as_str()) != life.forward_url().as_deref() {
+        // The route's upstream changed since the review: the digest the
+        // reviewers signed covers the old URL.
+        let error = format!("route `{route_name}` now points elsewhere than when this call was reviewed; nothing was forwarded");
+        let d = Draft::failed(action_id, "forward", "upstream_changed", &error, 502);
+        return match shared
+            .store
+            .commit_if(action_id, life.last_seq, vec![d])
+            .await
+        {
+            Ok(Appended::Committed(_)) => Forwarded::Failed {
+                reason: "upstream_changed".into(),
+                error,
+                status: 502,
+            },
+            _ => Forwarded::NotOurs,
+        };
+    }
+    let lease_until = rfc3339(SystemTime::now() + route.config.timeout + shared.config.audit.lease);
+    let mut claim = Draft::new(
+        action_id,
         Kind::Forwarded,
-        json!({"url": url, "request_digest": held.request_digest}),
+        json!({"url": url, "request_digest": hold.request_digest, "owner": shared.instance, "lease_until": lease_until}),
         None,
     );
-    if let Err(e) = shared.store.commit(vec![marked]).await {
-        // Without the mark a crash could resend; keep it approved and retry
-        // the whole step (mark, then send) until the store takes it.
-        tracing::error!(action_id = %held.action_id, error = %e, "cannot mark the forward; retrying before sending");
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        return Box::pin(forward(shared, held)).await;
+    claim.index.forward_claimed = true;
+    claim.index.lease_until = Some(lease_until);
+    match shared
+        .store
+        .commit_if(action_id, life.last_seq, vec![claim])
+        .await
+    {
+        Ok(Appended::Committed(_)) => {}
+        Ok(Appended::Conflict) => return Forwarded::NotOurs,
+        Err(e) => {
+            // Without the claim a crash could resend: do not send; the
+            // waiting agent or the sweep tries again.
+            tracing::error!(action_id, error = %e, "cannot claim the forward yet; not sending");
+            return Forwarded::NotOurs;
+        }
     }
     let mut headers = HeaderMap::new();
-    for (n, v) in &held.request.headers {
+    for (n, v) in &hold.forward.headers {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(n.as_bytes()),
             HeaderValue::from_str(v),
@@ -77,12 +166,12 @@ pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
     let sent = route
         .upstream
         .send(
-            &held.request.method,
-            &held.request.path_and_query,
+            &hold.forward.method,
+            &hold.forward.path_and_query,
             &headers,
             |_| false,
-            held.request.body.clone(),
-            &held.action_id,
+            hold.forward.body.clone(),
+            action_id,
         )
         .await;
     shared
@@ -92,9 +181,18 @@ pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
     let response = match sent {
         Ok(r) => r,
         Err(e @ ForwardError::Timeout(_)) => {
-            return fail(&shared, &held, "upstream_timeout", e.to_string(), 504).await
+            return fail(shared, action_id, "upstream_timeout", e.to_string(), 504).await
         }
-        Err(e) => return fail(&shared, &held, "upstream_unreachable", e.to_string(), 502).await,
+        Err(e) => {
+            return fail(
+                shared,
+                action_id,
+                "upstream_unreachable",
+                e.to_string(),
+                502,
+            )
+            .await
+        }
     };
     let status = response.status().as_u16();
     shared.metrics.upstream(&format!("{}xx", status / 100));
@@ -103,28 +201,23 @@ pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
         Ok(b) => b,
         Err(e) => {
             let error = format!("the upstream's response body broke off: {e}");
-            return fail(&shared, &held, "upstream_unreachable", error, 502).await;
+            return fail(shared, action_id, "upstream_unreachable", error, 502).await;
         }
     };
     let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes);
     capture.push(&body);
-    let response = capture.finish(status, &upstream_headers, &shared.config.capture);
+    let recorded = capture.finish(status, &upstream_headers, &shared.config.capture);
     let completed = Draft::completed(
-        &held.action_id,
-        response,
+        action_id,
+        recorded,
         started.elapsed().as_secs_f64() * 1e3,
         None,
     );
     shared.store.commit_until_durable(vec![completed]).await;
-    tracing::info!(action_id = %held.action_id, status, "approved action forwarded and completed");
-    let kept = end_to_end_headers(&upstream_headers);
-    finish(
-        &shared,
-        &held,
-        Status::Completed(Arc::new(Delivered {
-            status,
-            headers: kept,
-            body,
-        })),
-    );
+    tracing::info!(action_id, status, "approved action forwarded and completed");
+    Forwarded::Delivered(Arc::new(Delivered {
+        status,
+        headers: end_to_end_headers(&upstream_headers),
+        body,
+    }))
 }

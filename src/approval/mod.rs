@@ -1,68 +1,33 @@
 //! Held actions: the calls a policy holds until named reviewers decide.
 //!
-//! The store is the truth (a held action's `decided` record carries the exact
-//! request to forward); [`Holds`] only indexes the pending ones in memory so a
-//! review, an expiry or a waiting agent can find them. Each [`Held`] action
-//! serializes its own reviews behind a lock and publishes its [`Status`] on a
-//! watch channel that waiting agents follow.
+//! The store is the truth. A held action's `decided` record carries the
+//! exact request to forward; every review, expiry, cancellation and forward
+//! is a conditional append to the store, so any process of a fleet can take
+//! a review and exactly one of them acts on each transition. What lives in
+//! memory is only [`Waiters`]: the agents of this process waiting on an
+//! action, woken when the store says it changed.
 
 pub mod execute;
 pub mod notify;
-pub mod recover;
 pub mod review;
+pub mod sweep;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use serde_json::{json, Value};
-use tokio::sync::{watch, Mutex};
 
 use crate::app::Shared;
+use crate::audit::lifecycle::{Hold, Lifecycle};
 use crate::audit::record::{Draft, Kind, State};
+use crate::audit::store::backend::Appended;
 use crate::policy::decision::{Approval, Directory};
 
-/// Where a held action stands, as waiting agents see it.
-#[derive(Debug, Clone)]
-pub enum Status {
-    /// Waiting for reviews.
-    Pending,
-    /// Approved; being forwarded.
-    Approved,
-    /// Rejected by a reviewer.
-    Rejected {
-        /// Who rejected it.
-        reviewer: String,
-        /// Their comment.
-        comment: Option<String>,
-    },
-    /// Nobody decided in time.
-    Expired,
-    /// Cancelled while pending.
-    Cancelled,
-    /// Forwarded and answered.
-    Completed(Arc<Delivered>),
-    /// Approved, but forwarding failed.
-    Failed {
-        /// Machine-readable reason.
-        reason: String,
-        /// What happened.
-        error: String,
-        /// The status the agent gets (502/504).
-        status: u16,
-    },
-}
-
-impl Status {
-    /// Whether nothing more will happen to the action.
-    pub fn is_final(&self) -> bool {
-        !matches!(self, Status::Pending | Status::Approved)
-    }
-}
-
-/// The upstream's whole answer to an approved request.
+/// The upstream's whole answer to an approved request, for the agent
+/// waiting on it in this process.
 #[derive(Debug)]
 pub struct Delivered {
     /// Status code.
@@ -73,156 +38,89 @@ pub struct Delivered {
     pub body: Bytes,
 }
 
-/// What reviewers have done so far.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Reviewers who approved.
-    pub approvals: BTreeSet<String>,
-    /// Reviewers who reviewed (either way).
-    pub reviewed: BTreeSet<String>,
-    /// Set once approved, rejected, expired or cancelled.
-    pub resolved: bool,
-}
-
-/// The request a held action will forward, exactly as reviewed.
-#[derive(Debug, Clone)]
-pub struct HeldRequest {
-    /// Method.
-    pub method: String,
-    /// Path and query, as the agent sent them.
-    pub path_and_query: String,
-    /// Headers forwarded: the allowlisted ones (the only ones the record
-    /// may keep), in order.
-    pub headers: Vec<(String, String)>,
-    /// Body bytes.
-    pub body: Bytes,
-}
-
-/// A pending action.
-#[derive(Debug)]
-pub struct Held {
-    /// Action id.
-    pub action_id: String,
-    /// Route name.
-    pub route: String,
-    /// What will be forwarded.
-    pub request: HeldRequest,
-    /// The digest reviews must carry.
-    pub request_digest: String,
-    /// The acting agent (may not approve).
-    pub agent_id: Option<String>,
-    /// Whom it acts for (may not approve).
-    pub on_behalf_of: Option<String>,
-    /// Reviewers who may decide.
-    pub eligible: BTreeSet<String>,
-    /// Approvals needed.
-    pub min: u32,
-    /// When it expires.
-    pub expires_at: SystemTime,
-    /// When it was held.
-    pub held_at: SystemTime,
-    /// Reviews so far; the lock serializes reviews of this action.
-    pub progress: Mutex<Progress>,
-    status: watch::Sender<Status>,
-}
-
-impl Held {
-    /// Builds a pending action.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        action_id: String,
-        route: String,
-        request: HeldRequest,
-        request_digest: String,
-        agent_id: Option<String>,
-        on_behalf_of: Option<String>,
-        eligible: BTreeSet<String>,
-        min: u32,
-        held_at: SystemTime,
-        expires_at: SystemTime,
-    ) -> Held {
-        Held {
-            action_id,
-            route,
-            request,
-            request_digest,
-            agent_id,
-            on_behalf_of,
-            eligible,
-            min,
-            expires_at,
-            held_at,
-            progress: Mutex::new(Progress::default()),
-            status: watch::channel(Status::Pending).0,
-        }
-    }
-
-    /// Follows the action's status.
-    pub fn subscribe(&self) -> watch::Receiver<Status> {
-        self.status.subscribe()
-    }
-
-    /// Publishes a new status.
-    pub fn set_status(&self, status: Status) {
-        self.status.send_replace(status);
-    }
-
-    /// The current status.
-    pub fn status(&self) -> Status {
-        self.status.borrow().clone()
-    }
-}
-
-/// The in-memory index of pending (and approved, forwarding) actions.
+/// One agent waiting on a held action in this process.
 #[derive(Default)]
-pub struct Holds {
-    actions: DashMap<String, Arc<Held>>,
-    /// `webhook-id`s accepted or refused in the last [`REPLAY_WINDOW`].
-    seen_webhook_ids: DashMap<String, SystemTime>,
+pub struct Waiter {
+    /// Poked whenever the action changes.
+    pub changed: tokio::sync::Notify,
+    /// The upstream's answer, when this process forwarded it.
+    delivered: Mutex<Option<Arc<Delivered>>>,
 }
 
-/// How long a `webhook-id` is remembered: longer than the 5-minute
-/// timestamp tolerance on either side, so a replay is caught whenever its
-/// signature would still verify.
-pub const REPLAY_WINDOW: Duration = Duration::from_secs(11 * 60);
-
-impl Holds {
-    /// The held action with this id, if it is still pending or forwarding.
-    pub fn get(&self, id: &str) -> Option<Arc<Held>> {
-        self.actions.get(id).map(|h| h.clone())
+impl Waiter {
+    /// The whole upstream answer, if this process forwarded the action.
+    pub fn delivered(&self) -> Option<Arc<Delivered>> {
+        self.delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
+}
 
-    /// How many actions are pending or forwarding.
-    pub fn len(&self) -> usize {
-        self.actions.len()
+/// The agents waiting in this process, by action id.
+#[derive(Default)]
+pub struct Waiters {
+    map: DashMap<String, Arc<Waiter>>,
+}
+
+/// Takes a waiter out of the index when the agent stops waiting.
+pub struct Registration<'a> {
+    waiters: &'a Waiters,
+    id: String,
+    /// The waiter.
+    pub waiter: Arc<Waiter>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.waiters.map.remove(&self.id);
     }
+}
 
-    /// Whether none are.
-    pub fn is_empty(&self) -> bool {
-        self.actions.is_empty()
-    }
-
-    /// Indexes an action.
-    pub fn insert(&self, held: Arc<Held>) {
-        self.actions.insert(held.action_id.clone(), held);
-    }
-
-    fn remove(&self, id: &str) {
-        self.actions.remove(id);
-    }
-
-    /// Remembers a `webhook-id`; false when it was already seen (a replay).
-    pub fn first_sight(&self, webhook_id: &str, at: SystemTime) -> bool {
-        if self.seen_webhook_ids.len() > 10_000 {
-            let horizon = SystemTime::now() - REPLAY_WINDOW;
-            self.seen_webhook_ids.retain(|_, t| *t > horizon);
+impl Waiters {
+    /// Registers an agent waiting on `id`.
+    pub fn register(&self, id: &str) -> Registration<'_> {
+        let waiter = Arc::new(Waiter::default());
+        self.map.insert(id.to_string(), waiter.clone());
+        Registration {
+            waiters: self,
+            id: id.to_string(),
+            waiter,
         }
-        match self.seen_webhook_ids.entry(webhook_id.to_string()) {
-            dashmap::mapref::entry::Entry::Occupied(_) => false,
-            dashmap::mapref::entry::Entry::Vacant(v) => {
-                v.insert(at);
-                true
+    }
+
+    /// Whether an agent waits on `id` here.
+    pub fn has(&self, id: &str) -> bool {
+        self.map.contains_key(id)
+    }
+
+    /// How many agents wait here.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether none do.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Wakes the agent waiting on `id` (an empty id wakes every one: a
+    /// change may have been missed).
+    pub fn poke(&self, id: &str) {
+        if id.is_empty() {
+            for w in self.map.iter() {
+                w.changed.notify_one();
             }
+        } else if let Some(w) = self.map.get(id) {
+            w.changed.notify_one();
+        }
+    }
+
+    /// Hands the upstream's answer to the agent waiting on `id`, if any.
+    pub fn deliver(&self, id: &str, delivered: Arc<Delivered>) {
+        if let Some(w) = self.map.get(id) {
+            *w.delivered.lock().unwrap_or_else(|p| p.into_inner()) = Some(delivered);
+            w.changed.notify_one();
         }
     }
 }
@@ -256,6 +154,24 @@ impl Reviewers {
     }
 }
 
+/// The `hold` block of a held action's `decided` record: everything needed
+/// to release it later, from any process.
+pub fn hold_payload(hold: &Hold) -> Value {
+    use base64::Engine as _;
+    json!({
+        "request_digest": hold.request_digest,
+        "eligible": hold.eligible,
+        "min": hold.min,
+        "expires_at": humantime::format_rfc3339_micros(hold.expires_at).to_string(),
+        "forward": {
+            "method": hold.forward.method,
+            "path_and_query": hold.forward.path_and_query,
+            "headers": hold.forward.headers,
+            "body_base64": base64::engine::general_purpose::STANDARD.encode(&hold.forward.body),
+        },
+    })
+}
+
 /// The reviewers a decision names, directly or through a group.
 pub fn eligible_reviewers(approval: &Approval, directory: &Directory) -> BTreeSet<String> {
     let mut out: BTreeSet<String> = approval
@@ -272,112 +188,88 @@ pub fn eligible_reviewers(approval: &Approval, directory: &Directory) -> BTreeSe
     out
 }
 
-/// The `hold` block of a held action's `decided` record: everything needed
-/// to release it after a restart.
-pub fn hold_payload(held: &Held) -> Value {
-    use base64::Engine as _;
-    json!({
-        "request_digest": held.request_digest,
-        "eligible": held.eligible,
-        "min": held.min,
-        "expires_at": humantime::format_rfc3339_micros(held.expires_at).to_string(),
-        "forward": {
-            "method": held.request.method,
-            "path_and_query": held.request.path_and_query,
-            "headers": held.request.headers,
-            "body_base64": base64::engine::general_purpose::STANDARD.encode(&held.request.body),
-        },
-    })
-}
-
-/// Registers a pending action whose `decided` record is committed: starts
-/// its expiry timer and its notifications.
-pub fn register(shared: &Arc<Shared>, held: Arc<Held>, notice: Option<Value>) {
-    shared.holds.insert(held.clone());
-    let s = shared.clone();
-    let h = held.clone();
-    tokio::spawn(async move {
-        let wait = h
-            .expires_at
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        let mut rx = h.subscribe();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => expire(&s, &h).await,
-            _ = async { while !rx.borrow_and_update().is_final() { if rx.changed().await.is_err() { break } } } => {}
-        }
+/// Ends a pending action that nobody decided in time, unless something
+/// else happened to it first. True when this call expired it.
+pub async fn expire(shared: &Arc<Shared>, life: &Lifecycle) -> bool {
+    let Some(hold) = &life.hold else { return false };
+    if life.state != State::Pending || SystemTime::now() < hold.expires_at {
+        return false;
+    }
+    let payload = json!({
+        "expires_at": humantime::format_rfc3339_micros(hold.expires_at).to_string(),
+        "approvals": life.approvals,
+        "min": hold.min,
     });
-    if let Some(notice) = notice {
-        notify::spawn(shared, &held.action_id, notice);
-    }
-}
-
-/// Ends a pending action that nobody decided in time.
-async fn expire(shared: &Arc<Shared>, held: &Arc<Held>) {
-    let mut progress = held.progress.lock().await;
-    if progress.resolved {
-        return;
-    }
-    let expires_at = humantime::format_rfc3339_micros(held.expires_at).to_string();
-    let payload =
-        json!({"expires_at": expires_at, "approvals": progress.approvals, "min": held.min});
-    // The expiry must not be lost (nothing is forwarded meanwhile, since the
-    // action stays unresolved).
-    shared
+    let draft = Draft::new(
+        &life.action_id,
+        Kind::Expired,
+        payload,
+        Some(State::Expired),
+    );
+    match shared
         .store
-        .commit_until_durable(vec![Draft::new(
-            &held.action_id,
-            Kind::Expired,
-            payload,
-            Some(State::Expired),
-        )])
-        .await;
-    progress.resolved = true;
-    drop(progress);
-    tracing::info!(action_id = %held.action_id, "hold expired");
-    resolved(shared, held);
-    finish(shared, held, Status::Expired);
+        .commit_if(&life.action_id, life.last_seq, vec![draft])
+        .await
+    {
+        Ok(Appended::Committed(_)) => {
+            tracing::info!(action_id = %life.action_id, "hold expired");
+            resolved(shared, life);
+            true
+        }
+        Ok(Appended::Conflict) => false,
+        Err(e) => {
+            // Still pending in the record, so nothing is forwarded; the
+            // next look (waiter or sweep) tries again.
+            tracing::error!(action_id = %life.action_id, error = %e, "cannot record the expiry yet");
+            false
+        }
+    }
 }
 
 /// Cancels a pending action (the agent stopped waiting under `cancel`).
-pub async fn cancel(shared: &Arc<Shared>, held: &Arc<Held>, why: &str) -> bool {
-    let mut progress = held.progress.lock().await;
-    if progress.resolved {
-        return false;
+/// True when this call cancelled it.
+pub async fn cancel(shared: &Arc<Shared>, action_id: &str, why: &str) -> bool {
+    for _ in 0..5 {
+        let life = match shared.store.action(action_id).await {
+            Ok(Some(l)) if l.state == State::Pending => l,
+            _ => return false,
+        };
+        let draft = Draft::new(
+            action_id,
+            Kind::Cancelled,
+            json!({"reason": why}),
+            Some(State::Cancelled),
+        );
+        match shared
+            .store
+            .commit_if(action_id, life.last_seq, vec![draft])
+            .await
+        {
+            Ok(Appended::Committed(_)) => {
+                resolved(shared, &life);
+                return true;
+            }
+            Ok(Appended::Conflict) => continue,
+            Err(e) => {
+                // Not cancelled in the record, so not cancelled: it stays
+                // pending and still expires; it is never forwarded unapproved.
+                tracing::error!(action_id, error = %e, "cannot record the cancellation; the action stays pending");
+                return false;
+            }
+        }
     }
-    let draft = Draft::new(
-        &held.action_id,
-        Kind::Cancelled,
-        json!({"reason": why}),
-        Some(State::Cancelled),
-    );
-    if let Err(e) = shared.store.commit(vec![draft]).await {
-        // Not cancelled in the record, so not cancelled: it stays pending
-        // and still expires; it is never forwarded unapproved either way.
-        tracing::error!(action_id = %held.action_id, error = %e, "cannot record the cancellation; the action stays pending");
-        return false;
-    }
-    progress.resolved = true;
-    drop(progress);
-    resolved(shared, held);
-    finish(shared, held, Status::Cancelled);
-    true
+    false
 }
 
 /// Counts the time from hold to resolution (approved, rejected, expired,
 /// cancelled).
-pub fn resolved(shared: &Shared, held: &Held) {
-    let took = SystemTime::now()
-        .duration_since(held.held_at)
-        .unwrap_or_default();
-    shared
-        .metrics
-        .hold_resolution_seconds
-        .observe(took.as_secs_f64());
+pub fn resolved(shared: &Shared, life: &Lifecycle) {
+    if let Some(took) = held_for(life) {
+        shared.metrics.hold_resolution_seconds.observe(took);
+    }
 }
 
-/// Publishes a final status and takes the action out of the index.
-pub fn finish(shared: &Shared, held: &Held, status: Status) {
-    held.set_status(status);
-    shared.holds.remove(&held.action_id);
+fn held_for(life: &Lifecycle) -> Option<f64> {
+    let at = humantime::parse_rfc3339_weak(life.decided_at.as_deref()?).ok()?;
+    Some(SystemTime::now().duration_since(at).ok()?.as_secs_f64())
 }

@@ -8,9 +8,11 @@ use hyper::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{execute, finish, Status};
 use crate::app::Shared;
+use crate::audit::lifecycle::Lifecycle;
 use crate::audit::record::{is_action_id, Draft, Kind, State};
+use crate::audit::store::backend::Appended;
+use crate::audit::store::StoreError;
 
 /// The review body a reviewer signs.
 #[derive(Debug, Deserialize)]
@@ -161,6 +163,10 @@ fn refusal_reason(r: &Refusal) -> &'static str {
     }
 }
 
+/// How often a review is re-read and re-checked when another process
+/// changed the action in between.
+const ATTEMPTS: usize = 8;
+
 async fn decide(
     shared: &Arc<Shared>,
     id: &str,
@@ -169,15 +175,27 @@ async fn decide(
     parsed: Result<ReviewBody, serde_json::Error>,
     webhook_id: &str,
 ) -> Result<Accepted, Refusal> {
-    let held = match shared.holds.get(id) {
-        Some(h) => Some(h),
-        None if action_exists(shared, id).await => None,
-        None => return Err(Refusal::NotFound),
+    let first = match shared.store.action(id).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Err(Refusal::NotFound),
+        Err(StoreError::Tampered { seq, .. }) => {
+            return Err(Refusal::Conflict(format!(
+            "this action's records do not verify (seq {seq}); it cannot be reviewed or forwarded"
+        )))
+        }
+        Err(e) => return Err(Refusal::Unavailable(e.to_string())),
     };
     let review =
         parsed.map_err(|e| Refusal::Malformed(format!("the body is not a review: {e}")))?;
     verify(shared, &review.reviewer, body, headers)?;
-    if webhook_id.is_empty() || !shared.holds.first_sight(webhook_id, SystemTime::now()) {
+    // Fleet-wide: a webhook-id is accepted once by any process.
+    let fresh = !webhook_id.is_empty()
+        && shared
+            .store
+            .first_sight(webhook_id)
+            .await
+            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+    if !fresh {
         return Err(Refusal::Conflict(format!(
             "webhook-id `{webhook_id}` was already used; a review is accepted once"
         )));
@@ -191,50 +209,91 @@ async fn decide(
             )))
         }
     };
-    let Some(held) = held else {
-        return Err(Refusal::Conflict(
+    let mut life = first;
+    for _ in 0..ATTEMPTS {
+        let (drafts, state, count, min) = check(&life, &review, approve, headers, webhook_id)?;
+        match shared.store.commit_if(id, life.last_seq, drafts).await {
+            Ok(Appended::Committed(_)) => {
+                tracing::info!(action_id = id, reviewer = %review.reviewer, verdict = %review.verdict, state = state.as_str(), "review accepted");
+                if state != State::Pending {
+                    super::resolved(shared, &life);
+                }
+                if state == State::Approved {
+                    release(shared, id);
+                }
+                return Ok(Accepted {
+                    state: state.as_str(),
+                    approvals: count,
+                    min,
+                });
+            }
+            Ok(Appended::Conflict) => {
+                // Another review, an expiry or another process got there
+                // first: read the action again and check again.
+                life = match shared.store.action(id).await {
+                    Ok(Some(l)) => l,
+                    Ok(None) => return Err(Refusal::NotFound),
+                    Err(e) => return Err(Refusal::Unavailable(e.to_string())),
+                };
+            }
+            Err(e) => return Err(Refusal::Unavailable(e.to_string())),
+        }
+    }
+    Err(Refusal::Unavailable(
+        "the action kept changing while this review was checked; send it again".into(),
+    ))
+}
+
+/// Everything a review must satisfy against the action as last read, and
+/// the records it adds: the new state, approvals so far and needed.
+fn check(
+    life: &Lifecycle,
+    review: &ReviewBody,
+    approve: bool,
+    headers: &HeaderMap,
+    webhook_id: &str,
+) -> Result<(Vec<Draft>, State, usize, u32), Refusal> {
+    let not_pending = || {
+        Refusal::Conflict(
             "the action is not pending: it was already decided, expired or cancelled".into(),
-        ));
+        )
     };
-    if !held.eligible.contains(&review.reviewer) {
+    let hold = life.hold.as_ref().ok_or_else(not_pending)?;
+    if life.state != State::Pending || SystemTime::now() >= hold.expires_at {
+        return Err(not_pending());
+    }
+    if !hold.eligible.contains(&review.reviewer) {
         return Err(Refusal::Forbidden(format!(
             "`{}` is not a reviewer of this action",
             review.reviewer
         )));
     }
     if approve
-        && (held.agent_id.as_deref() == Some(review.reviewer.as_str())
-            || held.on_behalf_of.as_deref() == Some(review.reviewer.as_str()))
+        && (life.agent_id.as_deref() == Some(review.reviewer.as_str())
+            || life.on_behalf_of.as_deref() == Some(review.reviewer.as_str()))
     {
         return Err(Refusal::Forbidden(format!(
             "`{}` is the agent or the person it acts for, and cannot approve their own action",
             review.reviewer
         )));
     }
-    let mut progress = held.progress.lock().await;
-    if progress.resolved {
-        return Err(Refusal::Conflict(
-            "the action is not pending: it was already decided, expired or cancelled".into(),
-        ));
-    }
-    if review.request_digest != held.request_digest {
+    if review.request_digest != hold.request_digest {
         return Err(Refusal::Conflict(format!(
             "request_digest does not match this action's ({}); review the request as it is",
-            held.request_digest
+            hold.request_digest
         )));
     }
-    if progress.reviewed.contains(&review.reviewer) {
+    if life.reviewed.contains(&review.reviewer) {
         return Err(Refusal::Conflict(format!(
             "`{}` already reviewed this action",
             review.reviewer
         )));
     }
-
-    let mut approvals = progress.approvals.clone();
+    let id = life.action_id.as_str();
+    let mut approvals = life.approvals.clone();
     if approve {
         approvals.insert(review.reviewer.clone());
     }
-    let quorum = approvals.len() as u32 >= held.min;
     let reviewed = json!({
         "reviewer": review.reviewer,
         "verdict": review.verdict,
@@ -243,10 +302,10 @@ async fn decide(
         "webhook_id": webhook_id,
         "webhook_timestamp": header(headers, "webhook-timestamp"),
         "approvals": approvals,
-        "min": held.min,
+        "min": hold.min,
     });
     let mut drafts = vec![Draft::new(id, Kind::Reviewed, reviewed, None)];
-    let (state, status) = if !approve {
+    let state = if !approve {
         let payload = json!({"reviewer": review.reviewer, "comment": review.comment});
         drafts.push(Draft::new(
             id,
@@ -254,67 +313,36 @@ async fn decide(
             payload,
             Some(State::Rejected),
         ));
-        (
-            "rejected",
-            Some(Status::Rejected {
-                reviewer: review.reviewer.clone(),
-                comment: review.comment.clone(),
-            }),
-        )
-    } else if quorum {
-        let payload = json!({"approvals": approvals, "min": held.min});
+        State::Rejected
+    } else if approvals.len() as u32 >= hold.min {
+        let payload = json!({"approvals": approvals, "min": hold.min});
         drafts.push(Draft::new(
             id,
             Kind::Approved,
             payload,
             Some(State::Approved),
         ));
-        ("approved", Some(Status::Approved))
+        State::Approved
     } else {
-        ("pending", None)
+        State::Pending
     };
-    shared
-        .store
-        .commit(drafts)
-        .await
-        .map_err(|e| Refusal::Unavailable(e.to_string()))?;
-    progress.reviewed.insert(review.reviewer.clone());
-    progress.approvals = approvals;
-    if status.is_some() {
-        progress.resolved = true;
-    }
-    let count = progress.approvals.len();
-    drop(progress);
-    tracing::info!(action_id = id, reviewer = %review.reviewer, verdict = %review.verdict, state, "review accepted");
-    match status {
-        Some(Status::Approved) => {
-            super::resolved(shared, &held);
-            held.set_status(Status::Approved);
-            tokio::spawn(execute::forward(shared.clone(), held.clone()));
-        }
-        Some(s) => {
-            super::resolved(shared, &held);
-            finish(shared, &held, s);
-        }
-        None => {}
-    }
-    Ok(Accepted {
-        state,
-        approvals: count,
-        min: held.min,
-    })
+    Ok((drafts, state, approvals.len(), hold.min))
 }
 
-async fn action_exists(shared: &Shared, id: &str) -> bool {
+/// An approved action is forwarded by the process its agent waits on (so
+/// the agent gets the whole answer); with nobody waiting here, this process
+/// forwards it, after a grace period on a shared store in case the agent
+/// waits on another process.
+fn release(shared: &Arc<Shared>, id: &str) {
+    if shared.waiters.has(id) {
+        return;
+    }
+    let shared = shared.clone();
     let id = id.to_string();
-    shared
-        .store
-        .read(move |c| {
-            c.query_row("SELECT 1 FROM actions WHERE action_id = ?1", [id], |_| {
-                Ok(())
-            })
-            .map(|_| true)
-        })
-        .await
-        .unwrap_or(false)
+    tokio::spawn(async move {
+        if shared.store.is_shared() {
+            tokio::time::sleep(super::sweep::CLAIM_GRACE / 2).await;
+        }
+        super::execute::forward(&shared, &id).await;
+    });
 }

@@ -2,6 +2,7 @@
 //! was, why it was decided, and what came of it. Kept apart from the system
 //! log (`tracing`), which says what the process did.
 
+pub mod lifecycle;
 pub mod record;
 pub mod store;
 pub mod view;

@@ -56,6 +56,26 @@ impl Kind {
             Kind::Forwarded => "forwarded",
         }
     }
+
+    /// Every kind, for parsing stored names.
+    pub const ALL: [Kind; 11] = [
+        Kind::Decided,
+        Kind::Completed,
+        Kind::Failed,
+        Kind::Notified,
+        Kind::Reviewed,
+        Kind::ReviewRefused,
+        Kind::Approved,
+        Kind::Rejected,
+        Kind::Expired,
+        Kind::Cancelled,
+        Kind::Forwarded,
+    ];
+
+    /// The kind a stored name stands for.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
 }
 
 /// An action's state, as SPEC §1 names them.
@@ -95,6 +115,29 @@ impl State {
             State::Completed => "completed",
             State::Failed => "failed",
         }
+    }
+
+    /// Every state, for parsing and for validating filters.
+    pub const ALL: [State; 9] = [
+        State::Allowed,
+        State::Denied,
+        State::Pending,
+        State::Approved,
+        State::Rejected,
+        State::Expired,
+        State::Cancelled,
+        State::Completed,
+        State::Failed,
+    ];
+
+    /// The state a name stands for.
+    pub fn parse(name: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether nothing more will happen to the action.
+    pub fn is_final(self) -> bool {
+        !matches!(self, State::Allowed | State::Pending | State::Approved)
     }
 }
 
@@ -143,13 +186,17 @@ impl Draft {
         if let Some(e) = body_error {
             response["body_error"] = Value::String(e);
         }
+        let status = response["status"].as_i64();
         let payload = serde_json::json!({"response": response, "upstream_ms": upstream_ms});
-        Draft::new(action_id, Kind::Completed, payload, Some(State::Completed))
+        let mut d = Draft::new(action_id, Kind::Completed, payload, Some(State::Completed));
+        d.index.upstream_status = status;
+        d
     }
 }
 
-/// The searchable summary of an action (the `actions` table). It is derived
-/// from the records and only speeds up `audit list`; the records are the truth.
+/// How a record changes its action's row in the searchable index (the
+/// `actions` table). The index is derived from the records and only finds
+/// actions quickly (`audit list`, what is due); the records are the truth.
 #[derive(Debug, Clone, Default)]
 pub struct IndexUpdate {
     /// New state.
@@ -158,6 +205,16 @@ pub struct IndexUpdate {
     pub risk: Option<String>,
     /// Route name, method, path and agent: set by the first record.
     pub summary: Option<Summary>,
+    /// When a pending hold expires (RFC 3339).
+    pub expires_at: Option<String>,
+    /// Until when the process that allowed or forwards the action answers
+    /// for its result (RFC 3339); past it another process may mark it
+    /// interrupted.
+    pub lease_until: Option<String>,
+    /// A forward of the approved action was claimed.
+    pub forward_claimed: bool,
+    /// The upstream's status, once completed.
+    pub upstream_status: Option<i64>,
 }
 
 /// First-record facts about an action.
@@ -186,6 +243,10 @@ pub struct Record {
     pub kind: String,
     /// Payload (parsed).
     pub payload: Value,
+    /// The payload exactly as stored and hashed (absent for records built
+    /// in memory). Verification hashes this text, not a re-encoding.
+    #[serde(skip)]
+    pub payload_text: Option<String>,
     /// Hash of the previous record.
     pub prev_hash: String,
     /// This record's hash.
@@ -248,6 +309,24 @@ fn write_canonical(v: &Value, out: &mut String) {
             out.push(']');
         }
         other => out.push_str(&other.to_string()),
+    }
+}
+
+impl Record {
+    /// Whether this record's hash covers exactly its stored content.
+    pub fn hash_matches(&self) -> bool {
+        let text = match &self.payload_text {
+            Some(t) => t.clone(),
+            None => canonical_json(&self.payload),
+        };
+        chain_hash(
+            self.seq,
+            &self.time,
+            &self.action_id,
+            &self.kind,
+            &self.prev_hash,
+            &text,
+        ) == self.hash
     }
 }
 

@@ -4,13 +4,18 @@
 //! cancelled action (`cancel`). The status URL is served here too.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::pipeline::Outcome;
 use crate::app::Shared;
-use crate::approval::{self, Held, Status};
+use crate::approval::execute::{self, Forwarded};
+use crate::approval::{self, Delivered, Waiter};
+use crate::audit::lifecycle::{Ending, Hold, Lifecycle};
+use crate::audit::record::State;
+use crate::audit::store::StoreError;
 use crate::audit::view::action_json;
 use crate::config::OnWaitTimeout;
 use crate::http::{full, json as json_response, Body};
@@ -22,83 +27,196 @@ pub const STATUS_PREFIX: &str = "/.countersign/actions/";
 /// up) while `hold.on_wait_timeout` is `cancel`.
 struct CancelOnDrop {
     shared: Arc<Shared>,
-    held: Arc<Held>,
+    action_id: String,
     armed: bool,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed {
-            let (shared, held) = (self.shared.clone(), self.held.clone());
+            let (shared, id) = (self.shared.clone(), self.action_id.clone());
             tokio::spawn(async move {
-                if approval::cancel(&shared, &held, "the agent hung up while waiting").await {
-                    tracing::info!(action_id = %held.action_id, "agent hung up; hold cancelled");
+                if approval::cancel(&shared, &id, "the agent hung up while waiting").await {
+                    tracing::info!(action_id = %id, "agent hung up; hold cancelled");
                 }
             });
         }
     }
 }
 
-/// Waits for the reviewers on behalf of the agent.
-pub async fn wait(shared: &Arc<Shared>, held: Arc<Held>) -> Result<Response<Body>, Outcome> {
+/// How often a waiting agent re-reads its action from a shared store even
+/// without a notification (notifications can be lost with a connection).
+const POLL_SHARED: Duration = Duration::from_secs(1);
+
+/// Waits for the reviewers on behalf of the agent. Any process may take
+/// the reviews; this one wakes whenever the store says the action changed,
+/// forwards it itself once approved (so the agent gets the whole answer),
+/// and expires it on time.
+pub async fn wait(
+    shared: &Arc<Shared>,
+    action_id: &str,
+    hold: &Hold,
+) -> Result<Response<Body>, Outcome> {
     let cfg = &shared.config.hold;
+    let registration = shared.waiters.register(action_id);
+    let waiter = registration.waiter.clone();
     let mut guard = CancelOnDrop {
         shared: shared.clone(),
-        held: held.clone(),
+        action_id: action_id.to_string(),
         armed: cfg.on_wait_timeout == OnWaitTimeout::Cancel,
     };
-    let waited = tokio::time::timeout(cfg.wait, final_status(&held)).await;
+    let deadline = tokio::time::Instant::now() + cfg.wait;
+    let expiry = tokio::time::Instant::now()
+        + hold
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+    loop {
+        if let Some(answer) = look(shared, action_id, &waiter).await {
+            guard.armed = false;
+            return answer;
+        }
+        let poll = if shared.store.is_shared() {
+            tokio::time::Instant::now() + POLL_SHARED
+        } else {
+            deadline.max(expiry) // local changes always poke
+        };
+        tokio::select! {
+            _ = waiter.changed.notified() => {}
+            _ = tokio::time::sleep_until(poll) => {}
+            _ = tokio::time::sleep_until(expiry), if expiry < deadline => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
     guard.armed = false;
-    match waited {
-        Ok(status) => answer(&held.action_id, status),
-        Err(_) if cfg.on_wait_timeout == OnWaitTimeout::Cancel => {
-            if approval::cancel(
-                shared,
-                &held,
-                "not decided within hold.wait (on_wait_timeout: cancel)",
-            )
-            .await
-            {
-                Err(Outcome::WaitCancelled)
-            } else {
-                // Decided at the last moment: give the agent the outcome.
-                answer(&held.action_id, final_status(&held).await)
+    if cfg.on_wait_timeout == OnWaitTimeout::Cancel {
+        if approval::cancel(
+            shared,
+            action_id,
+            "not decided within hold.wait (on_wait_timeout: cancel)",
+        )
+        .await
+        {
+            return Err(Outcome::WaitCancelled);
+        }
+        // Decided at the last moment: give the agent the outcome if it is final.
+        if let Some(answer) = look(shared, action_id, &waiter).await {
+            return answer;
+        }
+    }
+    drop(registration);
+    Ok(accepted(action_id))
+}
+
+/// Reads the action and acts for the agent: `Some` once there is an
+/// answer for it.
+async fn look(
+    shared: &Arc<Shared>,
+    action_id: &str,
+    waiter: &Waiter,
+) -> Option<Result<Response<Body>, Outcome>> {
+    let life = match shared.store.action(action_id).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return None,
+        Err(e @ StoreError::Tampered { .. }) => {
+            return Some(Err(Outcome::StoreUnavailable(e.to_string())))
+        }
+        // The store is down: keep waiting; nothing moves without it.
+        Err(_) => return None,
+    };
+    match life.state {
+        State::Pending => {
+            approval::expire(shared, &life).await;
+            None
+        }
+        State::Approved if life.claim.is_none() => {
+            match execute::forward(shared, action_id).await {
+                Forwarded::Delivered(d) => Some(Ok(relay(&d))),
+                Forwarded::Failed { error, status, .. } => {
+                    Some(Err(upstream_failure(error, status)))
+                }
+                Forwarded::NotOurs => None,
             }
         }
-        Err(_) => Ok(accepted(&held.action_id)),
+        State::Approved | State::Allowed => None,
+        State::Completed => match waiter.delivered() {
+            Some(d) => Some(Ok(relay(&d))),
+            None => Some(Ok(from_record(&life))),
+        },
+        State::Rejected => {
+            let (reviewer, comment) = life.rejection.clone().unwrap_or_default();
+            Some(Err(Outcome::Rejected { reviewer, comment }))
+        }
+        State::Expired => Some(Err(Outcome::Expired)),
+        State::Cancelled => Some(Err(Outcome::WaitCancelled)),
+        State::Failed | State::Denied => match life.ending {
+            Some(Ending::Failed { error, status, .. }) => {
+                Some(Err(upstream_failure(error, status)))
+            }
+            _ => Some(Err(Outcome::UpstreamFailed("the action failed".into()))),
+        },
     }
 }
 
-async fn final_status(held: &Held) -> Status {
-    let mut rx = held.subscribe();
-    loop {
-        let status = rx.borrow_and_update().clone();
-        if status.is_final() {
-            return status;
-        }
-        if rx.changed().await.is_err() {
-            return held.status();
-        }
+fn upstream_failure(error: String, status: u16) -> Outcome {
+    if status == 504 {
+        Outcome::UpstreamTimeout(error)
+    } else {
+        Outcome::UpstreamFailed(error)
     }
 }
 
-fn answer(action_id: &str, status: Status) -> Result<Response<Body>, Outcome> {
-    match status {
-        Status::Completed(d) => {
-            let mut r = Response::new(full(d.body.clone()));
-            *r.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            *r.headers_mut() = d.headers.clone();
-            Ok(r)
+/// The upstream's whole answer, as this process received it.
+fn relay(d: &Delivered) -> Response<Body> {
+    let mut r = Response::new(full(d.body.clone()));
+    *r.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    *r.headers_mut() = d.headers.clone();
+    r
+}
+
+/// The upstream's answer as recorded, when another process forwarded the
+/// call: the status, the kept headers, and the recorded body (cut at
+/// `capture.max_response_bytes`, marked by `x-countersign-from-record`).
+fn from_record(life: &Lifecycle) -> Response<Body> {
+    let Some(Ending::Completed { response }) = &life.ending else {
+        return json_response(
+            StatusCode::BAD_GATEWAY,
+            &json!({"error": "no recorded response"}),
+        );
+    };
+    let body = match response["body"]["encoding"].as_str() {
+        Some("json") => serde_json::to_vec(&response["body"]["json"]).unwrap_or_default(),
+        Some("text") => response["body"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec(),
+        Some("base64") => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(response["body"]["base64"].as_str().unwrap_or_default())
+                .unwrap_or_default()
         }
-        Status::Rejected { reviewer, comment } => Err(Outcome::Rejected { reviewer, comment }),
-        Status::Expired => Err(Outcome::Expired),
-        Status::Cancelled => Err(Outcome::WaitCancelled),
-        Status::Failed {
-            error, status: 504, ..
-        } => Err(Outcome::UpstreamTimeout(error)),
-        Status::Failed { error, .. } => Err(Outcome::UpstreamFailed(error)),
-        Status::Pending | Status::Approved => Ok(accepted(action_id)),
+        _ => Vec::new(),
+    };
+    let status = response["status"].as_u64().unwrap_or(502) as u16;
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if let Some(headers) = response["headers"].as_object() {
+        for (n, v) in headers {
+            if let (Ok(n), Some(Ok(v))) = (
+                hyper::header::HeaderName::from_bytes(n.as_bytes()),
+                v.as_str().map(hyper::header::HeaderValue::from_str),
+            ) {
+                r.headers_mut().insert(n, v);
+            }
+        }
     }
+    r.headers_mut().insert(
+        "x-countersign-from-record",
+        hyper::header::HeaderValue::from_static("true"),
+    );
+    r
 }
 
 /// 202: the proxy keeps the action and forwards it itself once approved.

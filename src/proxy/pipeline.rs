@@ -16,10 +16,12 @@ use serde_json::{json, Value};
 use super::forward::{end_to_end_headers, ForwardError, ResponseCapture};
 use super::Route;
 use crate::app::Shared;
-use crate::approval::{self, Held, HeldRequest};
+use crate::approval;
+use crate::audit::lifecycle::{Forward, Hold};
 use crate::audit::record::{Draft, IndexUpdate, Kind, State, Summary};
-use crate::audit::store::now_rfc3339;
+use crate::audit::store::{now_rfc3339, rfc3339};
 use crate::capture::CapturedRequest;
+use crate::config::ResultDurability;
 use crate::http::{json as json_response, Body, ChannelBody};
 use crate::policy::decision::{self, Action, Decision};
 use crate::policy::input;
@@ -240,8 +242,8 @@ impl Story<'_> {
             payload,
             index: IndexUpdate {
                 state: Some(State::Failed),
-                risk: None,
                 summary: Some(self.summary()),
+                ..Default::default()
             },
         }
     }
@@ -368,29 +370,37 @@ async fn run(
     payload["state"] = json!(state.as_str());
     let digest = request.request_digest(&story.url);
     payload["request_digest"] = json!(digest);
-    let held = decision.approval.as_ref().map(|a| {
-        held_action(
-            shared,
-            action_id,
-            route,
-            &request,
-            digest,
-            a,
-            &reviewers.directory,
-        )
-    });
-    if let Some(h) = &held {
+    let hold = decision
+        .approval
+        .as_ref()
+        .map(|a| held_action(shared, &request, digest, a, &reviewers.directory));
+    let mut index = IndexUpdate {
+        state: Some(state),
+        risk: Some(decision.risk.clone()),
+        summary: Some(story.summary()),
+        ..Default::default()
+    };
+    if let Some(h) = &hold {
         payload["hold"] = approval::hold_payload(h);
+        index.expires_at = Some(rfc3339(h.expires_at));
+    }
+    if state == State::Allowed {
+        // On a shared store, past this lease another process may mark the
+        // call interrupted if no result was recorded (this one died).
+        let lease = rfc3339(
+            SystemTime::now()
+                + route.config.timeout
+                + shared.config.capture.body_timeout
+                + shared.config.audit.lease,
+        );
+        payload["lease_until"] = json!(lease);
+        index.lease_until = Some(lease);
     }
     let decided = Draft {
         action_id: action_id.to_string(),
         kind: Kind::Decided,
         payload,
-        index: IndexUpdate {
-            state: Some(state),
-            risk: Some(decision.risk.clone()),
-            summary: Some(story.summary()),
-        },
+        index,
     };
     if let Err(e) = shared.store.commit(vec![decided]).await {
         return Err(Outcome::StoreUnavailable(e.to_string()));
@@ -401,10 +411,10 @@ async fn run(
     match decision.action {
         Action::Deny => Err(Outcome::Denied(Box::new(decision))),
         Action::Hold => {
-            let held = Arc::new(held.expect("the contract requires approval with hold"));
-            let notice = notice(shared, &held, &decision, &story);
-            approval::register(shared, held.clone(), Some(notice));
-            super::hold::wait(shared, held).await
+            let hold = hold.expect("the contract requires approval with hold");
+            let notice = notice(shared, action_id, &hold, &decision, &story);
+            approval::notify::spawn(shared, action_id, notice);
+            super::hold::wait(shared, action_id, &hold).await
         }
         Action::Allow => forward(shared, action_id, route, &parts.headers, request).await,
     }
@@ -499,9 +509,14 @@ async fn forward(
             }
         };
         capture.push(&bytes);
-        shared
-            .store
-            .enqueue(vec![result.completed(action_id, capture, None, shared)]);
+        let completed = result.completed(action_id, capture, None, shared);
+        match shared.config.audit.result_durability {
+            ResultDurability::AfterResponse => shared.store.enqueue(vec![completed]),
+            // The agent sees the answer only once its record is durable.
+            ResultDurability::BeforeResponse => {
+                shared.store.commit_until_durable(vec![completed]).await
+            }
+        }
         return response
             .body(crate::http::full(bytes))
             .map_err(|e| Outcome::UpstreamFailed(e.to_string()));
@@ -562,19 +577,16 @@ impl ResultFacts {
     }
 }
 
-/// The pending action a hold decision creates: the request exactly as it
-/// will be forwarded (allowlisted headers only: the others never enter the
-/// record, so they cannot be replayed from it after a restart), who may
-/// decide, and by when.
+/// The hold a decision creates: the request exactly as it will be
+/// forwarded (allowlisted headers only: the others never enter the record,
+/// so they cannot be replayed from it), who may decide, and by when.
 fn held_action(
     shared: &Shared,
-    action_id: &str,
-    route: &Route,
     request: &CapturedRequest,
     request_digest: String,
     approval: &crate::policy::decision::Approval,
     directory: &crate::policy::decision::Directory,
-) -> Held {
+) -> Hold {
     let allow = &shared.config.capture.headers_allow;
     let headers = request
         .headers
@@ -582,40 +594,43 @@ fn held_action(
         .filter(|(n, _)| allow.contains(n))
         .cloned()
         .collect();
-    let now = SystemTime::now();
     let expires_in = approval
         .expires_after
         .unwrap_or(shared.config.hold.default_expiry);
-    Held::new(
-        action_id.to_string(),
-        route.config.name.clone(),
-        HeldRequest {
+    Hold {
+        request_digest,
+        eligible: approval::eligible_reviewers(approval, directory),
+        min: approval.min,
+        // The contract bounds expires_in, so this cannot overflow; saturate anyway.
+        expires_at: SystemTime::now()
+            .checked_add(expires_in)
+            .unwrap_or_else(|| SystemTime::now() + shared.config.hold.default_expiry),
+        forward: Forward {
             method: request.method.clone(),
             path_and_query: request.path_and_query(),
             headers,
             body: request.body.clone(),
         },
-        request_digest,
-        request.agent.id.clone(),
-        request.agent.on_behalf_of.clone(),
-        approval::eligible_reviewers(approval, directory),
-        approval.min,
-        now,
-        now + expires_in,
-    )
+    }
 }
 
 /// The notice sent to each `notify` hook (SPEC §4).
-fn notice(shared: &Shared, held: &Held, decision: &Decision, story: &Story<'_>) -> Value {
+fn notice(
+    shared: &Shared,
+    action_id: &str,
+    held: &Hold,
+    decision: &Decision,
+    story: &Story<'_>,
+) -> Value {
     let request = story.request;
     json!({
         "type": "action.held",
-        "action_id": held.action_id,
+        "action_id": action_id,
         "decision": decision,
         "request": {
             "method": request.method,
             "url": story.url,
-            "route": held.route,
+            "route": story.route.config.name,
             "agent": request.agent_json(),
             "body": crate::capture::body_view(&request.body, shared.config.capture.max_response_bytes as usize),
             "body_sha256": request.body_sha256,
@@ -625,7 +640,7 @@ fn notice(shared: &Shared, held: &Held, decision: &Decision, story: &Story<'_>) 
         "reviewers": held.eligible,
         "min": held.min,
         "expires_at": humantime::format_rfc3339_micros(held.expires_at).to_string(),
-        "action_url": format!("{}/v1/actions/{}", shared.admin_url, held.action_id),
-        "review_url": format!("{}/v1/actions/{}/reviews", shared.admin_url, held.action_id),
+        "action_url": format!("{}/v1/actions/{}", shared.admin_url, action_id),
+        "review_url": format!("{}/v1/actions/{}/reviews", shared.admin_url, action_id),
     })
 }

@@ -1,12 +1,38 @@
 //! The record store: where the workflow log lives. One interface, two
-//! backends: SQLite (the embedded default: one file, one process) and
-//! PostgreSQL (one database shared by a fleet of processes).
+//! backends ([`backend::Backend`]): SQLite, the embedded default (one file,
+//! one process), and PostgreSQL (one database shared by a fleet).
 //!
-//! STUB being written by the lead: see backend.rs for the contract.
+//! What the store offers is domain operations, not its connection:
+//! - append with write-ahead semantics ([`Store::commit`]: durable when it
+//!   returns) or after the fact ([`Store::enqueue`]: retried until it
+//!   commits, never dropped);
+//! - claim a transition ([`Store::commit_if`]: only if the action has not
+//!   changed since it was read, so two processes never both approve,
+//!   expire or forward the same action);
+//! - read an action, verified against the chain ([`Store::action`]);
+//! - list, verify the whole chain, remember signed message ids once;
+//! - wake whoever waits on an action when it changes ([`Store::watch`]).
+//!
+//! One writer thread per process owns a write connection and commits what
+//! has queued up in one transaction (group commit). Reads run on a small
+//! pool of connections off the async workers.
 
 pub mod backend;
 pub mod postgres;
 pub mod sqlite;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::oneshot;
+
+use self::backend::{ActionSummary, Append, Appended, Backend, Due, IndexRow, ListFilter};
+use super::lifecycle::{verify, Lifecycle};
+use super::record::{Draft, Record, GENESIS};
+use crate::config::{AuditConfig, StoreUrl};
+use crate::metrics::Metrics;
 
 /// Why the store could not do what was asked. The message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -49,4 +75,703 @@ pub enum StoreError {
         /// What is wrong.
         why: String,
     },
+}
+
+/// RFC 3339 UTC with microseconds: sorts as text, which the index relies on.
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+/// A time as the store writes it.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// Opens one backend connection.
+type Connect = Arc<dyn Fn() -> Result<Box<dyn Backend>, StoreError> + Send + Sync>;
+
+/// Called with the ids of actions that changed (an empty id: "maybe any").
+pub type OnChange = Arc<dyn Fn(&str) + Send + Sync>;
+
+type Reply = oneshot::Sender<Result<Vec<Appended>, Arc<StoreError>>>;
+
+struct Job {
+    appends: Vec<Append>,
+    reply: Option<Reply>,
+}
+
+/// Whether the store is committing; `/readyz` reports it.
+#[derive(Default)]
+pub struct Health {
+    failing: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn ok(&self) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("the record store commits again");
+        }
+    }
+
+    fn failed(&self, e: &StoreError) {
+        self.failing.store(true, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    /// The last commit error, while commits fail.
+    pub fn problem(&self) -> Option<String> {
+        if self.failing.load(Ordering::Relaxed) {
+            self.last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        } else {
+            None
+        }
+    }
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Job>,
+    readers: Arc<Readers>,
+    describe: Arc<String>,
+    kind: &'static str,
+    health: Arc<Health>,
+    on_change: Arc<Mutex<Option<OnChange>>>,
+    tampered: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// A few read connections, opened lazily and replaced when they break.
+struct Readers {
+    idle: Mutex<Vec<Box<dyn Backend>>>,
+    permits: tokio::sync::Semaphore,
+    connect: Connect,
+}
+
+impl Readers {
+    fn run<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match conn {
+            Some(c) => c,
+            None => (self.connect)()?,
+        };
+        let out = f(conn.as_mut());
+        // A connection that failed may be broken: open a fresh one next time.
+        if out.is_ok() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+        out
+    }
+}
+
+/// A connection to the configured store for one-off use (the CLI).
+pub fn connect(cfg: &AuditConfig) -> Result<Box<dyn Backend>, StoreError> {
+    connector(cfg, false)()
+}
+
+/// A read-only connection when the store allows it (SQLite), for `audit`.
+pub fn connect_read_only(cfg: &AuditConfig) -> Result<Box<dyn Backend>, StoreError> {
+    match &cfg.store {
+        StoreUrl::Sqlite(path) => Ok(Box::new(sqlite::Sqlite::open_read_only(path)?)),
+        StoreUrl::Postgres { .. } => connect(cfg),
+    }
+}
+
+fn connector(cfg: &AuditConfig, migrate: bool) -> Connect {
+    match &cfg.store {
+        StoreUrl::Sqlite(path) => {
+            let (path, busy) = (path.clone(), cfg.busy_timeout);
+            Arc::new(move || Ok(Box::new(sqlite::Sqlite::open(&path, busy)?) as Box<dyn Backend>))
+        }
+        StoreUrl::Postgres { dsn } => {
+            let dsn = dsn.clone();
+            let password = cfg.password.clone();
+            let ca = cfg.ca_file.clone();
+            Arc::new(move || {
+                let password = match &password {
+                    Some(p) => Some(p.read().map_err(|why| StoreError::Open {
+                        what: postgres::describe(&dsn),
+                        why: format!("audit.password: {why}"),
+                    })?),
+                    None => None,
+                };
+                let mut pg = postgres::connect(&dsn, password.as_deref(), ca.as_deref())?;
+                if migrate {
+                    pg.migrate()?;
+                }
+                Ok(Box::new(pg) as Box<dyn Backend>)
+            })
+        }
+    }
+}
+
+impl Store {
+    /// Opens the configured store (running migrations), rebuilds the index
+    /// if it is behind the records, and starts the writer thread.
+    pub fn open(cfg: &AuditConfig, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        let (describe, kind) = match &cfg.store {
+            StoreUrl::Sqlite(p) => (p.display().to_string(), "sqlite"),
+            StoreUrl::Postgres { dsn } => (postgres::describe(dsn), "postgres"),
+        };
+        let mut writer = connector(cfg, true)()?;
+        rebuild_index_if_behind(writer.as_mut())?;
+        let connect = connector(cfg, false);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let health = Arc::new(Health::default());
+        let on_change: Arc<Mutex<Option<OnChange>>> = Arc::default();
+        let w = Writer {
+            conn: Some(writer),
+            connect: connect.clone(),
+            metrics,
+            retry: Vec::new(),
+            health: health.clone(),
+            on_change: on_change.clone(),
+        };
+        std::thread::Builder::new()
+            .name("countersign-record-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(StoreError::Writer)?;
+        if let StoreUrl::Postgres { dsn } = &cfg.store {
+            let hook = on_change.clone();
+            let password = match &cfg.password {
+                Some(p) => Some(p.read().map_err(|why| StoreError::Open {
+                    what: describe.clone(),
+                    why: format!("audit.password: {why}"),
+                })?),
+                None => None,
+            };
+            postgres::listen(
+                dsn,
+                password.as_deref(),
+                cfg.ca_file.as_deref(),
+                move |id| {
+                    if let Some(f) = hook.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                        f(&id)
+                    }
+                },
+            )?;
+        }
+        Ok(Store {
+            tx,
+            readers: Arc::new(Readers {
+                idle: Mutex::new(Vec::new()),
+                permits: tokio::sync::Semaphore::new(4),
+                connect,
+            }),
+            describe: Arc::new(describe),
+            kind,
+            health,
+            on_change,
+            tampered: Arc::default(),
+        })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Whether other processes may share this store (so actions this
+    /// process did not start may need its help, and leases matter).
+    pub fn is_shared(&self) -> bool {
+        self.kind == "postgres"
+    }
+
+    /// The file or database, for logs and `/readyz` (never a password).
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Whether commits are failing, and why.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Actions whose records failed verification (never forwarded).
+    pub fn tampered(&self) -> Vec<String> {
+        self.tampered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Sets who hears about changed actions: local commits and, with
+    /// PostgreSQL, other processes' commits.
+    pub fn watch(&self, f: OnChange) {
+        *self.on_change.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+    }
+
+    async fn send(&self, appends: Vec<Append>) -> Result<Vec<Appended>, Arc<StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                appends,
+                reply: Some(reply),
+            })
+            .map_err(|_| Arc::new(StoreError::Closed))?;
+        rx.await.map_err(|_| Arc::new(StoreError::Closed))?
+    }
+
+    /// Appends records and waits until they are durable (write-ahead).
+    pub async fn commit(&self, drafts: Vec<Draft>) -> Result<(), Arc<StoreError>> {
+        self.send(vec![Append {
+            drafts,
+            expect: None,
+        }])
+        .await
+        .map(|_| ())
+    }
+
+    /// Appends records only if the action's newest record is still
+    /// `last_seq` (what the caller read); waits until durable.
+    pub async fn commit_if(
+        &self,
+        action_id: &str,
+        last_seq: i64,
+        drafts: Vec<Draft>,
+    ) -> Result<Appended, Arc<StoreError>> {
+        let out = self
+            .send(vec![Append {
+                drafts,
+                expect: Some((action_id.to_string(), last_seq)),
+            }])
+            .await?;
+        Ok(out.first().copied().unwrap_or(Appended::Conflict))
+    }
+
+    /// Appends records and waits until they are durable, retrying (with
+    /// backoff up to 5 s) while the store cannot commit: for records of
+    /// something that already happened, which must not be lost, and that
+    /// the caller must know are written before it goes on.
+    pub async fn commit_until_durable(&self, drafts: Vec<Draft>) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = self.commit(drafts.clone()).await {
+            if matches!(*e, StoreError::Closed) {
+                tracing::error!("record store is shut down; a record could not be committed");
+                return;
+            }
+            let action_id = drafts
+                .first()
+                .map(|d| d.action_id.as_str())
+                .unwrap_or_default();
+            tracing::error!(action_id, error = %e, "cannot record this yet; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Appends records without waiting; the writer retries until they commit.
+    pub fn enqueue(&self, drafts: Vec<Draft>) {
+        let job = Job {
+            appends: vec![Append {
+                drafts,
+                expect: None,
+            }],
+            reply: None,
+        };
+        if self.tx.send(job).is_err() {
+            tracing::error!("record store is shut down; a result record could not be queued");
+        }
+    }
+
+    /// Waits until every record queued before this call has been committed
+    /// (or, for enqueued ones the store refused, handed to the retry queue).
+    pub async fn flush(&self) -> Result<(), Arc<StoreError>> {
+        self.send(Vec::new()).await.map(|_| ())
+    }
+
+    /// Runs a read on a pooled connection, off the async threads.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let _permit = self
+            .readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.run(f))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Every record of one action, in order, as stored (unverified: for
+    /// showing); empty for an unknown or malformed id.
+    pub async fn action_records(&self, action_id: &str) -> Result<Vec<Record>, StoreError> {
+        if !super::record::is_action_id(action_id) {
+            return Ok(Vec::new());
+        }
+        let id = action_id.to_string();
+        self.read(move |b| b.records_of(&id)).await
+    }
+
+    /// One action's life, from records verified against the chain; `None`
+    /// for an unknown id. Records that do not verify are an error, and the
+    /// action is remembered as tampered (`/readyz` lists it).
+    pub async fn action(&self, action_id: &str) -> Result<Option<Lifecycle>, StoreError> {
+        if !super::record::is_action_id(action_id) {
+            return Ok(None);
+        }
+        let id = action_id.to_string();
+        let (records, links) = self
+            .read(move |b| Ok((b.records_of(&id)?, b.links_of(&id)?)))
+            .await?;
+        if records.is_empty() {
+            return Ok(None);
+        }
+        if let Err((seq, why)) = verify(&records, &links) {
+            tracing::error!(
+                action_id,
+                seq,
+                why,
+                "an action's records do not verify; it will not be acted on"
+            );
+            self.tampered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(action_id.to_string());
+            return Err(StoreError::Tampered {
+                action_id: action_id.to_string(),
+                seq,
+                why,
+            });
+        }
+        Lifecycle::fold(&records)
+            .map(Some)
+            .map_err(|why| StoreError::Tampered {
+                action_id: action_id.to_string(),
+                seq: records[0].seq,
+                why,
+            })
+    }
+
+    /// Lists actions from the index.
+    pub async fn list(&self, filter: ListFilter) -> Result<Vec<ActionSummary>, StoreError> {
+        self.read(move |b| b.list(&filter)).await
+    }
+
+    /// Remembers a signed message id for the whole fleet; false for a replay.
+    pub async fn first_sight(&self, message_id: &str) -> Result<bool, StoreError> {
+        let id = message_id.to_string();
+        let now = SystemTime::now();
+        let forget = rfc3339(now - REPLAY_WINDOW);
+        let now = rfc3339(now);
+        self.read(move |b| b.first_sight(&id, &now, &forget)).await
+    }
+
+    /// What needs attention now; approved actions count as unclaimed once
+    /// nobody claimed their forward for `grace`.
+    pub async fn due(&self, grace: Duration) -> Result<Due, StoreError> {
+        let now = SystemTime::now();
+        let (n, g) = (rfc3339(now), rfc3339(now - grace));
+        self.read(move |b| b.due(&n, &g)).await
+    }
+}
+
+/// How long a signed message id is remembered: longer than the 5-minute
+/// timestamp tolerance on either side, so a replay is caught whenever its
+/// signature would still verify.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(11 * 60);
+
+/// The result of walking the chain.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every record checks out.
+    Intact {
+        /// How many records.
+        records: i64,
+    },
+    /// The first record that does not.
+    Broken {
+        /// Its seq (or the seq that should have come next).
+        seq: i64,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Walks the whole chain in seq order and recomputes every hash.
+pub fn verify_chain(b: &mut dyn Backend) -> Result<Verdict, StoreError> {
+    let mut expected = 1i64;
+    let mut prev = GENESIS.to_string();
+    loop {
+        let page = b.scan(expected - 1, 5000)?;
+        if page.is_empty() {
+            return Ok(Verdict::Intact {
+                records: expected - 1,
+            });
+        }
+        for r in page {
+            if r.seq != expected {
+                return Ok(Verdict::Broken {
+                    seq: expected,
+                    why: format!(
+                        "record {expected} is missing (the next record is {})",
+                        r.seq
+                    ),
+                });
+            }
+            if r.prev_hash != prev {
+                return Ok(Verdict::Broken {
+                    seq: r.seq,
+                    why: "its prev_hash does not match the previous record's hash (records removed or reordered)".into(),
+                });
+            }
+            if !r.hash_matches() {
+                return Ok(Verdict::Broken {
+                    seq: r.seq,
+                    why: "its content does not match its hash (the record was altered)".into(),
+                });
+            }
+            prev = r.hash.clone();
+            expected += 1;
+        }
+    }
+}
+
+/// The index is derived: when it is behind the records (a crash between
+/// versions, a restored file, a hand edit), rebuild it from the records.
+fn rebuild_index_if_behind(b: &mut dyn Backend) -> Result<(), StoreError> {
+    let (records, indexed) = b.heads()?;
+    if records == indexed {
+        return Ok(());
+    }
+    tracing::warn!(
+        records,
+        indexed,
+        "the action index is behind the records; rebuilding it from the records"
+    );
+    rebuild_index(b)
+}
+
+/// Rebuilds every action's index row from its records.
+pub fn rebuild_index(b: &mut dyn Backend) -> Result<(), StoreError> {
+    let mut by_action: std::collections::BTreeMap<String, Vec<Record>> = Default::default();
+    let mut after = 0;
+    loop {
+        let page = b.scan(after, 5000)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for r in page {
+            by_action.entry(r.action_id.clone()).or_default().push(r);
+        }
+    }
+    let rows: Vec<IndexRow> = by_action.values().map(|rs| index_row(rs)).collect();
+    b.put_index(&rows)
+}
+
+/// An action's index row, from its records.
+pub fn index_row(records: &[Record]) -> IndexRow {
+    let first = &records[0];
+    let last = &records[records.len() - 1];
+    let life = Lifecycle::fold(records).ok();
+    let request = records
+        .iter()
+        .map(|r| &r.payload["request"])
+        .find(|v| !v.is_null())
+        .cloned()
+        .unwrap_or_default();
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let (mut risk, mut lease_until, mut expires_at) = (None, None, None);
+    for r in records {
+        if let Some(x) = s(&r.payload["decision"]["risk"]) {
+            risk = Some(x);
+        }
+        if let Some(x) = s(&r.payload["lease_until"]) {
+            lease_until = Some(x);
+        }
+        if let Some(x) = s(&r.payload["hold"]["expires_at"]) {
+            expires_at = Some(x);
+        }
+    }
+    let upstream_status = match life.as_ref().and_then(|l| l.ending.as_ref()) {
+        Some(super::lifecycle::Ending::Completed { response }) => response["status"].as_i64(),
+        _ => None,
+    };
+    IndexRow {
+        summary: ActionSummary {
+            action_id: first.action_id.clone(),
+            state: life
+                .as_ref()
+                .map_or("failed", |l| l.state.as_str())
+                .to_string(),
+            risk,
+            route: s(&first.payload["route"]["name"]),
+            method: s(&request["method"]),
+            path: s(&request["path"]),
+            agent: s(&first.payload["agent"]["id"]),
+            upstream_status,
+            created_at: first.time.clone(),
+            updated_at: last.time.clone(),
+        },
+        last_seq: last.seq,
+        expires_at,
+        lease_until,
+        forward_claimed: life.as_ref().is_some_and(|l| l.claim.is_some()),
+    }
+}
+
+struct Writer {
+    conn: Option<Box<dyn Backend>>,
+    connect: Connect,
+    metrics: Arc<Metrics>,
+    /// Enqueued records that failed to commit; retried first, in order.
+    retry: Vec<Draft>,
+    health: Arc<Health>,
+    on_change: Arc<Mutex<Option<OnChange>>>,
+}
+
+const MAX_BATCH: usize = 1024;
+
+/// How long enqueued result records wait for a write-ahead commit to share.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// Takes whatever is queued, up to a batch.
+fn drain(rx: &mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let first = if self.retry.is_empty() {
+                match rx.recv() {
+                    Ok(job) => Some(job),
+                    Err(_) => return,
+                }
+            } else {
+                match rx.recv_timeout(backoff) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        // Last attempt for what is left before exiting.
+                        let left = vec![Append {
+                            drafts: std::mem::take(&mut self.retry),
+                            expect: None,
+                        }];
+                        if let Err(e) = self.write(&left) {
+                            tracing::error!(error = %e, lost = left[0].drafts.len(), "record store closed with uncommitted result records");
+                        }
+                        return;
+                    }
+                }
+            };
+            let mut jobs: Vec<Job> = first.into_iter().collect();
+            drain(&rx, &mut jobs);
+            // Result records alone need not pay a commit of their own: give
+            // a waiting caller's write-ahead record a moment to join them.
+            if !jobs.is_empty() && jobs.iter().all(|j| j.reply.is_none()) {
+                if let Ok(job) = rx.recv_timeout(LINGER) {
+                    jobs.push(job);
+                    drain(&rx, &mut jobs);
+                }
+            }
+            let retry = std::mem::take(&mut self.retry);
+            let mut batch = Vec::with_capacity(jobs.len() + 1);
+            if !retry.is_empty() {
+                batch.push(Append {
+                    drafts: retry.clone(),
+                    expect: None,
+                });
+            }
+            let offset = batch.len();
+            batch.extend(jobs.iter().flat_map(|j| j.appends.iter().cloned()));
+            match self.write(&batch) {
+                Ok(outcomes) => {
+                    backoff = Duration::from_millis(50);
+                    self.health.ok();
+                    let mut at = offset;
+                    for job in jobs {
+                        let n = job.appends.len();
+                        if let Some(reply) = job.reply {
+                            let _ = reply.send(Ok(outcomes[at..at + n].to_vec()));
+                        }
+                        at += n;
+                    }
+                    self.announce(&batch, &outcomes);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "record store commit failed");
+                    self.metrics.record_commit_failures.inc();
+                    self.health.failed(&e);
+                    let e = Arc::new(e);
+                    self.retry = retry;
+                    for job in jobs {
+                        match job.reply {
+                            // The caller refuses its request: nothing was forwarded.
+                            Some(reply) => {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                            None => self
+                                .retry
+                                .extend(job.appends.into_iter().flat_map(|a| a.drafts)),
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole batch, reconnecting if the last
+    /// connection broke.
+    fn write(&mut self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
+        if batch.iter().all(|a| a.drafts.is_empty()) {
+            return Ok(batch.iter().map(|_| Appended::Committed(0)).collect());
+        }
+        let started = Instant::now();
+        let conn = match self.conn.as_mut() {
+            Some(c) => c,
+            None => self.conn.insert((self.connect)()?),
+        };
+        let out = conn.append(batch);
+        if out.is_err() {
+            // It may be the connection: use a fresh one next time.
+            self.conn = None;
+        } else {
+            self.metrics
+                .record_commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        out
+    }
+
+    /// Tells the waiting side which actions changed.
+    fn announce(&self, batch: &[Append], outcomes: &[Appended]) {
+        let hook = self
+            .on_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(hook) = hook else { return };
+        let mut seen = BTreeSet::new();
+        for (a, o) in batch.iter().zip(outcomes) {
+            if matches!(o, Appended::Committed(_)) {
+                for d in &a.drafts {
+                    if seen.insert(d.action_id.as_str()) {
+                        hook(&d.action_id);
+                    }
+                }
+            }
+        }
+    }
 }

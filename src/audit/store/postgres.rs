@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use postgres::{Client, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::backend::{Due, IndexRow, Links, ListFilter};
 use super::backend::{ActionSummary, Append, Appended, Backend};
+use super::backend::{Due, IndexRow, Links, ListFilter};
 use super::StoreError;
 use crate::audit::record::{canonical_json, chain_hash, IndexUpdate, Record};
 
@@ -56,19 +56,22 @@ struct Target {
 }
 
 impl Target {
-    fn new(dsn: &str, password: Option<&str>, ca_file: Option<&Path>) -> Result<Target, StoreError> {
+    fn new(
+        dsn: &str,
+        password: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Result<Target, StoreError> {
         let parsed = dsn::parse(dsn).map_err(|why| StoreError::Open {
             what: "the PostgreSQL database in audit.store".into(),
             why: format!("the connection string {why}"),
         })?;
         let mut config = parsed.config;
         let what = describe_target(&config);
-        let (mut mode, tls) = tls::connector(parsed.ssl_mode, ca_file).map_err(|why| {
-            StoreError::Open {
+        let (mut mode, tls) =
+            tls::connector(parsed.ssl_mode, ca_file).map_err(|why| StoreError::Open {
                 what: what.clone(),
                 why,
-            }
-        })?;
+            })?;
         // PostgreSQL has no TLS over Unix sockets; libpq ignores sslmode there.
         let local_only = config
             .get_hosts()
@@ -109,7 +112,7 @@ impl Target {
             .connect(self.tls.clone())
             .map_err(|e| StoreError::Open {
                 what: self.what.clone(),
-                why: describe(&e),
+                why: explain(&e),
             })?;
         client.batch_execute(&format!(
             "SET synchronous_commit = on; \
@@ -119,6 +122,16 @@ impl Target {
              SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'"
         ))?;
         Ok(client)
+    }
+}
+
+/// The database a connection string names, as it may be logged: user,
+/// hosts, port and database, never a password (nor the string itself, when
+/// it does not parse).
+pub fn describe(dsn: &str) -> String {
+    match dsn::parse(dsn) {
+        Ok(parsed) => describe_target(&parsed.config),
+        Err(_) => "the PostgreSQL database in audit.store".into(),
     }
 }
 
@@ -139,7 +152,7 @@ fn describe_target(config: &postgres::Config) -> String {
 
 /// What went wrong, with the server's SQLSTATE code and message when it
 /// answered, and the causes when it did not.
-pub(crate) fn describe(e: &postgres::Error) -> String {
+pub(crate) fn explain(e: &postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
         if let Some(detail) = db.detail() {
@@ -158,13 +171,12 @@ pub(crate) fn describe(e: &postgres::Error) -> String {
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> StoreError {
-        StoreError::Postgres(describe(&e))
+        StoreError::Postgres(explain(&e))
     }
 }
 
-/// RFC 3339 UTC with microseconds, the store's time format (sorts as text).
 fn now() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+    super::now_rfc3339()
 }
 
 /// One connection to the fleet store. Reconnects by itself when the
@@ -438,7 +450,7 @@ impl Postgres {
             return Err(StoreError::Postgres(format!(
                 "the connection was lost while committing ({}) and the database cannot be reached \
                  to tell whether the records were written ({e})",
-                describe(&error)
+                explain(&error)
             )));
         }
         let found: Option<String> = self
@@ -446,7 +458,10 @@ impl Postgres {
             .query_opt("SELECT hash FROM records WHERE seq = $1", &[&seq])?
             .map(|r| r.get(0));
         if found.as_deref() == Some(hash.as_str()) {
-            tracing::warn!(seq, "the connection was lost while committing; the records were written");
+            tracing::warn!(
+                seq,
+                "the connection was lost while committing; the records were written"
+            );
             Ok(())
         } else {
             Err(error.into())
@@ -767,7 +782,9 @@ fn to_record(r: &postgres::Row) -> Record {
         kind: r.get(3),
         // A payload that is not JSON was not written by countersign; keep
         // it as text so verification reports the record, not a crash.
-        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+        payload: serde_json::from_str(&payload)
+            .unwrap_or(serde_json::Value::String(payload.clone())),
+        payload_text: Some(payload),
         prev_hash: r.get(5),
         hash: r.get(6),
     }
@@ -797,7 +814,7 @@ impl Backend for Postgres {
                 Ok(outcomes) => Ok(outcomes),
                 // Nothing was sent: safe to try once more on a new connection.
                 Err(Attempt::NotBegun(e)) if !retried && self.client.is_closed() => {
-                    tracing::warn!(error = %describe(&e), "lost the PostgreSQL connection; appending on a new one");
+                    tracing::warn!(error = %explain(&e), "lost the PostgreSQL connection; appending on a new one");
                     self.reconnect()?;
                     retried = true;
                     continue;
@@ -864,7 +881,10 @@ impl Backend for Postgres {
                 }
             };
             let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = Vec::new();
-            for p in [&filter.state, &filter.risk, &filter.since].into_iter().flatten() {
+            for p in [&filter.state, &filter.risk, &filter.since]
+                .into_iter()
+                .flatten()
+            {
                 params.push(p);
             }
             if filter.limit > 0 {
@@ -912,7 +932,7 @@ impl Backend for Postgres {
         self.sightings += 1;
         if self.sightings % FORGET_EVERY == 1 {
             if let Err(e) = self.client.execute(&st.forget_seen, &[&forget_before]) {
-                tracing::warn!(error = %describe(&e), "cannot purge old message ids; will try again later");
+                tracing::warn!(error = %explain(&e), "cannot purge old message ids; will try again later");
             }
         }
         Ok(inserted)
@@ -956,9 +976,16 @@ impl Backend for Postgres {
                 };
                 let ids: Vec<&str> = chunk.iter().map(|r| r.summary.action_id.as_str()).collect();
                 let states: Vec<&str> = chunk.iter().map(|r| r.summary.state.as_str()).collect();
-                let created: Vec<&str> = chunk.iter().map(|r| r.summary.created_at.as_str()).collect();
-                let updated: Vec<&str> = chunk.iter().map(|r| r.summary.updated_at.as_str()).collect();
-                let status: Vec<Option<i64>> = chunk.iter().map(|r| r.summary.upstream_status).collect();
+                let created: Vec<&str> = chunk
+                    .iter()
+                    .map(|r| r.summary.created_at.as_str())
+                    .collect();
+                let updated: Vec<&str> = chunk
+                    .iter()
+                    .map(|r| r.summary.updated_at.as_str())
+                    .collect();
+                let status: Vec<Option<i64>> =
+                    chunk.iter().map(|r| r.summary.upstream_status).collect();
                 let last_seq: Vec<i64> = chunk.iter().map(|r| r.last_seq).collect();
                 let claimed: Vec<bool> = chunk.iter().map(|r| r.forward_claimed).collect();
                 tx.execute(

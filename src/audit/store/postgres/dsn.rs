@@ -59,12 +59,18 @@ pub fn parse(dsn: &str) -> Result<Dsn, String> {
         Some(name) => SslMode::parse(&name)?,
         None => SslMode::Prefer,
     };
-    let config = postgres::Config::from_str(&rest)
-        .map_err(|e| format!("is not a PostgreSQL connection string: {}", super::describe(&e)))?;
+    let config = postgres::Config::from_str(&rest).map_err(|e| {
+        format!(
+            "is not a PostgreSQL connection string: {}",
+            super::explain(&e)
+        )
+    })?;
     if config.get_password().is_some() {
-        return Err("holds a password; a secret never goes in the YAML: remove it from the \
+        return Err(
+            "holds a password; a secret never goes in the YAML: remove it from the \
                     connection string and set audit.password_env or audit.password_file"
-            .into());
+                .into(),
+        );
     }
     if config.get_hosts().is_empty() {
         return Err("names no host (postgres://USER@HOST:5432/DATABASE)".into());
@@ -184,7 +190,8 @@ mod tests {
 
     #[test]
     fn sslmode_is_taken_from_urls_and_keywords() {
-        let (rest, mode) = take_sslmode("postgres://u@h:5432/db?sslmode=verify-full&connect_timeout=5");
+        let (rest, mode) =
+            take_sslmode("postgres://u@h:5432/db?sslmode=verify-full&connect_timeout=5");
         assert_eq!(rest, "postgres://u@h:5432/db?connect_timeout=5");
         assert_eq!(mode.as_deref(), Some("verify-full"));
         let (rest, mode) = take_sslmode("postgresql://u@h/db?sslmode=verify-ca");
@@ -223,6 +230,9 @@ mod tests {
         let ok = parse("postgres://u@db.internal:5433/audit?sslmode=verify-full").unwrap();
         assert_eq!(ok.ssl_mode, SslMode::VerifyFull);
         assert_eq!(ok.config.get_ports(), &[5433]);
-        assert_eq!(parse("postgres://u@h/db").unwrap().ssl_mode, SslMode::Prefer);
+        assert_eq!(
+            parse("postgres://u@h/db").unwrap().ssl_mode,
+            SslMode::Prefer
+        );
     }
 }

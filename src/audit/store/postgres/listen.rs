@@ -9,7 +9,7 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
-use super::{describe, Target, CHANNEL};
+use super::{explain, Target, CHANNEL};
 use crate::audit::store::StoreError;
 
 /// How long a quiet connection waits before it is probed.
@@ -65,25 +65,27 @@ fn run(target: Target, mut client: Client, on_action: impl Fn(String)) {
 /// Delivers notifications until the connection fails; returns why.
 fn pump(client: &mut Client, on_action: &impl Fn(String)) -> String {
     loop {
-        let mut notifications = client.notifications();
-        let mut it = notifications.timeout_iter(QUIET);
-        loop {
-            match it.next() {
-                Ok(Some(n)) => {
-                    if n.channel() == CHANNEL {
-                        on_action(n.payload().to_string());
+        {
+            let mut notifications = client.notifications();
+            let mut it = notifications.timeout_iter(QUIET);
+            loop {
+                match it.next() {
+                    Ok(Some(n)) => {
+                        if n.channel() == CHANNEL {
+                            on_action(n.payload().to_string());
+                        }
                     }
+                    // Quiet for a while, or the server went away: probe below.
+                    Ok(None) => break,
+                    Err(e) => return explain(&e),
                 }
-                // Quiet for a while, or the server went away: probe below.
-                Ok(None) => break,
-                Err(e) => return describe(&e),
             }
         }
         if client.is_closed() {
             return "connection closed".into();
         }
         if let Err(e) = client.is_valid(Duration::from_secs(10)) {
-            return describe(&e);
+            return explain(&e);
         }
     }
 }

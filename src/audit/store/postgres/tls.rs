@@ -28,21 +28,21 @@ pub fn connector(
         _ => postgres::config::SslMode::Require,
     };
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, ca_file) {
-        (SslMode::VerifyFull, _) => {
-            rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots(ca_file)?),
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| format!("cannot build the certificate verifier: {e}"))?
-        }
+        (SslMode::VerifyFull, _) => rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots(ca_file)?),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| format!("cannot build the certificate verifier: {e}"))?,
         // Without a CA file the chain would be checked against every
         // public CA, and without the name check any certificate anyone
         // bought would pass: that protects nothing, so it is refused.
         (SslMode::VerifyCa, None) => {
-            return Err("sslmode=verify-ca needs audit.ca_file (the CA that issued the \
+            return Err(
+                "sslmode=verify-ca needs audit.ca_file (the CA that issued the \
                         database's certificate); with the system's public roots use verify-full"
-                .into())
+                    .into(),
+            )
         }
         // libpq too treats require as verify-ca when given a CA file.
         (SslMode::VerifyCa | SslMode::Require, Some(ca)) => Arc::new(ChainOnly {
