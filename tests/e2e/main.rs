@@ -5,6 +5,8 @@
 mod cli;
 mod hardening;
 mod holds;
+mod pg;
 mod proxy;
+mod store_backends;
 mod support;
 mod tls;

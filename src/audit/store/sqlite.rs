@@ -244,7 +244,9 @@ impl Backend for Sqlite {
                     ])?;
                     prev = hash;
                 }
-                out.push(Appended::Committed(seq));
+                // The contract: 0 for an empty append, not the chain's head.
+                let last = if append.drafts.is_empty() { 0 } else { seq };
+                out.push(Appended::Committed(last));
             }
         }
         tx.commit()?;

@@ -42,7 +42,8 @@ impl SslMode {
     }
 }
 
-/// A connection string taken apart.
+/// A connection string taken apart (its Debug hides any password).
+#[derive(Debug)]
 pub struct Dsn {
     /// Everything but the password (which never comes from the string).
     pub config: postgres::Config,
