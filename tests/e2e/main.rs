@@ -8,5 +8,6 @@ mod holds;
 mod pg;
 mod proxy;
 mod store_backends;
+mod store_postgres;
 mod support;
 mod tls;

@@ -117,7 +117,10 @@ impl Server {
         Server {
             host,
             port: admin.get_ports().first().copied().unwrap_or(5432),
-            user: admin.get_user().expect("COUNTERSIGN_TEST_PG names no user").into(),
+            user: admin
+                .get_user()
+                .expect("COUNTERSIGN_TEST_PG names no user")
+                .into(),
             password,
             admin,
             admin_client: Mutex::new(None),
@@ -127,7 +130,11 @@ impl Server {
 
     /// The DSN of database `db` for the tests' role (no password in it).
     pub fn dsn(&self, db: &str) -> String {
-        let mode = if self.cluster.is_some() { "disable" } else { "prefer" };
+        let mode = if self.cluster.is_some() {
+            "disable"
+        } else {
+            "prefer"
+        };
         format!(
             "postgres://{}@{}:{}/{db}?sslmode={mode}",
             self.user, self.host, self.port
@@ -149,7 +156,11 @@ impl Server {
     pub fn admin_exec(&self, sql: &str) {
         let mut guard = self.admin_client.lock().unwrap_or_else(|p| p.into_inner());
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(self.admin.connect(postgres::NoTls).expect("admin connection"));
+            *guard = Some(
+                self.admin
+                    .connect(postgres::NoTls)
+                    .expect("admin connection"),
+            );
         }
         let client = guard.as_mut().expect("just connected");
         client
@@ -287,7 +298,16 @@ impl Cluster {
         let out = as_postgres(&bin.join("initdb"))
             .arg("-D")
             .arg(dir.join("data"))
-            .args(["-A", "trust", "-U", "postgres", "-N", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-N",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .output()
             .expect("run initdb");
         assert!(
@@ -378,7 +398,11 @@ impl Cluster {
     /// once this test binary has exited, however it exited.
     fn watch_over_me(&self) {
         let pg_ctl = self.bin.join("pg_ctl");
-        let run_as = if is_root() { "runuser -u postgres -- " } else { "" };
+        let run_as = if is_root() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
         let script = format!(
             "while [ -e /proc/{pid} ]; do sleep 1; done; \
              {run_as}'{pg_ctl}' -D '{data}' stop -m immediate >/dev/null 2>&1; rm -rf '{dir}'",

@@ -9,8 +9,8 @@ use std::time::Duration;
 use countersign::audit::record::{
     canonical_json, chain_hash, new_action_id, Draft, Kind, Record, State, Summary, GENESIS,
 };
-use countersign::audit::store::backend::{Append, Appended, Backend, IndexRow, ListFilter};
 use countersign::audit::store::backend::ActionSummary;
+use countersign::audit::store::backend::{Append, Appended, Backend, IndexRow, ListFilter};
 use countersign::audit::store::now_rfc3339;
 use serde_json::json;
 
@@ -29,8 +29,9 @@ struct SqliteTarget {
 
 impl Target for SqliteTarget {
     fn open(&self) -> Box<dyn Backend> {
-        let b = countersign::audit::store::sqlite::Sqlite::open(&self.path, Duration::from_secs(10))
-            .expect("open the SQLite store");
+        let b =
+            countersign::audit::store::sqlite::Sqlite::open(&self.path, Duration::from_secs(10))
+                .expect("open the SQLite store");
         Box::new(b)
     }
 }
@@ -42,8 +43,9 @@ pub struct PgTarget {
 
 impl Target for PgTarget {
     fn open(&self) -> Box<dyn Backend> {
-        let mut b = countersign::audit::store::postgres::connect(&self.dsn, Some(pg::password()), None)
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.dsn));
+        let mut b =
+            countersign::audit::store::postgres::connect(&self.dsn, Some(pg::password()), None)
+                .unwrap_or_else(|e| panic!("connect to {}: {e}", self.dsn));
         b.migrate().expect("migrate");
         Box::new(b)
     }
@@ -165,9 +167,21 @@ pub fn walk_chain(b: &mut dyn Backend) -> i64 {
         }
         for r in page {
             assert_eq!(r.seq, seq + 1, "the chain has a gap before seq {}", r.seq);
-            assert_eq!(r.prev_hash, prev, "seq {} does not link to its predecessor", r.seq);
-            let text = r.payload_text.clone().unwrap_or_else(|| canonical_json(&r.payload));
-            assert_eq!(text, canonical_json(&r.payload), "seq {} payload is not canonical", r.seq);
+            assert_eq!(
+                r.prev_hash, prev,
+                "seq {} does not link to its predecessor",
+                r.seq
+            );
+            let text = r
+                .payload_text
+                .clone()
+                .unwrap_or_else(|| canonical_json(&r.payload));
+            assert_eq!(
+                text,
+                canonical_json(&r.payload),
+                "seq {} payload is not canonical",
+                r.seq
+            );
             assert_eq!(
                 chain_hash(r.seq, &r.time, &r.action_id, &r.kind, &r.prev_hash, &text),
                 r.hash,
@@ -211,7 +225,12 @@ fn appends_chain_and_read_back(t: &dyn Target) {
     // Times as the store writes them: RFC 3339 UTC with microseconds.
     for r in &ra {
         assert!(humantime::parse_rfc3339(&r.time).is_ok(), "{}", r.time);
-        assert_eq!(r.time.len(), "2026-01-01T00:00:00.000000Z".len(), "{}", r.time);
+        assert_eq!(
+            r.time.len(),
+            "2026-01-01T00:00:00.000000Z".len(),
+            "{}",
+            r.time
+        );
     }
     let rc = b.records_of(&c).expect("records_of");
     assert_eq!(rc.len(), 1);
@@ -222,20 +241,34 @@ fn appends_chain_and_read_back(t: &dyn Target) {
     let links = b.links_of(&a).expect("links_of");
     assert_eq!(links.len(), 2);
     assert_eq!((links[0].seq, links[0].before_hash.as_deref()), (1, None));
-    assert_eq!(links[0].after_prev_hash.as_deref(), Some(ra[0].hash.as_str()));
+    assert_eq!(
+        links[0].after_prev_hash.as_deref(),
+        Some(ra[0].hash.as_str())
+    );
     assert_eq!(links[1].before_hash.as_deref(), Some(ra[0].hash.as_str()));
-    assert_eq!(links[1].after_prev_hash.as_deref(), Some(ra[1].hash.as_str()));
+    assert_eq!(
+        links[1].after_prev_hash.as_deref(),
+        Some(ra[1].hash.as_str())
+    );
     let links = b.links_of(&c).expect("links_of");
     assert_eq!(links[0].before_hash.as_deref(), Some(ra[1].hash.as_str()));
     assert_eq!(links[0].after_prev_hash, None);
 
     // Paged walk.
     assert_eq!(
-        b.scan(0, 2).expect("scan").iter().map(|r| r.seq).collect::<Vec<_>>(),
+        b.scan(0, 2)
+            .expect("scan")
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>(),
         vec![1, 2]
     );
     assert_eq!(
-        b.scan(2, 10).expect("scan").iter().map(|r| r.seq).collect::<Vec<_>>(),
+        b.scan(2, 10)
+            .expect("scan")
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>(),
         vec![3]
     );
     assert!(b.scan(3, 10).expect("scan").is_empty());
@@ -260,7 +293,11 @@ fn empty_and_conflicting_appends_write_nothing(t: &dyn Target) {
 
     // Stale expectation: nothing written.
     let out = b
-        .append(&[claim(&x, 0, vec![event(&x, Kind::Approved, Some(State::Approved))])])
+        .append(&[claim(
+            &x,
+            0,
+            vec![event(&x, Kind::Approved, Some(State::Approved))],
+        )])
         .expect("append");
     assert_eq!(out, vec![Appended::Conflict]);
     assert_eq!(b.records_of(&x).expect("records").len(), 1);
@@ -274,7 +311,11 @@ fn empty_and_conflicting_appends_write_nothing(t: &dyn Target) {
 
     // Current expectation: written.
     let out = b
-        .append(&[claim(&x, 1, vec![event(&x, Kind::Approved, Some(State::Approved))])])
+        .append(&[claim(
+            &x,
+            1,
+            vec![event(&x, Kind::Approved, Some(State::Approved))],
+        )])
         .expect("append");
     assert_eq!(out, vec![Appended::Committed(2)]);
     assert_eq!(row(b.as_mut(), &x).state, "approved");
@@ -328,7 +369,10 @@ fn same_expect_from_two_connections_exactly_one_wins(t: &dyn Target) {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
         });
         let wins = outcomes
             .iter()
@@ -373,14 +417,24 @@ fn conditional_appends_race_without_gaps(t: &dyn Target) {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
     let mut all: Vec<i64> = results.iter().flat_map(|(w, _)| w.clone()).collect();
     let won = all.len();
     all.sort();
     all.dedup();
-    assert_eq!(all.len(), won, "two connections were told they wrote the same seq");
-    assert_eq!(won + results.iter().map(|(_, l)| l).sum::<usize>(), 2 * ATTEMPTS);
+    assert_eq!(
+        all.len(),
+        won,
+        "two connections were told they wrote the same seq"
+    );
+    assert_eq!(
+        won + results.iter().map(|(_, l)| l).sum::<usize>(),
+        2 * ATTEMPTS
+    );
     let records = setup.records_of(&id).expect("records");
     assert_eq!(records.len(), won + 1);
     assert_eq!(walk_chain(setup.as_mut()), won as i64 + 1);
@@ -531,7 +585,10 @@ fn index_follows_each_record(t: &dyn Target) {
     d.index.expires_at = Some(FUTURE.into());
     b.append(&[plain(vec![d])]).expect("append");
     let created = row(b.as_mut(), &id);
-    assert_eq!((created.state.as_str(), created.risk.as_deref()), ("pending", Some("high")));
+    assert_eq!(
+        (created.state.as_str(), created.risk.as_deref()),
+        ("pending", Some("high"))
+    );
 
     // A record that sets nothing keeps the state; updated_at moves.
     std::thread::sleep(Duration::from_millis(2));
@@ -553,14 +610,21 @@ fn index_follows_each_record(t: &dyn Target) {
     claimed.index.lease_until = Some(FUTURE.into());
     b.append(&[plain(vec![again, claimed])]).expect("append");
     let r = row(b.as_mut(), &id);
-    assert_eq!((r.state.as_str(), r.risk.as_deref()), ("approved", Some("low")));
+    assert_eq!(
+        (r.state.as_str(), r.risk.as_deref()),
+        ("approved", Some("low"))
+    );
     assert_eq!(r.route.as_deref(), Some("payments"));
     assert_eq!(r.created_at, created.created_at);
 
     // The forward claim sticks (a later record cannot un-claim it): the
     // action is never "approved and unclaimed".
-    b.append(&[plain(vec![event(&id, Kind::Notified, Some(State::Approved))])])
-        .expect("append");
+    b.append(&[plain(vec![event(
+        &id,
+        Kind::Notified,
+        Some(State::Approved),
+    )])])
+    .expect("append");
     let due = b.due(&now_rfc3339(), FUTURE).expect("due");
     assert!(!due.unclaimed.contains(&id), "{due:?}");
 
@@ -569,15 +633,27 @@ fn index_follows_each_record(t: &dyn Target) {
     done.index.upstream_status = Some(201);
     b.append(&[plain(vec![done])]).expect("append");
     let r = row(b.as_mut(), &id);
-    assert_eq!((r.state.as_str(), r.upstream_status), ("completed", Some(201)));
-    let last = b.records_of(&id).expect("records").last().cloned().expect("some");
+    assert_eq!(
+        (r.state.as_str(), r.upstream_status),
+        ("completed", Some(201))
+    );
+    let last = b
+        .records_of(&id)
+        .expect("records")
+        .last()
+        .cloned()
+        .expect("some");
     assert_eq!(r.updated_at, last.time);
     assert_eq!(b.heads().expect("heads"), (last.seq, last.seq));
 }
 
 fn due_finds_expired_unclaimed_and_lapsed(t: &dyn Target) {
     let mut b = t.open();
-    let make = |b: &mut Box<dyn Backend>, state: State, expires: Option<&str>, lease: Option<&str>, claimed: bool| {
+    let make = |b: &mut Box<dyn Backend>,
+                state: State,
+                expires: Option<&str>,
+                lease: Option<&str>,
+                claimed: bool| {
         let id = new_action_id();
         let mut d = decided(&id, state, "high");
         d.index.expires_at = expires.map(str::to_string);
@@ -616,7 +692,9 @@ fn due_finds_expired_unclaimed_and_lapsed(t: &dyn Target) {
     for quiet in [&waiting, &claimed_live, &allowed_live, &completed] {
         let due = b.due(&now, FUTURE).expect("due");
         assert!(
-            !due.expired.contains(quiet) && !due.unclaimed.contains(quiet) && !due.lapsed.contains(quiet),
+            !due.expired.contains(quiet)
+                && !due.unclaimed.contains(quiet)
+                && !due.lapsed.contains(quiet),
             "{quiet} is not due: {due:?}"
         );
     }
@@ -660,19 +738,26 @@ fn heads_and_put_index(t: &dyn Target) {
     .expect("put_index");
     let r = row(b.as_mut(), &a);
     assert_eq!(r.state, "rejected");
-    assert_eq!((r.risk.as_deref(), r.method.as_deref(), r.agent.as_deref()), (Some("medium"), Some("PUT"), None));
+    assert_eq!(
+        (r.risk.as_deref(), r.method.as_deref(), r.agent.as_deref()),
+        (Some("medium"), Some("PUT"), None)
+    );
     assert_eq!(r.upstream_status, Some(204));
     assert_eq!(r.created_at, "2026-01-01T00:00:00.000000Z");
     assert_eq!(row(b.as_mut(), &c).state, "completed");
     assert_eq!(b.heads().expect("heads"), (2, 2));
 
     // An index row behind the records shows in `heads`.
-    b.put_index(&[rebuilt(&c, "completed", 1)]).expect("put_index");
+    b.put_index(&[rebuilt(&c, "completed", 1)])
+        .expect("put_index");
     assert_eq!(b.heads().expect("heads"), (2, 1));
     // Rows given to put_index are what the due queries see.
     let mut pending = rebuilt(&a, "pending", 1);
     pending.expires_at = Some(PAST.into());
     b.put_index(&[pending]).expect("put_index");
-    assert_eq!(b.due(&now_rfc3339(), PAST).expect("due").expired, vec![a.clone()]);
+    assert_eq!(
+        b.due(&now_rfc3339(), PAST).expect("due").expired,
+        vec![a.clone()]
+    );
     assert_eq!(walk_chain(b.as_mut()), 2);
 }

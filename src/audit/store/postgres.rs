@@ -421,13 +421,23 @@ impl Postgres {
         tx.execute(&st.notify, &[&ids])?;
         match tx.commit() {
             Ok(()) => Ok(outcomes),
-            Err(error) if self.client.is_closed() => Err(Attempt::CommitLost {
+            Err(error) if self.outcome_unknown(&error) => Err(Attempt::CommitLost {
                 error,
                 last: (seq, prev),
                 outcomes,
             }),
             Err(e) => Err(Attempt::Failed(e.into())),
         }
+    }
+
+    /// Whether a failed COMMIT may have committed all the same: only a
+    /// plain ERROR answer proves the rollback. A lost connection, or a
+    /// FATAL (a session ended by the server, perhaps right after the commit
+    /// became durable), leaves it open.
+    fn outcome_unknown(&self, e: &postgres::Error) -> bool {
+        self.client.is_closed()
+            || e.as_db_error().and_then(|db| db.parsed_severity())
+                != Some(postgres::error::Severity::Error)
     }
 
     /// After the connection broke during COMMIT: reconnect (ending the old
