@@ -23,7 +23,6 @@ use serde_json::{json, Value};
 use crate::app::Shared;
 use crate::audit::lifecycle::{Hold, Lifecycle};
 use crate::audit::record::{Draft, Kind, State};
-use crate::audit::store::backend::Appended;
 use crate::policy::decision::{Approval, Directory};
 
 /// The upstream's whole answer to an approved request, for the agent
@@ -211,12 +210,12 @@ pub async fn expire(shared: &Arc<Shared>, life: &Lifecycle) -> bool {
         .commit_if(&life.action_id, life.last_seq, vec![draft])
         .await
     {
-        Ok(Appended::Committed(_)) => {
+        Ok(true) => {
             tracing::info!(action_id = %life.action_id, "hold expired");
             resolved(shared, life);
             true
         }
-        Ok(Appended::Conflict) => false,
+        Ok(false) => false,
         Err(e) => {
             // Still pending in the record, so nothing is forwarded; the
             // next look (waiter or sweep) tries again.
@@ -245,11 +244,11 @@ pub async fn cancel(shared: &Arc<Shared>, action_id: &str, why: &str) -> bool {
             .commit_if(action_id, life.last_seq, vec![draft])
             .await
         {
-            Ok(Appended::Committed(_)) => {
+            Ok(true) => {
                 resolved(shared, &life);
                 return true;
             }
-            Ok(Appended::Conflict) => continue,
+            Ok(false) => continue,
             Err(e) => {
                 // Not cancelled in the record, so not cancelled: it stays
                 // pending and still expires; it is never forwarded unapproved.

@@ -11,7 +11,6 @@ use serde_json::json;
 use crate::app::Shared;
 use crate::audit::lifecycle::Lifecycle;
 use crate::audit::record::{is_action_id, Draft, Kind, State};
-use crate::audit::store::backend::Appended;
 use crate::audit::store::StoreError;
 
 /// The review body a reviewer signs.
@@ -178,9 +177,11 @@ async fn decide(
     let first = match shared.store.action(id).await {
         Ok(Some(l)) => l,
         Ok(None) => return Err(Refusal::NotFound),
-        Err(StoreError::Tampered { seq, .. }) => return Err(Refusal::Conflict(format!(
+        Err(StoreError::Tampered { seq, .. }) => {
+            return Err(Refusal::Conflict(format!(
             "this action's records do not verify (seq {seq}); it cannot be reviewed or forwarded"
-        ))),
+        )))
+        }
         Err(e) => return Err(Refusal::Unavailable(e.to_string())),
     };
     let review =
@@ -211,7 +212,7 @@ async fn decide(
     for _ in 0..ATTEMPTS {
         let (drafts, state, count, min) = check(&life, &review, approve, headers, webhook_id)?;
         match shared.store.commit_if(id, life.last_seq, drafts).await {
-            Ok(Appended::Committed(_)) => {
+            Ok(true) => {
                 tracing::info!(action_id = id, reviewer = %review.reviewer, verdict = %review.verdict, state = state.as_str(), "review accepted");
                 if state != State::Pending {
                     super::resolved(shared, &life);
@@ -225,7 +226,7 @@ async fn decide(
                     min,
                 });
             }
-            Ok(Appended::Conflict) => {
+            Ok(false) => {
                 // Another review, an expiry or another process got there
                 // first: read the action again and check again.
                 life = match shared.store.action(id).await {

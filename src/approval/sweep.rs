@@ -22,7 +22,7 @@ use super::execute;
 use crate::app::Shared;
 use crate::audit::lifecycle::Lifecycle;
 use crate::audit::record::{Draft, State};
-use crate::audit::store::backend::{Appended, ListFilter};
+use crate::audit::store::backend::ListFilter;
 use crate::audit::store::StoreError;
 
 /// How often the sweep looks.
@@ -56,11 +56,11 @@ async fn interrupt(shared: &Arc<Shared>, life: &Lifecycle) -> Result<bool, Store
         .commit_if(&life.action_id, life.last_seq, vec![d])
         .await
     {
-        Ok(Appended::Committed(_)) => {
+        Ok(true) => {
             tracing::warn!(action_id = %life.action_id, "a forward was interrupted; recorded as failed, not resent");
             Ok(true)
         }
-        Ok(Appended::Conflict) => Ok(false),
+        Ok(false) => Ok(false),
         Err(e) => Err(StoreError::Open {
             what: shared.store.describe().to_string(),
             why: e.to_string(),

@@ -64,9 +64,6 @@ impl Backend for Postgres {
     fn list(&mut self, _: &ListFilter) -> Result<Vec<ActionSummary>, StoreError> {
         unreachable!()
     }
-    fn first_sight(&mut self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
-        unreachable!()
-    }
     fn due(&mut self, _: &str, _: &str) -> Result<Due, StoreError> {
         unreachable!()
     }
