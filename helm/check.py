@@ -144,6 +144,15 @@ def assert_gateway_postgres(r):
     expect(svc["spec"]["selector"] == pdb["spec"]["selector"]["matchLabels"], "the Service reaches every replica")
 
 
+def assert_gateway_postgres_one_replica(r):
+    d = r.one("Deployment", "cs-countersign")
+    expect(d["spec"]["replicas"] == 1, "one replica")
+    expect(d["spec"]["strategy"]["type"] == "RollingUpdate", "a shared record lets even one replica roll")
+    # A budget for one pod could only block node drains.
+    expect(not r.all("PodDisruptionBudget"), "no PodDisruptionBudget for one replica")
+    assert_postgres_audit(r, "pg-credentials", "password", None)
+
+
 def assert_sidecar_postgres(r):
     d = r.one("Deployment", "cs-countersign-agent")
     expect(d["spec"]["replicas"] == 3, "three agent pods")
@@ -217,6 +226,11 @@ SCENARIOS = {
         "check": "sqlite",
     },
     "gateway-postgres": {"values": PG_GATEWAY, "check": "postgres", "assert": assert_gateway_postgres},
+    "gateway-postgres-one-replica": {
+        "values": {"store": {"type": "postgres", "postgres": {"dsn": PG_DSN, "existingSecret": "pg-credentials"}}},
+        "check": "postgres",
+        "assert": assert_gateway_postgres_one_replica,
+    },
     "sidecar-postgres": {"values": PG_SIDECAR, "check": "postgres", "assert": assert_sidecar_postgres},
     # Values the chart must refuse, with the words its message must contain.
     "gateway-sqlite-replicas": {

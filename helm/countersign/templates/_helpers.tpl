@@ -112,10 +112,6 @@ stop before anything is applied.
   {{- fail "persistence.type is pvc (or persistence.existingClaim is set) but store.type is postgres: the record lives in PostgreSQL and the pod keeps nothing durable. Leave persistence.type empty." -}}
   {{- end -}}
 {{- end -}}
-{{- $pdb := $v.podDisruptionBudget -}}
-{{- if and $pdb.enabled (not (kindIs "invalid" $pdb.minAvailable)) (not (kindIs "invalid" $pdb.maxUnavailable)) -}}
-{{- fail "podDisruptionBudget.minAvailable and podDisruptionBudget.maxUnavailable are both set: set the other to null." -}}
-{{- end -}}
 {{- end -}}
 
 {{- define "countersign.reviewerEnv" -}}
