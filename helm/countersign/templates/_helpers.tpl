@@ -64,8 +64,8 @@ pvc
 
 {{/*
 Values the chart refuses, each with what to do instead. Included by
-templates/validate.yaml so `helm template`, `helm install` and `helm lint`
-stop before anything is applied.
+templates/validate.yaml so `helm template`, `helm install` and `helm upgrade`
+stop before anything is applied. (`helm lint` only logs a template's fail.)
 */}}
 {{- define "countersign.validate" -}}
 {{- $v := .Values -}}
