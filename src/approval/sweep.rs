@@ -71,6 +71,30 @@ async fn interrupt(shared: &Arc<Shared>, life: &Lifecycle) -> Result<bool, Store
 /// At start: on a store of its own, every unfinished forward was this
 /// process's and is now interrupted. Returns how many were marked.
 pub async fn on_start(shared: &Arc<Shared>) -> Result<usize, StoreError> {
+    // What the sweep and recovery act on comes from the index: make the
+    // rows of unfinished actions agree with their records first.
+    let mut open = Vec::new();
+    for state in ["pending", "approved", "allowed"] {
+        let filter = ListFilter {
+            state: Some(state.into()),
+            ..Default::default()
+        };
+        open.extend(
+            shared
+                .store
+                .list(filter)
+                .await?
+                .into_iter()
+                .map(|a| a.action_id),
+        );
+    }
+    let fixed = shared.store.reindex(open).await?;
+    if fixed > 0 {
+        tracing::warn!(
+            fixed,
+            "index rows disagreed with their records and were rebuilt from them"
+        );
+    }
     if shared.store.is_shared() {
         return Ok(0);
     }

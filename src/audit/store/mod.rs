@@ -452,6 +452,34 @@ impl Store {
             })
     }
 
+    /// Rebuilds the index rows of these actions from their records (the
+    /// index is derived: an edited row must not decide what happens next).
+    /// Returns how many rows had to change.
+    pub async fn reindex(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        self.read(move |b| {
+            let mut rows = Vec::new();
+            let mut changed = 0;
+            for id in &ids {
+                let records = b.records_of(id)?;
+                if records.is_empty() {
+                    continue;
+                }
+                let row = index_row(&records);
+                let listed = b.list(&ListFilter {
+                    state: Some(row.summary.state.clone()),
+                    ..Default::default()
+                })?;
+                if !listed.iter().any(|a| a.action_id == *id) {
+                    changed += 1;
+                }
+                rows.push(row);
+            }
+            b.put_index(&rows)?;
+            Ok(changed)
+        })
+        .await
+    }
+
     /// Lists actions from the index.
     pub async fn list(&self, filter: ListFilter) -> Result<Vec<ActionSummary>, StoreError> {
         self.read(move |b| b.list(&filter)).await
