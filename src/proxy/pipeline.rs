@@ -336,7 +336,8 @@ async fn run(
             error: e.to_string(),
         }),
         Ok(raw) => {
-            decision::check(&raw, Some(&reviewers.directory)).map_err(|e| Outcome::PolicyFailed {
+            let max_expiry = shared.config.hold.max_expiry;
+            decision::check(&raw, Some(&reviewers.directory), max_expiry).map_err(|e| Outcome::PolicyFailed {
                 reason: "policy_contract",
                 error: format!("the decision breaks the contract: {e}"),
             })
@@ -601,7 +602,9 @@ fn held_action(
         approval::eligible_reviewers(approval, directory),
         approval.min,
         now,
-        now + expires_in,
+        // The contract bounds `expires_in` by hold.max_expiry, so this
+        // cannot overflow; if it ever did, expiring at once fails closed.
+        now.checked_add(expires_in).unwrap_or(now),
     )
 }
 
