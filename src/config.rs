@@ -1057,6 +1057,38 @@ mod tests {
     }
 
     #[test]
+    fn hold_expiry_limits_are_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.hold.max_expiry, DEFAULT_MAX_EXPIRY);
+        let e = parse(&format!("{MINIMAL}hold: {{ default_expiry: 8d }}\n")).unwrap_err();
+        assert!(e.message.starts_with("hold.default_expiry:"), "{e}");
+        let c = parse(&format!(
+            "{MINIMAL}hold: {{ default_expiry: 8d, max_expiry: 30d }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.hold.max_expiry, Duration::from_secs(30 * 86_400));
+        let e = parse(&format!("{MINIMAL}hold: {{ max_expiry: 500000000000y }}\n")).unwrap_err();
+        assert!(e.message.contains("longer than 10 years"), "{e}");
+        let e = parse(&format!("{MINIMAL}audit: {{ busy_timeout: 30d }}\n")).unwrap_err();
+        assert!(e.message.starts_with("audit.busy_timeout:"), "{e}");
+    }
+
+    #[test]
+    fn reviewer_aliases_must_name_someone() {
+        let reviewer = |aliases: &str| {
+            parse(&format!(
+                "{MINIMAL}reviewers:\n  alice: {{ key_env: K, aliases: {aliases} }}\n"
+            ))
+        };
+        let c = reviewer("[\"alice@corp\", \"Alice Smith\"]").unwrap();
+        assert_eq!(c.reviewers["alice"].aliases, ["alice@corp", "Alice Smith"]);
+        for blank in ["[\"\"]", "[\" \"]", "[\"\\u200B\"]"] {
+            let e = reviewer(blank).unwrap_err();
+            assert!(e.message.starts_with("reviewers.alice.aliases[0]:"), "{blank}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_duration_names_the_field() {
         let e = parse(&format!("{MINIMAL}hold: {{ wait: 25 parsecs }}\n")).unwrap_err();
         assert!(e.message.starts_with("hold.wait:"), "{e}");
