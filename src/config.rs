@@ -1084,7 +1084,10 @@ mod tests {
         assert_eq!(c.reviewers["alice"].aliases, ["alice@corp", "Alice Smith"]);
         for blank in ["[\"\"]", "[\" \"]", "[\"\\u200B\"]"] {
             let e = reviewer(blank).unwrap_err();
-            assert!(e.message.starts_with("reviewers.alice.aliases[0]:"), "{blank}: {e}");
+            assert!(
+                e.message.starts_with("reviewers.alice.aliases[0]:"),
+                "{blank}: {e}"
+            );
         }
     }
 

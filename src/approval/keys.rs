@@ -113,10 +113,14 @@ pub enum VerifyError {
     #[error("webhook-timestamp is not a number of seconds since 1970")]
     BadTimestamp,
     /// The timestamp is outside the tolerance.
-    #[error("webhook-timestamp is more than 5 minutes from now ({0} s off); sign with the current time")]
+    #[error(
+        "webhook-timestamp is more than 5 minutes from now ({0} s off); sign with the current time"
+    )]
     Stale(u64),
     /// No signature of the kind this reviewer's key makes.
-    #[error("webhook-signature has no {wanted}, signature, which this reviewer's {kind} key needs")]
+    #[error(
+        "webhook-signature has no {wanted}, signature, which this reviewer's {kind} key needs"
+    )]
     NoSignatureOfKind {
         /// The version tag wanted.
         wanted: &'static str,

@@ -212,7 +212,8 @@ pub async fn review(
             // Unknown actions have no story to add to; the system log has it.
             if !matches!(refusal, Refusal::NotFound | Refusal::Unavailable(_)) {
                 let mut payload = attempt;
-                let verified = named_key.filter(|_| !matches!(refusal, Refusal::Unauthenticated(_)));
+                let verified =
+                    named_key.filter(|_| !matches!(refusal, Refusal::Unauthenticated(_)));
                 if let Some(p) = payload.as_object_mut() {
                     p.extend(signature_evidence(verified, headers, body));
                 }

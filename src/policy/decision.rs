@@ -297,8 +297,14 @@ mod tests {
 
     #[test]
     fn booleans_map_to_allow_and_deny() {
-        assert_eq!(check(&json!(true), None, WEEK).unwrap().action, Action::Allow);
-        assert_eq!(check(&json!(false), None, WEEK).unwrap().action, Action::Deny);
+        assert_eq!(
+            check(&json!(true), None, WEEK).unwrap().action,
+            Action::Allow
+        );
+        assert_eq!(
+            check(&json!(false), None, WEEK).unwrap().action,
+            Action::Deny
+        );
     }
 
     #[test]

@@ -337,9 +337,11 @@ async fn run(
         }),
         Ok(raw) => {
             let max_expiry = shared.config.hold.max_expiry;
-            decision::check(&raw, Some(&reviewers.directory), max_expiry).map_err(|e| Outcome::PolicyFailed {
-                reason: "policy_contract",
-                error: format!("the decision breaks the contract: {e}"),
+            decision::check(&raw, Some(&reviewers.directory), max_expiry).map_err(|e| {
+                Outcome::PolicyFailed {
+                    reason: "policy_contract",
+                    error: format!("the decision breaks the contract: {e}"),
+                }
             })
         }
     };

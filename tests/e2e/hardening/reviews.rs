@@ -277,10 +277,18 @@ async fn an_ed25519_reviewer_approves_with_the_review_tool_and_the_record_proves
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "the secret is readable by its owner only");
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the secret is readable by its owner only"
+        );
     }
     let again = countersign(&["keygen", "--reviewer", "--out", prefix.to_str().unwrap()]);
-    assert_eq!(again.status.code(), Some(1), "an existing key is never overwritten");
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "an existing key is never overwritten"
+    );
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), secret);
     let no_kind = countersign(&["keygen", "--out", prefix.to_str().unwrap()]);
     assert_eq!(no_kind.status.code(), Some(1));
@@ -355,7 +363,9 @@ async fn an_ed25519_reviewer_approves_with_the_review_tool_and_the_record_proves
     let reviewed = payload_of(&d.db_path(), &id, "reviewed");
     assert_eq!(reviewed["key"], "ed25519");
     let signature = reviewed["webhook_signature"].as_str().unwrap();
-    let signature = signature.strip_prefix("v1a,").expect("an Ed25519 signature");
+    let signature = signature
+        .strip_prefix("v1a,")
+        .expect("an Ed25519 signature");
     let signed_body = reviewed["signed_body"].as_str().unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(signed_body).unwrap()["action_id"],
@@ -408,7 +418,11 @@ fn a_reviewer_secret_in_the_config_is_refused() {
     assert!(err.contains("countersign.yaml: reviewers.erin"), "{err}");
     assert!(err.contains("whsk_") && err.contains("whpk_"), "{err}");
     assert!(
-        !err.contains(std::fs::read_to_string(prefix.with_extension("key")).unwrap().trim()),
+        !err.contains(
+            std::fs::read_to_string(prefix.with_extension("key"))
+                .unwrap()
+                .trim()
+        ),
         "the error never shows the secret"
     );
 }
@@ -456,7 +470,10 @@ fn check_fails_on_a_policy_that_errors_on_every_call_or_a_missing_entrypoint() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("countersign.yaml: policy"), "{err}");
-    assert!(err.contains("data.countersign.decision"), "names the policy: {err}");
+    assert!(
+        err.contains("data.countersign.decision"),
+        "names the policy: {err}"
+    );
     assert!(err.contains("divide by zero"), "says what fails: {err}");
 
     let d = Deployment::new(
@@ -475,7 +492,11 @@ fn check_fails_on_a_policy_that_errors_on_every_call_or_a_missing_entrypoint() {
         decision := {\"action\": \"allow\", \"risk\": \"low\"} if input.request.method == \"POST\"\n";
     let d = Deployment::new("http://127.0.0.1:1", posts_only, "");
     let out = run(&d);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Holds /v1/huge for an expiry no clock can hold, /v1/long for eight days;
@@ -519,7 +540,10 @@ async fn an_expiry_past_hold_max_expiry_fails_closed_and_the_proxy_keeps_serving
         .unwrap();
     assert_eq!(resp.status(), 201, "the proxy still serves");
     assert!(
-        upstream.seen().iter().all(|s| s.path_and_query == "/v1/fine"),
+        upstream
+            .seen()
+            .iter()
+            .all(|s| s.path_and_query == "/v1/fine"),
         "nothing held was forwarded"
     );
     cs.stop().await;
@@ -545,11 +569,7 @@ async fn an_expiry_past_hold_max_expiry_fails_closed_and_the_proxy_keeps_serving
         .unwrap()
         .to_string();
     let expires = humantime::parse_rfc3339_weak(&expires).unwrap();
-    let days = expires
-        .duration_since(SystemTime::now())
-        .unwrap()
-        .as_secs()
-        / 86_400;
+    let days = expires.duration_since(SystemTime::now()).unwrap().as_secs() / 86_400;
     assert_eq!(days, 7, "eight days from now, less a moment");
     cs.stop().await;
 }
