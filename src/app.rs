@@ -232,10 +232,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     // Changed actions (ours, or other processes' on a shared store) wake
     // the agents waiting on them here.
-    let s = shared.clone();
-    shared
-        .store
-        .watch(Arc::new(move |id: &str| s.waiters.poke(id)));
+    // Weak: the store must not keep the service alive after it stops.
+    let s = Arc::downgrade(&shared);
+    shared.store.watch(Arc::new(move |id: &str| {
+        if let Some(s) = s.upgrade() {
+            s.waiters.poke(id)
+        }
+    }));
     let interrupted = crate::approval::sweep::on_start(&shared).await?;
     if interrupted > 0 {
         tracing::warn!(

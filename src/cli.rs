@@ -36,7 +36,8 @@ pub struct ConfigArg {
 pub enum Command {
     /// Run the proxy and admin listeners until SIGTERM or Ctrl-C.
     Serve(ConfigArg),
-    /// Validate the config and compile the policies; exit 1 on error.
+    /// Validate the config, read every secret, compile the policies and
+    /// evaluate them once on a probe call; exit 1 on error.
     Check(ConfigArg),
     /// Evaluate or test policies without running the proxy.
     #[command(subcommand)]
@@ -46,6 +47,21 @@ pub enum Command {
     Audit(AuditCommand),
     /// Review a held action: show what it is, then sign and send your verdict.
     Review(ReviewArgs),
+    /// Make a key pair: with --reviewer, a reviewer's Ed25519 pair (PREFIX.key
+    /// holds the whsk_ secret for the reviewer, PREFIX.pub the whpk_ public
+    /// key for the config).
+    Keygen(KeygenArgs),
+}
+
+/// `countersign keygen ...`
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Make a reviewer's key pair (the only kind made so far).
+    #[arg(long)]
+    pub reviewer: bool,
+    /// Write PREFIX.key (the secret, mode 0600) and PREFIX.pub; neither may exist yet.
+    #[arg(long, value_name = "PREFIX")]
+    pub out: PathBuf,
 }
 
 /// `countersign review ...`
@@ -60,7 +76,8 @@ pub struct ReviewArgs {
     /// Your reviewer name, as configured.
     #[arg(long)]
     pub reviewer: String,
-    /// File holding your Standard Webhooks key (whsec_...).
+    /// File holding your key: an Ed25519 secret (whsk_..., from countersign
+    /// keygen --reviewer) or a shared Standard Webhooks secret (whsec_...).
     #[arg(long, value_name = "F")]
     pub key_file: PathBuf,
     /// Approve the action.
@@ -168,18 +185,84 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config.config),
         Command::Review(args) => crate::review_client::run(&args),
+        Command::Keygen(args) => keygen(&args),
     }
+}
+
+fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    if !args.reviewer {
+        bail!("keygen makes reviewer keys only so far: run countersign keygen --reviewer --out PREFIX (checkpoint signing keys are not implemented yet)");
+    }
+    let (secret, public) = crate::approval::keys::generate()?;
+    let with_ext = |ext: &str| {
+        let mut p = args.out.clone().into_os_string();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (key_path, pub_path) = (with_ext(".key"), with_ext(".pub"));
+    if pub_path.exists() {
+        bail!(
+            "{} already exists; choose another --out or remove it first",
+            pub_path.display()
+        );
+    }
+    write_new(&key_path, &format!("{secret}\n"), 0o600)?;
+    if let Err(e) = write_new(&pub_path, &format!("{public}\n"), 0o644) {
+        // Never leave half a pair behind.
+        let _ = std::fs::remove_file(&key_path);
+        return Err(e);
+    }
+    println!(
+        "wrote {} (the reviewer's secret: give it to them only, for countersign review --key-file)",
+        key_path.display()
+    );
+    println!(
+        "wrote {} (the public key: put it in the config, as reviewers.<name>.key_file or key_env)",
+        pub_path.display()
+    );
+    Ok(())
+}
+
+/// Creates `path` with `mode` (on Unix) and writes `text`; refuses to
+/// overwrite, so an existing key is never lost.
+fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(path).with_context(|| {
+        format!(
+            "{}: cannot create it (it must not exist yet)",
+            path.display()
+        )
+    })?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("{}: cannot write it", path.display()))
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     config.check_secrets()?;
-    let policy = crate::policy::Policy::load(&config.policy).with_context(|| {
-        format!(
-            "{}: policy.dir: the policies could not be loaded",
-            path.display()
-        )
-    })?;
+    let policy = match crate::policy::Policy::load(&config.policy) {
+        Ok(p) => p,
+        Err(e @ crate::policy::PolicyError::UnknownEntrypoint { .. }) => {
+            bail!("{}: {e}", path.display())
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "{}: policy.dir: the policies could not be loaded",
+                path.display()
+            )))
+        }
+    };
+    probe_policy(path, &config, &policy)?;
     for r in &config.routes {
         crate::proxy::forward::Upstream::new(r)?;
     }
@@ -214,6 +297,33 @@ fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Evaluates the policy once on a made-up call, as `serve` would on a real
+/// one: a policy that errors (or overruns `policy.timeout`) there would
+/// refuse every call like it, so `check` fails. An undefined decision or a
+/// decision that breaks the contract for this made-up call is fine: the
+/// probe is not a call any route would see.
+fn probe_policy(
+    path: &Path,
+    config: &Config,
+    policy: &crate::policy::Policy,
+) -> anyhow::Result<()> {
+    let mut result = policy.evaluate(crate::policy::input::probe());
+    if matches!(result, Err(crate::policy::PolicyError::Timeout(_))) {
+        // A loaded machine can stall one evaluation; a second overrun is the policy.
+        result = policy.evaluate(crate::policy::input::probe());
+    }
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => bail!(
+            "{}: policy: {} (revision {}, in {}) fails when evaluated on a probe call, so it would refuse calls like it: {e}",
+            path.display(),
+            config.policy.entrypoint,
+            policy.revision(),
+            config.policy.dir.display()
+        ),
+    }
+}
+
 fn policy_eval(dir: &Path, input: &Path, entrypoint: &str, engine: &str) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(input)
         .with_context(|| format!("{}: cannot read the input", input.display()))?;
@@ -238,7 +348,7 @@ fn policy_eval(dir: &Path, input: &Path, entrypoint: &str, engine: &str) -> anyh
     );
     let raw = policy.evaluate(crate::policy::input::to_rego(doc))?;
     println!("{}", serde_json::to_string_pretty(&raw)?);
-    if let Err(e) = crate::policy::decision::check(&raw, None) {
+    if let Err(e) = crate::policy::decision::check(&raw, None, crate::config::DEFAULT_MAX_EXPIRY) {
         bail!("the decision breaks the contract: {e}");
     }
     Ok(())
@@ -292,8 +402,9 @@ fn audit_list(
         None => None,
         Some(s) => {
             let t = humantime::parse_rfc3339_weak(&s)
-                .or_else(|_| humantime::parse_duration(&s).map(|d| std::time::SystemTime::now() - d))
-                .map_err(|_| anyhow::anyhow!("--since: `{s}` is neither an RFC 3339 time (2026-11-27T00:00:00Z) nor a duration (2h)"))?;
+                .ok()
+                .or_else(|| humantime::parse_duration(&s).ok().and_then(|d| std::time::SystemTime::now().checked_sub(d)))
+                .ok_or_else(|| anyhow::anyhow!("--since: `{s}` is neither an RFC 3339 time (2026-11-27T00:00:00Z) nor a duration (2h) since 1970"))?;
             Some(humantime::format_rfc3339_micros(t).to_string())
         }
     };

@@ -256,6 +256,8 @@ struct RawHold {
     on_wait_timeout: String,
     #[serde(default = "default_expiry")]
     default_expiry: String,
+    #[serde(default = "default_max_expiry")]
+    max_expiry: String,
 }
 
 impl Default for RawHold {
@@ -264,6 +266,7 @@ impl Default for RawHold {
             wait: default_wait(),
             on_wait_timeout: default_on_wait_timeout(),
             default_expiry: default_expiry(),
+            max_expiry: default_max_expiry(),
         }
     }
 }
@@ -277,6 +280,13 @@ fn default_on_wait_timeout() -> String {
 fn default_expiry() -> String {
     "1h".into()
 }
+fn default_max_expiry() -> String {
+    "7d".into()
+}
+
+/// `hold.max_expiry` when the config does not set it (also what `policy
+/// eval`, which has no config, checks decisions against).
+pub const DEFAULT_MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +295,8 @@ struct RawReviewer {
     key_file: Option<String>,
     #[serde(default)]
     groups: Vec<String>,
+    #[serde(default)]
+    aliases: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -545,15 +557,22 @@ pub struct HoldConfig {
     pub on_wait_timeout: OnWaitTimeout,
     /// Expiry when the decision gives none.
     pub default_expiry: Duration,
+    /// The longest `expires_in` a decision may ask for; longer breaks the
+    /// contract (the call fails closed).
+    pub max_expiry: Duration,
 }
 
 /// A reviewer.
 #[derive(Debug, Clone)]
 pub struct ReviewerConfig {
-    /// Where their Standard Webhooks secret is.
+    /// Where their Standard Webhooks key is: a shared `whsec_` secret or an
+    /// Ed25519 `whpk_` public key (never the `whsk_` secret).
     pub key: SecretSource,
     /// Groups they belong to.
     pub groups: Vec<String>,
+    /// Other names they go by (e.g. `alice@corp`): an agent acting as or
+    /// for any of them is theirs, and they may not approve it.
+    pub aliases: Vec<String>,
 }
 
 /// A notification hook.
@@ -656,10 +675,20 @@ struct Validator<'a> {
     base: &'a Path,
 }
 
+/// No setting needs more than this; a longer one is a typo, and refusing it
+/// keeps every sum of a time and a configured duration from overflowing.
+const LONGEST_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 fn duration(field: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("{field}: `{text}` is not a duration ({e}); write it like 250ms, 25s, 30m or 1h")
-    })
+    })?;
+    if d > LONGEST_DURATION {
+        return Err(format!(
+            "{field}: `{text}` is longer than 10 years; write a shorter duration"
+        ));
+    }
+    Ok(d)
 }
 
 fn secret(field: &str, env: Option<String>, file: Option<PathBuf>) -> Result<SecretSource, String> {
@@ -854,7 +883,17 @@ impl Validator<'_> {
                 }
             },
             default_expiry: duration("hold.default_expiry", &raw.hold.default_expiry)?,
+            max_expiry: duration("hold.max_expiry", &raw.hold.max_expiry)?,
         };
+        if hold.max_expiry.is_zero() {
+            return Err("hold.max_expiry must be greater than zero".into());
+        }
+        if hold.default_expiry.is_zero() || hold.default_expiry > hold.max_expiry {
+            return Err(format!(
+                "hold.default_expiry: {} must be greater than zero and at most hold.max_expiry ({})",
+                raw.hold.default_expiry, raw.hold.max_expiry
+            ));
+        }
 
         let mut reviewers = BTreeMap::new();
         for (name, r) in raw.reviewers {
@@ -863,11 +902,19 @@ impl Validator<'_> {
                 r.key_env,
                 r.key_file.map(|p| self.path(&p)),
             )?;
+            for (i, alias) in r.aliases.iter().enumerate() {
+                if crate::approval::identity::normalise(alias).is_empty() {
+                    return Err(format!(
+                        "reviewers.{name}.aliases[{i}]: an alias must be a non-empty name (it is `{alias}`)"
+                    ));
+                }
+            }
             reviewers.insert(
                 name,
                 ReviewerConfig {
                     key,
                     groups: r.groups,
+                    aliases: r.aliases,
                 },
             );
         }
@@ -945,6 +992,13 @@ impl Validator<'_> {
             },
             lease: duration("audit.lease", a.lease.as_deref().unwrap_or("30s"))?,
         };
+        // SQLite takes the wait in milliseconds as a 32-bit number.
+        if audit.busy_timeout > Duration::from_secs(3600) {
+            return Err(format!(
+                "audit.busy_timeout: `{}` is longer than the 1h allowed",
+                a.busy_timeout
+            ));
+        }
 
         let log = LogConfig {
             format: match raw.log.format.as_deref().unwrap_or("text") {
@@ -988,7 +1042,8 @@ impl Config {
                 .key
                 .read()
                 .map_err(|e| err(format!("reviewers.{name}"), e))?;
-            webhook_key(&key).map_err(|e| err(format!("reviewers.{name}"), e))?;
+            crate::approval::keys::ReviewerKey::parse(&key)
+                .map_err(|e| err(format!("reviewers.{name}"), e.to_string()))?;
         }
         for (i, n) in self.notify.iter().enumerate() {
             let key = n
@@ -1072,6 +1127,41 @@ mod tests {
             "the whsec_ prefix is required"
         );
         assert!(webhook_key("whsec_not base64!").is_err());
+    }
+
+    #[test]
+    fn hold_expiry_limits_are_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.hold.max_expiry, DEFAULT_MAX_EXPIRY);
+        let e = parse(&format!("{MINIMAL}hold: {{ default_expiry: 8d }}\n")).unwrap_err();
+        assert!(e.message.starts_with("hold.default_expiry:"), "{e}");
+        let c = parse(&format!(
+            "{MINIMAL}hold: {{ default_expiry: 8d, max_expiry: 30d }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.hold.max_expiry, Duration::from_secs(30 * 86_400));
+        let e = parse(&format!("{MINIMAL}hold: {{ max_expiry: 500000000000y }}\n")).unwrap_err();
+        assert!(e.message.contains("longer than 10 years"), "{e}");
+        let e = parse(&format!("{MINIMAL}audit: {{ busy_timeout: 30d }}\n")).unwrap_err();
+        assert!(e.message.starts_with("audit.busy_timeout:"), "{e}");
+    }
+
+    #[test]
+    fn reviewer_aliases_must_name_someone() {
+        let reviewer = |aliases: &str| {
+            parse(&format!(
+                "{MINIMAL}reviewers:\n  alice: {{ key_env: K, aliases: {aliases} }}\n"
+            ))
+        };
+        let c = reviewer("[\"alice@corp\", \"Alice Smith\"]").unwrap();
+        assert_eq!(c.reviewers["alice"].aliases, ["alice@corp", "Alice Smith"]);
+        for blank in ["[\"\"]", "[\" \"]", "[\"\\u200B\"]"] {
+            let e = reviewer(blank).unwrap_err();
+            assert!(
+                e.message.starts_with("reviewers.alice.aliases[0]:"),
+                "{blank}: {e}"
+            );
+        }
     }
 
     #[test]

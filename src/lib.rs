@@ -19,7 +19,8 @@
 //!    captured and recorded as `completed` (or `failed`). A held call goes to
 //!    [`proxy::hold::wait`] instead: [`approval`] indexes it, notifies
 //!    reviewers ([`approval::notify`]), takes their signed reviews
-//!    ([`approval::review`]) and forwards it once approved
+//!    ([`approval::review`], with [`approval::keys`] checking signatures and
+//!    [`approval::identity`] separation of duties) and forwards it once approved
 //!    ([`approval::execute`]); [`approval::recover`] restores held actions
 //!    after a restart.
 //! 6. [`admin`] serves health, metrics and the actions API, rebuilt from the

@@ -1,30 +1,20 @@
 //! `countersign review`: the reviewer's tool. It fetches the held action
-//! with a signed read, shows the reviewer what they are deciding (request,
-//! evidence, decision), then signs and sends the verdict with the action's
-//! `request_digest`, and prints the result.
+//! with a signed read (signed over the request path), shows the reviewer
+//! what they are deciding (request, evidence, decision), then signs and
+//! sends the verdict with the action's id and `request_digest`, and prints
+//! the result. The key file holds either kind of reviewer key: an Ed25519
+//! `whsk_` secret or a shared `whsec_` secret.
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use crate::approval::keys::SigningKey;
 use crate::audit::view::action_text;
 use crate::cli::ReviewArgs;
 
-fn signed_headers(
-    key: &standardwebhooks::Webhook,
-    body: &[u8],
-) -> anyhow::Result<Vec<(&'static str, String)>> {
-    let msg_id = format!("msg_{}", crate::audit::record::new_action_id());
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
-    let signature = key
-        .sign(&msg_id, ts, body)
-        .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
-    Ok(vec![
-        ("webhook-id", msg_id),
-        ("webhook-timestamp", ts.to_string()),
-        ("webhook-signature", signature),
-    ])
+fn signed_headers(key: &SigningKey, content: &[u8]) -> anyhow::Result<Vec<(&'static str, String)>> {
+    key.headers(content)
+        .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))
 }
 
 async fn answer(resp: reqwest::Response, what: &str) -> anyhow::Result<Value> {
@@ -42,18 +32,27 @@ async fn answer(resp: reqwest::Response, what: &str) -> anyhow::Result<Value> {
 pub fn run(args: &ReviewArgs) -> anyhow::Result<()> {
     let secret = std::fs::read_to_string(&args.key_file)
         .with_context(|| format!("{}: cannot read the key file", args.key_file.display()))?;
-    let key = crate::config::webhook_key(secret.trim())
+    let key = SigningKey::parse(&secret)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.key_file.display()))?;
+    if !crate::audit::record::is_action_id(&args.id) {
+        bail!(
+            "`{}` is not an action id (32 hexadecimal characters, as in x-countersign-action-id)",
+            args.id
+        );
+    }
     let admin = args.admin.trim_end_matches('/');
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let client = crate::proxy::forward::outbound_client("review")?;
+        // The path as countersign sees it is what the read signs: the
+        // signature then opens this action and no other.
+        let path = format!("/v1/actions/{}", args.id);
         let mut get = client
-            .get(format!("{admin}/v1/actions/{}", args.id))
+            .get(format!("{admin}{path}"))
             .header("x-countersign-reviewer", &args.reviewer);
-        for (name, value) in signed_headers(&key, b"")? {
+        for (name, value) in signed_headers(&key, path.as_bytes())? {
             get = get.header(name, value);
         }
         let resp = get
@@ -71,6 +70,7 @@ pub fn run(args: &ReviewArgs) -> anyhow::Result<()> {
         }
         let verdict = if args.approve { "approve" } else { "reject" };
         let body = json!({
+            "action_id": args.id,
             "reviewer": args.reviewer,
             "verdict": verdict,
             "comment": args.comment,

@@ -19,12 +19,15 @@ export COUNTERSIGN_ADMIN_TOKEN=${COUNTERSIGN_ADMIN_TOKEN:-payments-demo-admin-to
 
 rm -rf "$DATA" && mkdir -p "$DATA"
 # Fresh reviewer keys for the demo: countersign reads them from the
-# environment, each reviewer's `countersign review` from a file.
-for who in alice bob; do
-  key="whsec_$(head -c 24 /dev/urandom | base64)"
-  printf '%s\n' "$key" > "$DATA/$who.key"
-  export "REVIEWER_${who^^}_KEY=$key"
-done
+# environment, each reviewer's `countersign review` from a file. alice shares
+# a secret with countersign; bob has an Ed25519 pair, of which countersign
+# holds only the public half.
+key="whsec_$(head -c 24 /dev/urandom | base64)"
+printf '%s\n' "$key" > "$DATA/alice.key"
+export REVIEWER_ALICE_KEY="$key"
+"$CS" keygen --reviewer --out "$DATA/bob" >/dev/null
+REVIEWER_BOB_KEY="$(cat "$DATA/bob.pub")"
+export REVIEWER_BOB_KEY
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 

@@ -1,6 +1,7 @@
 //! The reviewers' side of the admin listener: the signed review webhook
 //! (`POST /v1/actions/<id>/reviews`) and a signed read of an action they are
-//! asked to decide (`GET /v1/actions/<id>` with `x-countersign-reviewer`).
+//! asked to decide (`GET /v1/actions/<id>` with `x-countersign-reviewer`,
+//! signed over the request path, so a captured read opens no other action).
 //! Reviewers never need the admin token.
 
 use std::sync::Arc;
@@ -50,8 +51,10 @@ pub async fn handle(shared: &Arc<Shared>, id: &str, req: Request<Incoming>) -> R
     }
 }
 
-/// `GET /v1/actions/<id>` signed by a reviewer the decision names (a
-/// Standard Webhooks signature over an empty body).
+/// `GET /v1/actions/<id>` signed by a reviewer the decision names: a
+/// Standard Webhooks signature whose signed content is the request path
+/// (`/v1/actions/<id>`) in place of a body, with a `webhook-id` accepted
+/// once (the same replay cache as reviews).
 pub async fn show_to_reviewer(
     shared: &Arc<Shared>,
     id: &str,
@@ -63,8 +66,23 @@ pub async fn show_to_reviewer(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    if let Err(refusal) = verify(shared, &reviewer, b"", req.headers()) {
+    let path = req.uri().path();
+    if let Err(refusal) = verify(shared, &reviewer, path.as_bytes(), req.headers()) {
         return error(StatusCode::UNAUTHORIZED, &refusal.message());
+    }
+    let webhook_id = req
+        .headers()
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // Signed reads share the fleet-wide replay memory with reviews.
+    let fresh =
+        !webhook_id.is_empty() && matches!(shared.store.first_sight(webhook_id).await, Ok(true));
+    if !fresh {
+        return error(
+            StatusCode::CONFLICT,
+            &format!("webhook-id `{webhook_id}` was already used; sign each read afresh"),
+        );
     }
     let records = match shared.store.action_records(id).await {
         Ok(r) => r,

@@ -16,7 +16,6 @@ use super::Delivered;
 use crate::app::Shared;
 use crate::audit::lifecycle::Lifecycle;
 use crate::audit::record::{Draft, Kind, State};
-use crate::audit::store::backend::Appended;
 use crate::audit::store::rfc3339;
 use crate::proxy::forward::{end_to_end_headers, ForwardError, ResponseCapture};
 
@@ -101,7 +100,7 @@ async fn claim_and_send(shared: &Arc<Shared>, life: &Lifecycle) -> Forwarded {
             .commit_if(action_id, life.last_seq, vec![claim])
             .await
         {
-            Ok(Appended::Committed(_)) => Forwarded::Failed {
+            Ok(true) => Forwarded::Failed {
                 reason: "route_missing".into(),
                 error: format!(
                     "route `{route_name}` is no longer configured; nothing was forwarded"
@@ -122,7 +121,7 @@ async fn claim_and_send(shared: &Arc<Shared>, life: &Lifecycle) -> Forwarded {
             .commit_if(action_id, life.last_seq, vec![d])
             .await
         {
-            Ok(Appended::Committed(_)) => Forwarded::Failed {
+            Ok(true) => Forwarded::Failed {
                 reason: "upstream_changed".into(),
                 error,
                 status: 502,
@@ -144,8 +143,8 @@ async fn claim_and_send(shared: &Arc<Shared>, life: &Lifecycle) -> Forwarded {
         .commit_if(action_id, life.last_seq, vec![claim])
         .await
     {
-        Ok(Appended::Committed(_)) => {}
-        Ok(Appended::Conflict) => return Forwarded::NotOurs,
+        Ok(true) => {}
+        Ok(false) => return Forwarded::NotOurs,
         Err(e) => {
             // Without the claim a crash could resend: do not send; the
             // waiting agent or the sweep tries again.

@@ -8,6 +8,8 @@
 //! action, woken when the store says it changed.
 
 pub mod execute;
+pub mod identity;
+pub mod keys;
 pub mod notify;
 pub mod review;
 pub mod sweep;
@@ -23,7 +25,6 @@ use serde_json::{json, Value};
 use crate::app::Shared;
 use crate::audit::lifecycle::{Hold, Lifecycle};
 use crate::audit::record::{Draft, Kind, State};
-use crate::audit::store::backend::Appended;
 use crate::policy::decision::{Approval, Directory};
 
 /// The upstream's whole answer to an approved request, for the agent
@@ -125,13 +126,15 @@ impl Waiters {
     }
 }
 
-/// The configured reviewers: names with groups, and their signing keys.
+/// The configured reviewers: names with groups, their keys and aliases.
 /// Reloaded as a whole when the config changes.
 pub struct Reviewers {
     /// Names and groups, for the decision contract and eligibility.
     pub directory: Directory,
-    /// Standard Webhooks keys by reviewer name.
-    pub keys: std::collections::BTreeMap<String, standardwebhooks::Webhook>,
+    /// Each reviewer's key (a shared secret or an Ed25519 public key), by name.
+    pub keys: std::collections::BTreeMap<String, keys::ReviewerKey>,
+    /// Other names each reviewer goes by, for separation of duties.
+    pub aliases: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Reviewers {
@@ -139,7 +142,10 @@ impl Reviewers {
     pub fn from_config(config: &crate::config::Config) -> Result<Reviewers, String> {
         let mut keys = std::collections::BTreeMap::new();
         for (name, r) in &config.reviewers {
-            let key = r.key.read().and_then(|k| crate::config::webhook_key(&k));
+            let key = r
+                .key
+                .read()
+                .and_then(|k| keys::ReviewerKey::parse(&k).map_err(|e| e.to_string()));
             keys.insert(
                 name.clone(),
                 key.map_err(|e| format!("{}: reviewers.{name}: {e}", config.file.display()))?,
@@ -150,7 +156,29 @@ impl Reviewers {
             .iter()
             .map(|(n, r)| (n.clone(), r.groups.clone()))
             .collect();
-        Ok(Reviewers { directory, keys })
+        let aliases = config
+            .reviewers
+            .iter()
+            .map(|(n, r)| (n.clone(), r.aliases.clone()))
+            .collect();
+        Ok(Reviewers {
+            directory,
+            keys,
+            aliases,
+        })
+    }
+
+    /// Whether `reviewer` is the agent or the person it acts for, by name
+    /// or alias, compared in [`identity::normalise`]'s form (separation of
+    /// duties). Says which names matched.
+    pub fn party_to(
+        &self,
+        reviewer: &str,
+        agent_id: Option<&str>,
+        on_behalf_of: Option<&str>,
+    ) -> Option<identity::Match> {
+        let aliases = self.aliases.get(reviewer).map(Vec::as_slice).unwrap_or(&[]);
+        identity::same_person(reviewer, aliases, agent_id, on_behalf_of)
     }
 }
 
@@ -211,12 +239,12 @@ pub async fn expire(shared: &Arc<Shared>, life: &Lifecycle) -> bool {
         .commit_if(&life.action_id, life.last_seq, vec![draft])
         .await
     {
-        Ok(Appended::Committed(_)) => {
+        Ok(true) => {
             tracing::info!(action_id = %life.action_id, "hold expired");
             resolved(shared, life);
             true
         }
-        Ok(Appended::Conflict) => false,
+        Ok(false) => false,
         Err(e) => {
             // Still pending in the record, so nothing is forwarded; the
             // next look (waiter or sweep) tries again.
@@ -245,11 +273,11 @@ pub async fn cancel(shared: &Arc<Shared>, action_id: &str, why: &str) -> bool {
             .commit_if(action_id, life.last_seq, vec![draft])
             .await
         {
-            Ok(Appended::Committed(_)) => {
+            Ok(true) => {
                 resolved(shared, &life);
                 return true;
             }
-            Ok(Appended::Conflict) => continue,
+            Ok(false) => continue,
             Err(e) => {
                 // Not cancelled in the record, so not cancelled: it stays
                 // pending and still expires; it is never forwarded unapproved.

@@ -1,5 +1,6 @@
 //! One review attempt, from signed webhook to new state (SPEC §4). Every
-//! attempt, accepted or refused, is written to the record with its reason.
+//! attempt, accepted or refused, is written to the record with its reason,
+//! and with the signature and the exact bytes it covers once it verified.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -8,16 +9,19 @@ use hyper::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::keys::KeyKind;
 use crate::app::Shared;
 use crate::audit::lifecycle::Lifecycle;
 use crate::audit::record::{is_action_id, Draft, Kind, State};
-use crate::audit::store::backend::Appended;
 use crate::audit::store::StoreError;
 
 /// The review body a reviewer signs.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewBody {
+    /// The action reviewed; must be the one in the URL, so a review signed
+    /// for one action cannot approve another with the same digest.
+    pub action_id: String,
     /// Reviewer name, as configured.
     pub reviewer: String,
     /// `approve` or `reject`.
@@ -87,14 +91,83 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Checks a Standard Webhooks signature with a reviewer's key (5-minute
-/// tolerance, constant-time compare, in the `standardwebhooks` crate).
+impl ReviewBody {
+    /// Refuses a review whose signed `action_id` is not the action posted to.
+    pub fn bound_to(&self, id: &str) -> Result<(), Refusal> {
+        if self.action_id == id {
+            Ok(())
+        } else {
+            Err(Refusal::Conflict(format!(
+                "the review is signed for action `{}`, not for this one; a review approves only the action it names",
+                self.action_id
+            )))
+        }
+    }
+}
+
+/// Separation of duties: refuses an approval by the agent itself or by the
+/// person it acts for, by the reviewer's name or any alias, compared as
+/// [`super::identity::normalise`] puts them.
+pub fn not_a_party(shared: &Shared, life: &Lifecycle, reviewer: &str) -> Result<(), Refusal> {
+    let reviewers = shared.reviewers();
+    match reviewers.party_to(
+        reviewer,
+        life.agent_id.as_deref(),
+        life.on_behalf_of.as_deref(),
+    ) {
+        None => Ok(()),
+        Some(m) => Err(Refusal::Forbidden(format!(
+            "`{reviewer}` cannot approve an action they are a party to: {m}"
+        ))),
+    }
+}
+
+/// What the record keeps of a signature: the `webhook-signature` header as
+/// sent and the exact bytes it covers after `<webhook-id>.<webhook-timestamp>.`
+/// (`signed_body` when they are UTF-8 text, else `signed_body_base64`), so
+/// the review can be checked again from the record alone (by anyone, for
+/// an Ed25519 key). When the signature did not verify, only the body's
+/// digest and size are kept: an unauthenticated sender cannot fill the
+/// record with bodies.
+pub fn signature_evidence(
+    key: Option<KeyKind>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> serde_json::Map<String, serde_json::Value> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut out = serde_json::Map::new();
+    out.insert("key".into(), json!(key));
+    out.insert(
+        "webhook_signature".into(),
+        json!(header(headers, "webhook-signature")),
+    );
+    match (key, std::str::from_utf8(body)) {
+        (Some(_), Ok(text)) => {
+            out.insert("signed_body".into(), json!(text));
+        }
+        (Some(_), Err(_)) => {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(body);
+            out.insert("signed_body_base64".into(), json!(b64));
+        }
+        (None, _) => {
+            let digest = hex::encode(sha2::Sha256::digest(body));
+            out.insert("body_sha256".into(), json!(digest));
+            out.insert("body_size".into(), json!(body.len()));
+        }
+    }
+    out
+}
+
+/// Checks a Standard Webhooks signature with a reviewer's key (a shared
+/// secret or an Ed25519 public key; 5-minute tolerance) and says which kind
+/// of key proved it. Replays are the caller's to catch.
 pub fn verify(
     shared: &Shared,
     reviewer: &str,
     body: &[u8],
     headers: &HeaderMap,
-) -> Result<(), Refusal> {
+) -> Result<KeyKind, Refusal> {
     let reviewers = shared.reviewers();
     let key = reviewers.keys.get(reviewer).ok_or_else(|| {
         Refusal::Unauthenticated(format!("`{reviewer}` is not a configured reviewer"))
@@ -118,6 +191,12 @@ pub async fn review(
     }
     let parsed: Result<ReviewBody, _> = serde_json::from_slice(body);
     let webhook_id = header(headers, "webhook-id").unwrap_or("").to_string();
+    // The body parses before the signature is checked, and nothing after
+    // that check refuses as unauthenticated: so this says it verified.
+    let named_key = parsed.as_ref().ok().and_then(|b| {
+        let reviewers = shared.reviewers();
+        reviewers.keys.get(&b.reviewer).map(|k| k.kind())
+    });
     let attempt = json!({
         "webhook_id": webhook_id,
         "webhook_timestamp": header(headers, "webhook-timestamp"),
@@ -134,6 +213,11 @@ pub async fn review(
             // Unknown actions have no story to add to; the system log has it.
             if !matches!(refusal, Refusal::NotFound | Refusal::Unavailable(_)) {
                 let mut payload = attempt;
+                let verified =
+                    named_key.filter(|_| !matches!(refusal, Refusal::Unauthenticated(_)));
+                if let Some(p) = payload.as_object_mut() {
+                    p.extend(signature_evidence(verified, headers, body));
+                }
                 payload["status"] = json!(refusal.status());
                 payload["reason"] = json!(refusal_reason(refusal));
                 payload["error"] = json!(refusal.message());
@@ -187,7 +271,7 @@ async fn decide(
     };
     let review =
         parsed.map_err(|e| Refusal::Malformed(format!("the body is not a review: {e}")))?;
-    verify(shared, &review.reviewer, body, headers)?;
+    let key = verify(shared, &review.reviewer, body, headers)?;
     // Fleet-wide: a webhook-id is accepted once by any process.
     let fresh = !webhook_id.is_empty()
         && shared
@@ -200,6 +284,7 @@ async fn decide(
             "webhook-id `{webhook_id}` was already used; a review is accepted once"
         )));
     }
+    review.bound_to(id)?;
     let approve = match review.verdict.as_str() {
         "approve" => true,
         "reject" => false,
@@ -211,9 +296,15 @@ async fn decide(
     };
     let mut life = first;
     for _ in 0..ATTEMPTS {
-        let (drafts, state, count, min) = check(&life, &review, approve, headers, webhook_id)?;
+        let signed = Signed {
+            headers,
+            body,
+            webhook_id,
+            key,
+        };
+        let (drafts, state, count, min) = check(shared, &life, &review, approve, &signed)?;
         match shared.store.commit_if(id, life.last_seq, drafts).await {
-            Ok(Appended::Committed(_)) => {
+            Ok(true) => {
                 tracing::info!(action_id = id, reviewer = %review.reviewer, verdict = %review.verdict, state = state.as_str(), "review accepted");
                 if state != State::Pending {
                     super::resolved(shared, &life);
@@ -227,7 +318,7 @@ async fn decide(
                     min,
                 });
             }
-            Ok(Appended::Conflict) => {
+            Ok(false) => {
                 // Another review, an expiry or another process got there
                 // first: read the action again and check again.
                 life = match shared.store.action(id).await {
@@ -246,13 +337,23 @@ async fn decide(
 
 /// Everything a review must satisfy against the action as last read, and
 /// the records it adds: the new state, approvals so far and needed.
+/// What a verified review brings besides its body.
+struct Signed<'a> {
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+    webhook_id: &'a str,
+    key: KeyKind,
+}
+
 fn check(
+    shared: &Shared,
     life: &Lifecycle,
     review: &ReviewBody,
     approve: bool,
-    headers: &HeaderMap,
-    webhook_id: &str,
+    signed: &Signed<'_>,
 ) -> Result<(Vec<Draft>, State, usize, u32), Refusal> {
+    let (headers, body, webhook_id, key) =
+        (signed.headers, signed.body, signed.webhook_id, signed.key);
     let not_pending = || {
         Refusal::Conflict(
             "the action is not pending: it was already decided, expired or cancelled".into(),
@@ -268,14 +369,8 @@ fn check(
             review.reviewer
         )));
     }
-    if approve
-        && (life.agent_id.as_deref() == Some(review.reviewer.as_str())
-            || life.on_behalf_of.as_deref() == Some(review.reviewer.as_str()))
-    {
-        return Err(Refusal::Forbidden(format!(
-            "`{}` is the agent or the person it acts for, and cannot approve their own action",
-            review.reviewer
-        )));
+    if approve {
+        not_a_party(shared, life, &review.reviewer)?;
     }
     if review.request_digest != hold.request_digest {
         return Err(Refusal::Conflict(format!(
@@ -294,7 +389,8 @@ fn check(
     if approve {
         approvals.insert(review.reviewer.clone());
     }
-    let reviewed = json!({
+    let mut reviewed = json!({
+        "action_id": review.action_id,
         "reviewer": review.reviewer,
         "verdict": review.verdict,
         "comment": review.comment,
@@ -304,6 +400,9 @@ fn check(
         "approvals": approvals,
         "min": hold.min,
     });
+    if let Some(r) = reviewed.as_object_mut() {
+        r.extend(signature_evidence(Some(key), headers, body));
+    }
     let mut drafts = vec![Draft::new(id, Kind::Reviewed, reviewed, None)];
     let state = if !approve {
         let payload = json!({"reviewer": review.reviewer, "comment": review.comment});

@@ -22,7 +22,7 @@ use super::execute;
 use crate::app::Shared;
 use crate::audit::lifecycle::Lifecycle;
 use crate::audit::record::{Draft, State};
-use crate::audit::store::backend::{Appended, ListFilter};
+use crate::audit::store::backend::ListFilter;
 use crate::audit::store::StoreError;
 
 /// How often the sweep looks.
@@ -56,11 +56,11 @@ async fn interrupt(shared: &Arc<Shared>, life: &Lifecycle) -> Result<bool, Store
         .commit_if(&life.action_id, life.last_seq, vec![d])
         .await
     {
-        Ok(Appended::Committed(_)) => {
+        Ok(true) => {
             tracing::warn!(action_id = %life.action_id, "a forward was interrupted; recorded as failed, not resent");
             Ok(true)
         }
-        Ok(Appended::Conflict) => Ok(false),
+        Ok(false) => Ok(false),
         Err(e) => Err(StoreError::Open {
             what: shared.store.describe().to_string(),
             why: e.to_string(),
@@ -71,6 +71,30 @@ async fn interrupt(shared: &Arc<Shared>, life: &Lifecycle) -> Result<bool, Store
 /// At start: on a store of its own, every unfinished forward was this
 /// process's and is now interrupted. Returns how many were marked.
 pub async fn on_start(shared: &Arc<Shared>) -> Result<usize, StoreError> {
+    // What the sweep and recovery act on comes from the index: make the
+    // rows of unfinished actions agree with their records first.
+    let mut open = Vec::new();
+    for state in ["pending", "approved", "allowed"] {
+        let filter = ListFilter {
+            state: Some(state.into()),
+            ..Default::default()
+        };
+        open.extend(
+            shared
+                .store
+                .list(filter)
+                .await?
+                .into_iter()
+                .map(|a| a.action_id),
+        );
+    }
+    let fixed = shared.store.reindex(open).await?;
+    if fixed > 0 {
+        tracing::warn!(
+            fixed,
+            "index rows disagreed with their records and were rebuilt from them"
+        );
+    }
     if shared.store.is_shared() {
         return Ok(0);
     }

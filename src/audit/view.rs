@@ -54,7 +54,7 @@ pub fn action_json(action_id: &str, records: &[Record]) -> Value {
             "reviewed" => push(
                 &mut view,
                 "reviews",
-                json!({"time": r.time, "reviewer": p["reviewer"], "verdict": p["verdict"], "comment": p["comment"]}),
+                json!({"time": r.time, "reviewer": p["reviewer"], "verdict": p["verdict"], "comment": p["comment"], "key": p["key"]}),
             ),
             "review_refused" => push(
                 &mut view,
@@ -201,9 +201,13 @@ pub fn action_text(view: &Value) -> String {
     match view["reviews"].as_array() {
         Some(rs) if !rs.is_empty() => {
             for rv in rs {
+                let key = match rv["key"].as_str() {
+                    Some(k) => format!("  [signed: {k} key]"),
+                    None => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "   {} {} by {}: {}",
+                    "   {} {} by {}: {}{key}",
                     s(&rv["time"]),
                     s(&rv["verdict"]),
                     s(&rv["reviewer"]),

@@ -86,8 +86,13 @@ fn strings(v: &Value, field: &str) -> Result<Vec<String>, String> {
 
 /// Checks a raw policy result against the contract. `directory` is the
 /// configured reviewers; `None` skips the reviewer checks (for
-/// `policy eval`, which has no config).
-pub fn check(raw: &Value, directory: Option<&Directory>) -> Result<Decision, String> {
+/// `policy eval`, which has no config). `max_expiry` is `hold.max_expiry`:
+/// a hold may not ask to stay pending longer.
+pub fn check(
+    raw: &Value,
+    directory: Option<&Directory>,
+    max_expiry: Duration,
+) -> Result<Decision, String> {
     let obj = match raw {
         Value::Null => {
             return Err("the entrypoint is undefined for this input (no decision)".into())
@@ -141,7 +146,7 @@ pub fn check(raw: &Value, directory: Option<&Directory>) -> Result<Decision, Str
     let reasons = strings(obj.get("reasons").unwrap_or(&Value::Null), "reasons")?;
     let rules = strings(obj.get("rules").unwrap_or(&Value::Null), "rules")?;
     let approval = match (action, obj.get("approval")) {
-        (Action::Hold, Some(a @ Value::Object(_))) => Some(approval(a, directory)?),
+        (Action::Hold, Some(a @ Value::Object(_))) => Some(approval(a, directory, max_expiry)?),
         (Action::Hold, _) => return Err("`approval` is required with hold".into()),
         _ => None,
     };
@@ -154,7 +159,11 @@ pub fn check(raw: &Value, directory: Option<&Directory>) -> Result<Decision, Str
     })
 }
 
-fn approval(a: &Value, directory: Option<&Directory>) -> Result<Approval, String> {
+fn approval(
+    a: &Value,
+    directory: Option<&Directory>,
+    max_expiry: Duration,
+) -> Result<Approval, String> {
     let reviewers = strings(
         a.get("reviewers").unwrap_or(&Value::Null),
         "approval.reviewers",
@@ -174,6 +183,14 @@ fn approval(a: &Value, directory: Option<&Directory>) -> Result<Approval, String
     let (expires_in, expires_after) = match a.get("expires_in") {
         None | Some(Value::Null) => (None, None),
         Some(Value::String(s)) => match humantime::parse_duration(s) {
+            // Longer than allowed: a hold that outlives any reviewer's
+            // attention (and, far enough out, the clock's range).
+            Ok(d) if d > max_expiry => {
+                return Err(format!(
+                    "`approval.expires_in` is `{s}`, longer than hold.max_expiry ({}); ask for less or raise hold.max_expiry",
+                    humantime::format_duration(max_expiry)
+                ))
+            }
             Ok(d) if !d.is_zero() => (Some(s.clone()), Some(d)),
             _ => {
                 return Err(format!(
@@ -236,6 +253,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
     fn dir() -> Directory {
         BTreeMap::from([
             ("alice".into(), vec!["finance".into()]),
@@ -249,6 +268,7 @@ mod tests {
             &json!({"action":"hold","risk":"high","reasons":["r"],"rules":["x"],
                     "approval":{"reviewers":["bob"],"groups":["finance"],"min":2,"expires_in":"30m"}}),
             Some(&dir()),
+            WEEK,
         )
         .unwrap();
         assert_eq!(
@@ -271,13 +291,32 @@ mod tests {
             json!({"action":"allow","risk":"low","reasons":"one"}),
         ];
         for c in cases {
-            assert!(check(&c, Some(&dir())).is_err(), "accepted {c}");
+            assert!(check(&c, Some(&dir()), WEEK).is_err(), "accepted {c}");
         }
     }
 
     #[test]
     fn booleans_map_to_allow_and_deny() {
-        assert_eq!(check(&json!(true), None).unwrap().action, Action::Allow);
-        assert_eq!(check(&json!(false), None).unwrap().action, Action::Deny);
+        assert_eq!(
+            check(&json!(true), None, WEEK).unwrap().action,
+            Action::Allow
+        );
+        assert_eq!(
+            check(&json!(false), None, WEEK).unwrap().action,
+            Action::Deny
+        );
+    }
+
+    #[test]
+    fn an_expiry_past_the_maximum_breaks_the_contract() {
+        let hold = |e: &str| json!({"action":"hold","risk":"high","approval":{"reviewers":["bob"],"expires_in":e}});
+        assert!(check(&hold("7d"), Some(&dir()), WEEK).is_ok());
+        for too_long in ["8d", "100000000y", "584942417355y"] {
+            let e = check(&hold(too_long), Some(&dir()), WEEK).unwrap_err();
+            assert!(
+                e.contains("hold.max_expiry") || e.contains("write a duration"),
+                "{too_long}: {e}"
+            );
+        }
     }
 }

@@ -52,6 +52,14 @@ pub enum PolicyError {
         /// The builtin.
         builtin: String,
     },
+    /// No policy file defines the entrypoint.
+    #[error("policy.entrypoint: `{entrypoint}` is not defined by any policy file in {dir}; name a rule that one of them defines (the default is data.countersign.decision)")]
+    UnknownEntrypoint {
+        /// The entrypoint asked for.
+        entrypoint: String,
+        /// The policy directory.
+        dir: String,
+    },
     /// Evaluation failed.
     #[error("policy evaluation failed: {0}")]
     Eval(String),
@@ -293,9 +301,16 @@ impl Policy {
             message: one_line(&e.to_string()),
         };
         let entry: regorus::Rc<str> = entrypoint.into();
-        let compiled = engine
-            .compile_with_entrypoint(&entry)
-            .map_err(compile_err)?;
+        let compiled = engine.compile_with_entrypoint(&entry).map_err(|e| {
+            if declares(&engine, entrypoint) {
+                compile_err(e)
+            } else {
+                PolicyError::UnknownEntrypoint {
+                    entrypoint: entrypoint.to_string(),
+                    dir: dir.display().to_string(),
+                }
+            }
+        })?;
 
         // Warm the interpreter engine: its first evaluation prepares shared
         // state that every clone then reuses. A policy may legitimately fail
@@ -434,6 +449,28 @@ impl Policy {
         serde_json::to_value(&value)
             .map_err(|e| PolicyError::Eval(format!("the result is not JSON: {e}")))
     }
+}
+
+/// Whether some loaded module defines a rule at `entrypoint` (or below it),
+/// or is the package `entrypoint` names. Asked only after the entrypoint
+/// failed to compile, to tell a misspelt name from a broken policy; when
+/// regorus cannot say, the answer is yes (the compile error then stands).
+fn declares(engine: &Engine, entrypoint: &str) -> bool {
+    let Ok(packages) = engine.get_policy_package_components() else {
+        return true;
+    };
+    packages.iter().any(|p| {
+        let package = format!("data.{}", p.components.join("."));
+        if entrypoint == package {
+            return true;
+        }
+        match entrypoint.strip_prefix(&format!("{package}.")) {
+            Some(rule) => engine
+                .has_declared_rule_rooted_at(&p.source_file, rule)
+                .unwrap_or(true),
+            None => false,
+        }
+    })
 }
 
 /// Whether regorus stopped the evaluation at its execution timer (the

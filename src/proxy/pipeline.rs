@@ -338,9 +338,12 @@ async fn run(
             error: e.to_string(),
         }),
         Ok(raw) => {
-            decision::check(&raw, Some(&reviewers.directory)).map_err(|e| Outcome::PolicyFailed {
-                reason: "policy_contract",
-                error: format!("the decision breaks the contract: {e}"),
+            let max_expiry = shared.config.hold.max_expiry;
+            decision::check(&raw, Some(&reviewers.directory), max_expiry).map_err(|e| {
+                Outcome::PolicyFailed {
+                    reason: "policy_contract",
+                    error: format!("the decision breaks the contract: {e}"),
+                }
             })
         }
     };
@@ -601,10 +604,11 @@ fn held_action(
         request_digest,
         eligible: approval::eligible_reviewers(approval, directory),
         min: approval.min,
-        // The contract bounds expires_in, so this cannot overflow; saturate anyway.
+        // The contract bounds `expires_in` by hold.max_expiry, so this
+        // cannot overflow; if it ever did, expiring at once fails closed.
         expires_at: SystemTime::now()
             .checked_add(expires_in)
-            .unwrap_or_else(|| SystemTime::now() + shared.config.hold.default_expiry),
+            .unwrap_or_else(SystemTime::now),
         forward: Forward {
             method: request.method.clone(),
             path_and_query: request.path_and_query(),

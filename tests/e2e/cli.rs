@@ -443,10 +443,10 @@ fn audit_show_tells_the_story_and_list_filters() {
 }
 
 /// A `countersign serve` process on ports 0, killed (like a crash) when dropped.
-struct Serve {
-    child: Child,
-    proxy: String,
-    admin: String,
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    pub(crate) proxy: String,
+    pub(crate) admin: String,
 }
 
 impl Drop for Serve {
@@ -456,7 +456,7 @@ impl Drop for Serve {
     }
 }
 
-fn spawn_serve(d: &Deployment) -> Serve {
+pub(crate) fn spawn_serve(d: &Deployment) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_countersign"))
         .args(["serve", "--config", d.config_path().to_str().unwrap()])
         .stderr(Stdio::piped())
@@ -480,7 +480,7 @@ fn spawn_serve(d: &Deployment) -> Serve {
     }
 }
 
-const HOLD_FOR_ALICE_AND_BOB: &str = r#"package countersign
+pub(crate) const HOLD_FOR_ALICE_AND_BOB: &str = r#"package countersign
 import rego.v1
 decision := {"action": "hold", "risk": "high", "reasons": ["two approvers"], "rules": ["test.hold"],
   "approval": {"reviewers": ["alice", "bob"], "min": 2}}

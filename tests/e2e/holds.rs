@@ -109,7 +109,7 @@ impl Admin {
     /// The usual review: `reviewer` signs with their own key and the right digest.
     pub async fn review(&self, id: &str, reviewer: &str, verdict: &str) -> (u16, Value) {
         let digest = self.action(id).await["request_digest"].clone();
-        let body = json!({"reviewer": reviewer, "verdict": verdict, "comment": format!("{verdict} by {reviewer}"), "request_digest": digest});
+        let body = json!({"action_id": id, "reviewer": reviewer, "verdict": verdict, "comment": format!("{verdict} by {reviewer}"), "request_digest": digest});
         let (s, v, _) = self
             .review_signed(id, key_of(reviewer), &body, None, None)
             .await;
@@ -228,7 +228,7 @@ async fn refused_reviews_change_nothing_and_are_all_recorded() {
         .as_str()
         .unwrap()
         .to_string();
-    let body = |reviewer: &str, verdict: &str, digest: &str| json!({"reviewer": reviewer, "verdict": verdict, "request_digest": digest});
+    let body = |reviewer: &str, verdict: &str, digest: &str| json!({"action_id": id, "reviewer": reviewer, "verdict": verdict, "request_digest": digest});
 
     // Bad signature: bob's name, alice's key.
     let (s, _, _) = admin
@@ -675,7 +675,7 @@ async fn a_thousand_concurrent_holds_are_all_resolved_correctly() {
                 let view = admin.action(&id).await;
                 let n = view["request"]["body"]["json"]["n"].as_u64().unwrap();
                 let verdict = if n % 2 == 0 { "approve" } else { "reject" };
-                let body = json!({"reviewer": "alice", "verdict": verdict, "request_digest": view["request_digest"]});
+                let body = json!({"action_id": id, "reviewer": "alice", "verdict": verdict, "request_digest": view["request_digest"]});
                 let (s, v, _) = admin.review_signed(&id, key_of("alice"), &body, None, None).await;
                 assert_eq!(s, 200, "{v}");
             })
@@ -833,7 +833,7 @@ async fn the_reviewer_list_reloads_without_a_restart() {
     assert_eq!(status, 202, "erin is a reviewer after the reload");
     let id = admin.wait_pending(1).await.remove(0);
     let digest = admin.action(&id).await["request_digest"].clone();
-    let body = json!({"reviewer": "erin", "verdict": "approve", "request_digest": digest});
+    let body = json!({"action_id": id, "reviewer": "erin", "verdict": "approve", "request_digest": digest});
     let (s, v, _) = admin
         .review_signed(
             &id,

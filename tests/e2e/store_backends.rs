@@ -117,16 +117,23 @@ fn event(id: &str, kind: Kind, state: Option<State>) -> Draft {
 }
 
 fn plain(drafts: Vec<Draft>) -> Append {
-    Append {
-        drafts,
-        expect: None,
-    }
+    Append::records(drafts)
 }
 
 fn claim(id: &str, expect: i64, drafts: Vec<Draft>) -> Append {
     Append {
         drafts,
         expect: Some((id.to_string(), expect)),
+        message_id: None,
+    }
+}
+
+/// A review's records, carried by its signed message id.
+fn signed(message_id: &str, expect: Option<(&str, i64)>, drafts: Vec<Draft>) -> Append {
+    Append {
+        drafts,
+        expect: expect.map(|(id, seq)| (id.to_string(), seq)),
+        message_id: Some(message_id.to_string()),
     }
 }
 
@@ -134,7 +141,7 @@ fn committed(out: &[Appended]) -> Vec<i64> {
     out.iter()
         .map(|o| match o {
             Appended::Committed(seq) => *seq,
-            Appended::Conflict => panic!("unexpected conflict in {out:?}"),
+            other => panic!("unexpected {other:?} in {out:?}"),
         })
         .collect()
 }
@@ -411,6 +418,7 @@ fn conditional_appends_race_without_gaps(t: &dyn Target) {
                                 won.push(seq);
                             }
                             Appended::Conflict => lost += 1,
+                            Appended::Replayed => panic!("no message id was given"),
                         }
                     }
                     (won, lost)
@@ -446,38 +454,85 @@ fn conditional_appends_race_without_gaps(t: &dyn Target) {
 }
 
 fn replays_are_seen_once_across_connections(t: &dyn Target) {
-    let now = now_rfc3339();
+    let mut b = t.open();
+    let id = new_action_id();
+    b.append(&[plain(vec![decided(&id, State::Pending, "high")])])
+        .expect("append");
+
+    // The same signed message, from four connections at once: one counts.
     let message = format!("msg_{}", new_action_id());
     let barrier = Barrier::new(4);
-    let firsts: usize = std::thread::scope(|s| {
+    let outcomes: Vec<Appended> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let mut conn = t.open();
-                let (message, now, barrier) = (&message, &now, &barrier);
+                let (message, id, barrier) = (&message, &id, &barrier);
                 s.spawn(move || {
                     barrier.wait();
-                    conn.first_sight(message, now, PAST).expect("first_sight")
+                    conn.append(&[signed(message, None, vec![event(id, Kind::Reviewed, None)])])
+                        .expect("append")[0]
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| usize::from(h.join().expect("thread")))
-            .sum()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
-    assert_eq!(firsts, 1, "one message id was accepted more than once");
+    let counted = outcomes
+        .iter()
+        .filter(|o| matches!(o, Appended::Committed(_)))
+        .count();
+    let replays = outcomes
+        .iter()
+        .filter(|o| **o == Appended::Replayed)
+        .count();
+    assert_eq!((counted, replays), (1, 3), "{outcomes:?}");
+    assert_eq!(b.records_of(&id).expect("records").len(), 2);
 
-    // Purging (now and then) forgets only ids older than `forget_before`.
-    let mut b = t.open();
-    let young = format!("msg_{}", new_action_id());
-    assert!(b.first_sight(&young, &now, PAST).expect("first"));
-    for _ in 0..260 {
-        assert!(b
-            .first_sight(&format!("msg_{}", new_action_id()), &now, PAST)
-            .expect("first"));
-    }
-    assert!(!b.first_sight(&young, &now, PAST).expect("again"));
-    assert!(!b.first_sight(&message, &now, PAST).expect("again"));
+    // Within one batch too; and a replay does not stop the appends after it.
+    let (m1, m2) = (
+        format!("msg_{}", new_action_id()),
+        format!("msg_{}", new_action_id()),
+    );
+    let out = b
+        .append(&[
+            signed(&m1, None, vec![event(&id, Kind::Reviewed, None)]),
+            signed(&m1, None, vec![event(&id, Kind::Reviewed, None)]),
+            signed(&message, None, vec![event(&id, Kind::Reviewed, None)]),
+            plain(vec![event(&id, Kind::Notified, None)]),
+        ])
+        .expect("append");
+    assert_eq!(
+        out,
+        vec![
+            Appended::Committed(3),
+            Appended::Replayed,
+            Appended::Replayed,
+            Appended::Committed(4),
+        ]
+    );
+
+    // A message whose claim lost is spent all the same: it was signed for
+    // that moment, and replaying it later must not succeed.
+    let out = b
+        .append(&[signed(
+            &m2,
+            Some((&id, 1)),
+            vec![event(&id, Kind::Approved, Some(State::Approved))],
+        )])
+        .expect("append");
+    assert_eq!(out, vec![Appended::Conflict]);
+    let out = b
+        .append(&[signed(
+            &m2,
+            Some((&id, 4)),
+            vec![event(&id, Kind::Approved, Some(State::Approved))],
+        )])
+        .expect("append");
+    assert_eq!(out, vec![Appended::Replayed]);
+    assert_eq!(row(b.as_mut(), &id).state, "pending");
+    assert_eq!(walk_chain(b.as_mut()), 4);
 }
 
 fn list_filters_and_orders_newest_first(t: &dyn Target) {

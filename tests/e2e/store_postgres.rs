@@ -42,10 +42,7 @@ fn decided(id: &str) -> Draft {
 }
 
 fn one(drafts: Vec<Draft>) -> Vec<Append> {
-    vec![Append {
-        drafts,
-        expect: None,
-    }]
+    vec![Append::records(drafts)]
 }
 
 fn db_name(dsn: &str) -> String {
@@ -311,6 +308,7 @@ fn other_connections_hear_of_every_committed_append() {
                 Some(State::Approved),
             )],
             expect: Some((a.clone(), 0)),
+            message_id: None,
         }])
         .expect("append");
     assert_eq!(out, vec![Appended::Conflict]);
@@ -448,6 +446,7 @@ fn append_latency_on_the_local_cluster() {
                 Append {
                     drafts: vec![decided(&id)],
                     expect: Some((id, 0)),
+                    message_id: None,
                 }
             })
             .collect();

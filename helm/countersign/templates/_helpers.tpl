@@ -39,6 +39,81 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.policies.existingConfigMap | default (printf "%s-policies" (include "countersign.fullname" .)) -}}
 {{- end -}}
 
+{{/* The Secret holding the PostgreSQL password. */}}
+{{- define "countersign.postgresSecretName" -}}
+{{- .Values.store.postgres.existingSecret | default (printf "%s-postgres" (include "countersign.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+The volume behind /var/lib/countersign: "pvc" or "emptyDir". With SQLite,
+gateway mode defaults to a PVC (the record survives restarts) and sidecar
+mode to a per-pod emptyDir (never one PVC shared by several agent pods).
+With PostgreSQL nothing durable lives in the pod.
+*/}}
+{{- define "countersign.dataVolumeType" -}}
+{{- if eq .Values.store.type "postgres" -}}
+emptyDir
+{{- else if .Values.persistence.type -}}
+{{- .Values.persistence.type -}}
+{{- else if eq .Values.mode "sidecar" -}}
+emptyDir
+{{- else -}}
+pvc
+{{- end -}}
+{{- end -}}
+
+{{/*
+Values the chart refuses, each with what to do instead. Included by
+templates/validate.yaml so `helm template`, `helm install` and `helm upgrade`
+stop before anything is applied. (`helm lint` only logs a template's fail.)
+*/}}
+{{- define "countersign.validate" -}}
+{{- $v := .Values -}}
+{{- if not (has $v.mode (list "gateway" "sidecar")) -}}
+{{- fail (printf "mode is %q: use gateway or sidecar" (toString $v.mode)) -}}
+{{- end -}}
+{{- if not (has $v.store.type (list "sqlite" "postgres")) -}}
+{{- fail (printf "store.type is %q: use sqlite or postgres" (toString $v.store.type)) -}}
+{{- end -}}
+{{- if and $v.persistence.type (not (has $v.persistence.type (list "pvc" "emptyDir"))) -}}
+{{- fail (printf "persistence.type is %q: use pvc, emptyDir, or leave it empty" (toString $v.persistence.type)) -}}
+{{- end -}}
+{{- $pg := $v.store.postgres -}}
+{{- if eq $v.store.type "sqlite" -}}
+  {{- if and (eq $v.mode "gateway") (gt (int $v.replicaCount) 1) -}}
+  {{- fail (printf "replicaCount is %d but store.type is sqlite: several pods would be several writers on one SQLite file (and one record split across pods). Keep replicaCount: 1, or set store.type: postgres (with store.postgres.dsn) so every replica shares one record, one review queue and one chain." (int $v.replicaCount)) -}}
+  {{- end -}}
+  {{- if and (eq $v.mode "sidecar") (or (eq (include "countersign.dataVolumeType" $) "pvc") $v.persistence.existingClaim) -}}
+  {{- fail "persistence.type pvc (or persistence.existingClaim) in sidecar mode with store.type sqlite: every agent pod would write to one SQLite file on one shared claim. Use persistence.type: emptyDir (each pod keeps its own record, lost with the pod) or store.type: postgres (one shared record)." -}}
+  {{- end -}}
+  {{- if $pg.dsn -}}
+  {{- fail "store.postgres.dsn is set but store.type is sqlite: set store.type: postgres to use PostgreSQL, or remove the dsn." -}}
+  {{- end -}}
+{{- else -}}
+  {{- if not $pg.dsn -}}
+  {{- fail "store.type is postgres but store.postgres.dsn is empty: set it, e.g. postgres://countersign@db.example:5432/countersign?sslmode=verify-full" -}}
+  {{- end -}}
+  {{- if not (regexMatch "^postgres(ql)?://" $pg.dsn) -}}
+  {{- fail "store.postgres.dsn must start with postgres:// (or postgresql://)" -}}
+  {{- end -}}
+  {{- if or (regexMatch "^postgres(ql)?://[^/?#@]*:[^/?#@]*@" $pg.dsn) (regexMatch "(?i)[?&]password=" $pg.dsn) -}}
+  {{- fail "store.postgres.dsn contains a password: the dsn goes into a ConfigMap. Remove it and put the password in a Secret (store.postgres.existingSecret)." -}}
+  {{- end -}}
+  {{- if and $pg.existingSecret $pg.password -}}
+  {{- fail "store.postgres.existingSecret and store.postgres.password are both set: use one (prefer existingSecret)." -}}
+  {{- end -}}
+  {{- if not (or $pg.existingSecret $pg.password) -}}
+  {{- fail "store.type is postgres but there is no password: set store.postgres.existingSecret (and passwordKey) to a Secret holding it." -}}
+  {{- end -}}
+  {{- if and $pg.ca.existingSecret $pg.ca.existingConfigMap -}}
+  {{- fail "store.postgres.ca.existingSecret and store.postgres.ca.existingConfigMap are both set: name one." -}}
+  {{- end -}}
+  {{- if or (eq (toString $v.persistence.type) "pvc") $v.persistence.existingClaim -}}
+  {{- fail "persistence.type is pvc (or persistence.existingClaim is set) but store.type is postgres: the record lives in PostgreSQL and the pod keeps nothing durable. Leave persistence.type empty." -}}
+  {{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "countersign.reviewerEnv" -}}
 {{- printf "COUNTERSIGN_REVIEWER_%s" (. | upper | replace "-" "_") -}}
 {{- end -}}
@@ -85,7 +160,15 @@ notify:
 notify: []
 {{- end }}
 audit:
+{{- if eq .Values.store.type "postgres" }}
+  store: {{ .Values.store.postgres.dsn | quote }}
+  password_file: /etc/countersign/pg/password
+  {{- if or .Values.store.postgres.ca.existingSecret .Values.store.postgres.ca.existingConfigMap }}
+  ca_file: /etc/countersign/pg/ca.pem
+  {{- end }}
+{{- else }}
   store: "sqlite:///var/lib/countersign/audit.db"
+{{- end }}
 log:
 {{- toYaml .Values.config.log | nindent 2 }}
 {{- end -}}
@@ -129,6 +212,11 @@ volumeMounts:
   - { name: countersign-config, mountPath: /etc/countersign/config, readOnly: true }
   - { name: countersign-policies, mountPath: /etc/countersign/policies, readOnly: true }
   - { name: countersign-data, mountPath: /var/lib/countersign }
+  {{- if eq .Values.store.type "postgres" }}
+  # The whole directory, never a subPath: the kubelet only updates
+  # directory mounts, and that is how a rotated password reaches the pod.
+  - { name: countersign-postgres, mountPath: /etc/countersign/pg, readOnly: true }
+  {{- end }}
 startupProbe:
   httpGet: { path: /healthz, port: admin }
   periodSeconds: 1
@@ -166,9 +254,30 @@ and point the agent's API base URL at http://127.0.0.1:<proxy.port>.
 - name: countersign-policies
   configMap: { name: {{ include "countersign.policiesConfigMapName" . }} }
 - name: countersign-data
-{{- if eq .Values.persistence.type "pvc" }}
+{{- if eq (include "countersign.dataVolumeType" .) "pvc" }}
   persistentVolumeClaim: { claimName: {{ .Values.persistence.existingClaim | default (printf "%s-data" (include "countersign.fullname" .)) }} }
 {{- else }}
   emptyDir: {}
+{{- end }}
+{{- if eq .Values.store.type "postgres" }}
+{{- $ca := .Values.store.postgres.ca }}
+# The PostgreSQL password (and CA) as files in /etc/countersign/pg, readable
+# by the pod's fsGroup only.
+- name: countersign-postgres
+  projected:
+    defaultMode: 0440
+    sources:
+      - secret:
+          name: {{ include "countersign.postgresSecretName" . }}
+          items: [{ key: {{ .Values.store.postgres.passwordKey | quote }}, path: password }]
+      {{- if $ca.existingSecret }}
+      - secret:
+          name: {{ $ca.existingSecret }}
+          items: [{ key: {{ $ca.key | quote }}, path: ca.pem }]
+      {{- else if $ca.existingConfigMap }}
+      - configMap:
+          name: {{ $ca.existingConfigMap }}
+          items: [{ key: {{ $ca.key | quote }}, path: ca.pem }]
+      {{- end }}
 {{- end }}
 {{- end -}}

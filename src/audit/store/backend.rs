@@ -18,6 +18,21 @@ pub struct Append {
     /// still has this `seq` (0: the action has no record yet). `None`
     /// appends unconditionally.
     pub expect: Option<(String, i64)>,
+    /// A signed message's id (a review's `webhook-id`) to remember
+    /// fleet-wide: if it was seen before, nothing of this append is written
+    /// and it reports [`Appended::Replayed`].
+    pub message_id: Option<String>,
+}
+
+impl Append {
+    /// Records appended unconditionally.
+    pub fn records(drafts: Vec<Draft>) -> Append {
+        Append {
+            drafts,
+            expect: None,
+            message_id: None,
+        }
+    }
 }
 
 /// What became of one [`Append`] in a committed batch.
@@ -27,6 +42,8 @@ pub enum Appended {
     Committed(i64),
     /// Its `expect` did not hold; nothing of it was written.
     Conflict,
+    /// Its `message_id` was seen before; nothing of it was written.
+    Replayed,
 }
 
 /// A record's chain neighbours, to verify one action without reading the
@@ -99,7 +116,11 @@ pub trait Backend: Send + 'static {
     /// the chain, which is read inside the transaction under a lock that
     /// serialises every appender (all processes). Each [`Append`] is checked
     /// against its `expect` inside that transaction, considering the appends
-    /// before it in the same batch; a failing one is skipped. Each record
+    /// before it in the same batch; a failing one is skipped. An append with
+    /// a `message_id` first inserts it into the seen-message table (keyed by
+    /// id, with the record time); an id already there makes it `Replayed`
+    /// and skips it. Seen ids older than [`super::REPLAY_WINDOW`] may be
+    /// purged now and then. Each record
     /// gets `seq = head + 1`, `time = now`, `prev_hash = head hash`,
     /// `hash = chain_hash(...)` over `canonical_json(payload)`, and its
     /// action's index row is updated from `draft.index` (and `last_seq`).
@@ -118,16 +139,6 @@ pub trait Backend: Send + 'static {
 
     /// The index, newest first.
     fn list(&mut self, filter: &ListFilter) -> Result<Vec<ActionSummary>, StoreError>;
-
-    /// Remembers a signed message id fleet-wide; false when it was seen before
-    /// (a replay). `now` is RFC 3339; ids older than `forget_before` may be
-    /// purged.
-    fn first_sight(
-        &mut self,
-        message_id: &str,
-        now: &str,
-        forget_before: &str,
-    ) -> Result<bool, StoreError>;
 
     /// Actions needing attention at `now` (RFC 3339), see [`Due`].
     fn due(&mut self, now: &str, grace_before: &str) -> Result<Due, StoreError>;

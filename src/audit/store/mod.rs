@@ -325,29 +325,26 @@ impl Store {
 
     /// Appends records and waits until they are durable (write-ahead).
     pub async fn commit(&self, drafts: Vec<Draft>) -> Result<(), Arc<StoreError>> {
-        self.send(vec![Append {
-            drafts,
-            expect: None,
-        }])
-        .await
-        .map(|_| ())
+        self.send(vec![Append::records(drafts)]).await.map(|_| ())
     }
 
     /// Appends records only if the action's newest record is still
-    /// `last_seq` (what the caller read); waits until durable.
+    /// `last_seq` (what the caller read); waits until durable. `Ok(false)`:
+    /// the action changed meanwhile and nothing was written.
     pub async fn commit_if(
         &self,
         action_id: &str,
         last_seq: i64,
         drafts: Vec<Draft>,
-    ) -> Result<Appended, Arc<StoreError>> {
+    ) -> Result<bool, Arc<StoreError>> {
         let out = self
             .send(vec![Append {
                 drafts,
                 expect: Some((action_id.to_string(), last_seq)),
+                message_id: None,
             }])
             .await?;
-        Ok(out.first().copied().unwrap_or(Appended::Conflict))
+        Ok(matches!(out.first(), Some(Appended::Committed(_))))
     }
 
     /// Appends records and waits until they are durable, retrying (with
@@ -374,10 +371,7 @@ impl Store {
     /// Appends records without waiting; the writer retries until they commit.
     pub fn enqueue(&self, drafts: Vec<Draft>) {
         let job = Job {
-            appends: vec![Append {
-                drafts,
-                expect: None,
-            }],
+            appends: vec![Append::records(drafts)],
             reply: None,
         };
         if self.tx.send(job).is_err() {
@@ -458,18 +452,55 @@ impl Store {
             })
     }
 
+    /// Rebuilds the index rows of these actions from their records (the
+    /// index is derived: an edited row must not decide what happens next).
+    /// Returns how many rows had to change.
+    pub async fn reindex(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        self.read(move |b| {
+            let mut rows = Vec::new();
+            let mut changed = 0;
+            for id in &ids {
+                let records = b.records_of(id)?;
+                if records.is_empty() {
+                    continue;
+                }
+                let row = index_row(&records);
+                let listed = b.list(&ListFilter {
+                    state: Some(row.summary.state.clone()),
+                    ..Default::default()
+                })?;
+                if !listed.iter().any(|a| a.action_id == *id) {
+                    changed += 1;
+                }
+                rows.push(row);
+            }
+            b.put_index(&rows)?;
+            Ok(changed)
+        })
+        .await
+    }
+
     /// Lists actions from the index.
     pub async fn list(&self, filter: ListFilter) -> Result<Vec<ActionSummary>, StoreError> {
         self.read(move |b| b.list(&filter)).await
     }
 
     /// Remembers a signed message id for the whole fleet; false for a replay.
+    /// (It goes through the writer: one transaction for many, no lock
+    /// contention with the chain's appends.)
     pub async fn first_sight(&self, message_id: &str) -> Result<bool, StoreError> {
-        let id = message_id.to_string();
-        let now = SystemTime::now();
-        let forget = rfc3339(now - REPLAY_WINDOW);
-        let now = rfc3339(now);
-        self.read(move |b| b.first_sight(&id, &now, &forget)).await
+        let out = self
+            .send(vec![Append {
+                drafts: Vec::new(),
+                expect: None,
+                message_id: Some(message_id.to_string()),
+            }])
+            .await
+            .map_err(|e| StoreError::Open {
+                what: self.describe().to_string(),
+                why: e.to_string(),
+            })?;
+        Ok(matches!(out.first(), Some(Appended::Committed(_))))
     }
 
     /// What needs attention now; approved actions count as unclaimed once
@@ -664,10 +695,7 @@ impl Writer {
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
                         // Last attempt for what is left before exiting.
-                        let left = vec![Append {
-                            drafts: std::mem::take(&mut self.retry),
-                            expect: None,
-                        }];
+                        let left = vec![Append::records(std::mem::take(&mut self.retry))];
                         if let Err(e) = self.write(&left) {
                             tracing::error!(error = %e, lost = left[0].drafts.len(), "record store closed with uncommitted result records");
                         }
@@ -688,10 +716,7 @@ impl Writer {
             let retry = std::mem::take(&mut self.retry);
             let mut batch = Vec::with_capacity(jobs.len() + 1);
             if !retry.is_empty() {
-                batch.push(Append {
-                    drafts: retry.clone(),
-                    expect: None,
-                });
+                batch.push(Append::records(retry.clone()));
             }
             let offset = batch.len();
             batch.extend(jobs.iter().flat_map(|j| j.appends.iter().cloned()));
@@ -735,7 +760,10 @@ impl Writer {
     /// One transaction for the whole batch, reconnecting if the last
     /// connection broke.
     fn write(&mut self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
-        if batch.iter().all(|a| a.drafts.is_empty()) {
+        if batch
+            .iter()
+            .all(|a| a.drafts.is_empty() && a.message_id.is_none())
+        {
             return Ok(batch.iter().map(|_| Appended::Committed(0)).collect());
         }
         let started = Instant::now();

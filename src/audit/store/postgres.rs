@@ -189,7 +189,6 @@ pub struct Postgres {
     session: Option<(i32, String)>,
     statements: Option<Statements>,
     lists: HashMap<u8, Statement>,
-    sightings: u64,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -217,7 +216,6 @@ pub fn connect(
         session: Some(session),
         statements: None,
         lists: HashMap::new(),
-        sightings: 0,
     })
 }
 
@@ -361,7 +359,17 @@ impl Postgres {
         let mut touched: Vec<Touched<'_>> = Vec::new();
         let mut position: HashMap<&str, usize> = HashMap::new();
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut remembered = false;
         for append in batch {
+            // A signed message counts once, fleet-wide: its id is taken
+            // first, even when the append then loses its claim.
+            if let Some(message_id) = &append.message_id {
+                if tx.execute(&st.remember_message, &[message_id, &now()])? == 0 {
+                    outcomes.push(Appended::Replayed);
+                    continue;
+                }
+                remembered = true;
+            }
             if let Some((id, want)) = &append.expect {
                 if newest.get(id).copied().unwrap_or(0) != *want {
                     outcomes.push(Appended::Conflict);
@@ -396,10 +404,21 @@ impl Postgres {
             }
             outcomes.push(Appended::Committed(seq));
         }
-        if rows.seq.is_empty() {
-            // Nothing to write (all conflicts or empty): nothing to commit.
+        if remembered {
+            // Forget ids whose signatures can no longer verify anyway.
+            let horizon = super::rfc3339(std::time::SystemTime::now() - super::REPLAY_WINDOW);
+            tx.execute(&st.forget_messages, &[&horizon])?;
+        }
+        if rows.seq.is_empty() && !remembered {
+            // Nothing to write (conflicts, replays, empty): nothing to commit.
             drop(tx);
             return Ok(outcomes);
+        }
+        if rows.seq.is_empty() {
+            return match tx.commit() {
+                Ok(()) => Ok(outcomes),
+                Err(e) => Err(Attempt::Failed(e.into())),
+            };
         }
 
         tx.execute(
@@ -684,8 +703,8 @@ struct Statements {
     records_of: Statement,
     links_of: Statement,
     scan: Statement,
-    first_sight: Statement,
-    forget_seen: Statement,
+    remember_message: Statement,
+    forget_messages: Statement,
     due: Statement,
     heads: Statement,
     put_index: Statement,
@@ -748,10 +767,10 @@ impl Statements {
             scan: c.prepare(&format!(
                 "SELECT {RECORD_COLUMNS} FROM records WHERE seq > $1 ORDER BY seq LIMIT $2"
             ))?,
-            first_sight: c.prepare(
+            remember_message: c.prepare(
                 "INSERT INTO seen_messages (message_id, seen_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )?,
-            forget_seen: c.prepare("DELETE FROM seen_messages WHERE seen_at < $1")?,
+            forget_messages: c.prepare("DELETE FROM seen_messages WHERE seen_at < $1")?,
             due: c.prepare(
                 "SELECT 'expired', action_id FROM actions WHERE state = 'pending' AND expires_at <= $1
                  UNION ALL
@@ -800,8 +819,6 @@ fn to_record(r: &postgres::Row) -> Record {
     }
 }
 
-/// Purge old message ids once in this many sightings.
-const FORGET_EVERY: u64 = 256;
 /// Rows per statement when rewriting the index.
 const PUT_CHUNK: usize = 1000;
 
@@ -926,26 +943,6 @@ impl Backend for Postgres {
             }
             other => other,
         }
-    }
-
-    fn first_sight(
-        &mut self,
-        message_id: &str,
-        now: &str,
-        forget_before: &str,
-    ) -> Result<bool, StoreError> {
-        // Not retried on a new connection: if the insert landed before the
-        // connection broke, a retry would call the first sight a replay.
-        self.ensure_open()?;
-        let st = self.statements()?;
-        let inserted = self.client.execute(&st.first_sight, &[&message_id, &now])? == 1;
-        self.sightings += 1;
-        if self.sightings % FORGET_EVERY == 1 {
-            if let Err(e) = self.client.execute(&st.forget_seen, &[&forget_before]) {
-                tracing::warn!(error = %explain(&e), "cannot purge old message ids; will try again later");
-            }
-        }
-        Ok(inserted)
     }
 
     fn due(&mut self, now: &str, grace_before: &str) -> Result<Due, StoreError> {

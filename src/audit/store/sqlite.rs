@@ -197,7 +197,16 @@ impl Backend for Sqlite {
                     last_seq = ?8, updated_at = ?9
                  WHERE action_id = ?1",
             )?;
+            let mut seen = tx.prepare_cached(
+                "INSERT OR IGNORE INTO seen_messages (message_id, seen_at) VALUES (?1, ?2)",
+            )?;
             for append in batch {
+                if let Some(m) = &append.message_id {
+                    if seen.execute(params![m, now_rfc3339()])? == 0 {
+                        out.push(Appended::Replayed);
+                        continue;
+                    }
+                }
                 if let Some((id, expected)) = &append.expect {
                     let current: i64 = last_seq
                         .query_row([id], |r| r.get(0))
@@ -249,6 +258,11 @@ impl Backend for Sqlite {
                 out.push(Appended::Committed(last));
             }
         }
+        if batch.iter().any(|a| a.message_id.is_some()) {
+            // Forget ids whose signatures can no longer verify.
+            let horizon = super::rfc3339(std::time::SystemTime::now() - super::REPLAY_WINDOW);
+            tx.execute("DELETE FROM seen_messages WHERE seen_at < ?1", [horizon])?;
+        }
         tx.commit()?;
         Ok(out)
     }
@@ -296,26 +310,6 @@ impl Backend for Sqlite {
         let limit = if f.limit == 0 { -1 } else { f.limit as i64 };
         let rows = stmt.query_map(params![f.state, f.risk, f.since, limit], row_to_summary)?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn first_sight(
-        &mut self,
-        message_id: &str,
-        now: &str,
-        forget_before: &str,
-    ) -> Result<bool, StoreError> {
-        let inserted = self.conn.execute(
-            "INSERT OR IGNORE INTO seen_messages (message_id, seen_at) VALUES (?1, ?2)",
-            params![message_id, now],
-        )?;
-        // Now and then, forget ids whose signatures can no longer verify.
-        if message_id.as_bytes().first().is_some_and(|b| b % 64 == 0) {
-            self.conn.execute(
-                "DELETE FROM seen_messages WHERE seen_at < ?1",
-                [forget_before],
-            )?;
-        }
-        Ok(inserted == 1)
     }
 
     fn due(&mut self, now: &str, grace_before: &str) -> Result<Due, StoreError> {

@@ -1,1 +1,256 @@
-//! See the module list in `hardening/mod.rs`.
+//! A restart (or another process of a fleet) trusts only what the chain
+//! protects: edited held requests, edited index rows and calls cut off by a
+//! crash never lead to an unapproved or repeated forward.
+
+use serde_json::Value;
+
+use crate::cli::{spawn_serve, HOLD_FOR_ALICE_AND_BOB};
+use crate::holds::Admin;
+use crate::support::*;
+
+/// Holds one payout for alice and bob, then makes one more call so the
+/// held action's records are not the newest in the chain.
+async fn hold_one(proxy: &str) -> String {
+    let resp = client()
+        .post(format!("http://{proxy}/v1/payouts"))
+        .body(r#"{"amount": 9000}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = action_id(&resp);
+    let later = client()
+        .post(format!("http://{proxy}/v1/payouts"))
+        .body(r#"{"amount": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(later.status(), 202);
+    id
+}
+
+fn sql(d: &Deployment, statement: &str, args: &[&dyn rusqlite::ToSql]) {
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    conn.execute(statement, args).unwrap();
+}
+
+/// The decided record of `id`: (seq, time, payload text).
+fn decided(d: &Deployment, id: &str) -> (i64, String, String) {
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    conn.query_row(
+        "SELECT seq, time, payload FROM records WHERE action_id = ?1 AND kind = 'decided'",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap()
+}
+
+async fn readyz(admin: &str) -> Value {
+    get_json(&format!("http://{admin}/readyz")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_held_request_is_never_forwarded_after_a_restart() {
+    // 9000 in the held body becomes 9999; once as a plain edit, once with
+    // the edited record's own hash recomputed as an informed attacker would.
+    for recompute_hash in [false, true] {
+        let upstream = Upstream::start().await;
+        let d = Deployment::new(
+            &upstream.url(),
+            HOLD_FOR_ALICE_AND_BOB,
+            "hold: { wait: 50ms }\nlog: { format: json }\n",
+        );
+        let cs = spawn_serve(&d);
+        let id = hold_one(&cs.proxy).await;
+        drop(cs);
+
+        let (seq, time, payload) = decided(&d, &id);
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let forged = payload.replace(&b64(r#"{"amount": 9000}"#), &b64(r#"{"amount": 9999}"#));
+        assert_ne!(forged, payload, "the held body is in the decided record");
+        sql(
+            &d,
+            "UPDATE records SET payload = ?1 WHERE seq = ?2",
+            &[&forged, &seq],
+        );
+        if recompute_hash {
+            let prev: String = rusqlite::Connection::open(d.db_path())
+                .unwrap()
+                .query_row("SELECT prev_hash FROM records WHERE seq = ?1", [seq], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            let hash =
+                countersign::audit::record::chain_hash(seq, &time, &id, "decided", &prev, &forged);
+            sql(
+                &d,
+                "UPDATE records SET hash = ?1 WHERE seq = ?2",
+                &[&hash, &seq],
+            );
+        }
+
+        let cs = spawn_serve(&d);
+        let a = Admin {
+            url: format!("http://{}", cs.admin),
+        };
+        let (status, body) = a.review(&id, "alice", "approve").await;
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("do not verify"),
+            "{body}"
+        );
+        let ready = eventually(
+            async || readyz(&cs.admin).await,
+            |r| {
+                !r["store"]["tampered_actions"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty()
+            },
+        )
+        .await;
+        assert_eq!(
+            ready["store"]["tampered_actions"],
+            serde_json::json!([id]),
+            "{ready}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            upstream.seen().is_empty(),
+            "nothing may reach the upstream: {:?}",
+            upstream.seen()
+        );
+        let out = countersign(&[
+            "audit",
+            "verify",
+            "--config",
+            d.config_path().to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "audit verify names the edit");
+        // A recomputed hash moves the break to the next record's link.
+        let bad = if recompute_hash { seq + 1 } else { seq };
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("seq {bad}")),
+            "{out:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_row_flipped_back_to_pending_is_not_obeyed() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        HOLD_FOR_ALICE_AND_BOB,
+        "hold: { wait: 50ms }\nlog: { format: json }\n",
+    );
+    let cs = spawn_serve(&d);
+    let id = hold_one(&cs.proxy).await;
+    let a = Admin {
+        url: format!("http://{}", cs.admin),
+    };
+    assert_eq!(a.review(&id, "alice", "reject").await.0, 200);
+    drop(cs);
+    sql(
+        &d,
+        "UPDATE actions SET state = 'pending' WHERE action_id = ?1",
+        &[&id],
+    );
+
+    let cs = spawn_serve(&d);
+    let a = Admin {
+        url: format!("http://{}", cs.admin),
+    };
+    assert!(
+        !a.pending().await.contains(&id),
+        "the index row is rebuilt from the records at start"
+    );
+    assert_eq!(a.action(&id).await["state"], "rejected");
+    let (status, body) = a.review(&id, "bob", "approve").await;
+    assert_eq!(status, 409, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_call_cut_off_by_a_crash_is_marked_interrupted_not_resent() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "log: { format: json }\n");
+    // The upstream answers /slow after 3 s; the route waits for it.
+    let yaml = std::fs::read_to_string(d.config_path())
+        .unwrap()
+        .replace("timeout: 1s\n", "timeout: 10s\n");
+    std::fs::write(d.config_path(), yaml).unwrap();
+    let cs = spawn_serve(&d);
+    let proxy = cs.proxy.clone();
+    let call = tokio::spawn(async move {
+        client()
+            .post(format!("http://{proxy}/slow"))
+            .body("{}")
+            .send()
+            .await
+    });
+    let db = d.db_path();
+    let decided = eventually(
+        async || {
+            records(&db)
+                .into_iter()
+                .filter(|r| r.2 == "decided")
+                .count()
+        },
+        |n| *n == 1,
+    )
+    .await;
+    assert_eq!(decided, 1);
+    let id = records(&db)[0].1.clone();
+    drop(cs); // SIGKILL while the upstream is still working on it
+    assert!(
+        call.await.unwrap().is_err(),
+        "the agent lost its connection"
+    );
+
+    let cs = spawn_serve(&d);
+    let failed = payload_of(&db, &id, "failed");
+    assert_eq!(failed["reason"], "forward_interrupted", "{failed}");
+    assert_eq!(failed["previous_state"], "allowed");
+    let out = countersign(&[
+        "audit",
+        "list",
+        "--state",
+        "failed",
+        "--config",
+        d.config_path().to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&id),
+        "{out:?}"
+    );
+    drop(cs);
+    assert_eq!(upstream.seen().len(), 1, "sent once, never again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_response_durability_records_the_result_before_the_agent_sees_it() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
+    let yaml = std::fs::read_to_string(d.config_path()).unwrap().replace(
+        "busy_timeout: 200ms }",
+        "busy_timeout: 200ms, result_durability: before_response }",
+    );
+    std::fs::write(d.config_path(), yaml).unwrap();
+    let cs = d.start().await;
+    for _ in 0..20 {
+        let resp = client()
+            .post(format!("http://{}/v1/payouts", cs.proxy_addr))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let id = action_id(&resp);
+        // Read at once, from another connection: the result is already there.
+        assert_eq!(kinds_of(&d.db_path(), &id), ["decided", "completed"]);
+    }
+    cs.stop().await;
+}

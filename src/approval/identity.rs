@@ -1,0 +1,139 @@
+//! Who is who, for separation of duties (SPEC §4): a reviewer may not
+//! approve an action when they are the agent or the person it acts for.
+//! Names reach countersign from different places (the config's reviewer
+//! names and aliases, the agent's own headers), typed by different people,
+//! so they are compared in one normal form rather than byte for byte.
+//!
+//! The comparison is deliberately literal beyond that normal form: the only
+//! way to say that two different strings are one person is an `aliases`
+//! entry on the reviewer. In particular `alice@corp` is not taken to be
+//! reviewer `alice` because its part before `@` is `alice`: identities come
+//! in many shapes (`alice@corp`, `CORP\alice`, `spiffe://corp/user/alice`,
+//! `alice+ops@corp`), a rule for one shape gives a false sense of cover for
+//! the others, and it would also tie `alice` to every `alice@` of every
+//! other domain with no way to undo it. Aliases are explicit, reviewed with
+//! the config, and named in the refusal that cites them.
+
+use std::borrow::Cow;
+
+use icu_normalizer::ComposingNormalizerBorrowed;
+use icu_properties::props::DefaultIgnorableCodePoint;
+use icu_properties::CodePointSetData;
+
+/// The normal form two names are compared in:
+///
+/// 1. invisible characters (Unicode default-ignorable code points such as
+///    zero-width spaces, joiners, soft hyphens, variation selectors and
+///    bidi controls) are removed;
+/// 2. NFKC normalisation, so compatibility forms (full-width `Ａｌｉｃｅ`,
+///    ligatures, superscripts) become their plain letters;
+/// 3. case is folded: upper-cased then lower-cased, which also folds
+///    `ß`/`SS` and final sigma the way full case folding does, then NFKC
+///    again (case mapping can leave decomposed sequences);
+/// 4. leading and trailing white space is trimmed and inner runs of white
+///    space become one space.
+pub fn normalise(name: &str) -> String {
+    let ignorable = CodePointSetData::new::<DefaultIgnorableCodePoint>();
+    let visible: String = name.chars().filter(|c| !ignorable.contains(*c)).collect();
+    let nfkc = ComposingNormalizerBorrowed::new_nfkc();
+    let composed = nfkc.normalize(&visible);
+    let folded = composed.to_uppercase().to_lowercase();
+    let folded: Cow<'_, str> = nfkc.normalize(&folded);
+    folded.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Why a reviewer counts as a party to the action: which of their names
+/// matched which of the action's identities. Shown in the refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    /// The reviewer's name or alias that matched, as configured.
+    pub reviewer_identity: String,
+    /// `agent` or `on_behalf_of`.
+    pub field: &'static str,
+    /// The action's identity that matched, as the agent sent it.
+    pub action_identity: String,
+}
+
+impl std::fmt::Display for Match {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` is the same person as the action's {} `{}`",
+            self.reviewer_identity, self.field, self.action_identity
+        )
+    }
+}
+
+/// Whether the reviewer (their configured name or any alias) is the agent
+/// or the person it acts for, after [`normalise`]. Returns the first match.
+pub fn same_person(
+    reviewer_name: &str,
+    reviewer_aliases: &[String],
+    agent_id: Option<&str>,
+    on_behalf_of: Option<&str>,
+) -> Option<Match> {
+    let parties = [("agent", agent_id), ("on_behalf_of", on_behalf_of)];
+    let parties: Vec<(&'static str, &str, String)> = parties
+        .into_iter()
+        .filter_map(|(field, id)| id.map(|id| (field, id, normalise(id))))
+        // An empty identity (a header sent blank) names nobody.
+        .filter(|(_, _, n)| !n.is_empty())
+        .collect();
+    std::iter::once(reviewer_name)
+        .chain(reviewer_aliases.iter().map(String::as_str))
+        .find_map(|identity| {
+            let mine = normalise(identity);
+            parties
+                .iter()
+                .find(|(_, _, theirs)| *theirs == mine)
+                .map(|(field, id, _)| Match {
+                    reviewer_identity: identity.to_string(),
+                    field,
+                    action_identity: id.to_string(),
+                })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_look_the_same_normalise_the_same() {
+        for variant in [
+            "alice",
+            "Alice",
+            " alice ",
+            "ALICE",
+            "\u{FF21}\u{FF4C}\u{FF49}\u{FF43}\u{FF45}", // full-width Ａｌｉｃｅ
+            "al\u{200B}ice",                            // zero-width space
+            "\u{FEFF}alice\u{00AD}",                    // BOM, soft hyphen
+            "\talice\n",
+        ] {
+            assert_eq!(normalise(variant), "alice", "{variant:?}");
+        }
+        assert_eq!(normalise("Jos\u{0065}\u{0301}"), normalise("Jos\u{00E9}"));
+        assert_eq!(normalise("STRASSE"), normalise("straße"));
+        assert_eq!(normalise("  Alice   Smith "), "alice smith");
+        assert_ne!(normalise("alice"), normalise("alicia"));
+        assert_ne!(normalise("alice"), normalise("alice@corp"));
+    }
+
+    #[test]
+    fn a_reviewer_matches_through_name_or_alias_only() {
+        let aliases = vec!["Alice@Corp".to_string()];
+        let m = same_person("alice", &aliases, Some("ap-agent-7"), Some("alice@corp")).unwrap();
+        assert_eq!(m.reviewer_identity, "Alice@Corp");
+        assert_eq!(m.field, "on_behalf_of");
+        assert!(same_person("alice", &[], Some("ALICE"), None).is_some());
+        assert!(
+            same_person("alice", &[], Some("ap-agent-7"), Some("alice@corp")).is_none(),
+            "an email's local part is not the reviewer without an alias"
+        );
+        assert!(same_person("alice", &[], None, None).is_none());
+        assert!(
+            same_person("alice", &[" ".into()], Some(""), Some(" ")).is_none(),
+            "blank identities name nobody"
+        );
+    }
+}
