@@ -94,6 +94,9 @@ pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
         Err(e @ ForwardError::Timeout(_)) => {
             return fail(&shared, &held, "upstream_timeout", e.to_string(), 504).await
         }
+        Err(e @ ForwardError::Target(_)) => {
+            return fail(&shared, &held, "bad_target", e.to_string(), 400).await
+        }
         Err(e) => return fail(&shared, &held, "upstream_unreachable", e.to_string(), 502).await,
     };
     let status = response.status().as_u16();
