@@ -697,10 +697,12 @@ impl Validator<'_> {
             // spelling would never match.
             match crate::proxy::target::Target::canonical(&path_prefix, None) {
                 Ok(t) if t.path() == path_prefix => {}
-                Ok(t) => return Err(format!(
+                Ok(t) => {
+                    return Err(format!(
                     "{f}.match.path_prefix: `{path_prefix}` is not in canonical form; write `{}`",
                     t.path()
-                )),
+                ))
+                }
                 Err(e) => return Err(format!("{f}.match.path_prefix: `{path_prefix}`: {e}")),
             }
             let upstream = r.upstream.trim_end_matches('/').to_string();

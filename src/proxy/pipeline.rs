@@ -333,13 +333,12 @@ async fn run(
     //    what the policy judges and what is forwarded.
     if !shared.routes.iter().any(|r| r.allows_method(method)) {
         let request = CapturedRequest::refused_target(&parts, scheme, capture_cfg);
-        let mut allowed: Vec<String> = shared
-            .routes
-            .iter()
-            .flat_map(Route::allowed_methods)
-            .collect();
-        allowed.sort();
-        allowed.dedup();
+        let mut allowed: Vec<String> = Vec::new();
+        for m in shared.routes.iter().flat_map(Route::allowed_methods) {
+            if !allowed.contains(&m) {
+                allowed.push(m);
+            }
+        }
         let outcome = Outcome::MethodNotAllowed {
             method: method.to_string(),
             allowed,
