@@ -151,6 +151,9 @@ async fn send_raw(proxy: SocketAddr, request: &[u8]) -> RawAnswer {
     }
 }
 
+/// Extra header lines of a raw request.
+type Headers<'a> = &'a [&'a [u8]];
+
 /// A request as raw bytes: `Host: payments`, `Connection: close`, the
 /// extra header lines as given, a content-length when there is a body.
 fn raw(method: &str, target: &[u8], headers: &[&[u8]], body: &[u8]) -> Vec<u8> {
@@ -537,7 +540,7 @@ async fn json_bodies_parse_strictly_or_are_refused() {
     let d = Deployment::new(&upstream.url(), ECHO, "");
     let cs = d.start().await;
     let json_ct: &[u8] = b"content-type: application/json";
-    let refused: &[(&[&[u8]], &[u8], &str)] = &[
+    let refused: &[(Headers, &[u8], &str)] = &[
         (
             &[json_ct],
             b"\xEF\xBB\xBF{\"amount\": 5}",
