@@ -1,5 +1,7 @@
-//! What countersign captures of a call: the request as the agent sent it,
-//! the agent's declared identity and intent, and its evidence items. Two
+//! What countersign captures of a call: the request with its canonical
+//! target ([`crate::proxy::target`]), the agent's declared identity and
+//! intent, and its evidence items (each sent once, named, at most
+//! [`MAX_AGENT_HEADER_BYTES`]). Two
 //! views come out of it: the policy input (full values, in memory only) and
 //! the record (allowlisted header values only, everything else `[redacted]`).
 
@@ -133,10 +135,10 @@ impl CapturedRequest {
         Ok(request)
     }
 
-    /// Captures the head of a request whose target was refused, for its
-    /// record: the path and query as sent, agent headers taken as far as
-    /// they are valid.
-    pub fn refused_target(parts: &Parts, scheme: &str, cfg: &CaptureConfig) -> CapturedRequest {
+    /// Captures the head of a request refused before its target was
+    /// checked (a refused method or target), for its record: the path and
+    /// query as sent, agent headers taken as far as they are valid.
+    pub fn refused_early(parts: &Parts, scheme: &str, cfg: &CaptureConfig) -> CapturedRequest {
         let mut request = CapturedRequest::head(parts, scheme, cfg);
         request.path = parts.uri.path().to_string();
         request.query = parts.uri.query().map(str::to_string);

@@ -1,5 +1,6 @@
-//! The life of one call, in order: route → capture → decide → record
-//! (write-ahead) → forward → record the result. Every way out of this
+//! The life of one call, in order: method and canonical target → route →
+//! capture (agent headers, body) → decide → record (write-ahead) → forward
+//! → record the result. Every way out of this
 //! function is an [`Outcome`] whose HTTP status is chosen in one place,
 //! [`Outcome::into_response`].
 
@@ -332,7 +333,7 @@ async fn run(
     // 1. Method, target and route: the canonical target is what routes,
     //    what the policy judges and what is forwarded.
     if !shared.routes.iter().any(|r| r.allows_method(method)) {
-        let request = CapturedRequest::refused_target(&parts, scheme, capture_cfg);
+        let request = CapturedRequest::refused_early(&parts, scheme, capture_cfg);
         let mut allowed: Vec<String> = Vec::new();
         for m in shared.routes.iter().flat_map(Route::allowed_methods) {
             if !allowed.contains(&m) {
@@ -348,7 +349,7 @@ async fn run(
     let target = match target {
         Ok(t) => t,
         Err(e) => {
-            let request = CapturedRequest::refused_target(&parts, scheme, capture_cfg);
+            let request = CapturedRequest::refused_early(&parts, scheme, capture_cfg);
             return Err(unrouted(&request).refuse(shared, None, Outcome::BadTarget(e.to_string())));
         }
     };
@@ -357,8 +358,9 @@ async fn run(
             Ok(head) => (head, None),
             Err(refused) => (*refused.request, Some(refused.error)),
         };
+    // A call no route takes is not an action (docs/record.md): counted, not recorded.
     let Some(route) = shared.route_for(&head.host, &head.path) else {
-        return Err(unrouted(&head).refuse(shared, None, Outcome::NoRoute));
+        return Err(Outcome::NoRoute);
     };
     let url = route.upstream.url_for(&head.path_and_query());
     let story_of = |request| Story {
