@@ -4,11 +4,14 @@
 #   a method override                      deny
 #     (an X-HTTP-Method-Override, X-HTTP-Method or X-Method-Override header,
 #     or a `_method` field in the query or the body)
+#   a path override                        deny
+#     (an X-Original-URL or X-Rewrite-URL header)
 #
-# countersign judges the method on the request line and forwards it as it
-# is; many frameworks (Rails, Laravel, Symfony, Express's method-override,
-# ASP.NET, Google APIs) let one of these turn a POST into a DELETE or PUT.
-# The policy would have judged a POST the upstream never ran.
+# countersign judges the method and target on the request line and forwards
+# them as they are; many frameworks (Rails, Laravel, Symfony, Express's
+# method-override, ASP.NET, IIS, Google APIs) let one of these turn a POST
+# into a DELETE, or one path into another. The policy would have judged a
+# call the upstream never ran.
 package countersign.guards
 
 import rego.v1
@@ -29,7 +32,16 @@ method_override contains "a _method body field" if {
 	object.get(input.request.body, "_method", null) != null
 }
 
+path_override_headers := {"x-original-url", "x-rewrite-url"}
+
+path_override contains sprintf("the %s header", [name]) if {
+	some name, _ in object.get(input.request, "headers", {})
+	name in path_override_headers
+}
+
 tripped if count(method_override) > 0
+
+tripped if count(path_override) > 0
 
 decision := {
 	"action": "deny",
@@ -39,4 +51,14 @@ decision := {
 		[input.request.method, concat(", ", sort(method_override))],
 	)],
 	"rules": ["library.method_override"],
-} if tripped
+} if count(method_override) > 0
+
+else := {
+	"action": "deny",
+	"risk": "high",
+	"reasons": [sprintf(
+		"the call asks the upstream to run another path than %s (%s); send the path itself instead",
+		[input.request.path, concat(", ", sort(path_override))],
+	)],
+	"rules": ["library.path_override"],
+} if count(path_override) > 0

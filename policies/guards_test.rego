@@ -39,6 +39,14 @@ test_a_method_field_in_a_json_body_is_denied if {
 	d.rules == ["library.method_override"]
 }
 
+test_a_path_override_header_is_denied if {
+	some header in ["x-original-url", "x-rewrite-url"]
+	d := countersign.decision with input as call({"headers": {header: "/v1/admin"}})
+	d.action == "deny"
+	d.rules == ["library.path_override"]
+	contains(d.reasons[0], header)
+}
+
 test_an_ordinary_call_reaches_its_domain_policy if {
 	d := countersign.decision with input as call({})
 	not "library.method_override" in d.rules

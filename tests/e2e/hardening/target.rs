@@ -786,3 +786,49 @@ async fn an_approved_hold_forwards_the_canonical_target_it_was_judged_on() {
     );
     cs.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_library_denies_method_and_path_overrides() {
+    let upstream = RawUpstream::start().await;
+    let d = Deployment::new(&upstream.url(), "package unused\n", "");
+    let library = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for entry in std::fs::read_dir(library).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".rego") && !name.ends_with("_test.rego") {
+            std::fs::copy(&path, d.dir.path().join("policies").join(name)).unwrap();
+        }
+    }
+    let cs = d.start().await;
+    let json_ct: &[u8] = b"content-type: application/json";
+    let agent: &[u8] = b"x-agent-id: ap-agent-7";
+    let evidence: &[u8] = b"x-evidence-invoice: INV-1";
+    let body = br#"{"amount": 10, "currency": "EUR"}"#;
+    for (extra, rule) in [
+        (
+            &b"x-http-method-override: DELETE"[..],
+            "library.method_override",
+        ),
+        (b"X-HTTP-Method: PUT", "library.method_override"),
+        (b"x-original-url: /v1/admin", "library.path_override"),
+    ] {
+        let headers: &[&[u8]] = &[json_ct, agent, evidence, extra];
+        let answer = send_raw(cs.proxy_addr, &raw("POST", b"/v1/payouts", headers, body)).await;
+        assert_eq!(answer.status, 403, "{}", String::from_utf8_lossy(extra));
+        assert_eq!(answer.json()["rules"], json!([rule]));
+    }
+    let form: &[&[u8]] = &[
+        b"content-type: application/x-www-form-urlencoded",
+        agent,
+        evidence,
+    ];
+    let answer = send_raw(
+        cs.proxy_addr,
+        &raw("POST", b"/v1/payouts", form, b"amount=10&_method=DELETE"),
+    )
+    .await;
+    assert_eq!(answer.status, 403);
+    assert_eq!(answer.json()["rules"], json!(["library.method_override"]));
+    assert!(upstream.seen().is_empty());
+    cs.stop().await;
+}
