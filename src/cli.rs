@@ -197,7 +197,10 @@ fn migrate(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     let version = crate::audit::store::migrate(&config.audit)
         .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.file.display()))?;
-    println!("{}: the record store's schema is at version {version}", config.file.display());
+    println!(
+        "{}: the record store's schema is at version {version}",
+        config.file.display()
+    );
     Ok(())
 }
 
