@@ -7,6 +7,7 @@
 #   support, customer        -> countersign.customer     (refunds, credits, account changes)
 #
 # A call on any other route is denied: a new route needs a policy first.
+# The guards every route shares (guards.rego) are checked before any of them.
 package countersign
 
 import rego.v1
@@ -14,19 +15,24 @@ import rego.v1
 import data.countersign.access
 import data.countersign.customer
 import data.countersign.finance
+import data.countersign.guards
 import data.countersign.procurement
 
-default decision := {
+decision := guards.decision if guards.tripped
+
+decision := routed if not guards.tripped
+
+default routed := {
 	"action": "deny",
 	"risk": "medium",
 	"reasons": ["no policy covers this route; add one before agents may use it"],
 	"rules": ["library.unknown_route"],
 }
 
-decision := finance.decision if input.route.name in {"payments", "finance"}
+routed := finance.decision if input.route.name in {"payments", "finance"}
 
-decision := access.decision if input.route.name == "access"
+routed := access.decision if input.route.name == "access"
 
-decision := procurement.decision if input.route.name == "procurement"
+routed := procurement.decision if input.route.name == "procurement"
 
-decision := customer.decision if input.route.name in {"support", "customer"}
+routed := customer.decision if input.route.name in {"support", "customer"}

@@ -1,5 +1,7 @@
-//! What countersign captures of a call: the request as the agent sent it,
-//! the agent's declared identity and intent, and its evidence items. Two
+//! What countersign captures of a call: the request with its canonical
+//! target ([`crate::proxy::target`]), the agent's declared identity and
+//! intent, and its evidence items (each sent once, named, at most
+//! [`MAX_AGENT_HEADER_BYTES`]). Two
 //! views come out of it: the policy input (full values, in memory only) and
 //! the record (allowlisted header values only, everything else `[redacted]`).
 
@@ -12,6 +14,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::CaptureConfig;
+use crate::proxy::body::{self, BodyError, Parsed};
+use crate::proxy::target::Target;
 
 /// The value that replaces a header value not on the allowlist.
 pub const REDACTED: &str = "[redacted]";
@@ -27,6 +31,45 @@ pub struct Agent {
     pub intent: Option<String>,
 }
 
+/// Largest value, in bytes, of one agent or evidence header. Evidence is a
+/// value or a reference (`doc://inv/118; sha256=...`), not the document.
+pub const MAX_AGENT_HEADER_BYTES: usize = 4096;
+
+/// Why the agent or evidence headers were refused. Each message says what
+/// to send instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentHeaderError {
+    /// The same agent or evidence header more than once.
+    #[error("the header `{0}` is sent more than once; send it once (the agent, its principal, its intent and each evidence item have one value)")]
+    Repeated(String),
+    /// `x-evidence-` with nothing after the prefix.
+    #[error("the header `{0}` names no evidence item; put the item's name after the prefix, as in `{0}invoice`")]
+    EmptyEvidenceName(String),
+    /// A value over [`MAX_AGENT_HEADER_BYTES`].
+    #[error("the header `{name}` is {size} bytes, over the {max}-byte limit for agent and evidence headers; send a reference (such as `doc://...; sha256=...`) instead of the content")]
+    Oversized {
+        /// Header name.
+        name: String,
+        /// Its value's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value that is not UTF-8 text.
+    #[error("the header `{0}` is not UTF-8 text")]
+    NotText(String),
+}
+
+/// A head whose agent or evidence headers were refused: the request as
+/// captured without them (for the record), and why.
+#[derive(Debug)]
+pub struct HeadRefused {
+    /// The request, agent and evidence left empty.
+    pub request: Box<CapturedRequest>,
+    /// Why.
+    pub error: AgentHeaderError,
+}
+
 /// A captured request.
 #[derive(Debug, Clone)]
 pub struct CapturedRequest {
@@ -36,13 +79,17 @@ pub struct CapturedRequest {
     pub scheme: String,
     /// Host the agent addressed, without port, lower-case.
     pub host: String,
-    /// Path, as sent.
+    /// The canonical path ([`Target::path`]): routed, judged, recorded and
+    /// forwarded as it is. For a refused target, the path as sent.
     pub path: String,
-    /// Raw query string (without `?`), if any.
+    /// The canonical query (without `?`), if any.
     pub query: Option<String>,
     /// The query as name → values, percent-decoded (parsed once, used by
     /// the policy input and the record).
     pub query_map: Map<String, Value>,
+    /// The target exactly as the agent sent it, when it differs from the
+    /// canonical one (for the record only: the policy never reads it).
+    pub as_sent: Option<String>,
     /// Headers other than agent/evidence headers: lower-case names, values
     /// of repeated headers joined by ", ", in first-seen order.
     pub headers: Vec<(String, String)>,
@@ -54,30 +101,70 @@ pub struct CapturedRequest {
     pub body: Bytes,
     /// SHA-256 of the body, hex.
     pub body_sha256: String,
-    /// The body parsed as JSON, or `null` when it is empty or not JSON
-    /// (parsed once, used by the policy input and the record).
-    pub body_json: Value,
+    /// The body as the policy reads it (parsed once by
+    /// [`CapturedRequest::parse_body`], used by the policy input and the record).
+    pub body_parsed: Parsed,
+    /// Every `Content-Type` value, to refuse more than one.
+    content_types: Vec<String>,
 }
 
 impl CapturedRequest {
-    /// Captures the head; the body is attached with [`CapturedRequest::with_body`].
-    pub fn from_parts(parts: &Parts, scheme: &str, cfg: &CaptureConfig) -> CapturedRequest {
+    /// Captures the head of a request whose target is canonical; the body is
+    /// attached with [`CapturedRequest::with_body`]. Refuses repeated,
+    /// nameless, oversized or non-text agent and evidence headers.
+    pub fn from_parts(
+        parts: &Parts,
+        scheme: &str,
+        target: &Target,
+        cfg: &CaptureConfig,
+    ) -> Result<CapturedRequest, HeadRefused> {
+        let mut request = CapturedRequest::head(parts, scheme, cfg);
+        request.path = target.path().to_string();
+        request.query = target.query().map(str::to_string);
+        request.query_map = target.query_fields().clone();
+        let sent = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
+        request.as_sent = (sent != target.path_and_query()).then(|| sent.to_string());
+        if let Err(error) = request.take_agent_headers(parts, cfg) {
+            request.agent = Agent::default();
+            request.evidence.clear();
+            return Err(HeadRefused {
+                request: Box::new(request),
+                error,
+            });
+        }
+        Ok(request)
+    }
+
+    /// Captures the head of a request refused before its target was
+    /// checked (a refused method or target), for its record: the path and
+    /// query as sent, agent headers taken as far as they are valid.
+    pub fn refused_early(parts: &Parts, scheme: &str, cfg: &CaptureConfig) -> CapturedRequest {
+        let mut request = CapturedRequest::head(parts, scheme, cfg);
+        request.path = parts.uri.path().to_string();
+        request.query = parts.uri.query().map(str::to_string);
+        request.as_sent = Some(parts.uri.to_string());
+        if request.take_agent_headers(parts, cfg).is_err() {
+            request.agent = Agent::default();
+            request.evidence.clear();
+        }
+        request
+    }
+
+    /// Everything but the target and the agent headers.
+    fn head(parts: &Parts, scheme: &str, cfg: &CaptureConfig) -> CapturedRequest {
         let names = &cfg.agent_headers;
         let mut headers: Vec<(String, String)> = Vec::new();
-        let mut agent = Agent::default();
-        let mut evidence = BTreeMap::new();
+        let mut content_types = Vec::new();
         for (name, value) in &parts.headers {
             let name = name.as_str();
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            if name == names.id {
-                agent.id = Some(value);
-            } else if name == names.on_behalf_of {
-                agent.on_behalf_of = Some(value);
-            } else if name == names.intent {
-                agent.intent = Some(value);
-            } else if let Some(item) = name.strip_prefix(names.evidence_prefix.as_str()) {
-                evidence.insert(item.to_string(), value);
-            } else if let Some(existing) = headers.iter_mut().find(|(n, _)| n == name) {
+            if names.is_agent_header(name) {
+                continue;
+            }
+            if name == hyper::header::CONTENT_TYPE.as_str() {
+                content_types.push(value.clone());
+            }
+            if let Some(existing) = headers.iter_mut().find(|(n, _)| n == name) {
                 existing.1.push_str(", ");
                 existing.1.push_str(&value);
             } else {
@@ -101,26 +188,77 @@ impl CapturedRequest {
             method: parts.method.as_str().to_string(),
             scheme: scheme.to_string(),
             host,
-            path: parts.uri.path().to_string(),
-            query: parts.uri.query().map(str::to_string),
-            query_map: parts.uri.query().map(parse_query).unwrap_or_default(),
+            path: String::new(),
+            query: None,
+            query_map: Map::new(),
+            as_sent: None,
             headers,
-            agent,
-            evidence,
+            agent: Agent::default(),
+            evidence: BTreeMap::new(),
             body: Bytes::new(),
             body_sha256: hex::encode(Sha256::digest([])),
-            body_json: Value::Null,
+            body_parsed: Parsed::Opaque,
+            content_types,
         }
     }
 
-    /// Attaches the body, its digest and its parsed JSON.
+    /// Takes the agent and evidence headers: each at most once, named,
+    /// within [`MAX_AGENT_HEADER_BYTES`], UTF-8. Today's agents have no
+    /// reason to send one twice, and "the last one wins" would let the
+    /// policy and the record disagree with what a reviewer reads.
+    fn take_agent_headers(
+        &mut self,
+        parts: &Parts,
+        cfg: &CaptureConfig,
+    ) -> Result<(), AgentHeaderError> {
+        let names = &cfg.agent_headers;
+        for (name, value) in &parts.headers {
+            let name = name.as_str();
+            if !names.is_agent_header(name) {
+                continue;
+            }
+            if parts.headers.get_all(name).iter().count() > 1 {
+                return Err(AgentHeaderError::Repeated(name.to_string()));
+            }
+            if value.len() > MAX_AGENT_HEADER_BYTES {
+                return Err(AgentHeaderError::Oversized {
+                    name: name.to_string(),
+                    size: value.len(),
+                    max: MAX_AGENT_HEADER_BYTES,
+                });
+            }
+            let value = std::str::from_utf8(value.as_bytes())
+                .map_err(|_| AgentHeaderError::NotText(name.to_string()))?
+                .to_string();
+            if name == names.id {
+                self.agent.id = Some(value);
+            } else if name == names.on_behalf_of {
+                self.agent.on_behalf_of = Some(value);
+            } else if name == names.intent {
+                self.agent.intent = Some(value);
+            } else if let Some(item) = name.strip_prefix(names.evidence_prefix.as_str()) {
+                if item.is_empty() {
+                    return Err(AgentHeaderError::EmptyEvidenceName(name.to_string()));
+                }
+                self.evidence.insert(item.to_string(), value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the body and its digest; [`CapturedRequest::parse_body`]
+    /// reads it for the policy.
     pub fn with_body(mut self, body: Bytes) -> CapturedRequest {
         self.body_sha256 = hex::encode(Sha256::digest(&body));
-        if !body.is_empty() {
-            self.body_json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        }
         self.body = body;
         self
+    }
+
+    /// Parses the body for the policy (strict JSON, form fields), or says
+    /// why it is refused.
+    pub fn parse_body(&mut self) -> Result<(), BodyError> {
+        self.body_parsed = body::parse(&self.content_types, &self.body)?;
+        Ok(())
     }
 
     /// Path plus query, as it goes upstream.
@@ -133,7 +271,8 @@ impl CapturedRequest {
 
     /// The request as the record keeps it: header values off the allowlist
     /// are replaced, the body is kept as JSON, text, or base64.
-    pub fn record_view(&self, cfg: &CaptureConfig, url: &str) -> Value {
+    /// `url` is where the call goes (none when no route took it).
+    pub fn record_view(&self, cfg: &CaptureConfig, url: Option<&str>) -> Value {
         let headers: Map<String, Value> = self
             .headers
             .iter()
@@ -146,26 +285,32 @@ impl CapturedRequest {
                 (n.clone(), Value::String(kept))
             })
             .collect();
-        json!({
+        let mut view = json!({
             "method": self.method,
             "url": url,
             "scheme": self.scheme,
             "host": self.host,
             "path": self.path,
+            "target": self.path_and_query(),
             "query": self.query_map,
             "headers": headers,
             "body": self.body_record(),
             "body_sha256": self.body_sha256,
             "body_size": self.body.len(),
-        })
+        });
+        if let Some(sent) = &self.as_sent {
+            view["as_sent"] = json!(sent);
+        }
+        view
     }
 
-    /// The whole body as the record keeps it, from the JSON parsed once.
+    /// The whole body as the record keeps it, from the JSON parsed once;
+    /// a form body is kept as the text it was.
     fn body_record(&self) -> Value {
-        match (&self.body_json, self.body.is_empty()) {
+        match (&self.body_parsed, self.body.is_empty()) {
             (_, true) => json!({"encoding": "empty"}),
-            (Value::Null, false) => text_or_base64(&self.body, false),
-            (parsed, false) => json!({"encoding": "json", "json": parsed}),
+            (Parsed::Json(parsed), false) => json!({"encoding": "json", "json": parsed}),
+            (_, false) => text_or_base64(&self.body, false),
         }
     }
 
@@ -232,20 +377,6 @@ fn text_or_base64(kept: &[u8], truncated: bool) -> Value {
             "truncated": truncated,
         }),
     }
-}
-
-fn parse_query(q: &str) -> Map<String, Value> {
-    let mut map: Map<String, Value> = Map::new();
-    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-        match map
-            .entry(k.into_owned())
-            .or_insert_with(|| Value::Array(vec![]))
-        {
-            Value::Array(values) => values.push(Value::String(v.into_owned())),
-            _ => unreachable!("query map values are arrays"),
-        }
-    }
-    map
 }
 
 fn strip_port(host: &str) -> &str {

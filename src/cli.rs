@@ -47,6 +47,9 @@ pub enum Command {
     Audit(AuditCommand),
     /// Review a held action: show what it is, then sign and send your verdict.
     Review(ReviewArgs),
+    /// Create or upgrade the record store's schema (also done at `serve`);
+    /// safe while other processes start or run.
+    Migrate(ConfigArg),
     /// Make a key pair: with --reviewer, a reviewer's Ed25519 pair (PREFIX.key
     /// holds the whsk_ secret for the reviewer, PREFIX.pub the whpk_ public
     /// key for the config).
@@ -186,7 +189,19 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config.config),
         Command::Review(args) => crate::review_client::run(&args),
         Command::Keygen(args) => keygen(&args),
+        Command::Migrate(c) => migrate(&c.config),
     }
+}
+
+fn migrate(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let version = crate::audit::store::migrate(&config.audit)
+        .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.file.display()))?;
+    println!(
+        "{}: the record store's schema is at version {version}",
+        config.file.display()
+    );
+    Ok(())
 }
 
 fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
@@ -432,15 +447,18 @@ fn audit_list(
         return Ok(());
     }
     println!(
-        "{:<32}  {:<27}  {:<9}  {:<8}  {:<12}  {:<14}  CALL",
-        "ACTION", "CREATED", "STATE", "RISK", "ROUTE", "AGENT"
+        "{:<32}  {:<27}  {:<9}  {:<6}  {:<8}  {:<12}  {:<14}  CALL",
+        "ACTION", "CREATED", "STATE", "STATUS", "RISK", "ROUTE", "AGENT"
     );
     for r in rows {
         println!(
-            "{:<32}  {:<27}  {:<9}  {:<8}  {:<12}  {:<14}  {} {}",
+            "{:<32}  {:<27}  {:<9}  {:<6}  {:<8}  {:<12}  {:<14}  {} {}",
             r.action_id,
             r.created_at,
             r.state,
+            r.upstream_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             r.risk.unwrap_or_else(|| "-".into()),
             r.route.unwrap_or_default(),
             r.agent.unwrap_or_else(|| "-".into()),

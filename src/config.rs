@@ -94,6 +94,7 @@ struct RawRoute {
     upstream_auth: Option<RawUpstreamAuth>,
     timeout: Option<String>,
     connect_timeout: Option<String>,
+    methods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -452,6 +453,9 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// TCP/TLS connect timeout.
     pub connect_timeout: Duration,
+    /// The methods this route takes; `None` means the standard ones
+    /// ([`crate::proxy::STANDARD_METHODS`]).
+    pub methods: Option<Vec<String>>,
 }
 
 /// A header countersign sets on forwarded calls; agents never hold it.
@@ -761,14 +765,37 @@ impl Validator<'_> {
                     "{f}.match.path_prefix: `{path_prefix}` must start with /"
                 ));
             }
+            // Routes match canonical targets, so a prefix in any other
+            // spelling would never match.
+            match crate::proxy::target::Target::canonical(&path_prefix, None) {
+                Ok(t) if t.path() == path_prefix => {}
+                Ok(t) => {
+                    return Err(format!(
+                    "{f}.match.path_prefix: `{path_prefix}` is not in canonical form; write `{}`",
+                    t.path()
+                ))
+                }
+                Err(e) => return Err(format!("{f}.match.path_prefix: `{path_prefix}`: {e}")),
+            }
             let upstream = r.upstream.trim_end_matches('/').to_string();
             let scheme_ok = upstream.starts_with("http://") || upstream.starts_with("https://");
-            if !scheme_ok || reqwest::Url::parse(&upstream).is_err() {
+            let parsed = reqwest::Url::parse(&upstream);
+            if !scheme_ok || parsed.is_err() {
                 return Err(format!(
                     "{f}.upstream: `{}` is not an http:// or https:// URL",
                     r.upstream
                 ));
             }
+            if parsed.is_ok_and(|u| u.query().is_some() || u.fragment().is_some()) {
+                return Err(format!(
+                    "{f}.upstream: `{}` has a query or fragment; the upstream is a base URL that request paths are appended to",
+                    r.upstream
+                ));
+            }
+            let methods = match r.methods {
+                None => None,
+                Some(list) => Some(route_methods(&f, list)?),
+            };
             let upstream_auth = match r.upstream_auth {
                 None => None,
                 Some(a) => {
@@ -802,6 +829,7 @@ impl Validator<'_> {
                     &format!("{f}.connect_timeout"),
                     r.connect_timeout.as_deref().unwrap_or("5s"),
                 )?,
+                methods,
             });
         }
 
@@ -1071,6 +1099,33 @@ impl Config {
     }
 }
 
+/// Validates a route's `methods` list: HTTP method tokens, written in
+/// upper case (methods are case-sensitive, so `get` would never match a
+/// GET), each once, at least one.
+fn route_methods(f: &str, list: Vec<String>) -> Result<Vec<String>, String> {
+    if list.is_empty() {
+        return Err(format!(
+            "{f}.methods: the list is empty, so the route would take no call; remove it to take the standard methods"
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, m) in list.iter().enumerate() {
+        if hyper::Method::from_bytes(m.as_bytes()).is_err() {
+            return Err(format!("{f}.methods[{i}]: `{m}` is not an HTTP method"));
+        }
+        if m.bytes().any(|b| b.is_ascii_lowercase()) {
+            return Err(format!(
+                "{f}.methods[{i}]: `{m}`: methods are case-sensitive; write `{}`",
+                m.to_ascii_uppercase()
+            ));
+        }
+        if !seen.insert(m.as_str()) {
+            return Err(format!("{f}.methods[{i}]: `{m}` is listed twice"));
+        }
+    }
+    Ok(list)
+}
+
 /// Parses a Standard Webhooks secret (`whsec_` + base64 of the key bytes).
 pub fn webhook_key(secret: &str) -> Result<standardwebhooks::Webhook, String> {
     if !secret.starts_with("whsec_") {
@@ -1162,6 +1217,34 @@ mod tests {
                 "{blank}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn route_methods_and_prefixes_are_checked() {
+        let c = parse(&format!("{MINIMAL}    methods: [GET, TRACE, PURGE]\n")).unwrap();
+        assert_eq!(
+            c.routes[0].methods.as_deref(),
+            Some(&["GET".to_string(), "TRACE".into(), "PURGE".into()][..])
+        );
+        for (extra, field) in [
+            ("    methods: []\n", "routes[0].methods:"),
+            ("    methods: [get]\n", "routes[0].methods[0]:"),
+            ("    methods: [GET, GET]\n", "routes[0].methods[1]:"),
+            ("    methods: [\"G T\"]\n", "routes[0].methods[0]:"),
+        ] {
+            let e = parse(&format!("{MINIMAL}{extra}")).unwrap_err();
+            assert!(e.message.starts_with(field), "{extra}: {e}");
+        }
+        for prefix in ["/v1/../x", "/%761", "/v1//x", "/a;b"] {
+            let yaml = MINIMAL.replace("path_prefix: /", &format!("path_prefix: \"{prefix}\""));
+            let e = parse(&yaml).unwrap_err();
+            assert!(
+                e.message.starts_with("routes[0].match.path_prefix:"),
+                "{prefix}: {e}"
+            );
+        }
+        let e = parse(&MINIMAL.replace("127.0.0.1:1", "127.0.0.1:1/api?x=1")).unwrap_err();
+        assert!(e.message.starts_with("routes[0].upstream:"), "{e}");
     }
 
     #[test]

@@ -7,9 +7,13 @@
 //! Follow one call through the modules:
 //!
 //! 1. [`http::serve`] accepts the connection (plain or TLS) on the proxy listener.
-//! 2. [`proxy::pipeline::handle`] walks the call: it picks the [`proxy::Route`],
-//!    reads the body within `capture.max_body_bytes`, and captures it as a
-//!    [`capture::CapturedRequest`] (agent, evidence, headers).
+//! 2. [`proxy::pipeline::handle`] walks the call: it puts the request target
+//!    in its one canonical form ([`proxy::target`]: what routes, what the
+//!    policy judges, what is recorded and forwarded), picks the
+//!    [`proxy::Route`], checks the method, reads the body within
+//!    `capture.max_body_bytes`, and captures it as a
+//!    [`capture::CapturedRequest`] (agent, evidence, headers; JSON and form
+//!    bodies read by [`proxy::body`]).
 //! 3. [`policy::input::build`] turns it into the policy input; [`policy::Policy`]
 //!    evaluates it (bytecode VM or interpreter) and
 //!    [`policy::decision::check`] holds the result to the contract.

@@ -182,6 +182,9 @@ async fn claim_and_send(shared: &Arc<Shared>, life: &Lifecycle) -> Forwarded {
         Err(e @ ForwardError::Timeout(_)) => {
             return fail(shared, action_id, "upstream_timeout", e.to_string(), 504).await
         }
+        Err(e @ ForwardError::Target(_)) => {
+            return fail(shared, action_id, "bad_target", e.to_string(), 400).await
+        }
         Err(e) => {
             return fail(
                 shared,

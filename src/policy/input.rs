@@ -18,7 +18,9 @@ pub struct Context<'a> {
     pub upstream: &'a str,
 }
 
-/// Builds the input document as JSON.
+/// Builds the input document as JSON. `request.path` and `request.target`
+/// are the canonical target ([`crate::proxy::target`]): `target` is exactly
+/// the path and query the upstream receives.
 pub fn build(ctx: &Context<'_>, req: &CapturedRequest, shape: InputShape) -> Value {
     let headers: Map<String, Value> = req
         .headers
@@ -35,9 +37,11 @@ pub fn build(ctx: &Context<'_>, req: &CapturedRequest, shape: InputShape) -> Val
             "scheme": req.scheme,
             "host": req.host,
             "path": req.path,
+            "target": req.path_and_query(),
             "query": req.query_map,
             "headers": headers,
-            "body": req.body_json,
+            "body": req.body_parsed.to_input(),
+            "body_format": req.body_parsed.format(),
             "body_sha256": req.body_sha256,
             "body_size": req.body.len(),
         },
@@ -50,7 +54,8 @@ pub fn build(ctx: &Context<'_>, req: &CapturedRequest, shape: InputShape) -> Val
 }
 
 /// Adds the fields opa-envoy-plugin policies read: `attributes.request.http`,
-/// `parsed_path`, `parsed_query` and `parsed_body`.
+/// `parsed_path`, `parsed_query` and `parsed_body`, from the same canonical
+/// target as the native input.
 fn add_envoy(input: &mut Value, req: &CapturedRequest) {
     let headers = input["request"]["headers"].clone();
     let parsed_path: Vec<Value> = req
@@ -82,11 +87,29 @@ fn add_envoy(input: &mut Value, req: &CapturedRequest) {
     obj.insert("parsed_body".into(), obj["request"]["body"].clone());
 }
 
+/// Decodes one segment of a canonical path (its escapes are valid and
+/// decode to UTF-8; `+` and `&` are themselves).
 fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+    let raw = s.as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let escaped = (raw[i] == b'%')
+            .then(|| std::str::from_utf8(raw.get(i + 1..i + 3)?).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(raw[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Converts the JSON input to the policy engine's value type.
@@ -103,8 +126,8 @@ pub fn probe() -> regorus::Value {
         "route": {"name": "probe", "upstream": "http://probe.invalid"},
         "agent": {"id": "probe-agent", "on_behalf_of": "probe-owner", "intent": "load check"},
         "request": {
-            "method": "GET", "scheme": "http", "host": "probe.invalid", "path": "/",
-            "query": {}, "headers": {}, "body": null,
+            "method": "GET", "scheme": "http", "host": "probe.invalid", "path": "/", "target": "/",
+            "query": {}, "headers": {}, "body": null, "body_format": null,
             "body_sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "body_size": 0
         },
         "evidence": {},

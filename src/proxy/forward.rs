@@ -23,6 +23,9 @@ pub enum ForwardError {
     /// Connection refused, reset, TLS failure, ...
     #[error("the upstream could not be reached: {0}")]
     Unreachable(String),
+    /// The request line would not carry the decided target; nothing was sent.
+    #[error("the request was not sent: {0}")]
+    Target(String),
 }
 
 /// Why an HTTP client could not be built.
@@ -80,6 +83,10 @@ pub fn end_to_end_headers(headers: &HeaderMap) -> HeaderMap {
 pub struct Upstream {
     client: reqwest::Client,
     base: String,
+    /// The base URL's path as the `url` crate serialises it, without a
+    /// trailing `/` (empty for a bare origin): what precedes the target on
+    /// the request line.
+    base_path: String,
     auth: Option<(HeaderName, HeaderValue)>,
     timeout: Duration,
 }
@@ -166,9 +173,15 @@ impl Upstream {
                 Some((name, value))
             }
         };
+        let base_path = reqwest::Url::parse(&route.upstream)
+            .map_err(|e| err(format!("upstream: {e}")))?
+            .path()
+            .trim_end_matches('/')
+            .to_string();
         Ok(Upstream {
             client,
             base: route.upstream.clone(),
+            base_path,
             auth,
             timeout: route.timeout,
         })
@@ -179,7 +192,30 @@ impl Upstream {
         format!("{}{}", self.base, path_and_query)
     }
 
-    /// Sends the request and waits for the response headers.
+    /// The URL the client sends, checked to carry `path_and_query` (a
+    /// canonical target) unchanged after the base path: the `url` crate
+    /// would resolve dot segments or re-encode bytes of a target that is not
+    /// canonical, and then the upstream would run something the policy did
+    /// not judge. Refused instead, so nothing is sent.
+    pub fn checked_url(&self, path_and_query: &str) -> Result<reqwest::Url, ForwardError> {
+        let url = reqwest::Url::parse(&self.url_for(path_and_query)).map_err(|e| {
+            ForwardError::Target(format!("`{path_and_query}` does not make a URL: {e}"))
+        })?;
+        let sent = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let decided = format!("{}{path_and_query}", self.base_path);
+        if sent != decided || url.fragment().is_some() {
+            return Err(ForwardError::Target(format!(
+                "the request line would carry `{sent}`, not the decided `{decided}`"
+            )));
+        }
+        Ok(url)
+    }
+
+    /// Sends the request and waits for the response headers. The request
+    /// line carries `path_and_query` byte for byte ([`Upstream::checked_url`]).
     pub async fn send(
         &self,
         method: &str,
@@ -189,8 +225,9 @@ impl Upstream {
         body: Bytes,
         action_id: &str,
     ) -> Result<reqwest::Response, ForwardError> {
+        let url = self.checked_url(path_and_query)?;
         let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|e| ForwardError::Unreachable(format!("bad method: {e}")))?;
+            .map_err(|e| ForwardError::Target(format!("bad method: {e}")))?;
         let tokens = connection_tokens(agent_headers);
         let mut headers = HeaderMap::with_capacity(agent_headers.len() + 2);
         for (name, value) in agent_headers {
@@ -210,11 +247,7 @@ impl Upstream {
         if let Ok(v) = HeaderValue::from_str(action_id) {
             headers.insert(HeaderName::from_static("x-countersign-action-id"), v);
         }
-        let request = self
-            .client
-            .request(method, self.url_for(path_and_query))
-            .headers(headers)
-            .body(body);
+        let request = self.client.request(method, url).headers(headers).body(body);
         match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => Err(ForwardError::Timeout(self.timeout)),
             Ok(Err(e)) if e.is_timeout() => Err(ForwardError::Timeout(self.timeout)),
@@ -291,5 +324,48 @@ impl ResponseCapture {
             "body_sha256": hex::encode(self.hasher.finalize()),
             "body_size": self.size,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(base: &str) -> Upstream {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Upstream::new(&RouteConfig {
+            name: "t".into(),
+            path_prefix: "/".into(),
+            host: None,
+            upstream: base.into(),
+            upstream_ca: None,
+            upstream_auth: None,
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            methods: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn only_targets_the_client_sends_unchanged_are_sent() {
+        for base in ["http://127.0.0.1:1", "http://127.0.0.1:1/api"] {
+            let u = upstream(base);
+            let url = u.checked_url("/v1/payouts?a=%41&b=%2B").unwrap();
+            assert!(url.as_str().ends_with("/v1/payouts?a=%41&b=%2B"), "{url}");
+            for bad in [
+                "/v1/invoices/../payouts",
+                "/v1/%2e%2e/x",
+                "/v1/a b",
+                "/v1/a\\b",
+                "/v1/p?q='",
+                "/v1#x",
+            ] {
+                assert!(
+                    matches!(u.checked_url(bad), Err(ForwardError::Target(_))),
+                    "{base} {bad}"
+                );
+            }
+        }
     }
 }

@@ -1,9 +1,13 @@
 //! The proxy listener's request path: [`pipeline`] walks one call from
-//! arrival to answer; [`forward`] talks to upstreams.
+//! arrival to answer; [`target`] puts the request target in its one
+//! canonical form; [`body`] reads bodies for the policy; [`forward`] talks
+//! to upstreams.
 
+pub mod body;
 pub mod forward;
 pub mod hold;
 pub mod pipeline;
+pub mod target;
 
 use crate::config::RouteConfig;
 use forward::Upstream;
@@ -17,8 +21,9 @@ pub struct Route {
 }
 
 impl Route {
-    /// Whether this route takes a call to `host` and `path`. A prefix matches
-    /// whole path segments: `/v1/payouts` takes `/v1/payouts/7`, not `/v1/payoutsx`.
+    /// Whether this route takes a call to `host` and the canonical `path`
+    /// ([`target::Target::path`]). A prefix matches whole path segments:
+    /// `/v1/payouts` takes `/v1/payouts/7`, not `/v1/payoutsx`.
     pub fn matches(&self, host: &str, path: &str) -> bool {
         if let Some(h) = &self.config.host {
             if h != host {
@@ -36,4 +41,27 @@ impl Route {
             None => false,
         }
     }
+
+    /// Whether this route takes `method` (case-sensitive, as HTTP methods are).
+    pub fn allows_method(&self, method: &str) -> bool {
+        match &self.config.methods {
+            Some(listed) => listed.iter().any(|m| m == method),
+            None => STANDARD_METHODS.contains(&method),
+        }
+    }
+
+    /// The methods this route takes, for the `Allow` header of a 405.
+    pub fn allowed_methods(&self) -> Vec<String> {
+        match &self.config.methods {
+            Some(listed) => listed.clone(),
+            None => STANDARD_METHODS.iter().map(|m| m.to_string()).collect(),
+        }
+    }
 }
+
+/// The methods a route takes when it does not list its own: the standard
+/// ones that act on a resource. `TRACE` (echoes the request, headers and
+/// all), `CONNECT` (opens a tunnel) and methods outside RFC 9110 are not
+/// among them.
+pub const STANDARD_METHODS: [&str; 7] =
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];

@@ -1,5 +1,6 @@
-//! The life of one call, in order: route → capture → decide → record
-//! (write-ahead) → forward → record the result. Every way out of this
+//! The life of one call, in order: method and canonical target → route →
+//! capture (agent headers, body) → decide → record (write-ahead) → forward
+//! → record the result. Every way out of this
 //! function is an [`Outcome`] whose HTTP status is chosen in one place,
 //! [`Outcome::into_response`].
 
@@ -13,7 +14,9 @@ use hyper::header::{HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::body::BodyError;
 use super::forward::{end_to_end_headers, ForwardError, ResponseCapture};
+use super::target::{Target, TargetError};
 use super::Route;
 use crate::app::Shared;
 use crate::approval;
@@ -30,12 +33,29 @@ use std::time::SystemTime;
 /// How a call ends when it is not forwarded (or forwarding failed).
 #[derive(Debug)]
 pub enum Outcome {
+    /// The request target is one servers read differently ([`super::target`]).
+    BadTarget(String),
+    /// The method is not one the route takes.
+    MethodNotAllowed {
+        /// The method sent.
+        method: String,
+        /// The methods that would be taken (the `Allow` header).
+        allowed: Vec<String>,
+    },
+    /// A repeated, nameless, oversized or non-text agent or evidence header.
+    BadAgentHeader(String),
     /// No route matches.
     NoRoute,
     /// Body over `capture.max_body_bytes`.
     BodyTooLarge(u64),
     /// The body could not be read.
     BadBody(String),
+    /// A JSON body (or one that looks like JSON) that is not strict JSON.
+    BadJson(String),
+    /// A malformed form body.
+    BadForm(String),
+    /// More than one `Content-Type`.
+    BadContentType(String),
     /// The policy said deny.
     Denied(Box<Decision>),
     /// The policy failed, timed out or broke the contract.
@@ -67,9 +87,15 @@ pub enum Outcome {
 impl Outcome {
     fn status(&self) -> StatusCode {
         match self {
+            Outcome::BadTarget(_)
+            | Outcome::BadAgentHeader(_)
+            | Outcome::BadBody(_)
+            | Outcome::BadJson(_)
+            | Outcome::BadForm(_)
+            | Outcome::BadContentType(_) => StatusCode::BAD_REQUEST,
+            Outcome::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Outcome::NoRoute => StatusCode::NOT_FOUND,
             Outcome::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Outcome::BadBody(_) => StatusCode::BAD_REQUEST,
             Outcome::Denied(_) | Outcome::Rejected { .. } | Outcome::Expired => {
                 StatusCode::FORBIDDEN
             }
@@ -85,9 +111,15 @@ impl Outcome {
     /// Short reason for metrics and the record.
     pub fn reason(&self) -> &'static str {
         match self {
+            Outcome::BadTarget(_) => "bad_target",
+            Outcome::MethodNotAllowed { .. } => "method_not_allowed",
+            Outcome::BadAgentHeader(_) => "bad_agent_header",
             Outcome::NoRoute => "no_route",
             Outcome::BodyTooLarge(_) => "body_too_large",
             Outcome::BadBody(_) => "bad_body",
+            Outcome::BadJson(_) => "bad_json",
+            Outcome::BadForm(_) => "bad_form",
+            Outcome::BadContentType(_) => "bad_content_type",
             Outcome::Denied(_) => "denied",
             Outcome::PolicyFailed { reason, .. } => reason,
             Outcome::Rejected { .. } => "rejected",
@@ -102,9 +134,13 @@ impl Outcome {
     /// One sentence for the agent and the record.
     pub fn message(&self) -> String {
         match self {
+            Outcome::BadTarget(e) => format!("{e}. Nothing was forwarded."),
+            Outcome::MethodNotAllowed { method, allowed } => format!("the method {method} is not accepted here (this route takes {}); TRACE, CONNECT and non-standard methods are accepted only on a route that lists them in `methods`. Nothing was forwarded.", allowed.join(", ")),
+            Outcome::BadAgentHeader(e) => format!("{e}. Nothing was forwarded."),
             Outcome::NoRoute => "no route matches this host and path; check the routes in the countersign config".into(),
             Outcome::BodyTooLarge(max) => format!("the request body is larger than capture.max_body_bytes ({max} bytes); nothing was forwarded"),
             Outcome::BadBody(e) => format!("the request body could not be read: {e}"),
+            Outcome::BadJson(e) | Outcome::BadForm(e) | Outcome::BadContentType(e) => format!("{e}. Nothing was forwarded."),
             Outcome::Denied(_) => "the policy denied this call".into(),
             Outcome::PolicyFailed { error: e, .. } => format!("the policy could not decide, so the call was refused: {e}"),
             Outcome::Rejected { reviewer, .. } => format!("reviewer {reviewer} rejected this call; nothing was forwarded"),
@@ -128,6 +164,12 @@ impl Outcome {
 
     /// The JSON answer the agent gets.
     pub fn into_response(self, action_id: &str) -> Response<Body> {
+        let allow = match &self {
+            Outcome::MethodNotAllowed { allowed, .. } => {
+                HeaderValue::from_str(&allowed.join(", ")).ok()
+            }
+            _ => None,
+        };
         let mut body =
             json!({"action_id": action_id, "state": self.state(), "error": self.message()});
         if let Outcome::Denied(d) = &self {
@@ -139,7 +181,11 @@ impl Outcome {
             body["reviewer"] = json!(reviewer);
             body["comment"] = json!(comment);
         }
-        json_response(self.status(), &body)
+        let mut response = json_response(self.status(), &body);
+        if let Some(allow) = allow {
+            response.headers_mut().insert(hyper::header::ALLOW, allow);
+        }
+        response
     }
 }
 
@@ -152,8 +198,13 @@ pub async fn handle(
     let action_id = crate::audit::record::new_action_id();
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    if req.method() == hyper::Method::GET {
+    // Every later step, the status URL included, reads the canonical target.
+    let target = Target::of(req.uri(), req.headers(), scheme);
+    let path = match &target {
+        Ok(t) => t.path().to_string(),
+        Err(_) => req.uri().path().to_string(),
+    };
+    if req.method() == hyper::Method::GET && target.is_ok() {
         if let Some(id) = path.strip_prefix(super::hold::STATUS_PREFIX) {
             let mut status = super::hold::status(&shared, id).await;
             // The answer is about that action, so it carries that action's id.
@@ -166,7 +217,7 @@ pub async fn handle(
             return status;
         }
     }
-    let mut response = match run(&shared, &action_id, req, scheme).await {
+    let mut response = match run(&shared, &action_id, req, scheme, target).await {
         Ok(r) => r,
         Err(outcome) => {
             let by_review = matches!(
@@ -193,18 +244,22 @@ pub async fn handle(
 }
 
 /// Everything the record needs to describe an action from its first record.
+/// A call refused before a route took it has no route and no URL.
 struct Story<'a> {
     action_id: &'a str,
-    route: &'a Route,
+    route: Option<&'a Route>,
     request: &'a CapturedRequest,
-    url: String,
+    url: Option<String>,
 }
 
 impl Story<'_> {
     fn first_payload(&self, shared: &Shared, policy: Option<(&str, &str)>) -> Value {
+        let route = self
+            .route
+            .map(|r| json!({"name": r.config.name, "upstream": r.config.upstream}));
         let mut p = json!({
-            "route": {"name": self.route.config.name, "upstream": self.route.config.upstream},
-            "request": self.request.record_view(&shared.config.capture, &self.url),
+            "route": route,
+            "request": self.request.record_view(&shared.config.capture, self.url.as_deref()),
             "agent": self.request.agent_json(),
             "evidence": self.request.evidence_json(),
         });
@@ -216,7 +271,10 @@ impl Story<'_> {
 
     fn summary(&self) -> Summary {
         Summary {
-            route: self.route.config.name.clone(),
+            route: self
+                .route
+                .map(|r| r.config.name.clone())
+                .unwrap_or_default(),
             method: self.request.method.clone(),
             path: self.request.path.clone(),
             agent: self.request.agent.id.clone(),
@@ -247,6 +305,14 @@ impl Story<'_> {
             },
         }
     }
+
+    /// Records a call refused before a decision and hands the outcome back.
+    fn refuse(&self, shared: &Shared, policy: Option<(&str, &str)>, outcome: Outcome) -> Outcome {
+        shared
+            .store
+            .enqueue(vec![self.refused_before_decision(shared, policy, &outcome)]);
+        outcome
+    }
 }
 
 async fn run(
@@ -254,22 +320,67 @@ async fn run(
     action_id: &str,
     req: Request<Incoming>,
     scheme: &'static str,
+    target: Result<Target, TargetError>,
 ) -> Result<Response<Body>, Outcome> {
     let capture_cfg = &shared.config.capture;
     let (parts, body) = req.into_parts();
+    let method = parts.method.as_str();
+    let unrouted = |request| Story {
+        action_id,
+        route: None,
+        request,
+        url: None,
+    };
 
-    // 1. Route.
-    let head = CapturedRequest::from_parts(&parts, scheme, capture_cfg);
-    let route = shared
-        .route_for(&head.host, &head.path)
-        .ok_or(Outcome::NoRoute)?;
+    // 1. Method, target and route: the canonical target is what routes,
+    //    what the policy judges and what is forwarded.
+    if !shared.routes.iter().any(|r| r.allows_method(method)) {
+        let request = CapturedRequest::refused_early(&parts, scheme, capture_cfg);
+        let mut allowed: Vec<String> = Vec::new();
+        for m in shared.routes.iter().flat_map(Route::allowed_methods) {
+            if !allowed.contains(&m) {
+                allowed.push(m);
+            }
+        }
+        let outcome = Outcome::MethodNotAllowed {
+            method: method.to_string(),
+            allowed,
+        };
+        return Err(unrouted(&request).refuse(shared, None, outcome));
+    }
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            let request = CapturedRequest::refused_early(&parts, scheme, capture_cfg);
+            return Err(unrouted(&request).refuse(shared, None, Outcome::BadTarget(e.to_string())));
+        }
+    };
+    let (head, refused_head) =
+        match CapturedRequest::from_parts(&parts, scheme, &target, capture_cfg) {
+            Ok(head) => (head, None),
+            Err(refused) => (*refused.request, Some(refused.error)),
+        };
+    // A call no route takes is not an action (docs/record.md): counted, not recorded.
+    let Some(route) = shared.route_for(&head.host, &head.path) else {
+        return Err(Outcome::NoRoute);
+    };
     let url = route.upstream.url_for(&head.path_and_query());
     let story_of = |request| Story {
         action_id,
-        route,
+        route: Some(route),
         request,
-        url: url.clone(),
+        url: Some(url.clone()),
     };
+    if !route.allows_method(method) {
+        let outcome = Outcome::MethodNotAllowed {
+            method: method.to_string(),
+            allowed: route.allowed_methods(),
+        };
+        return Err(story_of(&head).refuse(shared, None, outcome));
+    }
+    if let Some(e) = refused_head {
+        return Err(story_of(&head).refuse(shared, None, Outcome::BadAgentHeader(e.to_string())));
+    }
 
     // 2. Capture the body, within the limit and the time allowed.
     let max = capture_cfg.max_body_bytes;
@@ -303,14 +414,18 @@ async fn run(
     };
     let body: Bytes = match body {
         Ok(b) => b,
-        Err(outcome) => {
-            shared.store.enqueue(vec![
-                story_of(&head).refused_before_decision(shared, None, &outcome)
-            ]);
-            return Err(outcome);
-        }
+        Err(outcome) => return Err(story_of(&head).refuse(shared, None, outcome)),
     };
-    let request = head.with_body(body);
+    let mut request = head.with_body(body);
+    // What the policy reads of the body must be what any reader gets.
+    if let Err(e) = request.parse_body() {
+        let outcome = match e {
+            BodyError::Json(_) => Outcome::BadJson(e.to_string()),
+            BodyError::Form(_) => Outcome::BadForm(e.to_string()),
+            BodyError::RepeatedContentType(_) => Outcome::BadContentType(e.to_string()),
+        };
+        return Err(story_of(&request).refuse(shared, None, outcome));
+    }
     let story = story_of(&request);
 
     // 3. Decide.
@@ -349,14 +464,7 @@ async fn run(
     };
     let decision = match decided {
         Ok(d) => d,
-        Err(outcome) => {
-            shared.store.enqueue(vec![story.refused_before_decision(
-                shared,
-                Some(revision),
-                &outcome,
-            )]);
-            return Err(outcome);
-        }
+        Err(outcome) => return Err(story.refuse(shared, Some(revision), outcome)),
     };
     shared
         .metrics
@@ -371,7 +479,7 @@ async fn run(
     let mut payload = story.first_payload(shared, Some(revision));
     payload["decision"] = serde_json::to_value(&decision).unwrap_or(Value::Null);
     payload["state"] = json!(state.as_str());
-    let digest = request.request_digest(&story.url);
+    let digest = request.request_digest(&url);
     payload["request_digest"] = json!(digest);
     let hold = decision
         .approval
@@ -468,14 +576,14 @@ async fn forward(
             let outcome = match e {
                 ForwardError::Timeout(_) => Outcome::UpstreamTimeout(e.to_string()),
                 ForwardError::Unreachable(_) => Outcome::UpstreamFailed(e.to_string()),
+                ForwardError::Target(_) => Outcome::BadTarget(e.to_string()),
             };
-            shared
-                .metrics
-                .upstream(if matches!(outcome, Outcome::UpstreamTimeout(_)) {
-                    "timeout"
-                } else {
-                    "error"
-                });
+            match outcome {
+                Outcome::UpstreamTimeout(_) => shared.metrics.upstream("timeout"),
+                Outcome::UpstreamFailed(_) => shared.metrics.upstream("error"),
+                // Nothing reached the upstream.
+                _ => {}
+            }
             shared
                 .store
                 .enqueue(vec![failed(action_id, "forward", &outcome)]);
@@ -634,7 +742,7 @@ fn notice(
         "request": {
             "method": request.method,
             "url": story.url,
-            "route": story.route.config.name,
+            "route": story.route.map(|r| r.config.name.as_str()),
             "agent": request.agent_json(),
             "body": crate::capture::body_view(&request.body, shared.config.capture.max_response_bytes as usize),
             "body_sha256": request.body_sha256,

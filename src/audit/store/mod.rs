@@ -186,6 +186,26 @@ pub fn connect_read_only(cfg: &AuditConfig) -> Result<Box<dyn Backend>, StoreErr
     }
 }
 
+/// Creates or upgrades the schema; returns the version now in force.
+pub fn migrate(cfg: &AuditConfig) -> Result<i64, StoreError> {
+    match &cfg.store {
+        StoreUrl::Sqlite(path) => {
+            sqlite::Sqlite::open(path, cfg.busy_timeout)?;
+            Ok(sqlite::SCHEMA_VERSION)
+        }
+        StoreUrl::Postgres { dsn } => {
+            let password = match &cfg.password {
+                Some(p) => Some(p.read().map_err(|why| StoreError::Open {
+                    what: postgres::describe(dsn),
+                    why: format!("audit.password: {why}"),
+                })?),
+                None => None,
+            };
+            postgres::connect(dsn, password.as_deref(), cfg.ca_file.as_deref())?.migrate()
+        }
+    }
+}
+
 fn connector(cfg: &AuditConfig, migrate: bool) -> Connect {
     match &cfg.store {
         StoreUrl::Sqlite(path) => {

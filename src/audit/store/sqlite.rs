@@ -30,6 +30,9 @@ const MIGRATIONS: [&str; 2] = [
      CREATE TABLE IF NOT EXISTS seen_messages (message_id TEXT PRIMARY KEY, seen_at TEXT NOT NULL);",
 ];
 
+/// The schema version this build creates.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// One connection to the SQLite file.
 pub struct Sqlite {
     conn: Connection,

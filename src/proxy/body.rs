@@ -1,0 +1,417 @@
+//! What the policy reads of a request body. JSON is parsed strictly, so
+//! that every reader (the policy, the upstream, whatever library it uses)
+//! gets the same values; form fields are parsed like the query. Other
+//! bodies are not parsed: the policy sees `null` and the body's digest and
+//! size.
+//!
+//! - A body whose `Content-Type` says JSON (`application/json`,
+//!   `application/*+json`) must be one JSON value in UTF-8 without a byte
+//!   order mark, with no duplicate key in any object, with every integer
+//!   within 64 bits (`i64` or `u64`) and every number a finite `f64`, and
+//!   nothing but whitespace after it. Anything else is refused.
+//! - A body of another or no content type whose first character (after a
+//!   BOM and blanks) is `{` or `[` is held to the same rules: an upstream
+//!   that ignores the content type could read it as JSON the policy never
+//!   saw.
+//! - `application/x-www-form-urlencoded` bodies become name → [values], as
+//!   `request.query` does; malformed escapes, bytes that do not decode to
+//!   UTF-8 and `;` (a separator to some frameworks) are refused.
+//! - An empty body is `null` whatever its type.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// A body as the policy reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// Empty, or of a type countersign does not parse.
+    Opaque,
+    /// A strict JSON value.
+    Json(Value),
+    /// Form fields, name → [values].
+    Form(Map<String, Value>),
+}
+
+impl Parsed {
+    /// `request.body` of the policy input.
+    pub fn to_input(&self) -> Value {
+        match self {
+            Parsed::Opaque => Value::Null,
+            Parsed::Json(v) => v.clone(),
+            Parsed::Form(m) => Value::Object(m.clone()),
+        }
+    }
+
+    /// `request.body_format` of the policy input: `json`, `form` or `null`.
+    pub fn format(&self) -> Option<&'static str> {
+        match self {
+            Parsed::Opaque => None,
+            Parsed::Json(_) => Some("json"),
+            Parsed::Form(_) => Some("form"),
+        }
+    }
+}
+
+/// Why a body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Not strict JSON.
+    #[error("the body is not strict JSON: {0}; send one JSON value in UTF-8 with no byte order mark, no duplicate keys, integers within 64 bits, and nothing after it")]
+    Json(String),
+    /// A malformed form body.
+    #[error("the form body (application/x-www-form-urlencoded) is malformed: {0}")]
+    Form(String),
+    /// More than one `Content-Type` header.
+    #[error("the request carries {0} Content-Type headers, which servers resolve differently; send exactly one")]
+    RepeatedContentType(usize),
+}
+
+/// What the content type says about the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Declared {
+    Json,
+    Form,
+    Other,
+}
+
+fn declared(content_type: Option<&str>) -> Declared {
+    let Some(ct) = content_type else {
+        return Declared::Other;
+    };
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => Declared::Json,
+        "application/x-www-form-urlencoded" => Declared::Form,
+        m if m.starts_with("application/") && m.ends_with("+json") => Declared::Json,
+        _ => Declared::Other,
+    }
+}
+
+/// Parses a body for the policy, given the values of its `Content-Type`
+/// headers.
+pub fn parse(content_types: &[String], body: &[u8]) -> Result<Parsed, BodyError> {
+    if content_types.len() > 1 {
+        return Err(BodyError::RepeatedContentType(content_types.len()));
+    }
+    if body.is_empty() {
+        return Ok(Parsed::Opaque);
+    }
+    match declared(content_types.first().map(String::as_str)) {
+        Declared::Json => strict_json(body).map(Parsed::Json).map_err(BodyError::Json),
+        Declared::Form => form_fields(body).map(Parsed::Form).map_err(BodyError::Form),
+        Declared::Other if looks_like_json(body) => {
+            strict_json(body).map(Parsed::Json).map_err(BodyError::Json)
+        }
+        Declared::Other => Ok(Parsed::Opaque),
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Whether a reader that ignores the content type could take `body` for
+/// JSON: its first character (after a BOM and blanks) opens an object or an
+/// array.
+fn looks_like_json(body: &[u8]) -> bool {
+    let rest = body.strip_prefix(BOM).unwrap_or(body);
+    matches!(rest.trim_ascii_start().first(), Some(b'{' | b'['))
+}
+
+/// One JSON value, strictly (see the module docs).
+pub fn strict_json(body: &[u8]) -> Result<Value, String> {
+    if body.starts_with(BOM) {
+        return Err("it starts with a byte order mark".into());
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = Strict::deserialize(&mut de).map_err(|e| e.to_string())?;
+    de.end()
+        .map_err(|e| format!("there is data after the JSON value ({e})"))?;
+    check_numbers(body)?;
+    Ok(value.0)
+}
+
+/// A JSON value built by a visitor that refuses duplicate keys (serde_json's
+/// own `Value` silently keeps the last one; other parsers keep the first).
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Strict, E> {
+        Ok(Strict(Value::Bool(b)))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Strict, E> {
+        Ok(Strict(Value::Number(n.into())))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Strict, E> {
+        Ok(Strict(Value::Number(n.into())))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Strict, E> {
+        Number::from_f64(n)
+            .map(|n| Strict(Value::Number(n)))
+            .ok_or_else(|| E::custom("a number is not finite"))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Strict, E> {
+        Ok(Strict(Value::String(s.to_string())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Strict, E> {
+        Ok(Strict(Value::String(s)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Strict(Value::Array(items)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "the key `{key}` appears twice in one object"
+                )));
+            }
+            let Strict(v) = map.next_value()?;
+            object.insert(key, v);
+        }
+        Ok(Strict(Value::Object(object)))
+    }
+}
+
+/// Refuses integer literals beyond 64 bits, which serde_json (like many
+/// parsers) would silently turn into a rounded float. Runs on a body that
+/// already parsed, so every number token is well-formed.
+fn check_numbers(body: &[u8]) -> Result<(), String> {
+    let mut i = 0;
+    let mut in_string = false;
+    while i < body.len() {
+        let b = body[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < body.len()
+                    && matches!(body[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let token = std::str::from_utf8(&body[start..i]).unwrap_or_default();
+                let integer = !token.contains(['.', 'e', 'E']);
+                let fits = if integer {
+                    token.parse::<i64>().is_ok() || token.parse::<u64>().is_ok()
+                } else {
+                    token.parse::<f64>().is_ok_and(f64::is_finite)
+                };
+                if !fits {
+                    return Err(format!(
+                        "the number {token} does not fit a 64-bit integer or a finite double; send it as a string"
+                    ));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Parses `application/x-www-form-urlencoded` bytes (a form body, or a
+/// query) into name → [values]: `&` separates fields, the first `=` splits
+/// name from value, `+` is a space, escapes are decoded.
+pub fn form_fields(raw: &[u8]) -> Result<Map<String, Value>, String> {
+    let mut fields: Map<String, Value> = Map::new();
+    for pair in raw.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        if pair.contains(&b';') {
+            return Err("it contains `;`, which some frameworks treat as a separator; send it as %3B if it is data".into());
+        }
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let name = form_decode(name)?;
+        let value = Value::String(form_decode(value)?);
+        match fields
+            .entry(name)
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            Value::Array(values) => values.push(value),
+            other => *other = Value::Array(vec![value]),
+        }
+    }
+    Ok(fields)
+}
+
+fn form_decode(raw: &[u8]) -> Result<String, String> {
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => {
+                    let end = raw.len().min(i + 3);
+                    return Err(format!(
+                        "`{}` is not a percent escape (`%` and two hex digits)",
+                        String::from_utf8_lossy(&raw[i..end])
+                    ));
+                }
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| "a field does not decode to UTF-8 text".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn json_ct() -> Vec<String> {
+        vec!["application/json; charset=utf-8".into()]
+    }
+
+    #[test]
+    fn strict_json_takes_ordinary_documents() {
+        let v = parse(
+            &json_ct(),
+            br#" {"a": [1, -2, 3.5, 1e3, "x\"y", null, true], "b": {"c": 18446744073709551615}} "#,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            Parsed::Json(
+                json!({"a": [1, -2, 3.5, 1000.0, "x\"y", null, true], "b": {"c": 18446744073709551615u64}})
+            )
+        );
+        assert_eq!(parse(&json_ct(), b"").unwrap(), Parsed::Opaque);
+        assert_eq!(
+            parse(&["application/vnd.api+json".into()], b"[]").unwrap(),
+            Parsed::Json(json!([]))
+        );
+    }
+
+    #[test]
+    fn strict_json_refuses_what_parsers_read_differently() {
+        for (body, why) in [
+            (&b"\xEF\xBB\xBF{\"a\":1}"[..], "byte order mark"),
+            (br#"{"amount": 5, "amount": 50000}"#, "appears twice"),
+            (br#"{"x": {"y": [{"a": 1, "a": 2}]}}"#, "appears twice"),
+            (br#"{"a":1} {"a":2}"#, "after the JSON value"),
+            (br#"{"a":1}x"#, "after the JSON value"),
+            (br#"{"amount": 123456789012345678901234567890}"#, "64-bit"),
+            (br#"{"amount": -9223372036854775809}"#, "64-bit"),
+            (br#"{"amount": 1e400}"#, ""),
+            (br#"{"a": "\ud800"}"#, ""),
+            (b"{\"a\": \"\xff\"}", ""),
+            (br#"{"a": 1,}"#, ""),
+        ] {
+            let e = parse(&json_ct(), body).unwrap_err();
+            assert!(
+                e.to_string().contains(why),
+                "{}: {e}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn json_looking_bodies_of_other_types_are_held_to_the_same_rules() {
+        let text = vec!["text/plain".to_string()];
+        assert_eq!(
+            parse(&text, br#"{"a":1}"#).unwrap(),
+            Parsed::Json(json!({"a": 1}))
+        );
+        assert_eq!(
+            parse(&[], br#"{"a":1}"#).unwrap(),
+            Parsed::Json(json!({"a": 1}))
+        );
+        assert!(parse(&text, br#"{"a":1,"a":2}"#).is_err());
+        assert!(parse(&[], b"\xEF\xBB\xBF{\"a\":1}").is_err());
+        assert!(parse(&[], br#"{"a":1} trailing"#).is_err());
+        assert!(parse(&[], br#"[1e999]"#).is_err());
+        assert!(parse(&text, b"[INFO] started").is_err());
+        for opaque in [&b"pay once"[..], b"42 apples", b"\x89PNG\r\n", b"<xml/>"] {
+            assert_eq!(
+                parse(&text, opaque).unwrap(),
+                Parsed::Opaque,
+                "{}",
+                String::from_utf8_lossy(opaque)
+            );
+        }
+    }
+
+    #[test]
+    fn form_bodies_become_fields() {
+        let form = vec!["application/x-www-form-urlencoded".to_string()];
+        assert_eq!(
+            parse(&form, b"amount=25000&currency=EUR&note=a+b%26c&amount=1&flag&&_method=DELETE").unwrap(),
+            Parsed::Form(
+                json!({"amount": ["25000", "1"], "currency": ["EUR"], "note": ["a b&c"], "flag": [""], "_method": ["DELETE"]})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            )
+        );
+        for bad in [&b"a=%zz"[..], b"a=%4", b"a=1;b=2", b"a=%ff"] {
+            assert!(
+                matches!(parse(&form, bad), Err(BodyError::Form(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn one_content_type_only() {
+        let two = vec!["text/plain".to_string(), "application/json".to_string()];
+        assert_eq!(parse(&two, b"{}"), Err(BodyError::RepeatedContentType(2)));
+    }
+}
