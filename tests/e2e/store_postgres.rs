@@ -462,3 +462,42 @@ fn append_latency_on_the_local_cluster() {
     );
     assert_eq!(walk_chain(&mut b), 1100);
 }
+
+#[test]
+fn a_listener_reconnects_with_a_rotated_password() {
+    let server = pg::local();
+    let role = format!("rot_{}", &new_action_id()[..12]);
+    server.admin_exec(&format!("CREATE ROLE {role} LOGIN PASSWORD 'first-pw'"));
+    let dsn = server.fresh_database();
+    let role_dsn = dsn.replacen(&server.user, &role, 1);
+    let current = std::sync::Arc::new(std::sync::Mutex::new("first-pw".to_string()));
+    let source = current.clone();
+    let (tx, rx) = mpsc::channel::<String>();
+    let tx = std::sync::Mutex::new(tx);
+    postgres::listen_with(
+        &role_dsn,
+        std::sync::Arc::new(move || Ok(Some(source.lock().expect("pw").clone()))),
+        None,
+        move |id| {
+            let _ = tx.lock().expect("sender").send(id);
+        },
+    )
+    .expect("listen");
+
+    // The secret is rotated (the password file re-written), and the
+    // listener's connection is cut.
+    server.admin_exec(&format!("ALTER ROLE {role} PASSWORD 'second-pw'"));
+    *current.lock().expect("pw") = "second-pw".into();
+    server.admin_exec(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+    ));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the listener came back"),
+        ""
+    );
+    let mut writer = open(&dsn, &server.password);
+    let id = new_action_id();
+    writer.append(&one(vec![decided(&id)])).expect("append");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).expect("heard"), id);
+}

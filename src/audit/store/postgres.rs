@@ -15,6 +15,7 @@ mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres::{Client, Statement};
@@ -26,7 +27,7 @@ use super::StoreError;
 use crate::audit::record::{canonical_json, chain_hash, IndexUpdate, Record};
 
 pub use dsn::SslMode;
-pub use listen::listen;
+pub use listen::{listen, listen_with};
 pub use schema::VERSION as SCHEMA_VERSION;
 
 /// The channel every append notifies with the action id.
@@ -46,11 +47,23 @@ pub fn check_dsn(dsn: &str) -> Result<(), String> {
     dsn::parse(dsn).map(|_| ())
 }
 
-/// Where and how to connect, kept to reconnect. Holds the password in
-/// memory only; never printed.
+/// Where a connection's password comes from. It is asked at every
+/// connection, so a rotated secret (a re-written password file) is used by
+/// the next reconnection without a restart.
+pub type PasswordSource = Arc<dyn Fn() -> Result<Option<String>, String> + Send + Sync>;
+
+/// A fixed password (or none), as a [`PasswordSource`].
+pub fn fixed_password(password: Option<&str>) -> PasswordSource {
+    let password = password.map(str::to_string);
+    Arc::new(move || Ok(password.clone()))
+}
+
+/// Where and how to connect, kept to reconnect. The password is asked for
+/// at each connection and never printed.
 struct Target {
     config: postgres::Config,
     tls: MakeRustlsConnect,
+    password: PasswordSource,
     /// The database as it may be logged: user, hosts, port, name.
     what: String,
 }
@@ -58,7 +71,7 @@ struct Target {
 impl Target {
     fn new(
         dsn: &str,
-        password: Option<&str>,
+        password: PasswordSource,
         ca_file: Option<&Path>,
     ) -> Result<Target, StoreError> {
         let parsed = dsn::parse(dsn).map_err(|why| StoreError::Open {
@@ -81,9 +94,6 @@ impl Target {
             mode = postgres::config::SslMode::Disable;
         }
         config.ssl_mode(mode);
-        if let Some(p) = password {
-            config.password(p);
-        }
         config.application_name("countersign");
         // Client-side limits the server cannot enforce: a dead host or a cut
         // network must end in an error, not a writer blocked forever.
@@ -102,13 +112,30 @@ impl Target {
         if config.get_keepalives_retries().is_none() {
             config.keepalives_retries(3);
         }
-        Ok(Target { config, tls, what })
+        Ok(Target {
+            config,
+            tls,
+            password,
+            what,
+        })
     }
 
     /// A new session with the settings every store session needs.
     fn connect(&self) -> Result<Client, StoreError> {
-        let mut client = self
-            .config
+        let mut config = self.config.clone();
+        match (self.password)() {
+            Ok(Some(p)) => {
+                config.password(p);
+            }
+            Ok(None) => {}
+            Err(why) => {
+                return Err(StoreError::Open {
+                    what: self.what.clone(),
+                    why: format!("audit.password: {why}"),
+                })
+            }
+        }
+        let mut client = config
             .connect(self.tls.clone())
             .map_err(|e| StoreError::Open {
                 what: self.what.clone(),
@@ -207,7 +234,7 @@ pub fn connect(
     password: Option<&str>,
     ca_file: Option<&Path>,
 ) -> Result<Postgres, StoreError> {
-    let target = Target::new(dsn, password, ca_file)?;
+    let target = Target::new(dsn, fixed_password(password), ca_file)?;
     let mut client = target.connect()?;
     let session = session_of(&mut client)?;
     Ok(Postgres {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
-use super::{explain, Target, CHANNEL};
+use super::{explain, fixed_password, PasswordSource, Target, CHANNEL};
 use crate::audit::store::StoreError;
 
 /// How long a quiet connection waits before it is probed.
@@ -25,6 +25,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub fn listen(
     dsn: &str,
     password: Option<&str>,
+    ca_file: Option<&std::path::Path>,
+    on_action: impl Fn(String) + Send + 'static,
+) -> Result<JoinHandle<()>, StoreError> {
+    listen_with(dsn, fixed_password(password), ca_file, on_action)
+}
+
+/// [`listen`], asking `password` for the password at every reconnection
+/// (so a rotated password file is picked up by a listener that lives as
+/// long as the process).
+pub fn listen_with(
+    dsn: &str,
+    password: PasswordSource,
     ca_file: Option<&std::path::Path>,
     on_action: impl Fn(String) + Send + 'static,
 ) -> Result<JoinHandle<()>, StoreError> {
