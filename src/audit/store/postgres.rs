@@ -76,7 +76,7 @@ impl Target {
     ) -> Result<Target, StoreError> {
         let parsed = dsn::parse(dsn).map_err(|why| StoreError::Open {
             what: "the PostgreSQL database in audit.store".into(),
-            why: format!("the connection string {why}"),
+            why,
         })?;
         let mut config = parsed.config;
         let what = describe_target(&config);

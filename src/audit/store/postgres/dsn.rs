@@ -36,7 +36,8 @@ impl SslMode {
             .map(|(_, m)| *m)
             .ok_or_else(|| {
                 format!(
-                    "sslmode {name:?} is not one of disable, prefer, require, verify-ca, verify-full"
+                    "the connection string's sslmode {name:?} is not one of disable, prefer, \
+                     require, verify-ca, verify-full"
                 )
             })
     }
@@ -62,22 +63,26 @@ pub fn parse(dsn: &str) -> Result<Dsn, String> {
     };
     let config = postgres::Config::from_str(&rest).map_err(|e| {
         format!(
-            "is not a PostgreSQL connection string: {}",
+            "the connection string does not parse: {}",
             super::explain(&e)
         )
     })?;
     if config.get_password().is_some() {
         return Err(
-            "holds a password; a secret never goes in the YAML: remove it from the \
-                    connection string and set audit.password_env or audit.password_file"
+            "the connection string holds a password, and a secret never goes in the \
+                    config: remove it and set audit.password_env or audit.password_file"
                 .into(),
         );
     }
     if config.get_hosts().is_empty() {
-        return Err("names no host (postgres://USER@HOST:5432/DATABASE)".into());
+        return Err(
+            "the connection string names no host (postgres://USER@HOST:5432/DATABASE)".into(),
+        );
     }
     if config.get_user().is_none() {
-        return Err("names no user (postgres://USER@HOST:5432/DATABASE)".into());
+        return Err(
+            "the connection string names no user (postgres://USER@HOST:5432/DATABASE)".into(),
+        );
     }
     Ok(Dsn { config, ssl_mode })
 }
