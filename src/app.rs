@@ -164,7 +164,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         files = policy.files().len(),
         "policy loaded"
     );
-    let store = Store::open(&config.audit, metrics.clone())?;
+    // Opening connects, migrates and may rebuild the index: blocking work
+    // (the PostgreSQL client cannot even run on an async worker).
+    let store = {
+        let (audit, metrics) = (config.audit.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || Store::open(&audit, metrics))
+            .await
+            .context("the record store's opening task failed")??
+    };
     let mut routes = Vec::new();
     for r in &config.routes {
         routes.push(Route {

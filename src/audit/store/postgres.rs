@@ -209,7 +209,7 @@ fn now() -> String {
 /// One connection to the fleet store. Reconnects by itself when the
 /// connection is lost; statements are prepared once per connection.
 pub struct Postgres {
-    client: Client,
+    client: Session,
     target: Target,
     /// This session's backend (pid, start), to end it if it outlives a
     /// lost connection and still holds locks.
@@ -238,7 +238,7 @@ pub fn connect(
     let mut client = target.connect()?;
     let session = session_of(&mut client)?;
     Ok(Postgres {
-        client,
+        client: Session(Some(client)),
         target,
         session: Some(session),
         statements: None,
@@ -252,6 +252,36 @@ fn session_of(client: &mut Client) -> Result<(i32, String), StoreError> {
         &[],
     )?;
     Ok((row.get(0), row.get(1)))
+}
+
+/// A client that may be dropped anywhere. The synchronous client runs its
+/// own small runtime to close the connection, which panics on a thread
+/// that drives async tasks; there it is closed on a thread of its own.
+struct Session(Option<Client>);
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("a session holds its client until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("a session holds its client until dropped")
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("countersign-pg-close".into())
+                    .spawn(move || drop(client));
+            }
+        }
+    }
 }
 
 /// Why one attempt at an append ended.
@@ -322,7 +352,7 @@ impl Postgres {
             }
         }
         self.session = Some(session_of(&mut client)?);
-        self.client = client;
+        self.client = Session(Some(client));
         self.statements = None;
         self.lists.clear();
         tracing::info!(store = %self.target.what, "reconnected to the PostgreSQL record store");
