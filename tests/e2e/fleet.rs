@@ -87,7 +87,12 @@ async fn a_hold_taken_by_one_replica_is_approved_through_another() {
     b.stop().await;
 
     // One chain for the fleet, verified from either member's config.
-    let out = countersign(&["audit", "verify", "--config", da.config_path().to_str().expect("utf-8")]);
+    let out = countersign(&[
+        "audit",
+        "verify",
+        "--config",
+        da.config_path().to_str().expect("utf-8"),
+    ]);
     assert!(
         out.status.success(),
         "{}{}",

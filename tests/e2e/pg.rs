@@ -411,13 +411,16 @@ impl Cluster {
             data = self.dir.join("data").display(),
             dir = self.dir.display(),
         );
-        Command::new("setsid")
-            .args(["sh", "-c", &script])
+        // `--fork`: setsid returns at once, leaving the shell in a session
+        // of its own that outlives this process and its signals.
+        let started = Command::new("setsid")
+            .args(["--fork", "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .status()
             .expect("start the cluster's watchdog");
+        assert!(started.success(), "cannot start the cluster's watchdog");
     }
 }
 

@@ -262,13 +262,17 @@ struct Session(Option<Client>);
 impl std::ops::Deref for Session {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.0.as_ref().expect("a session holds its client until dropped")
+        self.0
+            .as_ref()
+            .expect("a session holds its client until dropped")
     }
 }
 
 impl std::ops::DerefMut for Session {
     fn deref_mut(&mut self) -> &mut Client {
-        self.0.as_mut().expect("a session holds its client until dropped")
+        self.0
+            .as_mut()
+            .expect("a session holds its client until dropped")
     }
 }
 
