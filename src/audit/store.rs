@@ -7,6 +7,10 @@
 //! (the write-ahead `decided` record), [`Store::enqueue`] returns at once and
 //! the writer keeps retrying until the record commits (results recorded after
 //! the agent already has its answer). Neither ever drops a record silently.
+//!
+//! The writer keeps the outcome of its last commit in [`Health`], which
+//! `/readyz` reports: from a failed commit until one succeeds again (while
+//! idle, the writer probes with a throwaway write), the store is not ready.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -57,6 +61,59 @@ pub struct Store {
     tx: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
+    health: Arc<Health>,
+}
+
+/// Why the store cannot commit, since when.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The last commit error.
+    pub error: String,
+    /// When commits started failing (RFC 3339).
+    pub since: String,
+}
+
+/// The outcome of the writer's last commit attempt.
+#[derive(Default)]
+pub struct Health {
+    failure: Mutex<Option<Failure>>,
+}
+
+impl Health {
+    fn record(&self, outcome: &Result<(), StoreError>) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Ok(()) => {
+                if failure.take().is_some() {
+                    tracing::info!("the record store commits again");
+                }
+            }
+            Err(e) => {
+                let since = failure
+                    .as_ref()
+                    .map_or_else(now_rfc3339, |f| f.since.clone());
+                *failure = Some(Failure {
+                    error: e.to_string(),
+                    since,
+                });
+            }
+        }
+    }
+
+    fn is_failing(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Why commits fail, while they do.
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 const SCHEMA: &str = "
@@ -144,6 +201,8 @@ impl Store {
             .unwrap_or((0, GENESIS.to_string()));
         let reader = open_rw(path, busy)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let health = Arc::new(Health::default());
+        let writer_health = health.clone();
         std::thread::Builder::new()
             .name("countersign-record-writer".into())
             .spawn(move || {
@@ -152,6 +211,7 @@ impl Store {
                     head,
                     metrics,
                     retry: Vec::new(),
+                    health: writer_health,
                 }
                 .run(rx)
             })
@@ -160,7 +220,13 @@ impl Store {
             tx,
             reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
+            health,
         })
+    }
+
+    /// Why commits fail, while they do (`None` when the last one succeeded).
+    pub fn failure(&self) -> Option<Failure> {
+        self.health.failure()
     }
 
     /// The SQLite file.
@@ -248,6 +314,8 @@ struct Writer {
     metrics: Arc<Metrics>,
     /// Enqueued records that failed to commit; retried first, in order.
     retry: Vec<Draft>,
+    /// The last commit's outcome, for `/readyz`.
+    health: Arc<Health>,
 }
 
 const MAX_BATCH: usize = 1024;
@@ -269,7 +337,9 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let first = if self.retry.is_empty() {
+            // While failing, wake up on the backoff even with nothing queued,
+            // to find out (by retrying or probing) when commits work again.
+            let first = if self.retry.is_empty() && !self.health.is_failing() {
                 match rx.recv() {
                     Ok(job) => Some(job),
                     Err(_) => return,
@@ -298,7 +368,28 @@ impl Writer {
                 }
             }
             let retry = std::mem::take(&mut self.retry);
-            match self.write(&retry, &jobs) {
+            let has_records = !retry.is_empty() || jobs.iter().any(|j| !j.drafts.is_empty());
+            let result = self.write(&retry, &jobs);
+            if has_records {
+                self.health.record(&result);
+            } else if self.health.is_failing() {
+                // Nothing to write (an idle wake-up or a flush), and an empty
+                // transaction always commits: ask the disk with a probe.
+                let probe = self.probe();
+                self.health.record(&probe);
+                if let Err(e) = probe {
+                    tracing::debug!(error = %e, "the record store still cannot commit");
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    // Only flushes can be waiting here, and they had nothing to commit.
+                    for job in jobs {
+                        if let Some(reply) = job.reply {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    continue;
+                }
+            }
+            match result {
                 Ok(()) => {
                     backoff = Duration::from_millis(50);
                     for job in jobs {
@@ -325,6 +416,19 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// A write that allocates pages and commits, touching no record: can the
+    /// store commit again (space freed, lock released)?
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE countersign_probe (x BLOB);
+             INSERT INTO countersign_probe VALUES (zeroblob(8192));
+             DROP TABLE countersign_probe;",
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// One transaction for the whole batch. The chain head only advances

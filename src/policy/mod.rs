@@ -3,10 +3,12 @@
 //! policy compiles to it and agrees with the interpreter on a probe input;
 //! otherwise the tree-walking interpreter. Either way each evaluation runs on
 //! its own engine state (a clone of a warmed-up engine, or a fresh VM over a
-//! shared program), so no lock sits on the request path.
+//! shared program), so no lock sits on the request path. The proxy runs
+//! evaluations on [`pool`]'s threads, never on the async workers.
 
 pub mod decision;
 pub mod input;
+pub mod pool;
 pub mod test;
 
 use std::num::NonZeroU32;
@@ -58,6 +60,12 @@ pub enum PolicyError {
     /// Evaluation ran over the time limit.
     #[error("policy evaluation exceeded its {0:?} time limit")]
     Timeout(Duration),
+    /// Every evaluation thread was busy and the queue was full.
+    #[error("every policy worker is busy and {0} evaluations are already queued (policy.workers, policy.queue)")]
+    Overloaded(usize),
+    /// The evaluation waited in the queue for the whole time limit.
+    #[error("no policy worker became free within the {0:?} time limit (policy.workers)")]
+    NoWorkerInTime(Duration),
 }
 
 impl PolicyError {
@@ -65,6 +73,7 @@ impl PolicyError {
     pub fn reason(&self) -> &'static str {
         match self {
             PolicyError::Timeout(_) => "policy_timeout",
+            PolicyError::Overloaded(_) | PolicyError::NoWorkerInTime(_) => "policy_overloaded",
             _ => "policy_error",
         }
     }
@@ -408,6 +417,11 @@ impl Policy {
     /// The entrypoint evaluated.
     pub fn entrypoint(&self) -> &str {
         &self.entrypoint
+    }
+
+    /// The evaluation time limit (`policy.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Evaluates the entrypoint for one input and returns its raw value as

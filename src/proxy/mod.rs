@@ -1,6 +1,9 @@
 //! The proxy listener's request path: [`pipeline`] walks one call from
-//! arrival to answer; [`forward`] talks to upstreams.
+//! arrival to answer; [`body`] receives request bodies within the shared
+//! [`budget`]; [`forward`] talks to upstreams.
 
+pub mod body;
+pub mod budget;
 pub mod forward;
 pub mod hold;
 pub mod pipeline;
