@@ -427,10 +427,27 @@ impl Policy {
     /// Evaluates the entrypoint for one input and returns its raw value as
     /// JSON (`null` when the rule is undefined).
     pub fn evaluate(&self, input: Value) -> Result<serde_json::Value, PolicyError> {
+        self.evaluate_within(input, self.timeout)
+    }
+
+    /// [`Policy::evaluate`] with regorus's timer set to `limit` (at most
+    /// `policy.timeout`): what is left of a caller's deadline after the
+    /// evaluation waited for a thread, so no thread works for a caller that
+    /// has already given up.
+    pub fn evaluate_within(
+        &self,
+        input: Value,
+        limit: Duration,
+    ) -> Result<serde_json::Value, PolicyError> {
+        let timer = ExecutionTimerConfig {
+            limit: limit.min(self.timeout),
+            ..self.timer
+        };
         let result = match &self.vm {
-            Some(vm) => run_vm(vm, input, self.timer),
+            Some(vm) => run_vm(vm, input, timer),
             None => {
                 let mut engine = self.engine.clone();
+                engine.set_execution_timer_config(timer);
                 engine.set_input(input);
                 engine.eval_rule(self.entrypoint.clone())
             }

@@ -14,15 +14,17 @@
 //!   ([`PolicyError::NoWorkerInTime`]); one already running as
 //!   `policy_timeout`.
 //! - **runaway evaluation**: it occupies one thread, never an async worker.
-//!   regorus's own execution timer (set from `policy.timeout`) stops it at
-//!   its next check; a single builtin call runs to its end first. Work whose
-//!   caller has given up is skipped when a thread takes it from the queue.
+//!   regorus's own execution timer stops it at its next check, set to what
+//!   is left of the caller's deadline (never more than `policy.timeout`), so
+//!   a thread is free again about when its caller gives up; a single
+//!   builtin call runs to its end first. Work whose caller has already
+//!   given up is skipped when a thread takes it from the queue.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use regorus::Value;
 use tokio::sync::oneshot;
@@ -38,6 +40,8 @@ type Answer = Result<serde_json::Value, PolicyError>;
 struct Job {
     policy: Arc<Policy>,
     input: Value,
+    /// When the caller stops waiting for the evaluation.
+    deadline: Instant,
     /// Set when a thread starts the evaluation (tells a timeout from a wait).
     started: Arc<AtomicBool>,
     reply: oneshot::Sender<Answer>,
@@ -73,6 +77,7 @@ impl Pool {
         let job = Job {
             policy,
             input,
+            deadline: Instant::now() + limit,
             started: started.clone(),
             reply,
         };
@@ -107,11 +112,21 @@ fn work(jobs: &Mutex<Receiver<Job>>) {
         if job.reply.is_closed() {
             continue; // the caller stopped waiting while this sat in the queue
         }
+        let left = job.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let _ = job
+                .reply
+                .send(Err(PolicyError::NoWorkerInTime(job.policy.timeout())));
+            continue;
+        }
         job.started.store(true, Ordering::Release);
         let (policy, input) = (job.policy, job.input);
         // A panic inside the engine fails this call closed and keeps the thread.
-        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| policy.evaluate(input)))
-            .unwrap_or_else(|_| Err(PolicyError::Eval("the policy evaluation panicked".into())));
+        let answer =
+            std::panic::catch_unwind(AssertUnwindSafe(|| policy.evaluate_within(input, left)))
+                .unwrap_or_else(|_| {
+                    Err(PolicyError::Eval("the policy evaluation panicked".into()))
+                });
         let _ = job.reply.send(answer);
     }
 }
