@@ -1183,9 +1183,18 @@ mod tests {
         assert!(c.policy_pool.workers >= 1);
         for (yaml, field) in [
             ("limits: { max_connections: 0 }", "limits.max_connections"),
-            ("limits: { max_buffered_body_bytes: 1000 }", "limits.max_buffered_body_bytes"),
-            ("limits: { max_header_bytes: 100 }", "limits.max_header_bytes"),
-            ("limits: { header_read_timeout: 0s }", "limits.header_read_timeout"),
+            (
+                "limits: { max_buffered_body_bytes: 1000 }",
+                "limits.max_buffered_body_bytes",
+            ),
+            (
+                "limits: { max_header_bytes: 100 }",
+                "limits.max_header_bytes",
+            ),
+            (
+                "limits: { header_read_timeout: 0s }",
+                "limits.header_read_timeout",
+            ),
             ("policy: { workers: 0 }", "policy.workers"),
             ("policy: { queue: 0 }", "policy.queue"),
         ] {

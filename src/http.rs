@@ -257,16 +257,18 @@ pub async fn serve(
                 let handshake_timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let stream =
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                return tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                            }
-                            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                        };
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            return tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
                     let conn =
                         watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
                     if let Err(e) = conn.await {
@@ -304,9 +306,25 @@ async fn accept(
     }
 }
 
+/// How many completed connections the kernel keeps waiting for `accept`:
+/// the waiting room while a listener is at its connection limit (the
+/// kernel caps it at `net.core.somaxconn`).
+const ACCEPT_BACKLOG: u32 = 1024;
+
 /// Binds a listener, naming the address in the error.
 pub async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std and tokio do: a restart can bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(ACCEPT_BACKLOG)
+    };
+    listen().map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen on {addr} for the {what}: {e}"),

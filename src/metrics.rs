@@ -300,7 +300,10 @@ impl Metrics {
             );
         }
         out.push_str("# HELP countersign_open_connections Connections open now, by listener.\n# TYPE countersign_open_connections gauge\n");
-        for (listener, m) in [("proxy", &self.proxy_listener), ("admin", &self.admin_listener)] {
+        for (listener, m) in [
+            ("proxy", &self.proxy_listener),
+            ("admin", &self.admin_listener),
+        ] {
             let _ = writeln!(
                 out,
                 "countersign_open_connections{{listener=\"{listener}\"}} {}",
@@ -308,7 +311,10 @@ impl Metrics {
             );
         }
         out.push_str("# HELP countersign_connection_limit_reached_total Times a listener reached its connection limit and stopped accepting, by listener.\n# TYPE countersign_connection_limit_reached_total counter\n");
-        for (listener, m) in [("proxy", &self.proxy_listener), ("admin", &self.admin_listener)] {
+        for (listener, m) in [
+            ("proxy", &self.proxy_listener),
+            ("admin", &self.admin_listener),
+        ] {
             let _ = writeln!(
                 out,
                 "countersign_connection_limit_reached_total{{listener=\"{listener}\"}} {}",

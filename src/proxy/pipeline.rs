@@ -74,9 +74,9 @@ impl Outcome {
                 StatusCode::FORBIDDEN
             }
             Outcome::WaitCancelled => StatusCode::GATEWAY_TIMEOUT,
-            Outcome::PolicyFailed { .. } | Outcome::StoreUnavailable(_) | Outcome::Overloaded(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Outcome::PolicyFailed { .. }
+            | Outcome::StoreUnavailable(_)
+            | Outcome::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             Outcome::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }

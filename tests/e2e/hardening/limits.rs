@@ -135,7 +135,11 @@ async fn a_slow_policy_is_cut_off_at_its_limit_and_never_stalls_health_or_review
     let (status, took, _, body) = post(cs.proxy_addr, "/v1/ok").await;
     assert_eq!(status, 201, "{body}");
     assert!(took < Duration::from_millis(1500), "took {took:?}");
-    let seen: Vec<_> = upstream.seen().into_iter().map(|s| s.path_and_query).collect();
+    let seen: Vec<_> = upstream
+        .seen()
+        .into_iter()
+        .map(|s| s.path_and_query)
+        .collect();
     assert_eq!(
         seen,
         ["/v1/hold", "/v1/ok"],
@@ -171,7 +175,10 @@ async fn a_full_policy_queue_refuses_at_once() {
             );
         }
     }
-    assert!(overloaded >= 3, "only {overloaded} refused for a full queue");
+    assert!(
+        overloaded >= 3,
+        "only {overloaded} refused for a full queue"
+    );
     assert!(
         metric(
             cs.admin_addr,
@@ -229,22 +236,26 @@ impl Drop for Serve {
 
 fn serve(d: &Deployment) -> Serve {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
         .args(["serve", "--config", d.config_path().to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let unset: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let mut serve = Serve {
+        child,
+        proxy: unset,
+        admin: unset,
+    };
+    let mut lines = std::io::BufReader::new(serve.child.stderr.take().unwrap()).lines();
     loop {
         let line = lines.next().expect("countersign serve started").unwrap();
         let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
         if v["message"] == "countersign is serving" {
             std::thread::spawn(move || for _ in lines.by_ref() {});
-            return Serve {
-                child,
-                proxy: v["proxy_addr"].as_str().unwrap().parse().unwrap(),
-                admin: v["admin_addr"].as_str().unwrap().parse().unwrap(),
-            };
+            serve.proxy = v["proxy_addr"].as_str().unwrap().parse().unwrap();
+            serve.admin = v["admin_addr"].as_str().unwrap().parse().unwrap();
+            return serve;
         }
     }
 }
@@ -260,7 +271,10 @@ fn status_line(stream: &mut std::net::TcpStream) -> Option<String> {
         }
     }
     let text = String::from_utf8_lossy(&got);
-    text.lines().next().filter(|l| !l.is_empty()).map(str::to_string)
+    text.lines()
+        .next()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
 }
 
 const PARTIAL: usize = 256 * 1024;
@@ -281,7 +295,11 @@ fn a_thousand_unfinished_uploads_stay_within_the_body_budget() {
         ALLOW_ALL,
         "limits: { max_buffered_body_bytes: 16777216 }\nlog: { format: json }\n",
     );
-    edit_config(&d, "max_body_bytes: 4096", &format!("max_body_bytes: {DECLARED}"));
+    edit_config(
+        &d,
+        "max_body_bytes: 4096",
+        &format!("max_body_bytes: {DECLARED}"),
+    );
     let cs = serve(&d);
     let pid = cs.child.id();
     let before_kb = memory_kb(pid, "VmRSS");
@@ -340,7 +358,10 @@ fn a_thousand_unfinished_uploads_stay_within_the_body_budget() {
         peak_kb < 200 * 1024,
         "{flood} unfinished uploads ({sent_mb} MB sent) took the server from {before_kb} kB to {during_kb} kB (peak {peak_kb} kB)"
     );
-    assert!(upstream.seen().is_empty(), "no unfinished upload was forwarded");
+    assert!(
+        upstream.seen().is_empty(),
+        "no unfinished upload was forwarded"
+    );
 
     // Once the uploads hang up, the budget is free and calls go through.
     drop(open);
@@ -366,12 +387,20 @@ async fn connect(addr: SocketAddr) -> tokio::net::TcpStream {
 }
 
 /// Reads until the peer closes (or `limit` passes); returns what came and when.
-async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> (Vec<u8>, Option<Duration>) {
     let started = Instant::now();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buf)).await {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            stream.read(&mut buf),
+        )
+        .await
+        {
             Ok(Ok(0)) | Ok(Err(_)) => return (got, Some(started.elapsed())),
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
             Err(_) => return (got, None),
@@ -400,7 +429,10 @@ async fn half_sent_and_idle_requests_are_closed_at_the_header_read_timeout() {
         "closed after {closed:?}"
     );
     let answer = String::from_utf8_lossy(&got);
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
     let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(5)).await;
     assert!(closed.is_some(), "an idle connection is not kept open");
 
@@ -457,7 +489,13 @@ async fn over_the_connection_limit_new_connections_wait_and_admin_stays_open() {
         idle.push(connect(cs.proxy_addr).await);
     }
     let open = eventually(
-        async || metric(cs.admin_addr, "countersign_open_connections{listener=\"proxy\"}").await,
+        async || {
+            metric(
+                cs.admin_addr,
+                "countersign_open_connections{listener=\"proxy\"}",
+            )
+            .await
+        },
         |n| *n == 4.0,
     )
     .await;
@@ -470,7 +508,11 @@ async fn over_the_connection_limit_new_connections_wait_and_admin_stays_open() {
         .await
         .unwrap();
     let (got, _) = read_until_closed(&mut fifth, Duration::from_millis(500)).await;
-    assert!(got.is_empty(), "served over the limit: {}", String::from_utf8_lossy(&got));
+    assert!(
+        got.is_empty(),
+        "served over the limit: {}",
+        String::from_utf8_lossy(&got)
+    );
     assert!(upstream.seen().is_empty());
     // The admin listener has its own limit: health and metrics still answer.
     let health = client()
@@ -480,7 +522,11 @@ async fn over_the_connection_limit_new_connections_wait_and_admin_stays_open() {
         .unwrap();
     assert_eq!(health.status(), 200);
     assert!(
-        metric(cs.admin_addr, "countersign_connection_limit_reached_total{listener=\"proxy\"}").await
+        metric(
+            cs.admin_addr,
+            "countersign_connection_limit_reached_total{listener=\"proxy\"}"
+        )
+        .await
             >= 1.0
     );
 
@@ -509,7 +555,11 @@ async fn readyz_reports_a_store_that_cannot_commit_until_it_can_again() {
     let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
     let cs = d.start().await;
     let (status, body) = readyz(cs.admin_addr).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("ready")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
 
     // Another process holds the write lock past busy_timeout: commits fail.
     let locker = rusqlite::Connection::open(d.db_path()).unwrap();
@@ -532,7 +582,11 @@ async fn readyz_reports_a_store_that_cannot_commit_until_it_can_again() {
     assert_eq!(body["store"]["error"], Value::Null);
     let (status, _, _, body) = post(cs.proxy_addr, "/v1/payouts").await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(upstream.seen().len(), 1, "nothing was forwarded while failing");
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "nothing was forwarded while failing"
+    );
     cs.stop().await;
 }
 
