@@ -122,7 +122,7 @@ pub struct Metrics {
     refusals: Mutex<BTreeMap<String, u64>>,
     /// Upstream responses by status class.
     upstream_responses: Mutex<BTreeMap<String, u64>>,
-    /// Policy evaluation latency.
+    /// Policy decision latency, waiting for a policy thread included.
     pub policy_eval_seconds: Histogram,
     /// Upstream latency until response headers.
     pub upstream_seconds: Histogram,
@@ -266,7 +266,7 @@ impl Metrics {
         }
         self.policy_eval_seconds.render(
             "countersign_policy_eval_seconds",
-            "Time to evaluate the policy for one call.",
+            "Time from asking for a decision to getting it (waiting for a policy thread included).",
             &mut out,
         );
         self.upstream_seconds.render(

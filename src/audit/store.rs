@@ -423,7 +423,8 @@ impl Writer {
     fn probe(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute_batch(
-            "CREATE TABLE countersign_probe (x BLOB);
+            "DROP TABLE IF EXISTS countersign_probe;
+             CREATE TABLE countersign_probe (x BLOB);
              INSERT INTO countersign_probe VALUES (zeroblob(8192));
              DROP TABLE countersign_probe;",
         )?;

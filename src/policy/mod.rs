@@ -61,7 +61,7 @@ pub enum PolicyError {
     #[error("policy evaluation exceeded its {0:?} time limit")]
     Timeout(Duration),
     /// Every evaluation thread was busy and the queue was full.
-    #[error("every policy worker is busy and {0} evaluations are already queued (policy.workers, policy.queue)")]
+    #[error("every policy worker is busy and the queue of {0} evaluations is full (policy.workers, policy.queue)")]
     Overloaded(usize),
     /// The evaluation waited in the queue for the whole time limit.
     #[error("no policy worker became free within the {0:?} time limit (policy.workers)")]

@@ -165,7 +165,11 @@ async fn a_full_policy_queue_refuses_at_once() {
     for call in calls {
         let (status, took, id, body) = call.await.unwrap();
         assert_eq!(status, 503, "{body}");
-        if body["error"].as_str().unwrap().contains("queued") {
+        if body["error"]
+            .as_str()
+            .unwrap()
+            .contains("queue of 1 evaluations is full")
+        {
             overloaded += 1;
             assert!(took < Duration::from_millis(500), "took {took:?}");
             wait_for_records(&d.db_path(), &id, 1).await;
