@@ -346,16 +346,13 @@ fn a_thousand_unfinished_uploads_stay_within_the_body_budget() {
     let _ = extra
         .write_all(upload_head(DECLARED).as_bytes())
         .and_then(|_| extra.write_all(&vec![b'y'; DECLARED]));
+    // The server answers before it closes, so the answer is readable even
+    // when the rest of the upload is refused with a reset.
     let answer = status_line(&mut extra);
     assert!(
-        answer.as_deref().is_none_or(|l| l.contains(" 503 ")),
+        answer.as_deref().is_some_and(|l| l.contains(" 503 ")),
         "the extra upload got {answer:?}"
     );
-    let refused_after = rt.block_on(metric(
-        cs.admin,
-        "countersign_refused_total{reason=\"overloaded\"}",
-    ));
-    assert!(refused_after > refused, "the extra upload was not refused");
 
     let peak_kb = memory_kb(pid, "VmHWM");
     assert!(
