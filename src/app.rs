@@ -1,5 +1,6 @@
 //! Wires a validated config into a running service: the record store and
-//! its writer, the policy, the route clients, both listeners, and shutdown.
+//! its writer, the policy and its threads, the route clients, both
+//! listeners (the admin one on its own thread), and shutdown.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,8 +13,7 @@ use tokio::sync::watch;
 use crate::approval::Reviewers;
 use crate::audit::store::Store;
 use crate::config::Config;
-use crate::http::Handler;
-use crate::http::TlsSource;
+use crate::http::{Handler, ListenerLimits, TlsSource};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::proxy::forward::Upstream;
@@ -39,6 +39,10 @@ pub struct Shared {
     pub hooks: Vec<crate::approval::notify::Hook>,
     /// HTTP client for notifications.
     pub notifier: reqwest::Client,
+    /// The threads that evaluate the policy.
+    pub policy_pool: crate::policy::pool::Pool,
+    /// The budget for buffered request bodies.
+    pub body_budget: crate::proxy::budget::Budget,
     /// Base of review URLs in notices (the admin listener as reviewers reach it).
     pub admin_url: String,
     policy: RwLock<Arc<Policy>>,
@@ -203,6 +207,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
     }
     let notifier = crate::proxy::forward::outbound_client("notify")?;
+    let policy_pool =
+        crate::policy::pool::Pool::start(config.policy_pool.workers, config.policy_pool.queue)
+            .context("cannot start the policy threads")?;
+    let body_budget = crate::proxy::budget::Budget::new(
+        config.limits.max_buffered_body_bytes,
+        metrics.buffered_body_bytes.clone(),
+    );
     let proxy_listener = crate::http::bind(config.listen, "proxy").await?;
     let admin_listener = crate::http::bind(config.admin.listen, "admin listener").await?;
     let proxy_addr = proxy_listener.local_addr()?;
@@ -224,6 +235,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         instance: instance_id(),
         hooks,
         notifier,
+        policy_pool,
+        body_budget,
         admin_url,
         policy: RwLock::new(Arc::new(policy)),
         reviewers: RwLock::new(Arc::new(reviewers)),
@@ -251,25 +264,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let s = shared.clone();
     let proxy: Handler =
         Arc::new(move |req| Box::pin(crate::proxy::pipeline::handle(s.clone(), req, scheme)));
-    let s = shared.clone();
-    let admin: Handler = Arc::new(move |req| Box::pin(crate::admin::handle(s.clone(), req)));
+    let admin = crate::admin::handler(shared.clone(), tokio::runtime::Handle::current());
+    let limits = &shared.config.limits;
+    let admin_limits = ListenerLimits::admin(limits, shared.metrics.admin_listener.clone());
+    let admin_done = spawn_admin(admin_listener, tls.clone(), admin, rx.clone(), admin_limits)?;
     let tasks = vec![
         tokio::spawn(crate::http::serve(
             proxy_listener,
-            tls.clone(),
+            tls,
             proxy,
             rx.clone(),
             GRACE,
             "proxy",
+            ListenerLimits::proxy(limits, shared.metrics.proxy_listener.clone()),
         )),
-        tokio::spawn(crate::http::serve(
-            admin_listener,
-            tls,
-            admin,
-            rx.clone(),
-            GRACE,
-            "admin",
-        )),
+        tokio::spawn(async move {
+            let _ = admin_done.await;
+        }),
         tokio::spawn(crate::reload::watch(shared.clone(), rx.clone())),
         tokio::spawn(crate::approval::sweep::run(shared.clone(), rx)),
     ];
@@ -292,6 +303,44 @@ fn instance_id() -> String {
     } else {
         format!("{host}/{}", &id[..12])
     }
+}
+
+/// Serves the admin listener on a thread of its own with a one-thread
+/// runtime, so no load on the proxy (connections, bodies, policy
+/// evaluations) can keep a health check, a readiness probe or a review
+/// waiting for a worker. The returned receiver completes when it has shut
+/// down.
+fn spawn_admin(
+    listener: tokio::net::TcpListener,
+    tls: Option<TlsSource>,
+    handler: Handler,
+    shutdown: watch::Receiver<bool>,
+    limits: ListenerLimits,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    // Moved between runtimes as a std listener: a tokio one belongs to the
+    // runtime that registered it.
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the admin listener's runtime")?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("countersign-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        crate::http::serve(listener, tls, handler, shutdown, GRACE, "admin", limits)
+                            .await
+                    }
+                    Err(e) => tracing::error!(error = %e, "the admin listener could not start"),
+                }
+            });
+            let _ = done.send(());
+        })
+        .context("cannot start the admin listener's thread")?;
+    Ok(finished)
 }
 
 /// `countersign serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, Response, StatusCode};
@@ -16,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::body::BodyError;
 use super::forward::{end_to_end_headers, ForwardError, ResponseCapture};
+use super::receive::{self, ReceiveError};
 use super::target::{Target, TargetError};
 use super::Route;
 use crate::app::Shared;
@@ -56,6 +56,8 @@ pub enum Outcome {
     BadForm(String),
     /// More than one `Content-Type`.
     BadContentType(String),
+    /// The budget for buffered request bodies is spent (its size in bytes).
+    Overloaded(u64),
     /// The policy said deny.
     Denied(Box<Decision>),
     /// The policy failed, timed out or broke the contract.
@@ -100,9 +102,9 @@ impl Outcome {
                 StatusCode::FORBIDDEN
             }
             Outcome::WaitCancelled => StatusCode::GATEWAY_TIMEOUT,
-            Outcome::PolicyFailed { .. } | Outcome::StoreUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Outcome::PolicyFailed { .. }
+            | Outcome::StoreUnavailable(_)
+            | Outcome::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             Outcome::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -120,6 +122,7 @@ impl Outcome {
             Outcome::BadJson(_) => "bad_json",
             Outcome::BadForm(_) => "bad_form",
             Outcome::BadContentType(_) => "bad_content_type",
+            Outcome::Overloaded(_) => "overloaded",
             Outcome::Denied(_) => "denied",
             Outcome::PolicyFailed { reason, .. } => reason,
             Outcome::Rejected { .. } => "rejected",
@@ -141,6 +144,7 @@ impl Outcome {
             Outcome::BodyTooLarge(max) => format!("the request body is larger than capture.max_body_bytes ({max} bytes); nothing was forwarded"),
             Outcome::BadBody(e) => format!("the request body could not be read: {e}"),
             Outcome::BadJson(e) | Outcome::BadForm(e) | Outcome::BadContentType(e) => format!("{e}. Nothing was forwarded."),
+            Outcome::Overloaded(max) => format!("countersign is already buffering as many request bodies as limits.max_buffered_body_bytes allows ({max} bytes); nothing was forwarded; try again shortly"),
             Outcome::Denied(_) => "the policy denied this call".into(),
             Outcome::PolicyFailed { error: e, .. } => format!("the policy could not decide, so the call was refused: {e}"),
             Outcome::Rejected { reviewer, .. } => format!("reviewer {reviewer} rejected this call; nothing was forwarded"),
@@ -181,9 +185,16 @@ impl Outcome {
             body["reviewer"] = json!(reviewer);
             body["comment"] = json!(comment);
         }
+        let overloaded = matches!(self.reason(), "overloaded" | "policy_overloaded");
         let mut response = json_response(self.status(), &body);
         if let Some(allow) = allow {
             response.headers_mut().insert(hyper::header::ALLOW, allow);
+        }
+        if overloaded {
+            // The condition passes as calls finish; say when to try again.
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -382,37 +393,36 @@ async fn run(
         return Err(story_of(&head).refuse(shared, None, Outcome::BadAgentHeader(e.to_string())));
     }
 
-    // 2. Capture the body, within the limit and the time allowed.
+    // 2. Capture the body, within the limit, the time allowed and the
+    //    shared budget. The reservation is held until this call is done with
+    //    the request (forwarded, refused, or handed to a hold and answered).
     let max = capture_cfg.max_body_bytes;
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = if declared.is_some_and(|n| n > max) {
+    let received = if declared.is_some_and(|n| n > max) {
         Err(Outcome::BodyTooLarge(max))
     } else {
+        let budget = &shared.body_budget;
         match tokio::time::timeout(
             capture_cfg.body_timeout,
-            Limited::new(body, max as usize).collect(),
+            receive::receive(body, declared, max, budget),
         )
         .await
         {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e))
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                Err(Outcome::BodyTooLarge(max))
-            }
-            Ok(Err(e)) => Err(Outcome::BadBody(e.to_string())),
+            Ok(Ok(received)) => Ok(received),
+            Ok(Err(ReceiveError::TooLarge)) => Err(Outcome::BodyTooLarge(max)),
+            Ok(Err(ReceiveError::OverBudget)) => Err(Outcome::Overloaded(budget.max())),
+            Ok(Err(ReceiveError::Broken(e))) => Err(Outcome::BadBody(e)),
             Err(_) => Err(Outcome::BadBody(format!(
                 "not received within {:?}",
                 capture_cfg.body_timeout
             ))),
         }
     };
-    let body: Bytes = match body {
+    let (body, _reservation): (Bytes, _) = match received {
         Ok(b) => b,
         Err(outcome) => return Err(story_of(&head).refuse(shared, None, outcome)),
     };
@@ -440,7 +450,9 @@ async fn run(
     };
     let doc = input::to_rego(input::build(&ctx, &request, shared.config.policy.input));
     let eval_started = Instant::now();
-    let raw = policy.evaluate(doc);
+    // On the policy threads, never here: a slow policy must not stall the
+    // async workers. The wait is bounded by policy.timeout whatever happens.
+    let raw = shared.policy_pool.evaluate(policy.clone(), doc).await;
     shared
         .metrics
         .policy_eval_seconds

@@ -70,6 +70,9 @@ impl Backend for Postgres {
     fn heads(&mut self) -> Result<(i64, i64), StoreError> {
         unreachable!()
     }
+    fn probe(&mut self) -> Result<(), StoreError> {
+        unreachable!()
+    }
     fn put_index(&mut self, _: &[IndexRow]) -> Result<(), StoreError> {
         unreachable!()
     }
