@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::audit::store::{
     list_actions, open_read_only, records_of, verify_chain, ListFilter, Verdict,
 };
-use crate::audit::view::{action_json, action_text};
+use crate::audit::view::{action_json, action_text, printable};
 use crate::config::Config;
 
 /// countersign: a policy sidecar that decides every agent call with Rego,
@@ -308,16 +308,19 @@ fn audit_list(
         "ACTION", "CREATED", "STATE", "RISK", "ROUTE", "AGENT"
     );
     for r in rows {
+        // The agent chose some of these (its id, the path): escaped like
+        // `audit show`, so a row is one line and cannot forge another.
+        let p = |s: String| printable(&s);
         println!(
             "{:<32}  {:<27}  {:<9}  {:<8}  {:<12}  {:<14}  {} {}",
-            r.action_id,
-            r.created_at,
-            r.state,
-            r.risk.unwrap_or_else(|| "-".into()),
-            r.route.unwrap_or_default(),
-            r.agent.unwrap_or_else(|| "-".into()),
-            r.method.unwrap_or_default(),
-            r.path.unwrap_or_default()
+            p(r.action_id),
+            p(r.created_at),
+            p(r.state),
+            p(r.risk.unwrap_or_else(|| "-".into())),
+            p(r.route.unwrap_or_default()),
+            p(r.agent.unwrap_or_else(|| "-".into())),
+            p(r.method.unwrap_or_default()),
+            p(r.path.unwrap_or_default())
         );
     }
     Ok(())

@@ -1,11 +1,14 @@
 //! Forwarding an approved held request: exactly the bytes that were
 //! reviewed, once. The `forwarded` record is committed before the first byte
 //! goes upstream, so after a crash an interrupted forward is visible and is
-//! never silently sent again.
+//! never silently sent again. The answer is scrubbed of the route's
+//! credential before it is kept for the agent, and every record of it of
+//! the action's secrets.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::HeaderMap;
 use serde_json::json;
@@ -28,7 +31,8 @@ async fn fail(shared: &Shared, held: &Held, reason: &str, error: String, status:
             reason,
             &error,
             status,
-        )])
+        )
+        .redacted(&held.secrets)])
         .await;
     finish(
         shared,
@@ -50,13 +54,17 @@ pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
         );
         return fail(&shared, &held, "route_missing", error, 502).await;
     };
-    let url = route.upstream.url_for(&held.request.path_and_query);
+    let shown = crate::capture::recorded_path_and_query(
+        &held.request.path_and_query,
+        &shared.config.capture.redact_query,
+    );
     let marked = Draft::new(
         &held.action_id,
         Kind::Forwarded,
-        json!({"url": url, "request_digest": held.request_digest}),
+        json!({"url": route.upstream.url_for(&shown), "request_digest": held.request_digest}),
         None,
-    );
+    )
+    .redacted(&held.secrets);
     if let Err(e) = shared.store.commit(vec![marked]).await {
         // Without the mark a crash could resend; keep it approved and retry
         // the whole step (mark, then send) until the store takes it.
@@ -98,15 +106,31 @@ pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
     };
     let status = response.status().as_u16();
     shared.metrics.upstream(&format!("{}xx", status / 100));
-    let upstream_headers = response.headers().clone();
+    let credential = route.upstream.credential();
+    let mut upstream_headers = response.headers().clone();
+    credential.scrub_headers(&mut upstream_headers);
     let body = match response.bytes().await {
         Ok(b) => b,
         Err(e) => {
-            let error = format!("the upstream's response body broke off: {e}");
+            let error = format!(
+                "the upstream's response body broke off: {}",
+                e.without_url()
+            );
             return fail(&shared, &held, "upstream_unreachable", error, 502).await;
         }
     };
-    let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes);
+    let mut kept = end_to_end_headers(&upstream_headers);
+    let body = match credential.scrub_bytes(&body) {
+        None => body,
+        Some(clean) => {
+            kept.insert(
+                hyper::header::CONTENT_LENGTH,
+                HeaderValue::from(clean.len()),
+            );
+            Bytes::from(clean)
+        }
+    };
+    let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes, &held.secrets);
     capture.push(&body);
     let response = capture.finish(status, &upstream_headers, &shared.config.capture);
     let completed = Draft::completed(
@@ -114,10 +138,10 @@ pub async fn forward(shared: Arc<Shared>, held: Arc<Held>) {
         response,
         started.elapsed().as_secs_f64() * 1e3,
         None,
-    );
+    )
+    .redacted(&held.secrets);
     shared.store.commit_until_durable(vec![completed]).await;
     tracing::info!(action_id = %held.action_id, status, "approved action forwarded and completed");
-    let kept = end_to_end_headers(&upstream_headers);
     finish(
         &shared,
         &held,

@@ -22,6 +22,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::app::Shared;
 use crate::audit::record::{Draft, Kind, State};
+use crate::audit::redact::Secrets;
 use crate::policy::decision::{Approval, Directory};
 
 /// Where a held action stands, as waiting agents see it.
@@ -121,6 +122,10 @@ pub struct Held {
     pub expires_at: SystemTime,
     /// When it was held.
     pub held_at: SystemTime,
+    /// What its records must not carry: the values capture redacted, the
+    /// route's credential. Empty for an action restored after a restart
+    /// (it carries no redacted value then: see [`hold_payload`]).
+    pub secrets: Secrets,
     /// Reviews so far; the lock serializes reviews of this action.
     pub progress: Mutex<Progress>,
     status: watch::Sender<Status>,
@@ -152,9 +157,16 @@ impl Held {
             min,
             expires_at,
             held_at,
+            secrets: Secrets::default(),
             progress: Mutex::new(Progress::default()),
             status: watch::channel(Status::Pending).0,
         }
+    }
+
+    /// The action with the secrets its records must not carry.
+    pub fn with_secrets(mut self, secrets: Secrets) -> Held {
+        self.secrets = secrets;
+        self
     }
 
     /// Follows the action's status.
@@ -273,22 +285,41 @@ pub fn eligible_reviewers(approval: &Approval, directory: &Directory) -> BTreeSe
 }
 
 /// The `hold` block of a held action's `decided` record: everything needed
-/// to release it after a restart.
-pub fn hold_payload(held: &Held) -> Value {
+/// to release it after a restart, including the whole body (the record's
+/// `request.body` is cut at `capture.max_recorded_body_bytes`; this is the
+/// one whole copy).
+///
+/// `recorded_path_and_query` is the path and query with secret query
+/// values `[redacted]`. When it differs from what will be forwarded, the
+/// real query stays in memory only and the block says `query_redacted`:
+/// such an action is forwarded as long as this process runs, but cannot be
+/// restored after a restart (see [`recover`]), since the secret is not in
+/// the record.
+pub fn hold_payload(held: &Held, recorded_path_and_query: &str) -> Value {
     use base64::Engine as _;
+    let mut forward = json!({
+        "method": held.request.method,
+        "path_and_query": recorded_path_and_query,
+        "headers": held.request.headers,
+        "body_base64": base64::engine::general_purpose::STANDARD.encode(&held.request.body),
+    });
+    if recorded_path_and_query != held.request.path_and_query {
+        forward["query_redacted"] = json!(true);
+    }
     json!({
         "request_digest": held.request_digest,
         "eligible": held.eligible,
         "min": held.min,
         "expires_at": humantime::format_rfc3339_micros(held.expires_at).to_string(),
-        "forward": {
-            "method": held.request.method,
-            "path_and_query": held.request.path_and_query,
-            "headers": held.request.headers,
-            "body_base64": base64::engine::general_purpose::STANDARD.encode(&held.request.body),
-        },
+        "forward": forward,
     })
 }
+
+/// Why a held action recorded with a redacted query cannot be restored.
+pub const QUERY_NOT_KEPT: &str =
+    "this held request carried secret query parameters (capture.redact_query); \
+their values were kept in memory only, and countersign restarted before it was forwarded. \
+Nothing was forwarded: the agent must send the call again";
 
 /// Registers a pending action whose `decided` record is committed: starts
 /// its expiry timer and its notifications.

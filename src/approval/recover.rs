@@ -99,6 +99,28 @@ pub async fn recover(shared: &Arc<Shared>) -> Result<usize, StoreError> {
         .await?;
     let mut restored = 0;
     for records in open {
+        let decided = records.iter().find(|r| r.kind == "decided");
+        let query_lost =
+            decided.is_some_and(|d| d.payload["hold"]["forward"]["query_redacted"] == true);
+        if query_lost && !records.iter().any(|r| r.kind == "forwarded") {
+            // The real query is not in the record, so this action can never
+            // be forwarded as reviewed: end it instead of restoring it. (One
+            // whose forward had begun is `forward_interrupted`, below.)
+            let d = Draft::failed(
+                &records[0].action_id,
+                "hold",
+                "query_not_kept",
+                super::QUERY_NOT_KEPT,
+                502,
+            );
+            shared
+                .store
+                .commit(vec![d])
+                .await
+                .map_err(|e| StoreError::Recovery(e.to_string()))?;
+            tracing::warn!(action_id = %records[0].action_id, "held action with secret query parameters could not be restored; recorded as failed");
+            continue;
+        }
         let Some(held) = rebuild(&records) else {
             tracing::error!(action_id = %records[0].action_id, "a held action's records cannot be read back; it stays as recorded");
             continue;

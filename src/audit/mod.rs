@@ -3,5 +3,6 @@
 //! log (`tracing`), which says what the process did.
 
 pub mod record;
+pub mod redact;
 pub mod store;
 pub mod view;

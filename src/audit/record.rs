@@ -7,6 +7,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::redact::Secrets;
+
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -131,6 +133,15 @@ impl Draft {
         let payload =
             serde_json::json!({"stage": stage, "reason": reason, "error": error, "status": status});
         Draft::new(action_id, Kind::Failed, payload, Some(State::Failed))
+    }
+
+    /// The draft with every secret of `secrets` scrubbed from its payload
+    /// (see [`Secrets::scrub_payload`] for what is left as declared). Every
+    /// record of a call that carries request, policy or upstream text is
+    /// built through this.
+    pub fn redacted(mut self, secrets: &Secrets) -> Draft {
+        secrets.scrub_payload(&mut self.payload);
+        self
     }
 
     /// `completed`: the upstream's answer as captured, and how long it took.

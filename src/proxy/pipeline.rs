@@ -2,6 +2,11 @@
 //! (write-ahead) → forward → record the result. Every way out of this
 //! function is an [`Outcome`] whose HTTP status is chosen in one place,
 //! [`Outcome::into_response`].
+//!
+//! Each call has its [`Secrets`]: the values capture redacted plus the
+//! route's credential. Every record of the call is built through
+//! [`Draft::redacted`] with them, and so is the notice to reviewers; the
+//! response the agent gets is scrubbed of the route's credential.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +23,7 @@ use super::Route;
 use crate::app::Shared;
 use crate::approval::{self, Held, HeldRequest};
 use crate::audit::record::{Draft, IndexUpdate, Kind, State, Summary};
+use crate::audit::redact::{Secrets, StreamScrubber};
 use crate::audit::store::now_rfc3339;
 use crate::capture::CapturedRequest;
 use crate::http::{json as json_response, Body, ChannelBody};
@@ -195,14 +201,19 @@ struct Story<'a> {
     action_id: &'a str,
     route: &'a Route,
     request: &'a CapturedRequest,
+    /// The URL the call goes to (the request digest covers it).
     url: String,
+    /// The same URL with secret query values `[redacted]`: what is recorded.
+    shown_url: String,
+    /// What must not be recorded anywhere.
+    secrets: Secrets,
 }
 
 impl Story<'_> {
     fn first_payload(&self, shared: &Shared, policy: Option<(&str, &str)>) -> Value {
         let mut p = json!({
             "route": {"name": self.route.config.name, "upstream": self.route.config.upstream},
-            "request": self.request.record_view(&shared.config.capture, &self.url),
+            "request": self.request.record_view(&shared.config.capture, &self.shown_url),
             "agent": self.request.agent_json(),
             "evidence": self.request.evidence_json(),
         });
@@ -244,6 +255,7 @@ impl Story<'_> {
                 summary: Some(self.summary()),
             },
         }
+        .redacted(&self.secrets)
     }
 }
 
@@ -262,11 +274,21 @@ async fn run(
         .route_for(&head.host, &head.path)
         .ok_or(Outcome::NoRoute)?;
     let url = route.upstream.url_for(&head.path_and_query());
+    let shown_url = route
+        .upstream
+        .url_for(&head.recorded_path_and_query(capture_cfg));
+    let secrets = {
+        let mut b = head.secrets(capture_cfg);
+        b.extend(route.upstream.credential());
+        b.build()
+    };
     let story_of = |request| Story {
         action_id,
         route,
         request,
         url: url.clone(),
+        shown_url: shown_url.clone(),
+        secrets: secrets.clone(),
     };
 
     // 2. Capture the body, within the limit and the time allowed.
@@ -378,9 +400,10 @@ async fn run(
             a,
             &reviewers.directory,
         )
+        .with_secrets(secrets.clone())
     });
     if let Some(h) = &held {
-        payload["hold"] = approval::hold_payload(h);
+        payload["hold"] = approval::hold_payload(h, &request.recorded_path_and_query(capture_cfg));
     }
     let decided = Draft {
         action_id: action_id.to_string(),
@@ -391,12 +414,18 @@ async fn run(
             risk: Some(decision.risk.clone()),
             summary: Some(story.summary()),
         },
-    };
+    }
+    .redacted(&secrets);
     if let Err(e) = shared.store.commit(vec![decided]).await {
         return Err(Outcome::StoreUnavailable(e.to_string()));
     }
+    let rules: Vec<String> = decision
+        .rules
+        .iter()
+        .map(|r| secrets.scrub_str(r).unwrap_or_else(|| r.clone()))
+        .collect();
     tracing::info!(action_id, route = %route.config.name, method = %request.method, path = %request.path,
-        action = decision.action.as_str(), risk = %decision.risk, rules = ?decision.rules, "decided");
+        action = decision.action.as_str(), risk = %decision.risk, ?rules, "decided");
 
     match decision.action {
         Action::Deny => Err(Outcome::Denied(Box::new(decision))),
@@ -406,11 +435,11 @@ async fn run(
             approval::register(shared, held.clone(), Some(notice));
             super::hold::wait(shared, held).await
         }
-        Action::Allow => forward(shared, action_id, route, &parts.headers, request).await,
+        Action::Allow => forward(shared, action_id, route, &parts.headers, request, secrets).await,
     }
 }
 
-fn failed(action_id: &str, stage: &str, outcome: &Outcome) -> Draft {
+fn failed(action_id: &str, stage: &str, outcome: &Outcome, secrets: &Secrets) -> Draft {
     Draft::failed(
         action_id,
         stage,
@@ -418,6 +447,7 @@ fn failed(action_id: &str, stage: &str, outcome: &Outcome) -> Draft {
         &outcome.message(),
         outcome.status().as_u16(),
     )
+    .redacted(secrets)
 }
 
 /// Responses up to this size are read whole before answering; larger or
@@ -430,6 +460,7 @@ async fn forward(
     route: &Route,
     agent_headers: &hyper::HeaderMap,
     request: CapturedRequest,
+    secrets: Secrets,
 ) -> Result<Response<Body>, Outcome> {
     let names = &shared.config.capture.agent_headers;
     let strip = |n: &str| names.is_agent_header(n);
@@ -465,7 +496,7 @@ async fn forward(
                 });
             shared
                 .store
-                .enqueue(vec![failed(action_id, "forward", &outcome)]);
+                .enqueue(vec![failed(action_id, "forward", &outcome, &secrets)]);
             return Err(outcome);
         }
     };
@@ -473,29 +504,48 @@ async fn forward(
     shared
         .metrics
         .upstream(&format!("{}xx", status.as_u16() / 100));
-    let upstream_headers = upstream.headers().clone();
+    // The route's credential never goes back: not in a header, not in the
+    // body (below), and so not in the record either.
+    let credential = route.upstream.credential().clone();
+    let mut upstream_headers = upstream.headers().clone();
+    credential.scrub_headers(&mut upstream_headers);
     let mut response = Response::builder().status(status);
     if let Some(h) = response.headers_mut() {
         *h = end_to_end_headers(&upstream_headers);
     }
-    let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes);
+    let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes, &secrets);
     let upstream_ms = started.elapsed().as_secs_f64() * 1e3;
     let result = ResultFacts {
         status: status.as_u16(),
         headers: upstream_headers,
         upstream_ms,
+        secrets,
     };
 
     if upstream.content_length().is_some_and(|n| n <= BUFFER_LIMIT) {
         let bytes = match upstream.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                let outcome =
-                    Outcome::UpstreamFailed(format!("the upstream's response body broke off: {e}"));
-                shared
-                    .store
-                    .enqueue(vec![failed(action_id, "forward", &outcome)]);
+                let outcome = Outcome::UpstreamFailed(format!(
+                    "the upstream's response body broke off: {}",
+                    e.without_url()
+                ));
+                shared.store.enqueue(vec![failed(
+                    action_id,
+                    "forward",
+                    &outcome,
+                    &result.secrets,
+                )]);
                 return Err(outcome);
+            }
+        };
+        let bytes = match credential.scrub_bytes(&bytes) {
+            None => bytes,
+            Some(clean) => {
+                if let Some(h) = response.headers_mut() {
+                    h.insert(CONTENT_LENGTH, HeaderValue::from(clean.len()));
+                }
+                Bytes::from(clean)
             }
         };
         capture.push(&bytes);
@@ -508,7 +558,14 @@ async fn forward(
     }
 
     // Stream: the agent gets bytes as they arrive; the record is written
-    // when the body ends (or breaks off).
+    // when the body ends (or breaks off). Scrubbing may change the length,
+    // so on a route with a credential the body goes out chunked.
+    if !credential.is_empty() {
+        if let Some(h) = response.headers_mut() {
+            h.remove(CONTENT_LENGTH);
+        }
+    }
+    let mut scrubber = StreamScrubber::new(credential);
     let (tx, body) = ChannelBody::new(8);
     let shared = shared.clone();
     let action_id = action_id.to_string();
@@ -517,15 +574,34 @@ async fn forward(
         loop {
             match upstream.chunk().await {
                 Ok(Some(chunk)) => {
+                    let chunk = scrubber.push(chunk);
+                    if chunk.is_empty() {
+                        continue;
+                    }
                     capture.push(&chunk);
                     if tx.send(Ok(chunk)).await.is_err() {
                         error = Some("the agent hung up before the body was complete".to_string());
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    let rest = scrubber.finish();
+                    if !rest.is_empty() {
+                        capture.push(&rest);
+                        if tx.send(Ok(rest)).await.is_err() {
+                            error =
+                                Some("the agent hung up before the body was complete".to_string());
+                        }
+                    }
+                    break;
+                }
                 Err(e) => {
-                    let msg = format!("the upstream's response body broke off: {e}");
+                    // What was held back may be part of a secret: it is
+                    // dropped with the broken body.
+                    let msg = format!(
+                        "the upstream's response body broke off: {}",
+                        e.without_url()
+                    );
                     let _ = tx.send(Err(msg.clone().into())).await;
                     error = Some(msg);
                     break;
@@ -544,8 +620,10 @@ async fn forward(
 /// What is known of an upstream answer once its headers arrived.
 struct ResultFacts {
     status: u16,
+    /// Already scrubbed of the route's credential.
     headers: hyper::HeaderMap,
     upstream_ms: f64,
+    secrets: Secrets,
 }
 
 impl ResultFacts {
@@ -558,7 +636,7 @@ impl ResultFacts {
         shared: &Shared,
     ) -> Draft {
         let response = capture.finish(self.status, &self.headers, &shared.config.capture);
-        Draft::completed(action_id, response, self.upstream_ms, error)
+        Draft::completed(action_id, response, self.upstream_ms, error).redacted(&self.secrets)
     }
 }
 
@@ -605,16 +683,16 @@ fn held_action(
     )
 }
 
-/// The notice sent to each `notify` hook (SPEC §4).
+/// The notice sent to each `notify` hook (SPEC §4): scrubbed like a record.
 fn notice(shared: &Shared, held: &Held, decision: &Decision, story: &Story<'_>) -> Value {
     let request = story.request;
-    json!({
+    let mut notice = json!({
         "type": "action.held",
         "action_id": held.action_id,
         "decision": decision,
         "request": {
             "method": request.method,
-            "url": story.url,
+            "url": story.shown_url,
             "route": held.route,
             "agent": request.agent_json(),
             "body": crate::capture::body_view(&request.body, shared.config.capture.max_response_bytes as usize),
@@ -627,5 +705,7 @@ fn notice(shared: &Shared, held: &Held, decision: &Decision, story: &Story<'_>) 
         "expires_at": humantime::format_rfc3339_micros(held.expires_at).to_string(),
         "action_url": format!("{}/v1/actions/{}", shared.admin_url, held.action_id),
         "review_url": format!("{}/v1/actions/{}/reviews", shared.admin_url, held.action_id),
-    })
+    });
+    story.secrets.scrub_payload(&mut notice);
+    notice
 }
