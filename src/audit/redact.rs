@@ -274,6 +274,9 @@ impl Matcher {
     /// caller can carry the rest over. `None` when nothing was replaced and
     /// nothing held back (the input is clean as it is).
     fn scan(&self, data: &[u8], last: bool) -> Option<(Vec<u8>, usize)> {
+        if self.needles.is_empty() {
+            return None;
+        }
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0; // data[..copied] is already in `out`
         let mut i = 0;
@@ -386,6 +389,15 @@ mod tests {
         );
         assert_eq!(s.scrub_str("nothing here"), None);
         assert!(secrets(&["short"]).is_empty());
+    }
+
+    #[test]
+    fn an_empty_set_changes_nothing() {
+        let s = Secrets::default();
+        assert_eq!(s.scrub_bytes(b"anything"), None);
+        let mut sc = StreamScrubber::new(s);
+        assert_eq!(&sc.push(Bytes::from_static(b"abc"))[..], b"abc");
+        assert!(sc.finish().is_empty());
     }
 
     #[test]
