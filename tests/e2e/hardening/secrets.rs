@@ -28,7 +28,9 @@ fn with_credential(d: &Deployment, env: &str) {
     edit_config(
         d,
         "    timeout: 1s\n",
-        &format!("    timeout: 1s\n    upstream_auth: {{ header: authorization, value_env: {env} }}\n"),
+        &format!(
+            "    timeout: 1s\n    upstream_auth: {{ header: authorization, value_env: {env} }}\n"
+        ),
     );
 }
 
@@ -105,7 +107,11 @@ async fn the_upstream_credential_never_comes_back_to_the_agent_or_into_the_recor
     let upstream = Upstream::start().await;
     let cred = canary("CREDENTIAL");
     std::env::set_var("CS_TEST_SECRETS_CRED_ECHO", format!("Bearer {cred}"));
-    let d = Deployment::new(&upstream.url(), HOLD_ECHO_FOR_ALICE, "hold: { wait: 10s }\n");
+    let d = Deployment::new(
+        &upstream.url(),
+        HOLD_ECHO_FOR_ALICE,
+        "hold: { wait: 10s }\n",
+    );
     with_credential(&d, "CS_TEST_SECRETS_CRED_ECHO");
     let cs = d.start().await;
     let proxy = cs.proxy_addr;
@@ -126,7 +132,10 @@ async fn the_upstream_credential_never_comes_back_to_the_agent_or_into_the_recor
         assert_eq!(status, 200, "{path}");
         let echoed: Value = serde_json::from_slice(&body).expect("the echo is still JSON");
         assert_eq!(echoed["headers"]["authorization"], "[redacted]", "{path}");
-        assert!(headers.contains("x-echo-authorization: [redacted]"), "{path}: {headers}");
+        assert!(
+            headers.contains("x-echo-authorization: [redacted]"),
+            "{path}: {headers}"
+        );
         answers.push((path.to_string(), headers, body));
     }
     // A held call, approved while the agent waits: the answer it gets was
@@ -225,7 +234,11 @@ async fn policy_output_that_echoes_secrets_is_scrubbed_from_the_record_and_the_n
         let id = action_id(&resp);
         let status = resp.status().as_u16();
         let answer = resp.text().await.unwrap();
-        assert_eq!(status, if path == "/v1/denied" { 403 } else { 202 }, "{answer}");
+        assert_eq!(
+            status,
+            if path == "/v1/denied" { 403 } else { 202 },
+            "{answer}"
+        );
         if path == "/v1/denied" {
             // The agent's own values may come back to the agent.
             assert!(answer.contains(&auth), "the policy did see them: {answer}");
@@ -245,10 +258,16 @@ async fn policy_output_that_echoes_secrets_is_scrubbed_from_the_record_and_the_n
         assert_eq!(decision["reasons"][3], "token [redacted]");
         assert_eq!(decision["rules"][0], "rule.[redacted]");
         let request = &decided["request"];
-        assert_eq!(request["query"]["api_key"], serde_json::json!(["[redacted]"]));
+        assert_eq!(
+            request["query"]["api_key"],
+            serde_json::json!(["[redacted]"])
+        );
         assert_eq!(request["query"]["note"], serde_json::json!(["kept"]));
         assert!(
-            request["url"].as_str().unwrap().ends_with("?api_key=[redacted]&note=kept"),
+            request["url"]
+                .as_str()
+                .unwrap()
+                .ends_with("?api_key=[redacted]&note=kept"),
             "{request}"
         );
         assert_eq!(request["headers"]["authorization"], "[redacted]");
@@ -335,8 +354,14 @@ async fn secret_query_values_reach_the_policy_and_the_upstream_but_not_the_recor
         "the upstream gets the query exactly as sent"
     );
     let decided = payload_of(&d.db_path(), &allowed, "decided");
-    assert_eq!(decided["request"]["query"]["API_KEY"], serde_json::json!(["[redacted]"]));
-    assert_eq!(decided["request"]["query"]["Signature"], serde_json::json!(["[redacted]"]));
+    assert_eq!(
+        decided["request"]["query"]["API_KEY"],
+        serde_json::json!(["[redacted]"])
+    );
+    assert_eq!(
+        decided["request"]["query"]["Signature"],
+        serde_json::json!(["[redacted]"])
+    );
     assert!(decided["request"]["url"]
         .as_str()
         .unwrap()
@@ -348,7 +373,10 @@ async fn secret_query_values_reach_the_policy_and_the_upstream_but_not_the_recor
     );
     assert_eq!(held["hold"]["forward"]["query_redacted"], true);
     let forwarded = payload_of(&d.db_path(), &held_id, "forwarded");
-    assert!(forwarded["url"].as_str().unwrap().ends_with("?api_key=[redacted]"));
+    assert!(forwarded["url"]
+        .as_str()
+        .unwrap()
+        .ends_with("?api_key=[redacted]"));
     let record = record_bytes(&d);
     assert_nowhere(&[&key, &signature, &held_key], &[("the record", &record)]);
 }
@@ -453,12 +481,15 @@ async fn the_system_log_and_a_restart_never_see_the_canaries() {
     }
     let held = held.unwrap();
     let first = serve.stop();
-    assert!(first.contains("\"decided\""), "the log is captured: {first}");
     assert!(
-        upstream.seen().iter().any(|s| contains(
-            s.headers["authorization"].as_bytes(),
-            cred.as_bytes()
-        )),
+        first.contains("\"decided\""),
+        "the log is captured: {first}"
+    );
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .any(|s| contains(s.headers["authorization"].as_bytes(), cred.as_bytes())),
         "the upstream got the credential"
     );
 
@@ -470,9 +501,17 @@ async fn the_system_log_and_a_restart_never_see_the_canaries() {
         |k| k.last().is_some_and(|k| k == "failed"),
     )
     .await;
-    assert_eq!(kinds.last().map(String::as_str), Some("failed"), "{kinds:?}");
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("failed"),
+        "{kinds:?}"
+    );
     let failed = payload_of(&d.db_path(), &held, "failed");
     assert_eq!(failed["reason"], "query_not_kept", "{failed}");
+    // `serve` installs its SIGTERM handler just after it logs that it is
+    // serving, and the failure above is recorded before that: give it a
+    // moment, or the signal can land before the handler does.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let second = serve.stop();
     let record = record_bytes(&d);
     assert_nowhere(
@@ -496,7 +535,11 @@ decision := {"action": "hold", "risk": "high", "approval": {"reviewers": ["alice
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_are_recorded_up_to_the_cap_and_held_ones_once_whole() {
     let upstream = Upstream::start().await;
-    let d = Deployment::new(&upstream.url(), DENY_OR_HOLD_FOR_ALICE, "hold: { wait: 10s }\n");
+    let d = Deployment::new(
+        &upstream.url(),
+        DENY_OR_HOLD_FOR_ALICE,
+        "hold: { wait: 10s }\n",
+    );
     edit_config(&d, "max_body_bytes: 4096", "max_body_bytes: 2097152");
     let cs = d.start().await;
     let proxy = cs.proxy_addr;
@@ -604,7 +647,11 @@ async fn audit_show_and_list_print_agent_text_escaped() {
     let mut outputs = Vec::new();
     for id in &ids {
         let out = countersign(&["audit", "show", "--config", config, id]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         outputs.push(out.stdout);
     }
     let list = countersign(&["audit", "list", "--config", config]);
@@ -618,7 +665,9 @@ async fn audit_show_and_list_print_agent_text_escaped() {
             "no separator or bidi override: {text}"
         );
         assert!(
-            !text.lines().any(|l| l.trim_start().starts_with("reviewed by alice")),
+            !text
+                .lines()
+                .any(|l| l.trim_start().starts_with("reviewed by alice")),
             "no forged review line: {text}"
         );
     }
@@ -628,7 +677,10 @@ async fn audit_show_and_list_print_agent_text_escaped() {
         "the body is shown, escaped: {shown}"
     );
     assert_eq!(
-        shown.lines().filter(|l| l.starts_with("4. REVIEWS")).count(),
+        shown
+            .lines()
+            .filter(|l| l.starts_with("4. REVIEWS"))
+            .count(),
         1,
         "{shown}"
     );
