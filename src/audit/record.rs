@@ -107,7 +107,8 @@ pub struct Draft {
     pub action_id: String,
     /// Event kind.
     pub kind: Kind,
-    /// Event payload (already redacted).
+    /// Event payload. Drafts that carry request, policy or upstream text
+    /// are built through [`Draft::redacted`] with the call's secrets.
     pub payload: Value,
     /// How the action's indexed summary changes.
     pub index: IndexUpdate,
