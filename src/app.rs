@@ -33,6 +33,8 @@ pub struct Shared {
     pub admin_token: Option<String>,
     /// Agents of this process waiting on held actions.
     pub waiters: crate::approval::Waiters,
+    /// What this process's held actions keep out of the record.
+    pub sealed: crate::approval::SealedParts,
     /// This process's id in the record (forward claims name their owner).
     pub instance: String,
     /// Notification hooks.
@@ -232,6 +234,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         routes,
         admin_token,
         waiters: crate::approval::Waiters::default(),
+        sealed: crate::approval::SealedParts::default(),
         instance: instance_id(),
         hooks,
         notifier,

@@ -178,6 +178,10 @@ struct RawCapture {
     max_body_bytes: u64,
     #[serde(default = "default_max_response")]
     max_response_bytes: u64,
+    #[serde(default = "default_max_recorded_body")]
+    max_recorded_body_bytes: u64,
+    #[serde(default = "default_redact_query")]
+    redact_query: Vec<String>,
     #[serde(default = "default_body_timeout")]
     body_timeout: String,
     #[serde(default)]
@@ -191,6 +195,8 @@ impl Default for RawCapture {
             response_headers: default_response_headers(),
             max_body_bytes: default_max_body(),
             max_response_bytes: default_max_response(),
+            max_recorded_body_bytes: default_max_recorded_body(),
+            redact_query: default_redact_query(),
             body_timeout: default_body_timeout(),
             agent_headers: RawAgentHeaders::default(),
         }
@@ -218,6 +224,37 @@ fn default_max_body() -> u64 {
 }
 fn default_max_response() -> u64 {
     64 * 1024
+}
+fn default_max_recorded_body() -> u64 {
+    64 * 1024
+}
+/// Query parameter names whose values are secrets in common APIs (API keys,
+/// OAuth tokens, passwords, signed-URL signatures and credentials).
+fn default_redact_query() -> Vec<String> {
+    [
+        "access_token",
+        "api-key",
+        "api_key",
+        "apikey",
+        "auth",
+        "client_secret",
+        "id_token",
+        "key",
+        "passwd",
+        "password",
+        "refresh_token",
+        "secret",
+        "sig",
+        "signature",
+        "token",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-amz-signature",
+        "x-goog-credential",
+        "x-goog-signature",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_body_timeout() -> String {
     "30s".into()
@@ -637,6 +674,13 @@ pub struct CaptureConfig {
     pub max_body_bytes: u64,
     /// Response bytes kept in the record (the full SHA-256 is always kept).
     pub max_response_bytes: u64,
+    /// Request body bytes kept in the record's `request.body` (the full
+    /// SHA-256 and size are always kept; a held action's forward keeps the
+    /// whole body, as it must).
+    pub max_recorded_body_bytes: u64,
+    /// Query parameter names (lower-case) whose values the record keeps as
+    /// `[redacted]`; the policy and the upstream still get the real values.
+    pub redact_query: BTreeSet<String>,
     /// Time allowed to receive a request body.
     pub body_timeout: Duration,
     /// Agent header names.
@@ -1007,6 +1051,8 @@ impl Validator<'_> {
             response_headers: lower(c.response_headers),
             max_body_bytes: c.max_body_bytes,
             max_response_bytes: c.max_response_bytes,
+            max_recorded_body_bytes: c.max_recorded_body_bytes,
+            redact_query: lower(c.redact_query),
             body_timeout: duration("capture.body_timeout", &c.body_timeout)?,
             agent_headers: AgentHeaders {
                 id: ah.id.to_ascii_lowercase(),
@@ -1326,6 +1372,21 @@ mod tests {
         assert_eq!(c.hold.wait, Duration::from_secs(25));
         assert_eq!(c.capture.max_body_bytes, 1024 * 1024);
         assert_eq!(c.routes[0].timeout, Duration::from_secs(30));
+        assert_eq!(c.capture.max_recorded_body_bytes, 64 * 1024);
+        assert!(c.capture.redact_query.contains("api_key"));
+    }
+
+    #[test]
+    fn redacted_query_names_are_lower_case() {
+        let c = parse(&format!(
+            "{MINIMAL}capture: {{ redact_query: [X-Sig], max_recorded_body_bytes: 0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.capture.redact_query,
+            BTreeSet::from(["x-sig".to_string()])
+        );
+        assert_eq!(c.capture.max_recorded_body_bytes, 0);
     }
 
     #[test]

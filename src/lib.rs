@@ -22,7 +22,9 @@
 //!    [`policy::pool`], never on the async workers, and
 //!    [`policy::decision::check`] holds the result to the contract.
 //! 4. The `decided` record is committed through [`audit::store::Store`]
-//!    before anything is forwarded (write-ahead, group commit).
+//!    before anything is forwarded (write-ahead, group commit). Every record
+//!    of the call is first scrubbed of the call's secrets
+//!    ([`audit::redact`]: the values capture redacted, the route's credential).
 //! 5. [`proxy::forward::Upstream`] forwards an allowed call; the answer is
 //!    captured and recorded as `completed` (or `failed`). A held call goes to
 //!    [`proxy::hold::wait`] instead: [`approval`] indexes it, notifies
