@@ -1,5 +1,6 @@
 //! Wires a validated config into a running service: the record store and
-//! its writer, the policy, the route clients, both listeners, and shutdown.
+//! its writer, the policy and its threads, the route clients, both
+//! listeners (the admin one on its own thread), and shutdown.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,8 +13,7 @@ use tokio::sync::watch;
 use crate::approval::Reviewers;
 use crate::audit::store::Store;
 use crate::config::Config;
-use crate::http::Handler;
-use crate::http::TlsSource;
+use crate::http::{Handler, ListenerLimits, TlsSource};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::proxy::forward::Upstream;
@@ -33,12 +33,18 @@ pub struct Shared {
     pub admin_token: Option<String>,
     /// Agents of this process waiting on held actions.
     pub waiters: crate::approval::Waiters,
+    /// What this process's held actions keep out of the record.
+    pub sealed: crate::approval::SealedParts,
     /// This process's id in the record (forward claims name their owner).
     pub instance: String,
     /// Notification hooks.
     pub hooks: Vec<crate::approval::notify::Hook>,
     /// HTTP client for notifications.
     pub notifier: reqwest::Client,
+    /// The threads that evaluate the policy.
+    pub policy_pool: crate::policy::pool::Pool,
+    /// The budget for buffered request bodies.
+    pub body_budget: crate::proxy::budget::Budget,
     /// Base of review URLs in notices (the admin listener as reviewers reach it).
     pub admin_url: String,
     policy: RwLock<Arc<Policy>>,
@@ -210,6 +216,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
     }
     let notifier = crate::proxy::forward::outbound_client("notify")?;
+    let policy_pool =
+        crate::policy::pool::Pool::start(config.policy_pool.workers, config.policy_pool.queue)
+            .context("cannot start the policy threads")?;
+    let body_budget = crate::proxy::budget::Budget::new(
+        config.limits.max_buffered_body_bytes,
+        metrics.buffered_body_bytes.clone(),
+    );
     let proxy_listener = crate::http::bind(config.listen, "proxy").await?;
     let admin_listener = crate::http::bind(config.admin.listen, "admin listener").await?;
     let proxy_addr = proxy_listener.local_addr()?;
@@ -228,9 +241,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         routes,
         admin_token,
         waiters: crate::approval::Waiters::default(),
+        sealed: crate::approval::SealedParts::default(),
         instance: instance_id(),
         hooks,
         notifier,
+        policy_pool,
+        body_budget,
         admin_url,
         policy: RwLock::new(Arc::new(policy)),
         reviewers: RwLock::new(Arc::new(reviewers)),
@@ -258,25 +274,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let s = shared.clone();
     let proxy: Handler =
         Arc::new(move |req| Box::pin(crate::proxy::pipeline::handle(s.clone(), req, scheme)));
-    let s = shared.clone();
-    let admin: Handler = Arc::new(move |req| Box::pin(crate::admin::handle(s.clone(), req)));
+    let admin = crate::admin::handler(shared.clone(), tokio::runtime::Handle::current());
+    let limits = &shared.config.limits;
+    let admin_limits = ListenerLimits::admin(limits, shared.metrics.admin_listener.clone());
+    let admin_done = spawn_admin(admin_listener, tls.clone(), admin, rx.clone(), admin_limits)?;
     let tasks = vec![
         tokio::spawn(crate::http::serve(
             proxy_listener,
-            tls.clone(),
+            tls,
             proxy,
             rx.clone(),
             GRACE,
             "proxy",
+            ListenerLimits::proxy(limits, shared.metrics.proxy_listener.clone()),
         )),
-        tokio::spawn(crate::http::serve(
-            admin_listener,
-            tls,
-            admin,
-            rx.clone(),
-            GRACE,
-            "admin",
-        )),
+        tokio::spawn(async move {
+            let _ = admin_done.await;
+        }),
         tokio::spawn(crate::reload::watch(shared.clone(), rx.clone())),
         tokio::spawn(crate::approval::sweep::run(shared.clone(), rx)),
     ];
@@ -301,33 +315,70 @@ fn instance_id() -> String {
     }
 }
 
+/// Serves the admin listener on a thread of its own with a one-thread
+/// runtime, so no load on the proxy (connections, bodies, policy
+/// evaluations) can keep a health check, a readiness probe or a review
+/// waiting for a worker. The returned receiver completes when it has shut
+/// down.
+fn spawn_admin(
+    listener: tokio::net::TcpListener,
+    tls: Option<TlsSource>,
+    handler: Handler,
+    shutdown: watch::Receiver<bool>,
+    limits: ListenerLimits,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    // Moved between runtimes as a std listener: a tokio one belongs to the
+    // runtime that registered it.
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the admin listener's runtime")?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("countersign-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        crate::http::serve(listener, tls, handler, shutdown, GRACE, "admin", limits)
+                            .await
+                    }
+                    Err(e) => tracing::error!(error = %e, "the admin listener could not start"),
+                }
+            });
+            let _ = done.send(());
+        })
+        .context("cannot start the admin listener's thread")?;
+    Ok(finished)
+}
+
 /// `countersign serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // The handlers are in place before the process says it is serving, so
+    // a SIGTERM right after that line still shuts down gracefully.
+    let signal = shutdown_signal()?;
     let running = start(config).await?;
-    shutdown_signal().await;
+    signal.await;
     tracing::info!("shutting down: no new connections; finishing in-flight calls");
     running.stop().await;
     tracing::info!("stopped; every queued record is committed");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers SIGTERM and Ctrl-C now; the future completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    Ok(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+    })
 }

@@ -3,7 +3,10 @@
 //! intent, and its evidence items (each sent once, named, at most
 //! [`MAX_AGENT_HEADER_BYTES`]). Two
 //! views come out of it: the policy input (full values, in memory only) and
-//! the record (allowlisted header values only, everything else `[redacted]`).
+//! the record (allowlisted header values only, everything else `[redacted]`;
+//! query parameters with secret names `[redacted]`; the body cut at
+//! `capture.max_recorded_body_bytes`). The values it redacts become the
+//! call's [`Secrets`], scrubbed from whatever else is recorded.
 
 use std::collections::BTreeMap;
 
@@ -13,12 +16,29 @@ use hyper::http::request::Parts;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::audit::redact::{Secrets, SecretsBuilder};
 use crate::config::CaptureConfig;
 use crate::proxy::body::{self, BodyError, Parsed};
 use crate::proxy::target::Target;
 
-/// The value that replaces a header value not on the allowlist.
+/// The value that replaces a redacted header value, query value or secret.
 pub const REDACTED: &str = "[redacted]";
+
+/// Request headers whose values are never treated as secrets, even off the
+/// allowlist: the record keeps them elsewhere anyway (`host`, `body_size`)
+/// or they only describe the connection. Scrubbing their values from text
+/// would blank the recorded host and common words, protecting nothing.
+const NOT_SECRET: [&str; 9] = [
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Who is acting, as the agent declares it.
 #[derive(Debug, Clone, Default)]
@@ -269,9 +289,45 @@ impl CapturedRequest {
         }
     }
 
+    /// Path plus query as the record shows it: the values of query
+    /// parameters named in `capture.redact_query` are `[redacted]`.
+    pub fn recorded_path_and_query(&self, cfg: &CaptureConfig) -> String {
+        recorded_path_and_query(&self.path_and_query(), &cfg.redact_query)
+    }
+
+    /// The values the record must not carry anywhere: header values off the
+    /// allowlist (but see `NOT_SECRET`) and the values of redacted query
+    /// parameters, decoded and as sent. The caller adds the route's
+    /// upstream credential.
+    pub fn secrets(&self, cfg: &CaptureConfig) -> SecretsBuilder {
+        let mut b = Secrets::builder();
+        for (name, value) in &self.headers {
+            if !cfg.headers_allow.contains(name) && !NOT_SECRET.contains(&name.as_str()) {
+                b.value(value);
+            }
+        }
+        for (name, values) in &self.query_map {
+            if cfg.redact_query.contains(&name.to_ascii_lowercase()) {
+                for v in values.as_array().into_iter().flatten() {
+                    if let Some(v) = v.as_str() {
+                        b.value(v);
+                    }
+                }
+            }
+        }
+        for (name, raw) in query_pairs(self.query.as_deref().unwrap_or_default()) {
+            if cfg.redact_query.contains(&name.to_ascii_lowercase()) {
+                b.form(raw);
+            }
+        }
+        b
+    }
+
     /// The request as the record keeps it: header values off the allowlist
-    /// are replaced, the body is kept as JSON, text, or base64.
-    /// `url` is where the call goes (none when no route took it).
+    /// and secret query values are replaced; the body is kept as JSON,
+    /// text, or base64, cut at `capture.max_recorded_body_bytes` (its
+    /// digest and size are the whole body's). `url` is the recorded one
+    /// (none when no route took the call).
     pub fn record_view(&self, cfg: &CaptureConfig, url: Option<&str>) -> Value {
         let headers: Map<String, Value> = self
             .headers
@@ -285,28 +341,50 @@ impl CapturedRequest {
                 (n.clone(), Value::String(kept))
             })
             .collect();
+        let query: Map<String, Value> = self
+            .query_map
+            .iter()
+            .map(|(name, values)| {
+                if cfg.redact_query.contains(&name.to_ascii_lowercase()) {
+                    let n = values.as_array().map_or(1, Vec::len);
+                    (name.clone(), json!(vec![REDACTED; n]))
+                } else {
+                    (name.clone(), values.clone())
+                }
+            })
+            .collect();
+        let target = self.recorded_path_and_query(cfg);
+        let query_redacted = target != self.path_and_query();
         let mut view = json!({
             "method": self.method,
             "url": url,
             "scheme": self.scheme,
             "host": self.host,
             "path": self.path,
-            "target": self.path_and_query(),
-            "query": self.query_map,
+            "target": target,
+            "query": query,
             "headers": headers,
-            "body": self.body_record(),
+            "body": self.body_record(cfg.max_recorded_body_bytes as usize),
             "body_sha256": self.body_sha256,
             "body_size": self.body.len(),
         });
         if let Some(sent) = &self.as_sent {
-            view["as_sent"] = json!(sent);
+            // The spelling as sent carries the query as sent: with secret
+            // values in it, only its path is kept.
+            view["as_sent"] = match (query_redacted, sent.split_once('?')) {
+                (true, Some((path, _))) => json!(format!("{path}?{REDACTED}")),
+                _ => json!(sent),
+            };
         }
         view
     }
 
-    /// The whole body as the record keeps it, from the JSON parsed once;
-    /// a form body is kept as the text it was.
-    fn body_record(&self) -> Value {
+    /// The body as the record keeps it, up to `max` bytes: a whole JSON
+    /// body from the JSON parsed once; a form body as the text it was.
+    fn body_record(&self, max: usize) -> Value {
+        if self.body.len() > max {
+            return body_view_of(&self.body[..max], true);
+        }
         match (&self.body_parsed, self.body.is_empty()) {
             (_, true) => json!({"encoding": "empty"}),
             (Parsed::Json(parsed), false) => json!({"encoding": "json", "json": parsed}),
@@ -349,17 +427,60 @@ pub fn request_digest(method: &str, url: &str, body_sha256: &str, evidence: &Val
 /// A body as the record keeps it, cut at `max` bytes: parsed JSON when it is
 /// JSON and whole, UTF-8 text when it is text, base64 otherwise.
 pub fn body_view(body: &[u8], max: usize) -> Value {
-    if body.is_empty() {
+    body_view_of(&body[..body.len().min(max)], body.len() > max)
+}
+
+/// The record's view of `kept`, the first bytes of a body, or all of it
+/// when `truncated` is false.
+pub fn body_view_of(kept: &[u8], truncated: bool) -> Value {
+    if kept.is_empty() && !truncated {
         return json!({"encoding": "empty"});
     }
-    let truncated = body.len() > max;
-    let kept = &body[..body.len().min(max)];
     if !truncated {
         if let Ok(v) = serde_json::from_slice::<Value>(kept) {
             return json!({"encoding": "json", "json": v});
         }
     }
     text_or_base64(kept, truncated)
+}
+
+/// `path_and_query` with the values of query parameters named in `names`
+/// (lower-case, matched case-insensitively after percent-decoding)
+/// replaced by `[redacted]`; everything else exactly as sent.
+pub fn recorded_path_and_query(
+    path_and_query: &str,
+    names: &std::collections::BTreeSet<String>,
+) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_string();
+    };
+    let pieces: Vec<String> = query
+        .split('&')
+        .map(|piece| match piece.split_once('=') {
+            Some((raw_name, _)) if names.contains(&decoded_name(raw_name)) => {
+                format!("{raw_name}={REDACTED}")
+            }
+            _ => piece.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", pieces.join("&"))
+}
+
+/// A query parameter name as `form_urlencoded` decodes it, lower-case.
+fn decoded_name(raw: &str) -> String {
+    form_urlencoded::parse(raw.as_bytes())
+        .next()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Each `name=value` piece of a raw query: the decoded name and the value
+/// exactly as sent.
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, &str)> {
+    query
+        .split('&')
+        .filter_map(|piece| piece.split_once('='))
+        .map(|(name, raw)| (decoded_name(name), raw))
 }
 
 /// A body that is not (whole) JSON: UTF-8 text when it is text, base64 otherwise.
@@ -401,6 +522,16 @@ mod tests {
         assert_eq!(cut["encoding"], "text");
         assert_eq!(cut["truncated"], true);
         assert_eq!(body_view(&[0xff, 0x00], 10)["encoding"], "base64");
+    }
+
+    #[test]
+    fn secret_query_values_are_redacted_as_sent() {
+        let names = ["api_key".to_string(), "sig".to_string()].into();
+        assert_eq!(
+            recorded_path_and_query("/v1/x?API%5Fkey=s3cr%2Ft&a=1&sig&sig=&b=api_key", &names),
+            "/v1/x?API%5Fkey=[redacted]&a=1&sig&sig=[redacted]&b=api_key"
+        );
+        assert_eq!(recorded_path_and_query("/v1/x", &names), "/v1/x");
     }
 
     #[test]

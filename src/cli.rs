@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::audit::record::State;
 use crate::audit::store::backend::{Backend, ListFilter};
 use crate::audit::store::{connect, connect_read_only, verify_chain, Verdict};
-use crate::audit::view::{action_json, action_text};
+use crate::audit::view::{action_json, action_text, printable};
 use crate::config::Config;
 use crate::config::StoreUrl;
 
@@ -451,19 +451,22 @@ fn audit_list(
         "ACTION", "CREATED", "STATE", "STATUS", "RISK", "ROUTE", "AGENT"
     );
     for r in rows {
+        // The agent chose some of these (its id, the path): escaped like
+        // `audit show`, so a row is one line and cannot forge another.
+        let p = |s: String| printable(&s);
         println!(
             "{:<32}  {:<27}  {:<9}  {:<6}  {:<8}  {:<12}  {:<14}  {} {}",
-            r.action_id,
-            r.created_at,
-            r.state,
+            p(r.action_id),
+            p(r.created_at),
+            p(r.state),
             r.upstream_status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
-            r.risk.unwrap_or_else(|| "-".into()),
-            r.route.unwrap_or_default(),
-            r.agent.unwrap_or_else(|| "-".into()),
-            r.method.unwrap_or_default(),
-            r.path.unwrap_or_default()
+            p(r.risk.unwrap_or_else(|| "-".into())),
+            p(r.route.unwrap_or_default()),
+            p(r.agent.unwrap_or_else(|| "-".into())),
+            p(r.method.unwrap_or_default()),
+            p(r.path.unwrap_or_default())
         );
     }
     Ok(())

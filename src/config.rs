@@ -45,6 +45,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 fn default_listen() -> String {
@@ -125,6 +127,10 @@ struct RawPolicy {
     timeout: String,
     #[serde(default = "default_engine")]
     engine: String,
+    /// Absent: one per available core.
+    workers: Option<usize>,
+    #[serde(default = "default_policy_queue")]
+    queue: usize,
 }
 
 impl Default for RawPolicy {
@@ -135,8 +141,14 @@ impl Default for RawPolicy {
             input: default_input(),
             timeout: default_policy_timeout(),
             engine: default_engine(),
+            workers: None,
+            queue: default_policy_queue(),
         }
     }
+}
+
+fn default_policy_queue() -> usize {
+    256
 }
 
 fn default_policy_dir() -> String {
@@ -166,6 +178,10 @@ struct RawCapture {
     max_body_bytes: u64,
     #[serde(default = "default_max_response")]
     max_response_bytes: u64,
+    #[serde(default = "default_max_recorded_body")]
+    max_recorded_body_bytes: u64,
+    #[serde(default = "default_redact_query")]
+    redact_query: Vec<String>,
     #[serde(default = "default_body_timeout")]
     body_timeout: String,
     #[serde(default)]
@@ -179,6 +195,8 @@ impl Default for RawCapture {
             response_headers: default_response_headers(),
             max_body_bytes: default_max_body(),
             max_response_bytes: default_max_response(),
+            max_recorded_body_bytes: default_max_recorded_body(),
+            redact_query: default_redact_query(),
             body_timeout: default_body_timeout(),
             agent_headers: RawAgentHeaders::default(),
         }
@@ -206,6 +224,37 @@ fn default_max_body() -> u64 {
 }
 fn default_max_response() -> u64 {
     64 * 1024
+}
+fn default_max_recorded_body() -> u64 {
+    64 * 1024
+}
+/// Query parameter names whose values are secrets in common APIs (API keys,
+/// OAuth tokens, passwords, signed-URL signatures and credentials).
+fn default_redact_query() -> Vec<String> {
+    [
+        "access_token",
+        "api-key",
+        "api_key",
+        "apikey",
+        "auth",
+        "client_secret",
+        "id_token",
+        "key",
+        "passwd",
+        "password",
+        "refresh_token",
+        "secret",
+        "sig",
+        "signature",
+        "token",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-amz-signature",
+        "x-goog-credential",
+        "x-goog-signature",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_body_timeout() -> String {
     "30s".into()
@@ -347,6 +396,55 @@ fn default_busy_timeout() -> String {
     "5s".into()
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_admin_max_connections")]
+    admin_max_connections: usize,
+    #[serde(default = "default_max_buffered_body_bytes")]
+    max_buffered_body_bytes: u64,
+    #[serde(default = "default_header_read_timeout")]
+    header_read_timeout: String,
+    #[serde(default = "default_max_header_bytes")]
+    max_header_bytes: usize,
+    #[serde(default = "default_max_headers")]
+    max_headers: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: default_max_connections(),
+            admin_max_connections: default_admin_max_connections(),
+            max_buffered_body_bytes: default_max_buffered_body_bytes(),
+            header_read_timeout: default_header_read_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_admin_max_connections() -> usize {
+    64
+}
+fn default_max_buffered_body_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_header_read_timeout() -> String {
+    "10s".into()
+}
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLog {
@@ -375,6 +473,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Where the policies are and how they are asked.
     pub policy: PolicyConfig,
+    /// Where the policy runs: `policy.workers` and `policy.queue`.
+    pub policy_pool: PolicyPoolConfig,
     /// What is captured from requests and responses.
     pub capture: CaptureConfig,
     /// How held calls wait.
@@ -387,6 +487,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The system log.
     pub log: LogConfig,
+    /// What one process accepts at once: connections, buffered bytes, header sizes.
+    pub limits: LimitsConfig,
 }
 
 /// Admin listener settings.
@@ -502,6 +604,41 @@ pub struct PolicyConfig {
     pub engine: EngineChoice,
 }
 
+/// The threads that evaluate the policy, off the async workers that serve
+/// connections.
+#[derive(Debug, Clone)]
+pub struct PolicyPoolConfig {
+    /// Evaluation threads (`policy.workers`; one per available core by default).
+    pub workers: usize,
+    /// Evaluations waiting for a free thread (`policy.queue`); when it is
+    /// full the call is refused at once with 503 (`policy_overloaded`).
+    pub queue: usize,
+}
+
+/// Bounds on what one process takes on at once, so a flood of connections
+/// or slow bodies is refused instead of exhausting memory or file handles.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Open connections on the proxy listener; beyond it new connections
+    /// wait in the kernel's accept backlog.
+    pub max_connections: usize,
+    /// Open connections on the admin listener, counted apart so a proxy
+    /// flood never locks out health checks and reviewers.
+    pub admin_max_connections: usize,
+    /// Request body bytes buffered across all calls; a call whose body does
+    /// not fit is refused with 503 (`overloaded`).
+    pub max_buffered_body_bytes: u64,
+    /// Time a client has to send a request's headers (and, with TLS, to
+    /// finish the handshake); also how long an idle keep-alive connection
+    /// is kept.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; larger
+    /// gets 431. Also bounds each connection's read buffer.
+    pub max_header_bytes: usize,
+    /// Most header lines in one request; more gets 431.
+    pub max_headers: usize,
+}
+
 /// Agent header names (lower-case).
 #[derive(Debug, Clone)]
 pub struct AgentHeaders {
@@ -537,6 +674,13 @@ pub struct CaptureConfig {
     pub max_body_bytes: u64,
     /// Response bytes kept in the record (the full SHA-256 is always kept).
     pub max_response_bytes: u64,
+    /// Request body bytes kept in the record's `request.body` (the full
+    /// SHA-256 and size are always kept; a held action's forward keeps the
+    /// whole body, as it must).
+    pub max_recorded_body_bytes: u64,
+    /// Query parameter names (lower-case) whose values the record keeps as
+    /// `[redacted]`; the policy and the upstream still get the real values.
+    pub redact_query: BTreeSet<String>,
     /// Time allowed to receive a request body.
     pub body_timeout: Duration,
     /// Agent header names.
@@ -872,6 +1016,26 @@ impl Validator<'_> {
             },
         };
 
+        let policy_pool = PolicyPoolConfig {
+            workers: match raw.policy.workers {
+                None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                Some(n) if (1..=MAX_POLICY_WORKERS).contains(&n) => n,
+                Some(n) => {
+                    return Err(format!(
+                        "policy.workers: {n} must be from 1 to {MAX_POLICY_WORKERS}"
+                    ))
+                }
+            },
+            queue: match raw.policy.queue {
+                n if (1..=MAX_POLICY_QUEUE).contains(&n) => n,
+                n => {
+                    return Err(format!(
+                        "policy.queue: {n} must be from 1 to {MAX_POLICY_QUEUE}"
+                    ))
+                }
+            },
+        };
+
         let c = raw.capture;
         if c.max_body_bytes == 0 {
             return Err("capture.max_body_bytes must be greater than zero".into());
@@ -887,6 +1051,8 @@ impl Validator<'_> {
             response_headers: lower(c.response_headers),
             max_body_bytes: c.max_body_bytes,
             max_response_bytes: c.max_response_bytes,
+            max_recorded_body_bytes: c.max_recorded_body_bytes,
+            redact_query: lower(c.redact_query),
             body_timeout: duration("capture.body_timeout", &c.body_timeout)?,
             agent_headers: AgentHeaders {
                 id: ah.id.to_ascii_lowercase(),
@@ -1037,6 +1203,8 @@ impl Validator<'_> {
             level: raw.log.level.unwrap_or_else(|| "info".into()),
         };
 
+        let limits = validate_limits(raw.limits, &capture)?;
+
         Ok(Config {
             file: file.to_path_buf(),
             listen,
@@ -1044,14 +1212,61 @@ impl Validator<'_> {
             tls,
             routes,
             policy,
+            policy_pool,
             capture,
             hold,
             reviewers,
             notify,
             audit,
             log,
+            limits,
         })
     }
+}
+
+const MAX_POLICY_WORKERS: usize = 1024;
+const MAX_POLICY_QUEUE: usize = 1 << 20;
+/// hyper's smallest read buffer; a smaller header limit could not be honoured.
+const MIN_HEADER_BYTES: usize = 8192;
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
+fn validate_limits(raw: RawLimits, capture: &CaptureConfig) -> Result<LimitsConfig, String> {
+    if raw.max_connections == 0 {
+        return Err("limits.max_connections must be greater than zero".into());
+    }
+    if raw.admin_max_connections == 0 {
+        return Err("limits.admin_max_connections must be greater than zero".into());
+    }
+    if raw.max_buffered_body_bytes < capture.max_body_bytes {
+        return Err(format!(
+            "limits.max_buffered_body_bytes ({}) must be at least capture.max_body_bytes ({}), or a call with a body of the allowed size could never be accepted",
+            raw.max_buffered_body_bytes, capture.max_body_bytes
+        ));
+    }
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&raw.max_header_bytes) {
+        return Err(format!(
+            "limits.max_header_bytes: {} must be from {MIN_HEADER_BYTES} to {MAX_HEADER_BYTES}",
+            raw.max_header_bytes
+        ));
+    }
+    if !(1..=10_000).contains(&raw.max_headers) {
+        return Err(format!(
+            "limits.max_headers: {} must be from 1 to 10000",
+            raw.max_headers
+        ));
+    }
+    let header_read_timeout = duration("limits.header_read_timeout", &raw.header_read_timeout)?;
+    if header_read_timeout.is_zero() {
+        return Err("limits.header_read_timeout must be greater than zero".into());
+    }
+    Ok(LimitsConfig {
+        max_connections: raw.max_connections,
+        admin_max_connections: raw.admin_max_connections,
+        max_buffered_body_bytes: raw.max_buffered_body_bytes,
+        header_read_timeout,
+        max_header_bytes: raw.max_header_bytes,
+        max_headers: raw.max_headers,
+    })
 }
 
 impl Config {
@@ -1157,6 +1372,21 @@ mod tests {
         assert_eq!(c.hold.wait, Duration::from_secs(25));
         assert_eq!(c.capture.max_body_bytes, 1024 * 1024);
         assert_eq!(c.routes[0].timeout, Duration::from_secs(30));
+        assert_eq!(c.capture.max_recorded_body_bytes, 64 * 1024);
+        assert!(c.capture.redact_query.contains("api_key"));
+    }
+
+    #[test]
+    fn redacted_query_names_are_lower_case() {
+        let c = parse(&format!(
+            "{MINIMAL}capture: {{ redact_query: [X-Sig], max_recorded_body_bytes: 0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.capture.redact_query,
+            BTreeSet::from(["x-sig".to_string()])
+        );
+        assert_eq!(c.capture.max_recorded_body_bytes, 0);
     }
 
     #[test]
@@ -1245,6 +1475,39 @@ mod tests {
         }
         let e = parse(&MINIMAL.replace("127.0.0.1:1", "127.0.0.1:1/api?x=1")).unwrap_err();
         assert!(e.message.starts_with("routes[0].upstream:"), "{e}");
+    }
+
+    #[test]
+    fn limits_get_documented_defaults_and_are_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.limits.max_connections, 1024);
+        assert_eq!(c.limits.admin_max_connections, 64);
+        assert_eq!(c.limits.max_buffered_body_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.max_header_bytes, 64 * 1024);
+        assert_eq!(c.limits.max_headers, 100);
+        assert_eq!(c.policy_pool.queue, 256);
+        assert!(c.policy_pool.workers >= 1);
+        for (yaml, field) in [
+            ("limits: { max_connections: 0 }", "limits.max_connections"),
+            (
+                "limits: { max_buffered_body_bytes: 1000 }",
+                "limits.max_buffered_body_bytes",
+            ),
+            (
+                "limits: { max_header_bytes: 100 }",
+                "limits.max_header_bytes",
+            ),
+            (
+                "limits: { header_read_timeout: 0s }",
+                "limits.header_read_timeout",
+            ),
+            ("policy: { workers: 0 }", "policy.workers"),
+            ("policy: { queue: 0 }", "policy.queue"),
+        ] {
+            let e = parse(&format!("{MINIMAL}{yaml}\n")).unwrap_err();
+            assert!(e.message.starts_with(field), "{yaml}: {e}");
+        }
     }
 
     #[test]

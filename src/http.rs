@@ -1,5 +1,6 @@
 //! HTTP plumbing shared by both listeners: the response body type, JSON
-//! answers, and the accept loop with TLS and graceful shutdown.
+//! answers, and the accept loop with its connection limit, header limits,
+//! TLS and graceful shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,8 +15,11 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::LimitsConfig;
+use crate::metrics::ListenerMetrics;
 
 /// Error type of streamed bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -90,8 +94,106 @@ pub type Handler = Arc<
     dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
 >;
 
+/// How one listener bounds what its clients can hold.
+#[derive(Clone)]
+pub struct ListenerLimits {
+    /// Connections open at once; at the limit the listener stops accepting
+    /// and new connections wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time to send a request head (and to finish a TLS handshake); an idle
+    /// keep-alive connection is closed after it too.
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes (431 beyond); bounds the read buffer.
+    pub max_header_bytes: usize,
+    /// Most header lines in a request (431 beyond).
+    pub max_headers: usize,
+    /// Where the open connections and limit hits are counted.
+    pub metrics: Arc<ListenerMetrics>,
+}
+
+impl ListenerLimits {
+    /// The proxy listener's limits.
+    pub fn proxy(limits: &LimitsConfig, metrics: Arc<ListenerMetrics>) -> ListenerLimits {
+        ListenerLimits::with(limits, limits.max_connections, metrics)
+    }
+
+    /// The admin listener's limits: its own, smaller, connection count.
+    pub fn admin(limits: &LimitsConfig, metrics: Arc<ListenerMetrics>) -> ListenerLimits {
+        ListenerLimits::with(limits, limits.admin_max_connections, metrics)
+    }
+
+    fn with(
+        limits: &LimitsConfig,
+        max_connections: usize,
+        metrics: Arc<ListenerMetrics>,
+    ) -> ListenerLimits {
+        ListenerLimits {
+            max_connections,
+            header_read_timeout: limits.header_read_timeout,
+            max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+            metrics,
+        }
+    }
+
+    fn http1(&self) -> hyper::server::conn::http1::Builder {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_header_size(self.max_header_bytes)
+            // The read buffer holds at most one request head; without this
+            // hyper lets each connection grow it to ~400 KB.
+            .max_buf_size(self.max_header_bytes.max(MIN_BUF_SIZE))
+            .keep_alive(true);
+        // hyper keeps up to 100 header slots on the stack; asking for any
+        // other number moves them to the heap on every request.
+        if self.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+            builder.max_headers(self.max_headers);
+        }
+        builder
+    }
+}
+
+/// hyper's smallest allowed read buffer.
+const MIN_BUF_SIZE: usize = 8192;
+/// hyper's own header count limit.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+/// How often "connection limit reached" is logged at most.
+const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One connection's place under the listener's limit, held for the
+/// connection's life and counted in the open-connections gauge.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<ListenerMetrics>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, metrics: Arc<ListenerMetrics>) -> Slot {
+        metrics.open.add(1);
+        Slot {
+            _permit: permit,
+            metrics,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.open.sub(1);
+    }
+}
+
 /// Accepts connections until `shutdown` turns true, then waits up to
 /// `grace` for in-flight exchanges to finish.
+///
+/// At most `limits.max_connections` connections are open at once. At the
+/// limit the loop stops calling `accept`: new connections wait in the
+/// kernel's backlog (and are served, in order, as slots free up) instead of
+/// costing a task, buffers and a file handle here. Accepting and closing
+/// them at once would tell the client sooner, but it turns a flood into a
+/// busy loop of accepts and closes, and drops calls that could have waited.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsSource>,
@@ -99,26 +201,38 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
     what: &'static str,
+    limits: ListenerLimits,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true);
+    let builder = limits.http1();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut last_warned: Option<std::time::Instant> = None;
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(listener = what, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                limits.metrics.limit_reached.inc();
+                if last_warned.is_none_or(|t| t.elapsed() >= LIMIT_LOG_INTERVAL) {
+                    last_warned = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        listener = what,
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait in the backlog"
+                    );
                 }
-            },
-            _ = shutdown.changed() => break,
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = shutdown.changed() => break,
+                }
+            }
         };
+        let Some((stream, peer)) = accept(&listener, &mut shutdown, what).await else {
+            break;
+        };
+        let slot = Slot::new(permit, limits.metrics.clone());
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |req| {
@@ -130,6 +244,7 @@ pub async fn serve(
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -139,9 +254,11 @@ pub async fn serve(
                 let acceptor = source.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
+                let handshake_timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let stream = match tokio::time::timeout(
-                        Duration::from_secs(10),
+                        handshake_timeout,
                         acceptor.accept(stream),
                     )
                     .await
@@ -168,9 +285,46 @@ pub async fn serve(
     }
 }
 
+/// The next connection, or `None` once shutdown is signalled.
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+    what: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return None,
+        }
+    }
+}
+
+/// How many completed connections the kernel keeps waiting for `accept`:
+/// the waiting room while a listener is at its connection limit (the
+/// kernel caps it at `net.core.somaxconn`).
+const ACCEPT_BACKLOG: u32 = 1024;
+
 /// Binds a listener, naming the address in the error.
 pub async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std and tokio do: a restart can bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(ACCEPT_BACKLOG)
+    };
+    listen().map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen on {addr} for the {what}: {e}"),

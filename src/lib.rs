@@ -6,19 +6,25 @@
 //!
 //! Follow one call through the modules:
 //!
-//! 1. [`http::serve`] accepts the connection (plain or TLS) on the proxy listener.
+//! 1. [`http::serve`] accepts the connection (plain or TLS) on the proxy
+//!    listener, within its connection and request-head limits
+//!    ([`http::ListenerLimits`]).
 //! 2. [`proxy::pipeline::handle`] walks the call: it puts the request target
 //!    in its one canonical form ([`proxy::target`]: what routes, what the
 //!    policy judges, what is recorded and forwarded), picks the
-//!    [`proxy::Route`], checks the method, reads the body within
-//!    `capture.max_body_bytes`, and captures it as a
-//!    [`capture::CapturedRequest`] (agent, evidence, headers; JSON and form
-//!    bodies read by [`proxy::body`]).
+//!    [`proxy::Route`], checks the method, takes in the body
+//!    ([`proxy::receive`]) within `capture.max_body_bytes` and the shared
+//!    [`proxy::budget`], and captures it as a [`capture::CapturedRequest`]
+//!    (agent, evidence, headers; JSON and form bodies read by
+//!    [`proxy::body`]).
 //! 3. [`policy::input::build`] turns it into the policy input; [`policy::Policy`]
-//!    evaluates it (bytecode VM or interpreter) and
+//!    evaluates it (bytecode VM or interpreter) on a thread of
+//!    [`policy::pool`], never on the async workers, and
 //!    [`policy::decision::check`] holds the result to the contract.
 //! 4. The `decided` record is committed through [`audit::store::Store`]
-//!    before anything is forwarded (write-ahead, group commit).
+//!    before anything is forwarded (write-ahead, group commit). Every record
+//!    of the call is first scrubbed of the call's secrets
+//!    ([`audit::redact`]: the values capture redacted, the route's credential).
 //! 5. [`proxy::forward::Upstream`] forwards an allowed call; the answer is
 //!    captured and recorded as `completed` (or `failed`). A held call goes to
 //!    [`proxy::hold::wait`] instead: [`approval`] indexes it, notifies
@@ -27,8 +33,9 @@
 //!    [`approval::identity`] separation of duties) and forwards it once approved
 //!    ([`approval::execute`]); [`approval::recover`] restores held actions
 //!    after a restart.
-//! 6. [`admin`] serves health, metrics and the actions API, rebuilt from the
-//!    records by [`audit::view`]; [`cli`] reads the same records offline.
+//! 6. [`admin`] serves health, metrics and the actions API (on a thread of
+//!    its own), rebuilt from the records by [`audit::view`]; [`cli`] reads
+//!    the same records offline.
 //!
 //! [`config`] turns YAML into validated types; [`app`] wires it all and owns
 //! shutdown; [`reload`] applies policy, reviewer and certificate changes;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A monotonically increasing count.
 #[derive(Default)]
@@ -19,6 +19,47 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+}
+
+/// A value that goes up and down (open connections, buffered bytes).
+#[derive(Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Takes `n` away (never below zero).
+    pub fn sub(&self, n: u64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
+    /// Adds `n` unless the result would exceed `limit`; says whether it did.
+    /// One atomic step, so concurrent callers can never overshoot together.
+    pub fn try_add(&self, n: u64, limit: u64) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                v.checked_add(n).filter(|total| *total <= limit)
+            })
+            .is_ok()
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What one listener reports: its open connections and how often it was full.
+#[derive(Default)]
+pub struct ListenerMetrics {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Times the listener reached its connection limit and stopped accepting.
+    pub limit_reached: Counter,
 }
 
 /// Bucket upper bounds in seconds, from 50 µs to 10 s.
@@ -81,7 +122,7 @@ pub struct Metrics {
     refusals: Mutex<BTreeMap<String, u64>>,
     /// Upstream responses by status class.
     upstream_responses: Mutex<BTreeMap<String, u64>>,
-    /// Policy evaluation latency.
+    /// Policy decision latency, waiting for a policy thread included.
     pub policy_eval_seconds: Histogram,
     /// Upstream latency until response headers.
     pub upstream_seconds: Histogram,
@@ -99,6 +140,12 @@ pub struct Metrics {
     notifications: Mutex<BTreeMap<String, u64>>,
     /// Time from hold to resolution (approved, rejected, expired, cancelled).
     pub hold_resolution_seconds: Histogram,
+    /// The proxy listener's connections.
+    pub proxy_listener: Arc<ListenerMetrics>,
+    /// The admin listener's connections.
+    pub admin_listener: Arc<ListenerMetrics>,
+    /// Request body bytes buffered now, against `limits.max_buffered_body_bytes`.
+    pub buffered_body_bytes: Arc<Gauge>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -219,7 +266,7 @@ impl Metrics {
         }
         self.policy_eval_seconds.render(
             "countersign_policy_eval_seconds",
-            "Time to evaluate the policy for one call.",
+            "Time from asking for a decision to getting it (waiting for a policy thread included).",
             &mut out,
         );
         self.upstream_seconds.render(
@@ -252,6 +299,33 @@ impl Metrics {
                 "countersign_reload_failures_total{{what=\"{what}\"}} {n}"
             );
         }
+        out.push_str("# HELP countersign_open_connections Connections open now, by listener.\n# TYPE countersign_open_connections gauge\n");
+        for (listener, m) in [
+            ("proxy", &self.proxy_listener),
+            ("admin", &self.admin_listener),
+        ] {
+            let _ = writeln!(
+                out,
+                "countersign_open_connections{{listener=\"{listener}\"}} {}",
+                m.open.get()
+            );
+        }
+        out.push_str("# HELP countersign_connection_limit_reached_total Times a listener reached its connection limit and stopped accepting, by listener.\n# TYPE countersign_connection_limit_reached_total counter\n");
+        for (listener, m) in [
+            ("proxy", &self.proxy_listener),
+            ("admin", &self.admin_listener),
+        ] {
+            let _ = writeln!(
+                out,
+                "countersign_connection_limit_reached_total{{listener=\"{listener}\"}} {}",
+                m.limit_reached.get()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP countersign_buffered_body_bytes Request body bytes buffered now (limits.max_buffered_body_bytes bounds it).\n# TYPE countersign_buffered_body_bytes gauge\ncountersign_buffered_body_bytes {}",
+            self.buffered_body_bytes.get()
+        );
         let _ = writeln!(
             out,
             "# HELP countersign_policy_info The policy revision in force.\n# TYPE countersign_policy_info gauge\ncountersign_policy_info{{revision=\"{policy_revision}\",engine=\"{policy_engine}\"}} 1"

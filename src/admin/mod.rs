@@ -1,5 +1,6 @@
 //! The admin listener: health, readiness and metrics without a token; the
 //! actions API behind the bearer admin token; the signed review webhook.
+//! It runs on its own thread (see [`handler`]).
 
 mod review;
 
@@ -15,6 +16,32 @@ use crate::audit::record::State;
 use crate::audit::store::backend::ListFilter;
 use crate::audit::view::action_json;
 use crate::http::{json as json_response, text, Body};
+
+/// The admin listener's handler. Probes (`/healthz`, `/readyz`,
+/// `/metrics`) are answered on the admin listener's own thread, so they
+/// answer whatever the proxy is doing; everything else (the actions API,
+/// reviews) runs on `main`, the runtime where held actions, forwarding and
+/// notifications live.
+pub fn handler(shared: Arc<Shared>, main: tokio::runtime::Handle) -> crate::http::Handler {
+    Arc::new(move |req| {
+        let shared = shared.clone();
+        let probe = req.method() == Method::GET
+            && matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
+        if probe {
+            return Box::pin(handle(shared, req));
+        }
+        let task = main.spawn(handle(shared, req));
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "an admin request failed");
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the request failed inside countersign; see its log",
+                )
+            })
+        })
+    })
+}
 
 /// Routes one admin request.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
@@ -76,20 +103,21 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({"error": message}))
 }
 
+/// Ready while the store commits: a store that cannot (disk full, locked,
+/// read-only) answers 503 with the reason until a commit succeeds again.
 fn readyz(shared: &Shared) -> Response<Body> {
     let p = shared.policy();
-    let store_problem = shared.store.health().problem();
+    let failure = shared.store.failure();
     let tampered = shared.store.tampered();
     // Not ready while the record cannot be written: every call would be refused.
-    let (status, word) = if store_problem.is_some() {
-        (StatusCode::SERVICE_UNAVAILABLE, "store_failing")
-    } else {
-        (StatusCode::OK, "ready")
+    let (status, state) = match &failure {
+        None => (StatusCode::OK, "ready"),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_failing"),
     };
     json_response(
         status,
         &json!({
-            "status": word,
+            "status": state,
             "policy": {
                 "revision": p.revision(),
                 "engine": p.engine_kind().as_str(),
@@ -102,7 +130,8 @@ fn readyz(shared: &Shared) -> Response<Body> {
             "store": {
                 "kind": shared.store.kind(),
                 "at": shared.store.describe(),
-                "error": store_problem,
+                "error": failure.as_ref().map(|f| &f.error),
+                "failing_since": failure.as_ref().map(|f| &f.since),
                 "tampered_actions": tampered,
             },
             "reload_errors": shared.reload_errors(),

@@ -12,10 +12,13 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::HeaderMap;
 use serde_json::json;
 
-use super::Delivered;
+use bytes::Bytes;
+
+use super::{Delivered, Sealed};
 use crate::app::Shared;
 use crate::audit::lifecycle::Lifecycle;
 use crate::audit::record::{Draft, Kind, State};
+use crate::audit::redact::Secrets;
 use crate::audit::store::rfc3339;
 use crate::proxy::forward::{end_to_end_headers, ForwardError, ResponseCapture};
 
@@ -40,20 +43,15 @@ pub enum Forwarded {
 async fn fail(
     shared: &Shared,
     action_id: &str,
-    reason: &str,
-    error: String,
-    status: u16,
+    secrets: &Secrets,
+    (reason, error, status): (&str, String, u16),
 ) -> Forwarded {
     shared
         .metrics
         .upstream(if status == 504 { "timeout" } else { "error" });
     // The upstream may already have acted: the record of it must not be lost.
-    shared
-        .store
-        .commit_until_durable(vec![Draft::failed(
-            action_id, "forward", reason, &error, status,
-        )])
-        .await;
+    let d = Draft::failed(action_id, "forward", reason, &error, status).redacted(secrets);
+    shared.store.commit_until_durable(vec![d]).await;
     Forwarded::Failed {
         reason: reason.to_string(),
         error,
@@ -74,14 +72,27 @@ pub async fn forward(shared: &Arc<Shared>, action_id: &str) -> Forwarded {
     if life.state != State::Approved || life.claim.is_some() {
         return Forwarded::NotOurs;
     }
-    let out = claim_and_send(shared, &life).await;
+    let sealed = shared.sealed.get(action_id);
+    if life.hold.as_ref().is_some_and(|h| h.forward.query_redacted) && sealed.is_none() {
+        // The real query is only in the memory of the process that held
+        // the call: not this one's to forward.
+        return Forwarded::NotOurs;
+    }
+    let out = claim_and_send(shared, &life, sealed.as_deref()).await;
     if let Forwarded::Delivered(d) = &out {
         shared.waiters.deliver(action_id, d.clone());
+    }
+    if !matches!(out, Forwarded::NotOurs) {
+        shared.sealed.forget(action_id);
     }
     out
 }
 
-async fn claim_and_send(shared: &Arc<Shared>, life: &Lifecycle) -> Forwarded {
+async fn claim_and_send(
+    shared: &Arc<Shared>,
+    life: &Lifecycle,
+    sealed: Option<&Sealed>,
+) -> Forwarded {
     let action_id = life.action_id.as_str();
     let Some(hold) = &life.hold else {
         return Forwarded::NotOurs;
@@ -110,7 +121,20 @@ async fn claim_and_send(shared: &Arc<Shared>, life: &Lifecycle) -> Forwarded {
             _ => Forwarded::NotOurs,
         };
     };
+    // What is recorded (secret query values redacted) and what is sent.
     let url = route.upstream.url_for(&hold.forward.path_and_query);
+    let path_and_query = match sealed {
+        Some(s) if hold.forward.query_redacted => s.path_and_query.as_str(),
+        _ => hold.forward.path_and_query.as_str(),
+    };
+    let credential_only;
+    let secrets = match sealed {
+        Some(s) => &s.secrets,
+        None => {
+            credential_only = route.upstream.credential().clone();
+            &credential_only
+        }
+    };
     if Some(url.as_str()) != life.forward_url().as_deref() {
         // The route's upstream changed since the review: the digest the
         // reviewers signed covers the old URL.
@@ -130,12 +154,13 @@ async fn claim_and_send(shared: &Arc<Shared>, life: &Lifecycle) -> Forwarded {
         };
     }
     let lease_until = rfc3339(SystemTime::now() + route.config.timeout + shared.config.audit.lease);
-    let mut claim = Draft::new(
+    let claim = Draft::new(
         action_id,
         Kind::Forwarded,
         json!({"url": url, "request_digest": hold.request_digest, "owner": shared.instance, "lease_until": lease_until}),
         None,
     );
+    let mut claim = claim.redacted(secrets);
     claim.index.forward_claimed = true;
     claim.index.lease_until = Some(lease_until);
     match shared
@@ -166,7 +191,7 @@ async fn claim_and_send(shared: &Arc<Shared>, life: &Lifecycle) -> Forwarded {
         .upstream
         .send(
             &hold.forward.method,
-            &hold.forward.path_and_query,
+            path_and_query,
             &headers,
             |_| false,
             hold.forward.body.clone(),
@@ -180,46 +205,61 @@ async fn claim_and_send(shared: &Arc<Shared>, life: &Lifecycle) -> Forwarded {
     let response = match sent {
         Ok(r) => r,
         Err(e @ ForwardError::Timeout(_)) => {
-            return fail(shared, action_id, "upstream_timeout", e.to_string(), 504).await
+            let why = ("upstream_timeout", e.to_string(), 504);
+            return fail(shared, action_id, secrets, why).await;
         }
         Err(e @ ForwardError::Target(_)) => {
-            return fail(shared, action_id, "bad_target", e.to_string(), 400).await
+            let why = ("bad_target", e.to_string(), 400);
+            return fail(shared, action_id, secrets, why).await;
         }
         Err(e) => {
-            return fail(
-                shared,
-                action_id,
-                "upstream_unreachable",
-                e.to_string(),
-                502,
-            )
-            .await
+            let why = ("upstream_unreachable", e.to_string(), 502);
+            return fail(shared, action_id, secrets, why).await;
         }
     };
     let status = response.status().as_u16();
     shared.metrics.upstream(&format!("{}xx", status / 100));
-    let upstream_headers = response.headers().clone();
+    // The route's credential never goes back to the agent, nor into the record.
+    let credential = route.upstream.credential();
+    let mut upstream_headers = response.headers().clone();
+    credential.scrub_headers(&mut upstream_headers);
     let body = match response.bytes().await {
         Ok(b) => b,
         Err(e) => {
-            let error = format!("the upstream's response body broke off: {e}");
-            return fail(shared, action_id, "upstream_unreachable", error, 502).await;
+            let error = format!(
+                "the upstream's response body broke off: {}",
+                e.without_url()
+            );
+            return fail(
+                shared,
+                action_id,
+                secrets,
+                ("upstream_unreachable", error, 502),
+            )
+            .await;
         }
     };
-    let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes);
+    let mut kept = end_to_end_headers(&upstream_headers);
+    let body = match credential.scrub_bytes(&body) {
+        None => body,
+        Some(clean) => {
+            kept.insert(
+                hyper::header::CONTENT_LENGTH,
+                HeaderValue::from(clean.len()),
+            );
+            Bytes::from(clean)
+        }
+    };
+    let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes, secrets);
     capture.push(&body);
     let recorded = capture.finish(status, &upstream_headers, &shared.config.capture);
-    let completed = Draft::completed(
-        action_id,
-        recorded,
-        started.elapsed().as_secs_f64() * 1e3,
-        None,
-    );
+    let took = started.elapsed().as_secs_f64() * 1e3;
+    let completed = Draft::completed(action_id, recorded, took, None).redacted(secrets);
     shared.store.commit_until_durable(vec![completed]).await;
     tracing::info!(action_id, status, "approved action forwarded and completed");
     Forwarded::Delivered(Arc::new(Delivered {
         status,
-        headers: end_to_end_headers(&upstream_headers),
+        headers: kept,
         body,
     }))
 }

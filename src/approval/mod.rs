@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use crate::app::Shared;
 use crate::audit::lifecycle::{Hold, Lifecycle};
 use crate::audit::record::{Draft, Kind, State};
+use crate::audit::redact::Secrets;
 use crate::policy::decision::{Approval, Directory};
 
 /// The upstream's whole answer to an approved request, for the agent
@@ -183,21 +184,79 @@ impl Reviewers {
 }
 
 /// The `hold` block of a held action's `decided` record: everything needed
-/// to release it later, from any process.
-pub fn hold_payload(hold: &Hold) -> Value {
+/// to release it later, from any process, including the whole body (the
+/// record's `request.body` is cut at `capture.max_recorded_body_bytes`;
+/// this is the one whole copy).
+///
+/// `recorded_path_and_query` is the path and query with secret query
+/// values `[redacted]`. When it differs from what will be forwarded, the
+/// real query stays in this process's memory only ([`Sealed`]) and the
+/// block says `query_redacted`: only this process can forward it.
+pub fn hold_payload(hold: &Hold, recorded_path_and_query: &str) -> Value {
     use base64::Engine as _;
+    let mut forward = json!({
+        "method": hold.forward.method,
+        "path_and_query": recorded_path_and_query,
+        "headers": hold.forward.headers,
+        "body_base64": base64::engine::general_purpose::STANDARD.encode(&hold.forward.body),
+    });
+    if recorded_path_and_query != hold.forward.path_and_query {
+        forward["query_redacted"] = json!(true);
+    }
     json!({
         "request_digest": hold.request_digest,
         "eligible": hold.eligible,
         "min": hold.min,
         "expires_at": humantime::format_rfc3339_micros(hold.expires_at).to_string(),
-        "forward": {
-            "method": hold.forward.method,
-            "path_and_query": hold.forward.path_and_query,
-            "headers": hold.forward.headers,
-            "body_base64": base64::engine::general_purpose::STANDARD.encode(&hold.forward.body),
-        },
+        "forward": forward,
     })
+}
+
+/// Why a held action recorded with a redacted query cannot be forwarded.
+pub const QUERY_NOT_KEPT: &str =
+    "this held request carried secret query parameters (capture.redact_query); \
+their values were kept in the memory of the process that held it, which stopped before it was forwarded. \
+Nothing was forwarded: the agent must send the call again";
+
+/// What a held action's record must not carry, kept in the memory of the
+/// process that held it: the secrets to scrub from its later records, and
+/// the real path and query when secret query values were redacted.
+pub struct Sealed {
+    /// The path and query to forward.
+    pub path_and_query: String,
+    /// The call's secrets (redacted header and query values, the credential).
+    pub secrets: Secrets,
+    /// Until when it may be needed.
+    pub keep_until: SystemTime,
+}
+
+/// The sealed parts of this process's held actions, by action id.
+#[derive(Default)]
+pub struct SealedParts {
+    map: DashMap<String, Arc<Sealed>>,
+}
+
+impl SealedParts {
+    /// Keeps the sealed parts of a held action.
+    pub fn keep(&self, id: &str, sealed: Sealed) {
+        self.map.insert(id.to_string(), Arc::new(sealed));
+    }
+
+    /// The sealed parts of `id`, if this process held it.
+    pub fn get(&self, id: &str) -> Option<Arc<Sealed>> {
+        self.map.get(id).map(|s| s.clone())
+    }
+
+    /// Forgets one action's parts (it ended).
+    pub fn forget(&self, id: &str) {
+        self.map.remove(id);
+    }
+
+    /// Forgets parts no longer needed.
+    pub fn forget_old(&self) {
+        let now = SystemTime::now();
+        self.map.retain(|_, s| s.keep_until > now);
+    }
 }
 
 /// The reviewers a decision names, directly or through a group.

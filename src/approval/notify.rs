@@ -75,7 +75,8 @@ async fn deliver(shared: &Shared, index: usize, action_id: &str, notice: &Value)
         let (ok, outcome) = match sent {
             Ok(r) if r.status().is_success() => (true, json!({"status": r.status().as_u16()})),
             Ok(r) => (false, json!({"status": r.status().as_u16()})),
-            Err(e) => (false, json!({"error": e.to_string()})),
+            // Without the URL: the hook's query may carry its token.
+            Err(e) => (false, json!({"error": e.without_url().to_string()})),
         };
         let last = attempt + 1 == hook.attempts as usize;
         let mut payload = json!({

@@ -68,6 +68,36 @@ async fn interrupt(shared: &Arc<Shared>, life: &Lifecycle) -> Result<bool, Store
     }
 }
 
+/// A held call whose real query only the process that held it knew, when
+/// that process is gone (this one restarted, on a store of its own) or
+/// its hold has expired unforwarded: it can never be forwarded as
+/// reviewed, so it ends as `failed` / `query_not_kept`.
+async fn abandon_unforwardable(shared: &Arc<Shared>, life: &Lifecycle, now_or_never: bool) {
+    let Some(hold) = &life.hold else { return };
+    let stuck = hold.forward.query_redacted
+        && matches!(life.state, State::Pending | State::Approved)
+        && life.claim.is_none()
+        && shared.sealed.get(&life.action_id).is_none()
+        && (now_or_never || SystemTime::now() >= hold.expires_at);
+    if !stuck {
+        return;
+    }
+    let d = Draft::failed(
+        &life.action_id,
+        "hold",
+        "query_not_kept",
+        super::QUERY_NOT_KEPT,
+        502,
+    );
+    if let Ok(true) = shared
+        .store
+        .commit_if(&life.action_id, life.last_seq, vec![d])
+        .await
+    {
+        tracing::warn!(action_id = %life.action_id, "a held call with secret query parameters can no longer be forwarded; recorded as failed");
+    }
+}
+
 /// At start: on a store of its own, every unfinished forward was this
 /// process's and is now interrupted. Returns how many were marked.
 pub async fn on_start(shared: &Arc<Shared>) -> Result<usize, StoreError> {
@@ -99,6 +129,15 @@ pub async fn on_start(shared: &Arc<Shared>) -> Result<usize, StoreError> {
         return Ok(0);
     }
     let mut marked = 0;
+    let pending = ListFilter {
+        state: Some("pending".into()),
+        ..Default::default()
+    };
+    for a in shared.store.list(pending).await? {
+        if let Ok(Some(life)) = shared.store.action(&a.action_id).await {
+            abandon_unforwardable(shared, &life, true).await;
+        }
+    }
     for state in ["allowed", "approved"] {
         let filter = ListFilter {
             state: Some(state.into()),
@@ -106,7 +145,10 @@ pub async fn on_start(shared: &Arc<Shared>) -> Result<usize, StoreError> {
         };
         for a in shared.store.list(filter).await? {
             match shared.store.action(&a.action_id).await {
-                Ok(Some(life)) => marked += interrupt(shared, &life).await? as usize,
+                Ok(Some(life)) => {
+                    abandon_unforwardable(shared, &life, true).await;
+                    marked += interrupt(shared, &life).await? as usize
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(action_id = %a.action_id, error = %e, "skipping an action whose records do not verify")
@@ -127,8 +169,15 @@ pub async fn once(shared: &Arc<Shared>) -> Result<(), StoreError> {
     }
     for id in due.unclaimed {
         let shared = shared.clone();
-        tokio::spawn(async move { execute::forward(&shared, &id).await });
+        tokio::spawn(async move {
+            if let execute::Forwarded::NotOurs = execute::forward(&shared, &id).await {
+                if let Ok(Some(life)) = shared.store.action(&id).await {
+                    abandon_unforwardable(&shared, &life, false).await;
+                }
+            }
+        });
     }
+    shared.sealed.forget_old();
     for id in &due.lapsed {
         if let Ok(Some(life)) = shared.store.action(id).await {
             let lapsed = life.lease_until.is_none_or(|t| t <= SystemTime::now());

@@ -30,6 +30,9 @@ pub struct Forward {
     pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Bytes,
+    /// Secret query values were `[redacted]` in `path_and_query`: the
+    /// real one is only in the memory of the process that held the call.
+    pub query_redacted: bool,
 }
 
 /// What a hold decision asked for.
@@ -122,6 +125,8 @@ struct RawForward {
     #[serde(default)]
     headers: Vec<(String, String)>,
     body_base64: String,
+    #[serde(default)]
+    query_redacted: bool,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +162,7 @@ fn hold_of(v: &Value) -> Result<Hold, String> {
             path_and_query: raw.forward.path_and_query,
             headers: raw.forward.headers,
             body: body.into(),
+            query_redacted: raw.forward.query_redacted,
         },
     })
 }
@@ -296,7 +302,10 @@ pub fn verify(records: &[Record], links: &[Links]) -> Result<(), (i64, String)> 
         }
     }
     let life = Lifecycle::fold(records).map_err(|e| (records.first().map_or(0, |r| r.seq), e))?;
-    if let Some(hold) = &life.hold {
+    if let Some(hold) = life.hold.as_ref().filter(|h| !h.forward.query_redacted) {
+        // (With a redacted query the digest cannot be recomputed from the
+        // record; such a request is only ever forwarded from the memory of
+        // the process that held it, never from these bytes.)
         let decided = records
             .iter()
             .find(|r| r.kind == "decided")

@@ -4,5 +4,6 @@
 
 pub mod lifecycle;
 pub mod record;
+pub mod redact;
 pub mod store;
 pub mod view;

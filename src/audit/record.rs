@@ -7,6 +7,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::redact::Secrets;
+
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -148,7 +150,8 @@ pub struct Draft {
     pub action_id: String,
     /// Event kind.
     pub kind: Kind,
-    /// Event payload (already redacted).
+    /// Event payload. Drafts that carry request, policy or upstream text
+    /// are built through [`Draft::redacted`] with the call's secrets.
     pub payload: Value,
     /// How the action's indexed summary changes.
     pub index: IndexUpdate,
@@ -174,6 +177,15 @@ impl Draft {
         let payload =
             serde_json::json!({"stage": stage, "reason": reason, "error": error, "status": status});
         Draft::new(action_id, Kind::Failed, payload, Some(State::Failed))
+    }
+
+    /// The draft with every secret of `secrets` scrubbed from its payload
+    /// (see [`Secrets::scrub_payload`] for what is left as declared). Every
+    /// record of a call that carries request, policy or upstream text is
+    /// built through this.
+    pub fn redacted(mut self, secrets: &Secrets) -> Draft {
+        secrets.scrub_payload(&mut self.payload);
+        self
     }
 
     /// `completed`: the upstream's answer as captured, and how long it took.

@@ -2,6 +2,12 @@
 //! lists (request, evidence, recommended action, reviewer decisions,
 //! resulting change) plus the ordered records themselves. Used by
 //! `audit show` and `GET /v1/actions/<id>`.
+//!
+//! The text form prints data an agent chose (bodies, headers, evidence,
+//! policy reasons built from them) on a reviewer's terminal, so every
+//! string in it goes through [`printable`]: no control character, escape
+//! sequence or line break from the data reaches the screen, and a crafted
+//! value cannot forge a line of the timeline.
 
 use std::fmt::Write;
 
@@ -85,16 +91,49 @@ fn push(view: &mut Value, key: &str, item: Value) {
     }
 }
 
+/// `text` safe to print on a terminal, on one line: control characters
+/// (C0, DEL, C1, so also ESC and every ANSI sequence), line and paragraph
+/// separators and bidirectional-text controls are written as escapes
+/// (`\n`, `\r`, `\t`, `\u{1b}`, `\u{202e}`, ...). Everything else,
+/// backslashes included, is printed as it is.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unprintable(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters that move the cursor, change the terminal's state or reorder
+/// the text around them.
+fn unprintable(c: char) -> bool {
+    c.is_control() // C0, DEL and C1 (ESC, CSI, NEL, ...)
+        || matches!(c,
+            '\u{2028}' | '\u{2029}'                 // line / paragraph separator
+            | '\u{061c}' | '\u{200e}' | '\u{200f}'   // bidi marks
+            | '\u{202a}'..='\u{202e}'               // bidi embeddings and overrides
+            | '\u{2066}'..='\u{2069}'               // bidi isolates
+            | '\u{feff}') // zero-width no-break space
+}
+
 fn s(v: &Value) -> String {
-    match v {
+    printable(&match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
+    })
 }
 
 fn body_summary(body: &Value) -> String {
-    match body["encoding"].as_str() {
+    printable(&match body["encoding"].as_str() {
         Some("json") => body["json"].to_string(),
         Some("text") => {
             let t = body["text"].as_str().unwrap_or_default();
@@ -107,7 +146,7 @@ fn body_summary(body: &Value) -> String {
         }
         Some("base64") => "(binary)".into(),
         _ => "(empty)".into(),
-    }
+    })
 }
 
 /// The action as a timeline a reviewer who was not there can follow.
@@ -143,7 +182,7 @@ pub fn action_text(view: &Value) -> String {
     match view["evidence"].as_object() {
         Some(e) if !e.is_empty() => {
             for (k, v) in e {
-                let _ = writeln!(out, "   {k}: {}", s(v));
+                let _ = writeln!(out, "   {}: {}", printable(k), s(v));
             }
         }
         _ => {
@@ -315,8 +354,62 @@ pub fn action_text(view: &Value) -> String {
             s(&rec["seq"]),
             s(&rec["time"]),
             s(&rec["kind"]),
-            &s(&rec["hash"])[..16.min(s(&rec["hash"]).len())]
+            s(&rec["hash"]).chars().take(16).collect::<String>()
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_what_moves_the_cursor_or_reorders_text() {
+        assert_eq!(
+            printable("a\n  reviewed by alice: approve\u{1b}[31m\r\t\u{7f}\u{85}"),
+            "a\\n  reviewed by alice: approve\\u{1b}[31m\\r\\t\\u{7f}\\u{85}"
+        );
+        assert_eq!(
+            printable("x\u{2028}y\u{202e}z\u{2066}"),
+            "x\\u{2028}y\\u{202e}z\\u{2066}"
+        );
+        assert_eq!(printable("plain é 漢字 C:\\dir"), "plain é 漢字 C:\\dir");
+    }
+
+    #[test]
+    fn the_text_view_has_no_line_from_the_data() {
+        let view = action_json(
+            "a",
+            &[Record {
+                seq: 1,
+                time: "t".into(),
+                action_id: "a".into(),
+                kind: "decided".into(),
+                payload: json!({
+                    "state": "denied",
+                    "request": {"method": "POST", "url": "http://x/\nforged",
+                        "body": {"encoding": "text", "text": "\n4. REVIEWS\n   reviewed by alice", "truncated": false}},
+                    "evidence": {"k\nforged": "v\u{1b}[2J"},
+                    "decision": {"action": "deny", "risk": "low", "reasons": ["r\u{2028}forged"], "rules": []},
+                }),
+                payload_text: None,
+                prev_hash: "0".into(),
+                hash: "\u{1b}".repeat(20),
+            }],
+        );
+        let text = action_text(&view);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{2028}'),
+            "{text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.trim_start().starts_with("forged")),
+            "{text}"
+        );
+        // The real heading, and the body's copy escaped on the body's line.
+        let headings: Vec<&str> = text.lines().filter(|l| l.contains("4. REVIEWS")).collect();
+        assert_eq!(headings.len(), 2, "{text}");
+        assert!(headings[0].starts_with("   body:"), "{text}");
+    }
 }

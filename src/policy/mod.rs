@@ -3,10 +3,12 @@
 //! policy compiles to it and agrees with the interpreter on a probe input;
 //! otherwise the tree-walking interpreter. Either way each evaluation runs on
 //! its own engine state (a clone of a warmed-up engine, or a fresh VM over a
-//! shared program), so no lock sits on the request path.
+//! shared program), so no lock sits on the request path. The proxy runs
+//! evaluations on [`pool`]'s threads, never on the async workers.
 
 pub mod decision;
 pub mod input;
+pub mod pool;
 pub mod test;
 
 use std::num::NonZeroU32;
@@ -66,6 +68,12 @@ pub enum PolicyError {
     /// Evaluation ran over the time limit.
     #[error("policy evaluation exceeded its {0:?} time limit")]
     Timeout(Duration),
+    /// Every evaluation thread was busy and the queue was full.
+    #[error("every policy worker is busy and the queue of {0} evaluations is full (policy.workers, policy.queue)")]
+    Overloaded(usize),
+    /// The evaluation waited in the queue for the whole time limit.
+    #[error("no policy worker became free within the {0:?} time limit (policy.workers)")]
+    NoWorkerInTime(Duration),
 }
 
 impl PolicyError {
@@ -73,6 +81,7 @@ impl PolicyError {
     pub fn reason(&self) -> &'static str {
         match self {
             PolicyError::Timeout(_) => "policy_timeout",
+            PolicyError::Overloaded(_) | PolicyError::NoWorkerInTime(_) => "policy_overloaded",
             _ => "policy_error",
         }
     }
@@ -425,13 +434,35 @@ impl Policy {
         &self.entrypoint
     }
 
+    /// The evaluation time limit (`policy.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Evaluates the entrypoint for one input and returns its raw value as
     /// JSON (`null` when the rule is undefined).
     pub fn evaluate(&self, input: Value) -> Result<serde_json::Value, PolicyError> {
+        self.evaluate_within(input, self.timeout)
+    }
+
+    /// [`Policy::evaluate`] with regorus's timer set to `limit` (at most
+    /// `policy.timeout`): what is left of a caller's deadline after the
+    /// evaluation waited for a thread, so no thread works for a caller that
+    /// has already given up.
+    pub fn evaluate_within(
+        &self,
+        input: Value,
+        limit: Duration,
+    ) -> Result<serde_json::Value, PolicyError> {
+        let timer = ExecutionTimerConfig {
+            limit: limit.min(self.timeout),
+            ..self.timer
+        };
         let result = match &self.vm {
-            Some(vm) => run_vm(vm, input, self.timer),
+            Some(vm) => run_vm(vm, input, timer),
             None => {
                 let mut engine = self.engine.clone();
+                engine.set_execution_timer_config(timer);
                 engine.set_input(input);
                 engine.eval_rule(self.entrypoint.clone())
             }

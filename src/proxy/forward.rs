@@ -2,6 +2,13 @@
 //! roots), hop-by-hop and agent headers stripped, the route's credential
 //! added, redirects never followed (the agent sees them as the upstream sent
 //! them), and the response captured for the record while it streams.
+//!
+//! The route's credential must not come back: an upstream may echo its
+//! request headers (`TRACE`, `/anything`). [`Upstream::credential`] is the
+//! set the callers scrub from response headers and bodies before the agent
+//! or the record sees them; so the body can be read, a route with a
+//! credential asks its upstream for an unencoded body (`accept-encoding:
+//! identity`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +18,8 @@ use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use crate::capture::body_view;
+use crate::audit::redact::Secrets;
+use crate::capture::body_view_of;
 use crate::config::{CaptureConfig, RouteConfig};
 
 /// Why a forward failed.
@@ -88,6 +96,7 @@ pub struct Upstream {
     /// the request line.
     base_path: String,
     auth: Option<(HeaderName, HeaderValue)>,
+    credential: Secrets,
     timeout: Duration,
 }
 
@@ -157,6 +166,7 @@ impl Upstream {
             .http1_only()
             .build()
             .map_err(|e| err(e.to_string()))?;
+        let mut credential = Secrets::builder();
         let auth = match &route.upstream_auth {
             None => None,
             Some(a) => {
@@ -164,6 +174,7 @@ impl Upstream {
                     .value
                     .read()
                     .map_err(|e| err(format!("upstream_auth: {e}")))?;
+                credential.value(&value);
                 let mut value = HeaderValue::from_str(&value).map_err(|_| {
                     err("upstream_auth: the value is not a valid header value".into())
                 })?;
@@ -183,8 +194,14 @@ impl Upstream {
             base: route.upstream.clone(),
             base_path,
             auth,
+            credential: credential.build(),
             timeout: route.timeout,
         })
+    }
+
+    /// The route's credential as a set to scrub (empty without one).
+    pub fn credential(&self) -> &Secrets {
+        &self.credential
     }
 
     /// The URL a request path goes to.
@@ -243,6 +260,11 @@ impl Upstream {
         }
         if let Some((name, value)) = &self.auth {
             headers.insert(name.clone(), value.clone());
+            // A compressed answer could carry the credential past the scrub.
+            headers.insert(
+                hyper::header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
         }
         if let Ok(v) = HeaderValue::from_str(action_id) {
             headers.insert(HeaderName::from_static("x-countersign-action-id"), v);
@@ -251,7 +273,8 @@ impl Upstream {
         match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => Err(ForwardError::Timeout(self.timeout)),
             Ok(Err(e)) if e.is_timeout() => Err(ForwardError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
+            // Without the URL: its query may carry secrets.
+            Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e.without_url()))),
             Ok(Ok(r)) => Ok(r),
         }
     }
@@ -271,22 +294,26 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Collects what the record keeps of a response body while it passes:
-/// the first `max` bytes and a digest of all of it.
+/// the first `max` bytes and a digest of all of it. The call's secrets are
+/// scrubbed from the kept bytes before they are cut, so a secret that
+/// straddles the cut leaves no prefix behind.
 pub struct ResponseCapture {
     hasher: Sha256,
     kept: Vec<u8>,
     max: usize,
     size: u64,
+    secrets: Secrets,
 }
 
 impl ResponseCapture {
-    /// Starts a capture that keeps at most `max` bytes.
-    pub fn new(max: u64) -> ResponseCapture {
+    /// Starts a capture that keeps at most `max` bytes, scrubbed of `secrets`.
+    pub fn new(max: u64, secrets: &Secrets) -> ResponseCapture {
         ResponseCapture {
             hasher: Sha256::new(),
             kept: Vec::new(),
             max: max as usize,
             size: 0,
+            secrets: secrets.clone(),
         }
     }
 
@@ -294,10 +321,11 @@ impl ResponseCapture {
     pub fn push(&mut self, chunk: &[u8]) {
         self.hasher.update(chunk);
         self.size += chunk.len() as u64;
-        let room = self.max.saturating_sub(self.kept.len());
-        // Keep one byte past the limit so body_view knows it was cut.
-        self.kept
-            .extend_from_slice(&chunk[..chunk.len().min(room + 1)]);
+        // Keep a secret's length past the limit: enough to scrub a secret
+        // that crosses it, and at least one byte to know the body was cut.
+        let keep = self.max.saturating_add(self.secrets.longest().max(1));
+        let room = keep.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 
     /// The record's view of the whole response.
@@ -317,10 +345,18 @@ impl ResponseCapture {
                 )
             })
             .collect();
+        let truncated = self.size > self.max as u64;
+        let scrubbed = self.secrets.scrub_bytes(&self.kept);
+        let kept = scrubbed.as_deref().unwrap_or(&self.kept);
+        let body = if truncated {
+            body_view_of(&kept[..kept.len().min(self.max)], true)
+        } else {
+            body_view_of(kept, false)
+        };
         serde_json::json!({
             "status": status,
             "headers": kept_headers,
-            "body": body_view(&self.kept, self.max),
+            "body": body,
             "body_sha256": hex::encode(self.hasher.finalize()),
             "body_size": self.size,
         })

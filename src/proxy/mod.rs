@@ -1,12 +1,15 @@
 //! The proxy listener's request path: [`pipeline`] walks one call from
 //! arrival to answer; [`target`] puts the request target in its one
-//! canonical form; [`body`] reads bodies for the policy; [`forward`] talks
-//! to upstreams.
+//! canonical form; [`receive`] takes in request bodies within the shared
+//! [`budget`]; [`body`] reads them for the policy; [`forward`] talks to
+//! upstreams.
 
 pub mod body;
+pub mod budget;
 pub mod forward;
 pub mod hold;
 pub mod pipeline;
+pub mod receive;
 pub mod target;
 
 use crate::config::RouteConfig;

@@ -3,12 +3,16 @@
 //! → record the result. Every way out of this
 //! function is an [`Outcome`] whose HTTP status is chosen in one place,
 //! [`Outcome::into_response`].
+//!
+//! Each call has its [`Secrets`]: the values capture redacted plus the
+//! route's credential. Every record of the call is built through
+//! [`Draft::redacted`] with them, and so is the notice to reviewers; the
+//! response the agent gets is scrubbed of the route's credential.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, Response, StatusCode};
@@ -16,15 +20,17 @@ use serde_json::{json, Value};
 
 use super::body::BodyError;
 use super::forward::{end_to_end_headers, ForwardError, ResponseCapture};
+use super::receive::{self, ReceiveError};
 use super::target::{Target, TargetError};
 use super::Route;
 use crate::app::Shared;
 use crate::approval;
 use crate::audit::lifecycle::{Forward, Hold};
 use crate::audit::record::{Draft, IndexUpdate, Kind, State, Summary};
+use crate::audit::redact::{Secrets, StreamScrubber};
 use crate::audit::store::{now_rfc3339, rfc3339};
 use crate::capture::CapturedRequest;
-use crate::config::ResultDurability;
+use crate::config::{CaptureConfig, ResultDurability};
 use crate::http::{json as json_response, Body, ChannelBody};
 use crate::policy::decision::{self, Action, Decision};
 use crate::policy::input;
@@ -56,6 +62,8 @@ pub enum Outcome {
     BadForm(String),
     /// More than one `Content-Type`.
     BadContentType(String),
+    /// The budget for buffered request bodies is spent (its size in bytes).
+    Overloaded(u64),
     /// The policy said deny.
     Denied(Box<Decision>),
     /// The policy failed, timed out or broke the contract.
@@ -100,9 +108,9 @@ impl Outcome {
                 StatusCode::FORBIDDEN
             }
             Outcome::WaitCancelled => StatusCode::GATEWAY_TIMEOUT,
-            Outcome::PolicyFailed { .. } | Outcome::StoreUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Outcome::PolicyFailed { .. }
+            | Outcome::StoreUnavailable(_)
+            | Outcome::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             Outcome::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -120,6 +128,7 @@ impl Outcome {
             Outcome::BadJson(_) => "bad_json",
             Outcome::BadForm(_) => "bad_form",
             Outcome::BadContentType(_) => "bad_content_type",
+            Outcome::Overloaded(_) => "overloaded",
             Outcome::Denied(_) => "denied",
             Outcome::PolicyFailed { reason, .. } => reason,
             Outcome::Rejected { .. } => "rejected",
@@ -141,6 +150,7 @@ impl Outcome {
             Outcome::BodyTooLarge(max) => format!("the request body is larger than capture.max_body_bytes ({max} bytes); nothing was forwarded"),
             Outcome::BadBody(e) => format!("the request body could not be read: {e}"),
             Outcome::BadJson(e) | Outcome::BadForm(e) | Outcome::BadContentType(e) => format!("{e}. Nothing was forwarded."),
+            Outcome::Overloaded(max) => format!("countersign is already buffering as many request bodies as limits.max_buffered_body_bytes allows ({max} bytes); nothing was forwarded; try again shortly"),
             Outcome::Denied(_) => "the policy denied this call".into(),
             Outcome::PolicyFailed { error: e, .. } => format!("the policy could not decide, so the call was refused: {e}"),
             Outcome::Rejected { reviewer, .. } => format!("reviewer {reviewer} rejected this call; nothing was forwarded"),
@@ -181,9 +191,16 @@ impl Outcome {
             body["reviewer"] = json!(reviewer);
             body["comment"] = json!(comment);
         }
+        let overloaded = matches!(self.reason(), "overloaded" | "policy_overloaded");
         let mut response = json_response(self.status(), &body);
         if let Some(allow) = allow {
             response.headers_mut().insert(hyper::header::ALLOW, allow);
+        }
+        if overloaded {
+            // The condition passes as calls finish; say when to try again.
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -249,7 +266,10 @@ struct Story<'a> {
     action_id: &'a str,
     route: Option<&'a Route>,
     request: &'a CapturedRequest,
-    url: Option<String>,
+    /// The URL the call goes to with secret query values `[redacted]`: what is recorded.
+    shown_url: Option<String>,
+    /// What must not be recorded anywhere.
+    secrets: Secrets,
 }
 
 impl Story<'_> {
@@ -259,7 +279,7 @@ impl Story<'_> {
             .map(|r| json!({"name": r.config.name, "upstream": r.config.upstream}));
         let mut p = json!({
             "route": route,
-            "request": self.request.record_view(&shared.config.capture, self.url.as_deref()),
+            "request": self.request.record_view(&shared.config.capture, self.shown_url.as_deref()),
             "agent": self.request.agent_json(),
             "evidence": self.request.evidence_json(),
         });
@@ -304,6 +324,7 @@ impl Story<'_> {
                 ..Default::default()
             },
         }
+        .redacted(&self.secrets)
     }
 
     /// Records a call refused before a decision and hands the outcome back.
@@ -325,12 +346,19 @@ async fn run(
     let capture_cfg = &shared.config.capture;
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str();
-    let unrouted = |request| Story {
-        action_id,
-        route: None,
-        request,
-        url: None,
-    };
+    fn unrouted<'a>(
+        action_id: &'a str,
+        request: &'a CapturedRequest,
+        cfg: &CaptureConfig,
+    ) -> Story<'a> {
+        Story {
+            action_id,
+            route: None,
+            request,
+            shown_url: None,
+            secrets: request.secrets(cfg).build(),
+        }
+    }
 
     // 1. Method, target and route: the canonical target is what routes,
     //    what the policy judges and what is forwarded.
@@ -346,13 +374,17 @@ async fn run(
             method: method.to_string(),
             allowed,
         };
-        return Err(unrouted(&request).refuse(shared, None, outcome));
+        return Err(unrouted(action_id, &request, capture_cfg).refuse(shared, None, outcome));
     }
     let target = match target {
         Ok(t) => t,
         Err(e) => {
             let request = CapturedRequest::refused_early(&parts, scheme, capture_cfg);
-            return Err(unrouted(&request).refuse(shared, None, Outcome::BadTarget(e.to_string())));
+            return Err(unrouted(action_id, &request, capture_cfg).refuse(
+                shared,
+                None,
+                Outcome::BadTarget(e.to_string()),
+            ));
         }
     };
     let (head, refused_head) =
@@ -365,11 +397,20 @@ async fn run(
         return Err(Outcome::NoRoute);
     };
     let url = route.upstream.url_for(&head.path_and_query());
+    let shown_url = route
+        .upstream
+        .url_for(&head.recorded_path_and_query(capture_cfg));
+    let secrets = {
+        let mut b = head.secrets(capture_cfg);
+        b.extend(route.upstream.credential());
+        b.build()
+    };
     let story_of = |request| Story {
         action_id,
         route: Some(route),
         request,
-        url: Some(url.clone()),
+        shown_url: Some(shown_url.clone()),
+        secrets: secrets.clone(),
     };
     if !route.allows_method(method) {
         let outcome = Outcome::MethodNotAllowed {
@@ -382,37 +423,36 @@ async fn run(
         return Err(story_of(&head).refuse(shared, None, Outcome::BadAgentHeader(e.to_string())));
     }
 
-    // 2. Capture the body, within the limit and the time allowed.
+    // 2. Capture the body, within the limit, the time allowed and the
+    //    shared budget. The reservation is held until this call is done with
+    //    the request (forwarded, refused, or handed to a hold and answered).
     let max = capture_cfg.max_body_bytes;
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = if declared.is_some_and(|n| n > max) {
+    let received = if declared.is_some_and(|n| n > max) {
         Err(Outcome::BodyTooLarge(max))
     } else {
+        let budget = &shared.body_budget;
         match tokio::time::timeout(
             capture_cfg.body_timeout,
-            Limited::new(body, max as usize).collect(),
+            receive::receive(body, declared, max, budget),
         )
         .await
         {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e))
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                Err(Outcome::BodyTooLarge(max))
-            }
-            Ok(Err(e)) => Err(Outcome::BadBody(e.to_string())),
+            Ok(Ok(received)) => Ok(received),
+            Ok(Err(ReceiveError::TooLarge)) => Err(Outcome::BodyTooLarge(max)),
+            Ok(Err(ReceiveError::OverBudget)) => Err(Outcome::Overloaded(budget.max())),
+            Ok(Err(ReceiveError::Broken(e))) => Err(Outcome::BadBody(e)),
             Err(_) => Err(Outcome::BadBody(format!(
                 "not received within {:?}",
                 capture_cfg.body_timeout
             ))),
         }
     };
-    let body: Bytes = match body {
+    let (body, _reservation): (Bytes, _) = match received {
         Ok(b) => b,
         Err(outcome) => return Err(story_of(&head).refuse(shared, None, outcome)),
     };
@@ -440,7 +480,9 @@ async fn run(
     };
     let doc = input::to_rego(input::build(&ctx, &request, shared.config.policy.input));
     let eval_started = Instant::now();
-    let raw = policy.evaluate(doc);
+    // On the policy threads, never here: a slow policy must not stall the
+    // async workers. The wait is bounded by policy.timeout whatever happens.
+    let raw = shared.policy_pool.evaluate(policy.clone(), doc).await;
     shared
         .metrics
         .policy_eval_seconds
@@ -492,7 +534,7 @@ async fn run(
         ..Default::default()
     };
     if let Some(h) = &hold {
-        payload["hold"] = approval::hold_payload(h);
+        payload["hold"] = approval::hold_payload(h, &request.recorded_path_and_query(capture_cfg));
         index.expires_at = Some(rfc3339(h.expires_at));
     }
     if state == State::Allowed {
@@ -512,26 +554,40 @@ async fn run(
         kind: Kind::Decided,
         payload,
         index,
-    };
+    }
+    .redacted(&secrets);
     if let Err(e) = shared.store.commit(vec![decided]).await {
         return Err(Outcome::StoreUnavailable(e.to_string()));
     }
+    let rules: Vec<String> = decision
+        .rules
+        .iter()
+        .map(|r| secrets.scrub_str(r).unwrap_or_else(|| r.clone()))
+        .collect();
     tracing::info!(action_id, route = %route.config.name, method = %request.method, path = %request.path,
-        action = decision.action.as_str(), risk = %decision.risk, rules = ?decision.rules, "decided");
+        action = decision.action.as_str(), risk = %decision.risk, ?rules, "decided");
 
     match decision.action {
         Action::Deny => Err(Outcome::Denied(Box::new(decision))),
         Action::Hold => {
             let hold = hold.expect("the contract requires approval with hold");
+            shared.sealed.keep(
+                action_id,
+                approval::Sealed {
+                    path_and_query: hold.forward.path_and_query.clone(),
+                    secrets: secrets.clone(),
+                    keep_until: hold.expires_at + route.config.timeout + shared.config.audit.lease,
+                },
+            );
             let notice = notice(shared, action_id, &hold, &decision, &story);
             approval::notify::spawn(shared, action_id, notice);
             super::hold::wait(shared, action_id, &hold).await
         }
-        Action::Allow => forward(shared, action_id, route, &parts.headers, request).await,
+        Action::Allow => forward(shared, action_id, route, &parts.headers, request, secrets).await,
     }
 }
 
-fn failed(action_id: &str, stage: &str, outcome: &Outcome) -> Draft {
+fn failed(action_id: &str, stage: &str, outcome: &Outcome, secrets: &Secrets) -> Draft {
     Draft::failed(
         action_id,
         stage,
@@ -539,6 +595,7 @@ fn failed(action_id: &str, stage: &str, outcome: &Outcome) -> Draft {
         &outcome.message(),
         outcome.status().as_u16(),
     )
+    .redacted(secrets)
 }
 
 /// Responses up to this size are read whole before answering; larger or
@@ -551,6 +608,7 @@ async fn forward(
     route: &Route,
     agent_headers: &hyper::HeaderMap,
     request: CapturedRequest,
+    secrets: Secrets,
 ) -> Result<Response<Body>, Outcome> {
     let names = &shared.config.capture.agent_headers;
     let strip = |n: &str| names.is_agent_header(n);
@@ -586,7 +644,7 @@ async fn forward(
             }
             shared
                 .store
-                .enqueue(vec![failed(action_id, "forward", &outcome)]);
+                .enqueue(vec![failed(action_id, "forward", &outcome, &secrets)]);
             return Err(outcome);
         }
     };
@@ -594,29 +652,48 @@ async fn forward(
     shared
         .metrics
         .upstream(&format!("{}xx", status.as_u16() / 100));
-    let upstream_headers = upstream.headers().clone();
+    // The route's credential never goes back: not in a header, not in the
+    // body (below), and so not in the record either.
+    let credential = route.upstream.credential().clone();
+    let mut upstream_headers = upstream.headers().clone();
+    credential.scrub_headers(&mut upstream_headers);
     let mut response = Response::builder().status(status);
     if let Some(h) = response.headers_mut() {
         *h = end_to_end_headers(&upstream_headers);
     }
-    let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes);
+    let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes, &secrets);
     let upstream_ms = started.elapsed().as_secs_f64() * 1e3;
     let result = ResultFacts {
         status: status.as_u16(),
         headers: upstream_headers,
         upstream_ms,
+        secrets,
     };
 
     if upstream.content_length().is_some_and(|n| n <= BUFFER_LIMIT) {
         let bytes = match upstream.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                let outcome =
-                    Outcome::UpstreamFailed(format!("the upstream's response body broke off: {e}"));
-                shared
-                    .store
-                    .enqueue(vec![failed(action_id, "forward", &outcome)]);
+                let outcome = Outcome::UpstreamFailed(format!(
+                    "the upstream's response body broke off: {}",
+                    e.without_url()
+                ));
+                shared.store.enqueue(vec![failed(
+                    action_id,
+                    "forward",
+                    &outcome,
+                    &result.secrets,
+                )]);
                 return Err(outcome);
+            }
+        };
+        let bytes = match credential.scrub_bytes(&bytes) {
+            None => bytes,
+            Some(clean) => {
+                if let Some(h) = response.headers_mut() {
+                    h.insert(CONTENT_LENGTH, HeaderValue::from(clean.len()));
+                }
+                Bytes::from(clean)
             }
         };
         capture.push(&bytes);
@@ -634,7 +711,14 @@ async fn forward(
     }
 
     // Stream: the agent gets bytes as they arrive; the record is written
-    // when the body ends (or breaks off).
+    // when the body ends (or breaks off). Scrubbing may change the length,
+    // so on a route with a credential the body goes out chunked.
+    if !credential.is_empty() {
+        if let Some(h) = response.headers_mut() {
+            h.remove(CONTENT_LENGTH);
+        }
+    }
+    let mut scrubber = StreamScrubber::new(credential);
     let (tx, body) = ChannelBody::new(8);
     let shared = shared.clone();
     let action_id = action_id.to_string();
@@ -643,15 +727,34 @@ async fn forward(
         loop {
             match upstream.chunk().await {
                 Ok(Some(chunk)) => {
+                    let chunk = scrubber.push(chunk);
+                    if chunk.is_empty() {
+                        continue;
+                    }
                     capture.push(&chunk);
                     if tx.send(Ok(chunk)).await.is_err() {
                         error = Some("the agent hung up before the body was complete".to_string());
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    let rest = scrubber.finish();
+                    if !rest.is_empty() {
+                        capture.push(&rest);
+                        if tx.send(Ok(rest)).await.is_err() {
+                            error =
+                                Some("the agent hung up before the body was complete".to_string());
+                        }
+                    }
+                    break;
+                }
                 Err(e) => {
-                    let msg = format!("the upstream's response body broke off: {e}");
+                    // What was held back may be part of a secret: it is
+                    // dropped with the broken body.
+                    let msg = format!(
+                        "the upstream's response body broke off: {}",
+                        e.without_url()
+                    );
                     let _ = tx.send(Err(msg.clone().into())).await;
                     error = Some(msg);
                     break;
@@ -670,8 +773,10 @@ async fn forward(
 /// What is known of an upstream answer once its headers arrived.
 struct ResultFacts {
     status: u16,
+    /// Already scrubbed of the route's credential.
     headers: hyper::HeaderMap,
     upstream_ms: f64,
+    secrets: Secrets,
 }
 
 impl ResultFacts {
@@ -684,7 +789,7 @@ impl ResultFacts {
         shared: &Shared,
     ) -> Draft {
         let response = capture.finish(self.status, &self.headers, &shared.config.capture);
-        Draft::completed(action_id, response, self.upstream_ms, error)
+        Draft::completed(action_id, response, self.upstream_ms, error).redacted(&self.secrets)
     }
 }
 
@@ -722,11 +827,13 @@ fn held_action(
             path_and_query: request.path_and_query(),
             headers,
             body: request.body.clone(),
+            // hold_payload marks it when the record's copy is redacted.
+            query_redacted: false,
         },
     }
 }
 
-/// The notice sent to each `notify` hook (SPEC §4).
+/// The notice sent to each `notify` hook (SPEC §4): scrubbed like a record.
 fn notice(
     shared: &Shared,
     action_id: &str,
@@ -735,13 +842,13 @@ fn notice(
     story: &Story<'_>,
 ) -> Value {
     let request = story.request;
-    json!({
+    let mut notice = json!({
         "type": "action.held",
         "action_id": action_id,
         "decision": decision,
         "request": {
             "method": request.method,
-            "url": story.url,
+            "url": story.shown_url,
             "route": story.route.map(|r| r.config.name.as_str()),
             "agent": request.agent_json(),
             "body": crate::capture::body_view(&request.body, shared.config.capture.max_response_bytes as usize),
@@ -754,5 +861,7 @@ fn notice(
         "expires_at": humantime::format_rfc3339_micros(held.expires_at).to_string(),
         "action_url": format!("{}/v1/actions/{}", shared.admin_url, action_id),
         "review_url": format!("{}/v1/actions/{}/reviews", shared.admin_url, action_id),
-    })
+    });
+    story.secrets.scrub_payload(&mut notice);
+    notice
 }

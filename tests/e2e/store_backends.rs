@@ -86,6 +86,7 @@ on_both_backends!(
     index_follows_each_record,
     due_finds_expired_unclaimed_and_lapsed,
     heads_and_put_index,
+    probe_writes_nothing_to_the_record,
 );
 
 // --- helpers ---------------------------------------------------------------
@@ -815,4 +816,17 @@ fn heads_and_put_index(t: &dyn Target) {
         vec![a.clone()]
     );
     assert_eq!(walk_chain(b.as_mut()), 2);
+}
+
+fn probe_writes_nothing_to_the_record(t: &dyn Target) {
+    let mut b = t.open();
+    b.probe().expect("probe an empty store");
+    let id = new_action_id();
+    b.append(&[plain(vec![decided(&id, State::Pending, "high")])])
+        .expect("append");
+    for _ in 0..3 {
+        b.probe().expect("probe");
+    }
+    assert_eq!(b.heads().expect("heads"), (1, 1));
+    assert_eq!(walk_chain(b.as_mut()), 1);
 }

@@ -329,8 +329,12 @@ fn a_database_restart_loses_nothing() {
         matches!(during, StoreError::Postgres(_) | StoreError::Open { .. }),
         "{during:?}"
     );
+    b.probe()
+        .expect_err("the probe passed with the database down");
 
     server.start();
+    b.probe()
+        .expect("the probe reconnects once the database is back");
     // The same backend reconnects by itself.
     let out = b
         .append(&one(vec![Draft::new(

@@ -27,6 +27,11 @@ pub struct Seen {
 ///
 /// - `/slow...` waits 3 s before answering.
 /// - `/stream?n=BYTES` answers BYTES bytes in chunks without a content-length.
+/// - `/echo...` answers 200 with the request it got, as `httpbin`'s
+///   `/anything` does: a JSON body with the method, path and query and every
+///   header, and each header repeated as an `x-echo-<name>` response header.
+///   `?chunk=K` sends the body in K-byte chunks without a content-length;
+///   `?pad=N` adds N bytes of padding to the body.
 /// - anything else answers 201 with `{"ok":true,"echo_size":N}` and a
 ///   `set-cookie` header (which the record must not keep).
 pub struct Upstream {
@@ -107,6 +112,9 @@ async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Seen>>>) -> Response<
     if path.starts_with("/slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    if path.starts_with("/echo") {
+        return echo(&parts, &body, query.as_deref().unwrap_or_default());
+    }
     if path.starts_with("/stream") {
         let n: usize = query
             .as_deref()
@@ -136,6 +144,46 @@ async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Seen>>>) -> Response<
         .header("set-cookie", "upstream-session=UPSTREAM-COOKIE-CANARY")
         .body(BodyExt::boxed(Full::new(Bytes::from(reply))))
         .unwrap()
+}
+
+fn echo(parts: &hyper::http::request::Parts, body: &[u8], query: &str) -> Response<TestBody> {
+    let option = |name: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+    };
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into(),
+            )
+        })
+        .collect();
+    let reply = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path_and_query": parts.uri.path_and_query().map(|p| p.as_str()),
+        "headers": headers,
+        "body": String::from_utf8_lossy(body),
+        "pad": "p".repeat(option("pad").unwrap_or(0)),
+    })
+    .to_string()
+    .into_bytes();
+    let mut response = Response::builder()
+        .status(200)
+        .header("content-type", "application/json");
+    for (n, v) in &parts.headers {
+        response = response.header(format!("x-echo-{n}"), v.clone());
+    }
+    let body = match option("chunk") {
+        Some(k) => BodyExt::boxed(Chunked(
+            reply.chunks(k.max(1)).map(Bytes::copy_from_slice).collect(),
+        )),
+        None => BodyExt::boxed(Full::new(Bytes::from(reply))),
+    };
+    response.body(body).unwrap()
 }
 
 /// A body sent in chunks, without a content-length.

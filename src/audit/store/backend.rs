@@ -147,6 +147,11 @@ pub trait Backend: Send + 'static {
     /// `last_seq` in the index: different means the index is behind.
     fn heads(&mut self) -> Result<(i64, i64), StoreError>;
 
+    /// Checks that a write would commit now, without touching the record
+    /// (a scratch write rolled back or dropped): how a failing store finds
+    /// out it works again while nothing else is being written.
+    fn probe(&mut self) -> Result<(), StoreError>;
+
     /// Replaces the index rows of these actions (rebuilding a derived index).
     fn put_index(&mut self, rows: &[IndexRow]) -> Result<(), StoreError>;
 }

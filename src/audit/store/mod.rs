@@ -100,35 +100,55 @@ struct Job {
     reply: Option<Reply>,
 }
 
-/// Whether the store is committing; `/readyz` reports it.
+/// Why the store cannot commit, since when.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The last commit error.
+    pub error: String,
+    /// When commits started failing (RFC 3339).
+    pub since: String,
+}
+
+/// The outcome of the writer's last commit attempt; `/readyz` reports it.
 #[derive(Default)]
 pub struct Health {
     failing: AtomicBool,
-    last_error: Mutex<Option<String>>,
+    failure: Mutex<Option<Failure>>,
 }
 
 impl Health {
-    fn ok(&self) {
-        if self.failing.swap(false, Ordering::Relaxed) {
-            tracing::info!("the record store commits again");
+    fn record(&self, outcome: Result<(), &StoreError>) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Ok(()) => {
+                if failure.take().is_some() {
+                    tracing::info!("the record store commits again");
+                }
+                self.failing.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let since = failure
+                    .as_ref()
+                    .map_or_else(now_rfc3339, |f| f.since.clone());
+                *failure = Some(Failure {
+                    error: e.to_string(),
+                    since,
+                });
+                self.failing.store(true, Ordering::Relaxed);
+            }
         }
     }
 
-    fn failed(&self, e: &StoreError) {
-        self.failing.store(true, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
-    /// The last commit error, while commits fail.
-    pub fn problem(&self) -> Option<String> {
-        if self.failing.load(Ordering::Relaxed) {
-            self.last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        } else {
-            None
-        }
+    /// Why commits fail, while they do.
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -311,9 +331,9 @@ impl Store {
         &self.describe
     }
 
-    /// Whether commits are failing, and why.
-    pub fn health(&self) -> &Health {
-        &self.health
+    /// Why commits fail, while they do (`None` when the last one succeeded).
+    pub fn failure(&self) -> Option<Failure> {
+        self.health.failure()
     }
 
     /// Actions whose records failed verification (never forwarded).
@@ -704,7 +724,9 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let first = if self.retry.is_empty() {
+            // While failing, wake up on the backoff even with nothing queued,
+            // to find out (by retrying or probing) when commits work again.
+            let first = if self.retry.is_empty() && !self.health.is_failing() {
                 match rx.recv() {
                     Ok(job) => Some(job),
                     Err(_) => return,
@@ -740,10 +762,24 @@ impl Writer {
             }
             let offset = batch.len();
             batch.extend(jobs.iter().flat_map(|j| j.appends.iter().cloned()));
+            let writes = batch
+                .iter()
+                .any(|a| !a.drafts.is_empty() || a.message_id.is_some());
+            if !writes && self.health.is_failing() {
+                // Nothing to write (an idle wake-up or a flush): ask the
+                // store with a probe whether commits work again.
+                let probe = self.probe();
+                self.health.record(probe.as_ref().map(|_| ()));
+                if probe.is_err() {
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
             match self.write(&batch) {
                 Ok(outcomes) => {
                     backoff = Duration::from_millis(50);
-                    self.health.ok();
+                    if writes {
+                        self.health.record(Ok(()));
+                    }
                     let mut at = offset;
                     for job in jobs {
                         let n = job.appends.len();
@@ -757,7 +793,7 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(error = %e, "record store commit failed");
                     self.metrics.record_commit_failures.inc();
-                    self.health.failed(&e);
+                    self.health.record(Err(&e));
                     let e = Arc::new(e);
                     self.retry = retry;
                     for job in jobs {
@@ -799,6 +835,19 @@ impl Writer {
             self.metrics
                 .record_commit_seconds
                 .observe(started.elapsed().as_secs_f64());
+        }
+        out
+    }
+
+    /// A scratch write on the write connection.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let conn = match self.conn.as_mut() {
+            Some(c) => c,
+            None => self.conn.insert((self.connect)()?),
+        };
+        let out = conn.probe();
+        if out.is_err() {
+            self.conn = None;
         }
         out
     }

@@ -768,6 +768,7 @@ struct Statements {
     forget_messages: Statement,
     due: Statement,
     heads: Statement,
+    probe: Statement,
     put_index: Statement,
 }
 
@@ -844,6 +845,10 @@ impl Statements {
             heads: c.prepare(
                 "SELECT (SELECT COALESCE(MAX(seq), 0) FROM records)::BIGINT,
                         (SELECT COALESCE(MAX(last_seq), 0) FROM actions)::BIGINT",
+            )?,
+            probe: c.prepare(
+                "INSERT INTO countersign_probe (id, at) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
             )?,
             put_index: c.prepare(
                 "INSERT INTO actions (action_id, state, risk, route, method, path, agent, upstream_status,
@@ -1026,6 +1031,14 @@ impl Backend for Postgres {
             let r = c.query_one(&st.heads, &[])?;
             Ok((r.get(0), r.get(1)))
         })
+    }
+
+    fn probe(&mut self) -> Result<(), StoreError> {
+        // A real committed write (WAL flushed, refused by a read-only
+        // standby or a full disk), on a table of its own and outside the
+        // chain-head lock, so it never delays an append.
+        let at = now();
+        self.idempotent(|c, st| c.execute(&st.probe, &[&at]).map(|_| ()))
     }
 
     fn put_index(&mut self, rows: &[IndexRow]) -> Result<(), StoreError> {

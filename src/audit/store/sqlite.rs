@@ -343,6 +343,19 @@ impl Backend for Sqlite {
         )?)
     }
 
+    fn probe(&mut self) -> Result<(), StoreError> {
+        // A real page write: an empty transaction would commit even on a full disk.
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(
+            "DROP TABLE IF EXISTS countersign_probe;
+             CREATE TABLE countersign_probe (x BLOB);
+             INSERT INTO countersign_probe VALUES (zeroblob(8192));
+             DROP TABLE countersign_probe;",
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn put_index(&mut self, rows: &[IndexRow]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {

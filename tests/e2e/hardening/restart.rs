@@ -110,11 +110,10 @@ async fn an_edited_held_request_is_never_forwarded_after_a_restart() {
             },
         )
         .await;
-        assert_eq!(
-            ready["store"]["tampered_actions"],
-            serde_json::json!([id]),
-            "{ready}"
-        );
+        // (With a recomputed hash the break sits between this record and the
+        // next one, so the action after it is flagged too.)
+        let flagged = ready["store"]["tampered_actions"].as_array().unwrap();
+        assert!(flagged.contains(&serde_json::json!(id)), "{ready}");
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert!(
             upstream.seen().is_empty(),

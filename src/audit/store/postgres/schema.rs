@@ -75,6 +75,13 @@ CREATE TABLE seen_messages (
 );
 CREATE INDEX seen_messages_age ON seen_messages (seen_at);
 
+-- One row a failing process writes to learn that commits work again,
+-- without touching the record.
+CREATE TABLE countersign_probe (
+    id INT PRIMARY KEY CHECK (id = 1),
+    at TEXT NOT NULL
+);
+
 -- The record is append-only: the database itself refuses to change or
 -- remove a record (an owner can still drop this trigger; `audit verify`
 -- and signed checkpoints catch what it does not stop).
