@@ -4,13 +4,16 @@
 //! (the chain head); each append notifies the other processes, which wake
 //! their waiting agents (see [`listen`]).
 //!
-//! Layout: [`dsn`] takes the connection string apart, [`tls`] builds the
-//! rustls connector per `sslmode`, [`schema`] migrates, [`listen`] carries
-//! notifications; this file implements [`Backend`].
+//! Layout: `dsn` takes the connection string apart, `tls` builds the
+//! rustls connector per `sslmode`, `schema` migrates, `statements` holds
+//! the SQL, `batch` turns a batch into rows, `listen` carries
+//! notifications; this file connects and implements [`Backend`].
 
+mod batch;
 mod dsn;
 mod listen;
 mod schema;
+mod statements;
 mod tls;
 
 use std::collections::{HashMap, HashSet};
@@ -24,9 +27,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::backend::{ActionSummary, Append, Appended, Backend};
 use super::backend::{Due, IndexRow, Links, ListFilter};
 use super::StoreError;
-use crate::audit::record::{canonical_json, chain_hash, IndexUpdate, Record};
+use crate::audit::record::{canonical_json, chain_hash, Record};
+use batch::{index, RecordRows, Step, Touched};
+use statements::{Statements, SUMMARY_COLUMNS};
 
-pub use dsn::SslMode;
 pub use listen::{listen, listen_with};
 pub use schema::VERSION as SCHEMA_VERSION;
 
@@ -556,315 +560,6 @@ impl Postgres {
         } else {
             Err(error.into())
         }
-    }
-}
-
-/// The chain-ordered records of a batch, as columns (one INSERT for all).
-#[derive(Default)]
-struct RecordRows<'a> {
-    seq: Vec<i64>,
-    time: Vec<String>,
-    action_id: Vec<&'a str>,
-    kind: Vec<&'static str>,
-    payload: Vec<String>,
-    prev_hash: Vec<String>,
-    hash: Vec<String>,
-}
-
-impl<'a> RecordRows<'a> {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        seq: i64,
-        time: String,
-        action_id: &'a str,
-        kind: &'static str,
-        payload: String,
-        prev_hash: String,
-        hash: String,
-    ) {
-        self.seq.push(seq);
-        self.time.push(time);
-        self.action_id.push(action_id);
-        self.kind.push(kind);
-        self.payload.push(payload);
-        self.prev_hash.push(prev_hash);
-        self.hash.push(hash);
-    }
-}
-
-/// One action's records in a batch, in order.
-struct Touched<'a> {
-    action_id: &'a str,
-    steps: Vec<Step<'a>>,
-}
-
-struct Step<'a> {
-    seq: i64,
-    time: String,
-    index: &'a IndexUpdate,
-}
-
-/// The net effect of consecutive index updates: the newest value of each
-/// field that any of them set, sticky `forward_claimed`.
-#[derive(Default)]
-struct Net<'a> {
-    state: Option<&'static str>,
-    risk: Option<&'a str>,
-    expires_at: Option<&'a str>,
-    lease_until: Option<&'a str>,
-    forward_claimed: bool,
-    upstream_status: Option<i64>,
-    last_seq: i64,
-    updated_at: &'a str,
-}
-
-fn net<'a>(steps: &'a [Step<'a>]) -> Net<'a> {
-    let mut n = Net::default();
-    for s in steps {
-        let u = s.index;
-        n.state = u.state.map(|st| st.as_str()).or(n.state);
-        n.risk = u.risk.as_deref().or(n.risk);
-        n.expires_at = u.expires_at.as_deref().or(n.expires_at);
-        n.lease_until = u.lease_until.as_deref().or(n.lease_until);
-        n.forward_claimed |= u.forward_claimed;
-        n.upstream_status = u.upstream_status.or(n.upstream_status);
-        n.last_seq = s.seq;
-        n.updated_at = &s.time;
-    }
-    n
-}
-
-/// Updates the index rows of the actions a batch touched, with the same
-/// result as applying each record's update in turn: a record with a
-/// summary creates the row if absent, then every record updates it.
-fn index(
-    tx: &mut postgres::Transaction<'_>,
-    st: &Statements,
-    touched: &[Touched<'_>],
-) -> Result<(), postgres::Error> {
-    // Rows to create: at each action's first record with a summary.
-    let mut new = NewRows::default();
-    for t in touched {
-        if let Some(k) = t.steps.iter().position(|s| s.index.summary.is_some()) {
-            let s = &t.steps[k];
-            let (u, sum) = (s.index, s.index.summary.as_ref());
-            new.action_id.push(t.action_id);
-            new.state.push(u.state.map_or("pending", |st| st.as_str()));
-            new.risk.push(u.risk.as_deref());
-            new.route.push(sum.map(|x| x.route.as_str()));
-            new.method.push(sum.map(|x| x.method.as_str()));
-            new.path.push(sum.map(|x| x.path.as_str()));
-            new.agent.push(sum.and_then(|x| x.agent.as_deref()));
-            new.created_at.push(&s.time);
-            new.last_seq.push(s.seq);
-            new.expires_at.push(u.expires_at.as_deref());
-            new.lease_until.push(u.lease_until.as_deref());
-        }
-    }
-    let mut created: HashSet<String> = HashSet::new();
-    if !new.action_id.is_empty() {
-        for row in tx.query(
-            &st.insert_index,
-            &[
-                &new.action_id,
-                &new.state,
-                &new.risk,
-                &new.route,
-                &new.method,
-                &new.path,
-                &new.agent,
-                &new.created_at,
-                &new.last_seq,
-                &new.expires_at,
-                &new.lease_until,
-            ],
-        )? {
-            created.insert(row.get(0));
-        }
-    }
-    // Then the updates. A row created just now only sees the records from
-    // its creating one on (before it, there was no row to update).
-    let mut up = UpdateRows::default();
-    for t in touched {
-        let from = if created.contains(t.action_id) {
-            t.steps
-                .iter()
-                .position(|s| s.index.summary.is_some())
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        let n = net(&t.steps[from..]);
-        up.action_id.push(t.action_id);
-        up.state.push(n.state);
-        up.risk.push(n.risk);
-        up.expires_at.push(n.expires_at);
-        up.lease_until.push(n.lease_until);
-        up.forward_claimed.push(n.forward_claimed);
-        up.upstream_status.push(n.upstream_status);
-        up.last_seq.push(n.last_seq);
-        up.updated_at.push(n.updated_at);
-    }
-    tx.execute(
-        &st.update_index,
-        &[
-            &up.action_id,
-            &up.state,
-            &up.risk,
-            &up.expires_at,
-            &up.lease_until,
-            &up.forward_claimed,
-            &up.upstream_status,
-            &up.last_seq,
-            &up.updated_at,
-        ],
-    )?;
-    Ok(())
-}
-
-#[derive(Default)]
-struct NewRows<'a> {
-    action_id: Vec<&'a str>,
-    state: Vec<&'a str>,
-    risk: Vec<Option<&'a str>>,
-    route: Vec<Option<&'a str>>,
-    method: Vec<Option<&'a str>>,
-    path: Vec<Option<&'a str>>,
-    agent: Vec<Option<&'a str>>,
-    created_at: Vec<&'a str>,
-    last_seq: Vec<i64>,
-    expires_at: Vec<Option<&'a str>>,
-    lease_until: Vec<Option<&'a str>>,
-}
-
-#[derive(Default)]
-struct UpdateRows<'a> {
-    action_id: Vec<&'a str>,
-    state: Vec<Option<&'a str>>,
-    risk: Vec<Option<&'a str>>,
-    expires_at: Vec<Option<&'a str>>,
-    lease_until: Vec<Option<&'a str>>,
-    forward_claimed: Vec<bool>,
-    upstream_status: Vec<Option<i64>>,
-    last_seq: Vec<i64>,
-    updated_at: Vec<&'a str>,
-}
-
-/// The statements every operation uses, prepared once per connection.
-#[derive(Clone)]
-struct Statements {
-    lock_head: Statement,
-    newest_seqs: Statement,
-    insert_records: Statement,
-    insert_index: Statement,
-    update_index: Statement,
-    set_head: Statement,
-    notify: Statement,
-    records_of: Statement,
-    links_of: Statement,
-    scan: Statement,
-    remember_message: Statement,
-    forget_messages: Statement,
-    due: Statement,
-    heads: Statement,
-    probe: Statement,
-    put_index: Statement,
-}
-
-const RECORD_COLUMNS: &str = "seq, time, action_id, kind, payload, prev_hash, hash";
-const SUMMARY_COLUMNS: &str =
-    "action_id, state, risk, route, method, path, agent, upstream_status, created_at, updated_at";
-
-impl Statements {
-    fn prepare(c: &mut Client) -> Result<Statements, postgres::Error> {
-        Ok(Statements {
-            lock_head: c.prepare("SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE")?,
-            newest_seqs: c.prepare(
-                "SELECT action_id, MAX(seq) FROM records WHERE action_id = ANY($1::text[]) GROUP BY action_id",
-            )?,
-            insert_records: c.prepare(&format!(
-                "INSERT INTO records ({RECORD_COLUMNS})
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
-            ))?,
-            insert_index: c.prepare(
-                "INSERT INTO actions (action_id, state, risk, route, method, path, agent,
-                                      created_at, updated_at, last_seq, expires_at, lease_until, forward_claimed)
-                 SELECT u.action_id, u.state, u.risk, u.route, u.method, u.path, u.agent,
-                        u.created_at, u.created_at, u.last_seq, u.expires_at, u.lease_until, FALSE
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                             $8::text[], $9::bigint[], $10::text[], $11::text[])
-                      AS u(action_id, state, risk, route, method, path, agent, created_at, last_seq, expires_at, lease_until)
-                 ON CONFLICT (action_id) DO NOTHING
-                 RETURNING action_id",
-            )?,
-            update_index: c.prepare(
-                "UPDATE actions AS a SET
-                     state = COALESCE(u.state, a.state),
-                     risk = COALESCE(u.risk, a.risk),
-                     expires_at = COALESCE(u.expires_at, a.expires_at),
-                     lease_until = COALESCE(u.lease_until, a.lease_until),
-                     forward_claimed = a.forward_claimed OR u.forward_claimed,
-                     upstream_status = COALESCE(u.upstream_status, a.upstream_status),
-                     last_seq = u.last_seq,
-                     updated_at = u.updated_at
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::bigint[],
-                             $8::bigint[], $9::text[])
-                      AS u(action_id, state, risk, expires_at, lease_until, forward_claimed, upstream_status, last_seq, updated_at)
-                 WHERE a.action_id = u.action_id",
-            )?,
-            set_head: c.prepare("UPDATE chain_head SET seq = $1, hash = $2 WHERE id = 1")?,
-            notify: c.prepare(&format!(
-                "SELECT pg_notify('{CHANNEL}', a) FROM unnest($1::text[]) AS a"
-            ))?,
-            records_of: c.prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE action_id = $1 ORDER BY seq"
-            ))?,
-            links_of: c.prepare(
-                "SELECT r.seq, b.hash, n.prev_hash FROM records r
-                 LEFT JOIN records b ON b.seq = r.seq - 1
-                 LEFT JOIN records n ON n.seq = r.seq + 1
-                 WHERE r.action_id = $1 ORDER BY r.seq",
-            )?,
-            scan: c.prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE seq > $1 ORDER BY seq LIMIT $2"
-            ))?,
-            remember_message: c.prepare(
-                "INSERT INTO seen_messages (message_id, seen_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )?,
-            forget_messages: c.prepare("DELETE FROM seen_messages WHERE seen_at < $1")?,
-            due: c.prepare(
-                "SELECT 'expired', action_id FROM actions WHERE state = 'pending' AND expires_at <= $1
-                 UNION ALL
-                 SELECT 'unclaimed', action_id FROM actions
-                   WHERE state = 'approved' AND NOT forward_claimed AND updated_at <= $2
-                 UNION ALL
-                 SELECT 'lapsed', action_id FROM actions
-                   WHERE state IN ('allowed', 'approved') AND lease_until IS NOT NULL AND lease_until <= $1",
-            )?,
-            heads: c.prepare(
-                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM records)::BIGINT,
-                        (SELECT COALESCE(MAX(last_seq), 0) FROM actions)::BIGINT",
-            )?,
-            probe: c.prepare(
-                "INSERT INTO countersign_probe (id, at) VALUES (1, $1)
-                 ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
-            )?,
-            put_index: c.prepare(
-                "INSERT INTO actions (action_id, state, risk, route, method, path, agent, upstream_status,
-                                      created_at, updated_at, last_seq, expires_at, lease_until, forward_claimed)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::bigint[], $9::text[], $10::text[], $11::bigint[],
-                                      $12::text[], $13::text[], $14::bool[])
-                 ON CONFLICT (action_id) DO UPDATE SET
-                     state = EXCLUDED.state, risk = EXCLUDED.risk, route = EXCLUDED.route,
-                     method = EXCLUDED.method, path = EXCLUDED.path, agent = EXCLUDED.agent,
-                     upstream_status = EXCLUDED.upstream_status, created_at = EXCLUDED.created_at,
-                     updated_at = EXCLUDED.updated_at, last_seq = EXCLUDED.last_seq,
-                     expires_at = EXCLUDED.expires_at, lease_until = EXCLUDED.lease_until,
-                     forward_claimed = EXCLUDED.forward_claimed",
-            )?,
-        })
     }
 }
 
