@@ -282,23 +282,20 @@ impl Store {
             .map_err(StoreError::Writer)?;
         if let StoreUrl::Postgres { dsn } = &cfg.store {
             let hook = on_change.clone();
-            let password = match &cfg.password {
-                Some(p) => Some(p.read().map_err(|why| StoreError::Open {
-                    what: describe.clone(),
-                    why: format!("audit.password: {why}"),
-                })?),
-                None => None,
-            };
-            postgres::listen(
-                dsn,
-                password.as_deref(),
-                cfg.ca_file.as_deref(),
-                move |id| {
-                    if let Some(f) = hook.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                        f(&id)
-                    }
-                },
-            )?;
+            // Asked at every reconnection: a rotated password file is picked up.
+            let secret = cfg.password.clone();
+            let password: postgres::PasswordSource = Arc::new(move || match &secret {
+                Some(s) => s
+                    .read()
+                    .map(Some)
+                    .map_err(|why| format!("audit.password: {why}")),
+                None => Ok(None),
+            });
+            postgres::listen_with(dsn, password, cfg.ca_file.as_deref(), move |id| {
+                if let Some(f) = hook.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    f(&id)
+                }
+            })?;
         }
         Ok(Store {
             tx,

@@ -184,8 +184,10 @@ impl Backend for Sqlite {
             .unwrap_or((0, GENESIS.to_string()));
         let mut out = Vec::with_capacity(batch.len());
         {
-            let mut last_seq =
-                tx.prepare_cached("SELECT last_seq FROM actions WHERE action_id = ?1")?;
+            // The action's newest record, from the records themselves (the
+            // index is derived and must not decide a claim).
+            let mut last_seq = tx
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM records WHERE action_id = ?1")?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO records (seq, time, action_id, kind, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
