@@ -1,4 +1,4 @@
-//! The command line (SPEC §7): parsed with clap, each subcommand a small
+//! The command line (docs/reference.md#command-line): parsed with clap, each subcommand a small
 //! function. Errors reach `main` as `anyhow` errors and print as one sentence.
 
 use std::path::{Path, PathBuf};
@@ -102,7 +102,7 @@ pub enum PolicyCommand {
         /// Directory of .rego files.
         #[arg(long, value_name = "DIR")]
         policies: PathBuf,
-        /// Input document (JSON), as in SPEC §2.
+        /// The policy input document (JSON), as countersign builds it for each call.
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
         /// Rule to evaluate.

@@ -20,7 +20,7 @@ pub struct ConfigError {
 }
 
 // ---------------------------------------------------------------------------
-// Raw shape, exactly as in SPEC §8.
+// Raw shape, exactly as docs/reference.md#configuration lists the keys.
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -572,7 +572,7 @@ pub struct UpstreamAuth {
 /// Which input shape the policy expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputShape {
-    /// SPEC §2's input document.
+    /// The input document of docs/reference.md#the-policy-input.
     Native,
     /// The native document plus opa-envoy-plugin's `attributes`, `parsed_path`, ...
     Envoy,

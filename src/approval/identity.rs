@@ -1,4 +1,4 @@
-//! Who is who, for separation of duties (SPEC §4): a reviewer may not
+//! Who is who, for separation of duties (docs/reviewers.md): a reviewer may not
 //! approve an action when they are the agent or the person it acts for.
 //! Names reach countersign from different places (the config's reviewer
 //! names and aliases, the agent's own headers), typed by different people,

@@ -1,4 +1,4 @@
-//! Reviewer keys and Standard Webhooks signatures (SPEC §4), both kinds:
+//! Reviewer keys and Standard Webhooks signatures (docs/reference.md#reviews), both kinds:
 //!
 //! - symmetric: `whsec_` + base64 of a shared secret; the signature is
 //!   `v1,<base64 HMAC-SHA256>`. countersign and the reviewer hold the same

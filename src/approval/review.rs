@@ -1,6 +1,7 @@
-//! One review attempt, from signed webhook to new state (SPEC §4). Every
-//! attempt, accepted or refused, is written to the record with its reason,
-//! and with the signature and the exact bytes it covers once it verified.
+//! One review attempt, from signed webhook to new state
+//! (docs/reference.md#reviews). Every attempt, accepted or refused, is
+//! written to the record with its reason, and with the signature and the
+//! exact bytes it covers once it verified.
 
 use std::sync::Arc;
 use std::time::SystemTime;

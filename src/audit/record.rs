@@ -80,7 +80,7 @@ impl Kind {
     }
 }
 
-/// An action's state, as SPEC §1 names them.
+/// An action's state (docs/reference.md#actions-and-their-states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Allowed by policy; forwarding.

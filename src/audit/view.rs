@@ -1,5 +1,5 @@
-//! An action reconstructed from its records alone: the five things SPEC
-//! lists (request, evidence, recommended action, reviewer decisions,
+//! An action reconstructed from its records alone: the five things the
+//! record must answer (request, evidence, recommended action, reviewer decisions,
 //! resulting change) plus the ordered records themselves. Used by
 //! `audit show` and `GET /v1/actions/<id>`.
 //!

@@ -1,5 +1,5 @@
 //! The decision object a policy returns, and the contract it must keep
-//! (SPEC §2). Anything that breaks the contract is an error, and the caller
+//! (docs/reference.md#the-decision). Anything that breaks the contract is an error, and the caller
 //! fails closed on it.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,5 +1,5 @@
-//! The policy input document (SPEC §2), and its opa-envoy-plugin variant for
-//! policies ported from OPA.
+//! The policy input document (docs/reference.md#the-policy-input), and its
+//! opa-envoy-plugin variant for policies ported from OPA.
 
 use serde_json::{json, Map, Value};
 

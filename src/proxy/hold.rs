@@ -1,7 +1,8 @@
-//! The agent's side of a hold (SPEC §3): wait up to `hold.wait` for the
+//! The agent's side of a hold: wait up to `hold.wait` for the
 //! reviewers, then answer with the upstream's response (approved), 403
 //! (rejected or expired), or 202 with a status URL (`accept`) / 504 and a
-//! cancelled action (`cancel`). The status URL is served here too.
+//! cancelled action (`cancel`). The status URL is served here too
+//! (docs/reference.md#holds-from-the-agents-side).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -833,7 +833,8 @@ fn held_action(
     }
 }
 
-/// The notice sent to each `notify` hook (SPEC §4): scrubbed like a record.
+/// The notice sent to each `notify` hook (docs/reference.md#notifications):
+/// scrubbed like a record.
 fn notice(
     shared: &Shared,
     action_id: &str,

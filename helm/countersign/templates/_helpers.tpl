@@ -118,7 +118,7 @@ stop before anything is applied. (`helm lint` only logs a template's fail.)
 {{- printf "COUNTERSIGN_REVIEWER_%s" (. | upper | replace "-" "_") -}}
 {{- end -}}
 
-{{/* The countersign.yaml the chart generates (SPEC section 8). */}}
+{{/* The countersign.yaml the chart generates (docs/reference.md#configuration). */}}
 {{- define "countersign.configYaml" -}}
 listen: 0.0.0.0:{{ .Values.proxy.port }}
 admin:
