@@ -22,17 +22,21 @@
 //!    [`policy::pool`], never on the async workers, and
 //!    [`policy::decision::check`] holds the result to the contract.
 //! 4. The `decided` record is committed through [`audit::store::Store`]
+//!    (SQLite or PostgreSQL behind one [`audit::store::backend::Backend`])
 //!    before anything is forwarded (write-ahead, group commit). Every record
 //!    of the call is first scrubbed of the call's secrets
 //!    ([`audit::redact`]: the values capture redacted, the route's credential).
 //! 5. [`proxy::forward::Upstream`] forwards an allowed call; the answer is
 //!    captured and recorded as `completed` (or `failed`). A held call goes to
-//!    [`proxy::hold::wait`] instead: [`approval`] indexes it, notifies
-//!    reviewers ([`approval::notify`]), takes their signed reviews
-//!    ([`approval::review`], with [`approval::keys`] checking signatures and
-//!    [`approval::identity`] separation of duties) and forwards it once approved
-//!    ([`approval::execute`]); [`approval::recover`] restores held actions
-//!    after a restart.
+//!    [`proxy::hold::wait`] instead, which waits on the store: [`approval`]
+//!    notifies reviewers ([`approval::notify`]), takes their signed reviews
+//!    in any process of a fleet ([`approval::review`], with
+//!    [`approval::keys`] checking signatures and [`approval::identity`]
+//!    separation of duties), and forwards it once approved
+//!    ([`approval::execute`]: a conditional claim, so once fleet-wide). An
+//!    action's state is always folded from its verified records
+//!    ([`audit::lifecycle`]); [`approval::sweep`] expires holds, forwards
+//!    approved calls nobody claimed and marks interrupted forwards.
 //! 6. [`admin`] serves health, metrics and the actions API (on a thread of
 //!    its own), rebuilt from the records by [`audit::view`]; [`cli`] reads
 //!    the same records offline.
