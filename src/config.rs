@@ -1490,18 +1490,25 @@ impl Validator<'_> {
                 return Err("identity.jwt: give either jwks_file or jwks_url, not both".into())
             }
             (None, None) => {
-                return Err("identity.jwt: the signing keys are required: set jwks_file or jwks_url".into())
+                return Err(
+                    "identity.jwt: the signing keys are required: set jwks_file or jwks_url".into(),
+                )
             }
         };
         if j.issuer.trim().is_empty() {
-            return Err("identity.jwt.issuer: name the issuer whose tokens are accepted (the `iss` claim)".into());
+            return Err(
+                "identity.jwt.issuer: name the issuer whose tokens are accepted (the `iss` claim)"
+                    .into(),
+            );
         }
         if j.audience.trim().is_empty() {
             return Err("identity.jwt.audience: name the audience tokens must be for (the `aud` claim), such as countersign".into());
         }
         let leeway = duration("identity.jwt.leeway", j.leeway.as_deref().unwrap_or("30s"))?;
         if leeway > LONGEST_LEEWAY {
-            return Err("identity.jwt.leeway: at most 5m; the leeway only covers clock skew".into());
+            return Err(
+                "identity.jwt.leeway: at most 5m; the leeway only covers clock skew".into(),
+            );
         }
         let refresh = duration("identity.jwt.refresh", j.refresh.as_deref().unwrap_or("5m"))?;
         if refresh < Duration::from_secs(1) {
@@ -1526,10 +1533,7 @@ impl Validator<'_> {
                 "identity.jwt.header: `{header}` is an agent or evidence header; use another header for the token"
             ));
         }
-        for (field, path) in [
-            ("subject", &j.claims.subject),
-            ("actor", &j.claims.actor),
-        ] {
+        for (field, path) in [("subject", &j.claims.subject), ("actor", &j.claims.actor)] {
             if path.split('.').any(|p| p.trim().is_empty()) {
                 return Err(format!(
                     "identity.jwt.claims.{field}: `{path}` is not a claim path; write a claim name, or names joined by dots (act.sub)"

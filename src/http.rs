@@ -280,18 +280,16 @@ pub async fn serve(
                 let handler = handler.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        tls.acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            return tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                    };
+                    let stream =
+                        match tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                return tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                        };
                     // Judged once, with the client CA this connection was
                     // accepted under; every request of it carries the verdict.
                     let presented = tls.clients.as_ref().and_then(|c| {
@@ -299,7 +297,8 @@ pub async fn serve(
                             .map(|p| PeerCertificate(Arc::new(p)))
                     });
                     let conn = watcher.watch(
-                        builder.serve_connection(TokioIo::new(stream), service(&handler, presented)),
+                        builder
+                            .serve_connection(TokioIo::new(stream), service(&handler, presented)),
                     );
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");

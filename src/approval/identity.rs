@@ -134,7 +134,12 @@ mod tests {
         assert_eq!(m.field, "on_behalf_of");
         assert!(same_person("alice", &[], &parties(Some("ALICE"), None)).is_some());
         assert!(
-            same_person("alice", &[], &parties(Some("ap-agent-7"), Some("alice@corp"))).is_none(),
+            same_person(
+                "alice",
+                &[],
+                &parties(Some("ap-agent-7"), Some("alice@corp"))
+            )
+            .is_none(),
             "an email's local part is not the reviewer without an alias"
         );
         assert!(same_person("alice", &[], &parties(None, None)).is_none());
@@ -142,7 +147,10 @@ mod tests {
             same_person("alice", &[" ".into()], &parties(Some(""), Some(" "))).is_none(),
             "blank identities name nobody"
         );
-        let verified = [("on_behalf_of", Some("bob")), ("verified subject", Some("alice"))];
+        let verified = [
+            ("on_behalf_of", Some("bob")),
+            ("verified subject", Some("alice")),
+        ];
         let m = same_person("alice", &[], &verified).unwrap();
         assert_eq!(m.field, "verified subject", "the proven name counts too");
     }

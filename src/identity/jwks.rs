@@ -33,6 +33,7 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 const UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// One accepted signing key.
+#[derive(Debug)]
 pub struct Key {
     /// Its `kid`, if the JWKS gives one.
     pub kid: Option<String>,
@@ -43,7 +44,7 @@ pub struct Key {
 }
 
 /// A loaded key set.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct KeySet {
     /// The keys taken.
     pub keys: Vec<Key>,
@@ -96,7 +97,8 @@ pub fn parse(bytes: &[u8]) -> Result<KeySet, JwksError> {
     if bytes.len() > MAX_JWKS_BYTES {
         return Err(JwksError::TooLarge);
     }
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| JwksError::NotJwks(e.to_string()))?;
+    let doc: Value =
+        serde_json::from_slice(bytes).map_err(|e| JwksError::NotJwks(e.to_string()))?;
     let entries = doc
         .get("keys")
         .and_then(Value::as_array)
@@ -123,7 +125,8 @@ pub fn parse(bytes: &[u8]) -> Result<KeySet, JwksError> {
 
 /// One JWK, if countersign can verify with it.
 fn key(entry: &Value) -> Result<Key, String> {
-    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|e| format!("not a JWK countersign reads ({e})"))?;
+    let jwk: Jwk = serde_json::from_value(entry.clone())
+        .map_err(|e| format!("not a JWK countersign reads ({e})"))?;
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
         return Err("an encryption key (`use: enc`)".into());
     }
@@ -148,10 +151,15 @@ fn key(entry: &Value) -> Result<Key, String> {
         None => possible,
         Some(named) => match Algorithm::from_str(named) {
             Ok(alg) if possible.contains(&alg) && ACCEPTED.contains(&alg) => vec![alg],
-            _ => return Err(format!("its `alg` {named} does not fit its key type, or is not accepted")),
+            _ => {
+                return Err(format!(
+                    "its `alg` {named} does not fit its key type, or is not accepted"
+                ))
+            }
         },
     };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("its key material is malformed ({e})"))?;
+    let key =
+        DecodingKey::from_jwk(&jwk).map_err(|e| format!("its key material is malformed ({e})"))?;
     Ok(Key {
         kid: jwk.common.key_id.clone(),
         algorithms,
@@ -183,8 +191,11 @@ impl Keys {
                 None,
             ),
             JwksSource::Url { ca, .. } => {
-                let client = crate::proxy::forward::outbound_client_trusting("identity.jwt.jwks_url", ca.as_deref())
-                    .map_err(|e| e.to_string())?;
+                let client = crate::proxy::forward::outbound_client_trusting(
+                    "identity.jwt.jwks_url",
+                    ca.as_deref(),
+                )
+                .map_err(|e| e.to_string())?;
                 (KeySet::default(), Some(client))
             }
         };
@@ -200,7 +211,10 @@ impl Keys {
 
     /// The set in force.
     pub fn current(&self) -> Arc<KeySet> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Puts a new set in force.
@@ -232,7 +246,10 @@ impl Keys {
         if !response.status().is_success() {
             return Err(failed(format!("it answered {}", response.status())));
         }
-        if response.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
             return Err(JwksError::TooLarge);
         }
         let bytes = response
@@ -242,7 +259,11 @@ impl Keys {
         let set = parse(&bytes)?;
         let changed = set.fingerprint != self.current().fingerprint;
         if changed {
-            tracing::info!(keys = set.keys.len(), fingerprint = &set.fingerprint[..16], "JWKS fetched");
+            tracing::info!(
+                keys = set.keys.len(),
+                fingerprint = &set.fingerprint[..16],
+                "JWKS fetched"
+            );
             self.install(set);
         }
         Ok(changed)
@@ -298,7 +319,9 @@ pub async fn refresh(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 true
             }
             Err(e) => {
-                let why = format!("the JWKS could not be refreshed; the last good keys stay in force: {e}");
+                let why = format!(
+                    "the JWKS could not be refreshed; the last good keys stay in force: {e}"
+                );
                 shared.reload_failed("jwks", why);
                 false
             }
@@ -341,7 +364,10 @@ mod tests {
         assert_eq!(set.keys[1].algorithms, [Algorithm::PS256]);
         assert_eq!(set.keys[2].algorithms, [Algorithm::ES256]);
         assert_eq!(set.skipped.len(), 5, "{:?}", set.skipped);
-        assert!(set.skipped.iter().any(|s| s.contains("hmac") && s.contains("symmetric")));
+        assert!(set
+            .skipped
+            .iter()
+            .any(|s| s.contains("hmac") && s.contains("symmetric")));
     }
 
     #[test]
@@ -349,6 +375,9 @@ mod tests {
         let e = parse(br#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).unwrap_err();
         assert!(matches!(e, JwksError::NoUsableKey(_)), "{e}");
         assert!(matches!(parse(b"[]").unwrap_err(), JwksError::NotJwks(_)));
-        assert!(matches!(parse(b"not json").unwrap_err(), JwksError::NotJwks(_)));
+        assert!(matches!(
+            parse(b"not json").unwrap_err(),
+            JwksError::NotJwks(_)
+        ));
     }
 }

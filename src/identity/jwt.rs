@@ -193,7 +193,9 @@ impl TokenVerifier {
                     TokenError::Claim(c.clone())
                 }
                 ErrorKind::InvalidAlgorithm => TokenError::Algorithm(format!("{alg:?}")),
-                ErrorKind::InvalidToken => TokenError::Malformed("its expiry is out of range".into()),
+                ErrorKind::InvalidToken => {
+                    TokenError::Malformed("its expiry is out of range".into())
+                }
                 other => TokenError::Malformed(format!("{other:?}")),
             })
     }
@@ -244,7 +246,8 @@ impl TokenVerifier {
 /// else: `none`, HMAC and critical extensions are refused here.
 fn header_of(token: &str) -> Result<(Algorithm, Option<String>), TokenError> {
     let mut parts = token.split('.');
-    let (Some(head), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(head), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed("it does not have three parts".into()));
     };
@@ -312,17 +315,24 @@ mod tests {
             assert!(e.contains(want), "{header}: {e}");
         }
         assert!(header_of("abc").is_err());
-        let (alg, kid) =
-            header_of(&format!("{}.e30.sig", b64(&json!({"alg": "ES256", "kid": "k1"})))).unwrap();
+        let (alg, kid) = header_of(&format!(
+            "{}.e30.sig",
+            b64(&json!({"alg": "ES256", "kid": "k1"}))
+        ))
+        .unwrap();
         assert_eq!((alg, kid.as_deref()), (Algorithm::ES256, Some("k1")));
     }
 
     #[test]
     fn claim_paths_reach_into_act() {
-        let claims = json!({"sub": "carol", "act": {"sub": "ap-agent-7", "act": {"sub": "orchestrator"}}});
+        let claims =
+            json!({"sub": "carol", "act": {"sub": "ap-agent-7", "act": {"sub": "orchestrator"}}});
         assert_eq!(claim(&claims, "sub").as_deref(), Some("carol"));
         assert_eq!(claim(&claims, "act.sub").as_deref(), Some("ap-agent-7"));
-        assert_eq!(claim(&claims, "act.act.sub").as_deref(), Some("orchestrator"));
+        assert_eq!(
+            claim(&claims, "act.act.sub").as_deref(),
+            Some("orchestrator")
+        );
         assert_eq!(claim(&json!({"sub": " "}), "sub"), None);
         assert_eq!(claim(&json!({"sub": 7}), "sub"), None);
         assert!(is_bearer(b"Bearer abc") && is_bearer(b"bearer abc"));

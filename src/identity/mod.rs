@@ -244,7 +244,10 @@ impl Identity {
 }
 
 /// The identity a verified certificate proves: the name `subject` picks.
-fn from_certificate(c: &mtls::Certificate, subject: CertSubject) -> Result<Verified, IdentityError> {
+fn from_certificate(
+    c: &mtls::Certificate,
+    subject: CertSubject,
+) -> Result<Verified, IdentityError> {
     let (name, what) = match subject {
         CertSubject::UriSan => (one(&c.uri_sans), "URI SAN"),
         CertSubject::DnsSan => (one(&c.dns_sans), "DNS SAN"),

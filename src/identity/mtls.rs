@@ -94,7 +94,9 @@ impl ClientCerts {
                     Ok(c) => Presented::Valid(c),
                     Err(e) => Presented::Invalid(e),
                 },
-                Err(e) => Presented::Invalid(format!("it does not verify against identity.mtls.client_ca: {e}")),
+                Err(e) => Presented::Invalid(format!(
+                    "it does not verify against identity.mtls.client_ca: {e}"
+                )),
             },
         )
     }
@@ -155,8 +157,8 @@ impl ClientCertVerifier for AfterHandshake {
 
 /// The names and fingerprint of a certificate.
 fn facts(der: &CertificateDer<'_>) -> Result<Certificate, String> {
-    let cert = webpki::EndEntityCert::try_from(der)
-        .map_err(|e| format!("it cannot be read: {e}"))?;
+    let cert =
+        webpki::EndEntityCert::try_from(der).map_err(|e| format!("it cannot be read: {e}"))?;
     Ok(Certificate {
         sha256: hex::encode(Sha256::digest(der.as_ref())),
         uri_sans: cert.valid_uri_names().map(str::to_string).collect(),

@@ -132,6 +132,9 @@ impl Outcome {
             Outcome::BadTarget(_) => "bad_target",
             Outcome::MethodNotAllowed { .. } => "method_not_allowed",
             Outcome::BadAgentHeader(_) => "bad_agent_header",
+            Outcome::Unauthenticated(crate::identity::IdentityError::CertificateRequired) => {
+                "identity_required"
+            }
             Outcome::Unauthenticated(_) => "identity_invalid",
             Outcome::IdentityRequired { .. } => "identity_required",
             Outcome::NoRoute => "no_route",

@@ -5,6 +5,7 @@
 mod cli;
 mod hardening;
 mod holds;
+mod identity;
 mod proxy;
 mod support;
 mod tls;
