@@ -1624,6 +1624,31 @@ impl Config {
                 .map_err(|e| err(format!("notify[{i}]"), e))?;
             webhook_key(&key).map_err(|e| err(format!("notify[{i}]"), e))?;
         }
+        if let Some(p) = &self.identity.pod {
+            let unset = std::env::var(&p.subject_env).map_or(true, |v| v.trim().is_empty());
+            if unset {
+                return Err(err(
+                    "identity.pod.subject_env".into(),
+                    format!("environment variable {} is not set or empty", p.subject_env),
+                ));
+            }
+        }
+        if let Some(JwtConfig {
+            jwks: JwksSource::File(f),
+            ..
+        }) = &self.identity.jwt
+        {
+            crate::identity::jwks::read_file(f)
+                .map_err(|e| err("identity.jwt.jwks_file".into(), e.to_string()))?;
+        }
+        if let Some(m) = &self.identity.mtls {
+            crate::identity::mtls::ClientCerts::load(&m.client_ca).map_err(|message| {
+                ConfigError {
+                    file: self.file.display().to_string(),
+                    message,
+                }
+            })?;
+        }
         for r in &self.routes {
             if let Some(a) = &r.upstream_auth {
                 a.value
@@ -1837,6 +1862,42 @@ mod tests {
             let e = parse(&format!("{MINIMAL}{yaml}\n")).unwrap_err();
             assert!(e.message.starts_with(field), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn identity_settings_are_checked_against_the_listener_and_capture() {
+        let jwt = "identity:\n  jwt: { jwks_file: jwks.json, issuer: https://i, audience: cs }\n";
+        let c = parse(&format!("{MINIMAL}{jwt}")).unwrap();
+        let j = c.identity.jwt.as_ref().unwrap();
+        assert_eq!(j.header, "authorization");
+        assert_eq!(
+            (j.subject_claim.as_str(), j.actor_claim.as_str()),
+            ("sub", "act.sub")
+        );
+        assert_eq!(j.leeway, Duration::from_secs(30));
+        let required = MINIMAL.replace(
+            "upstream: http://127.0.0.1:1\n",
+            "upstream: http://127.0.0.1:1\n    identity: { required: true }\n",
+        );
+        assert!(parse(&format!("{required}{jwt}")).unwrap().routes[0].identity_required);
+        for (yaml, field) in [
+            (required.clone(), "routes[0].identity.required"),
+            (format!("{MINIMAL}identity:\n  jwt: {{ jwks_file: a, jwks_url: https://x, issuer: i, audience: a }}\n"), "identity.jwt"),
+            (format!("{MINIMAL}identity:\n  jwt: {{ issuer: i, audience: a }}\n"), "identity.jwt"),
+            (format!("{MINIMAL}identity:\n  jwt: {{ jwks_url: \"http://keys.corp/jwks\", issuer: i, audience: a }}\n"), "identity.jwt.jwks_url"),
+            (format!("{MINIMAL}identity:\n  jwt: {{ jwks_file: a, issuer: i, audience: a, leeway: 1h }}\n"), "identity.jwt.leeway"),
+            (format!("{MINIMAL}capture: {{ headers_allow: [Authorization] }}\n{jwt}"), "capture.headers_allow"),
+            (format!("{MINIMAL}identity:\n  mtls: {{ client_ca: ca.pem }}\n"), "identity.mtls"),
+            (format!("{MINIMAL}identity:\n  pod: {{ subject_env: POD_IDENTITY }}\n"), "identity.pod"),
+        ] {
+            let e = parse(&yaml).unwrap_err();
+            assert!(e.message.starts_with(field), "{yaml}: {e}");
+        }
+        let loopback = MINIMAL.to_string()
+            + "listen: 127.0.0.1:8080\nidentity:\n  pod: { subject_env: POD_IDENTITY }\n";
+        assert!(parse(&loopback).unwrap().identity.pod.is_some());
+        let local = format!("{MINIMAL}identity:\n  jwt: {{ jwks_url: \"http://127.0.0.1:5556/jwks\", issuer: i, audience: a }}\n");
+        assert!(parse(&local).is_ok(), "plain http is fine on loopback");
     }
 
     #[test]
