@@ -228,10 +228,15 @@ impl Keys {
     /// Fetches the URL once and puts the set in force if it is usable.
     /// True when the set in force changed.
     pub async fn fetch(&self) -> Result<bool, JwksError> {
+        let _one = self.fetching.lock().await;
+        self.fetch_locked().await
+    }
+
+    /// [`Keys::fetch`], with `fetching` held by the caller.
+    async fn fetch_locked(&self) -> Result<bool, JwksError> {
         let (JwksSource::Url { url, .. }, Some(client)) = (&self.source, &self.client) else {
             return Ok(false);
         };
-        let _one = self.fetching.lock().await;
         *self.last_fetch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let failed = |error: String| JwksError::Fetch {
             url: url.clone(),
@@ -273,16 +278,22 @@ impl Keys {
     /// (the issuer may have rotated its keys), unless it was asked very
     /// recently. True when a newer set is in force.
     pub async fn refresh_for_unknown_key(&self) -> bool {
+        if self.client.is_none() {
+            return false;
+        }
+        let before = self.current().fingerprint.clone();
+        // Callers that arrive together wait for one fetch, then see its set.
+        let _one = self.fetching.lock().await;
         let cooldown = self.refresh.min(UNKNOWN_KID_COOLDOWN);
         let recent = self
             .last_fetch
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some_and(|t| t.elapsed() < cooldown);
-        if recent || self.client.is_none() {
-            return false;
+        if recent {
+            return self.current().fingerprint != before;
         }
-        match self.fetch().await {
+        match self.fetch_locked().await {
             Ok(changed) => changed,
             Err(e) => {
                 tracing::warn!(error = %e, "JWKS fetch for an unknown key id failed; the last good keys stay in force");
