@@ -190,6 +190,49 @@ PG_SIDECAR = {
     },
 }
 
+# A public JWKS (RFC 7515 appendix A.3's P-256 key), for the identity scenarios.
+PUBLIC_JWKS = (
+    '{"keys": [{"kty": "EC", "crv": "P-256", "kid": "cluster-1", "alg": "ES256", "use": "sig",'
+    ' "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}'
+)
+
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+def env_of(container, name):
+    for e in container.get("env", []):
+        if e["name"] == name:
+            return e
+    raise AssertionError(f"no env {name} in {container['name']}")
+
+
+def assert_sidecar_identity(r):
+    config = yaml.safe_load(r.config())
+    expect(config["listen"].startswith("127.0.0.1:"), f"a pod-identity sidecar listens on loopback only, got {config['listen']}")
+    expect(config["identity"]["pod"] == {"subject_env": "POD_IDENTITY"}, f"identity.pod, got {config['identity']}")
+    jwt = config["identity"]["jwt"]
+    expect(jwt["jwks_file"] == "/etc/countersign/jwks/jwks.json" and jwt["issuer"] == SA_ISSUER and jwt["audience"] == "countersign", f"identity.jwt, got {jwt}")
+    c = r.countersign_container()
+    expect(env_of(c, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", "namespace from the downward API")
+    expect(env_of(c, "POD_SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"] == "spec.serviceAccountName", "service account from the downward API")
+    expect(env_of(c, "POD_IDENTITY")["value"] == "$(POD_NAMESPACE)/$(POD_SERVICE_ACCOUNT)/$(POD_NAME)", "POD_IDENTITY composed from them")
+    mounts = [m for m in c["volumeMounts"] if m["name"] == "countersign-jwks"]
+    expect(mounts == [{"name": "countersign-jwks", "mountPath": "/etc/countersign/jwks", "readOnly": True}], f"the JWKS mounted as a directory, got {mounts}")
+    expect(r.volume("countersign-jwks")["configMap"]["name"] == "cs-countersign-jwks", "the chart's JWKS ConfigMap")
+    expect("cluster-1" in r.one("ConfigMap", "cs-countersign-jwks")["data"]["jwks.json"], "the JWKS in it")
+    spec = r.pod_spec()
+    agent = [c for c in spec["containers"] if c["name"] == "agent"][0]
+    expect({"name": "countersign-token", "mountPath": "/var/run/secrets/countersign", "readOnly": True} in agent["volumeMounts"], "the agent gets its token")
+    token = r.volume("countersign-token")["projected"]["sources"][0]["serviceAccountToken"]
+    expect(token["audience"] == "countersign" and token["path"] == "token", f"a projected token for countersign's audience, got {token}")
+
+
+def assert_gateway_jwks_url(r):
+    jwt = yaml.safe_load(r.config())["identity"]["jwt"]
+    expect(jwt["jwks_url"] == "https://issuer.example.com/keys" and "jwks_file" not in jwt, f"a JWKS URL, got {jwt}")
+    expect(all(v["name"] != "countersign-jwks" for v in r.pod_spec()["volumes"]), "no JWKS volume with a URL")
+
+
 SCENARIOS = {
     "default": {"values": {}, "check": "sqlite", "assert": assert_sqlite_gateway},
     "sidecar": {"values": {"mode": "sidecar", "persistence": {"type": "emptyDir"}}, "check": "sqlite"},
@@ -232,7 +275,29 @@ SCENARIOS = {
         "assert": assert_gateway_postgres_one_replica,
     },
     "sidecar-postgres": {"values": PG_SIDECAR, "check": "postgres", "assert": assert_sidecar_postgres},
+    "sidecar-identity": {
+        "values": {
+            "mode": "sidecar",
+            "identity": {"jwt": {"enabled": True, "issuer": SA_ISSUER, "jwks": PUBLIC_JWKS}, "pod": {"enabled": True}},
+            "config": {"routes": [{"name": "payments", "match": {"path_prefix": "/v1/payouts"}, "upstream": "http://payments:8080", "identity": {"required": True}}]},
+        },
+        "check": "sqlite",
+        "assert": assert_sidecar_identity,
+    },
+    "gateway-jwks-url": {
+        "values": {"identity": {"jwt": {"enabled": True, "issuer": "https://issuer.example.com", "jwksUrl": "https://issuer.example.com/keys"}}},
+        "check": "sqlite",
+        "assert": assert_gateway_jwks_url,
+    },
     # Values the chart must refuse, with the words its message must contain.
+    "pod-identity-in-gateway-mode": {
+        "values": {"identity": {"pod": {"enabled": True}}},
+        "refuse": "identity.pod.enabled needs mode: sidecar",
+    },
+    "jwt-without-keys": {
+        "values": {"identity": {"jwt": {"enabled": True, "issuer": SA_ISSUER}}},
+        "refuse": "exactly one of identity.jwt.jwksUrl",
+    },
     "gateway-sqlite-replicas": {
         "values": {"replicaCount": 2},
         "refuse": "several writers on one SQLite file",
@@ -262,6 +327,7 @@ CHECK_ENV = {
     "COUNTERSIGN_REVIEWER_BOB": "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktYm9i",
     "COUNTERSIGN_NOTIFY_0": "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktaG9vaw==",
     "PAYMENTS_TOKEN": "Bearer x",
+    "POD_IDENTITY": "agents/agent/agent-7d9f",
 }
 
 
@@ -289,8 +355,12 @@ def check_refusal(name, scenario):
     fail(f"{name}: the chart rendered values it must refuse ({scenario['refuse']})")
 
 
-def countersign_check(name, config, policies, binary):
+def countersign_check(name, config, policies, binary, jwks=None):
     with tempfile.TemporaryDirectory() as tmp:
+        if jwks is not None:
+            with open(os.path.join(tmp, "jwks.json"), "w") as f:
+                f.write(jwks)
+            config = config.replace("/etc/countersign/jwks/jwks.json", os.path.join(tmp, "jwks.json"))
         os.mkdir(os.path.join(tmp, "policies"))
         for file, src in policies.items():
             with open(os.path.join(tmp, "policies", file), "w") as f:
@@ -343,7 +413,8 @@ def check_scenario(name, scenario, binary):
             fail(f"{name}: {e}")
     if scenario["check"] == "sqlite":
         policies = rendered.one("ConfigMap", "cs-countersign-policies")["data"]
-        countersign_check(name, rendered.config(), policies, binary)
+        jwks = [d["data"]["jwks.json"] for d in rendered.all("ConfigMap") if d["metadata"]["name"] == "cs-countersign-jwks"]
+        countersign_check(name, rendered.config(), policies, binary, jwks[0] if jwks else None)
         checked = "countersign check passed"
     else:
         # See the module doc: no database here, so the audit keys are asserted.

@@ -6,7 +6,7 @@
 #   configured reviewer.
 #
 #   revoking                                   allow (removing access is always safe to do)
-#   granting to the person the agent acts for  deny (no self-grants)
+#   granting to the person the agent acts for  deny (no self-grants; declared or verified)
 #   grant without a ticket                     deny
 #   admin or production role                   hold for the manager and security (2 approvals)
 #   any other role                             allow
@@ -35,6 +35,10 @@ privileged if startswith(role, "prod")
 privileged if role in {"root", "owner", "superuser"}
 
 self_grant if grantee in {input.agent.on_behalf_of, input.agent.id}
+
+# Also the person and agent countersign verified (a token's sub and act.sub),
+# whatever the headers declare.
+self_grant if grantee in {input.agent.verified.on_behalf_of, input.agent.verified.agent}
 
 default decision := {
 	"action": "deny",

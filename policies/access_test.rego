@@ -36,6 +36,15 @@ test_self_grant_is_denied if {
 	d.rules == ["access.grant.self"]
 }
 
+test_a_grant_to_the_verified_principal_is_a_self_grant_whatever_is_declared if {
+	call := object.union(grant("frank", "viewer", {"ticket": "IT-9"}), {"agent": {
+		"id": "it-agent", "on_behalf_of": "erin",
+		"verified": {"method": "jwt", "subject": "frank", "actor": "it-agent", "agent": "it-agent", "on_behalf_of": "frank", "mismatch": ["on_behalf_of"]},
+	}})
+	d := data.countersign.access.decision with input as call
+	d.rules == ["access.grant.self"]
+}
+
 test_grant_without_ticket_is_denied if {
 	d := countersign.decision with input as grant("dan", "viewer", {})
 	d.rules == ["access.grant.missing_ticket"]

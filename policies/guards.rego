@@ -6,6 +6,15 @@
 #     or a `_method` field in the query or the body)
 #   a path override                        deny
 #     (an X-Original-URL or X-Rewrite-URL header)
+#   a declared agent id that is not the    deny
+#     verified one (an agent claiming to be another)
+#   a declared on_behalf_of that is not    hold for security
+#     the verified one (the token says the agent acts for someone else)
+#
+# The identity guards apply only when countersign verified the caller
+# (identity.jwt, identity.mtls or identity.pod in the config): then
+# input.agent.verified.mismatch lists the declared fields that disagree
+# with what was proven, compared as separation of duties compares names.
 #
 # countersign judges the method and target on the request line and forwards
 # them as they are; many frameworks (Rails, Laravel, Symfony, Express's
@@ -39,9 +48,23 @@ path_override contains sprintf("the %s header", [name]) if {
 	name in path_override_headers
 }
 
+# The declared fields (id, on_behalf_of) that name someone else than the
+# verified identity does; empty when nothing was verified.
+default mismatch := []
+
+mismatch := input.agent.verified.mismatch if is_array(input.agent.verified.mismatch)
+
+impostor if "id" in mismatch
+
+principal_mismatch if "on_behalf_of" in mismatch
+
 tripped if count(method_override) > 0
 
 tripped if count(path_override) > 0
+
+tripped if impostor
+
+tripped if principal_mismatch
 
 decision := {
 	"action": "deny",
@@ -62,3 +85,24 @@ else := {
 	)],
 	"rules": ["library.path_override"],
 } if count(path_override) > 0
+
+else := {
+	"action": "deny",
+	"risk": "critical",
+	"reasons": [sprintf(
+		"the call says it comes from agent %q, but it proved (%s) to be %q",
+		[input.agent.id, input.agent.verified.method, input.agent.verified.agent],
+	)],
+	"rules": ["library.identity.impostor"],
+} if impostor
+
+else := {
+	"action": "hold",
+	"risk": "high",
+	"reasons": [sprintf(
+		"the call says it acts for %q, but its credential (%s) says it acts for %q; security must confirm who asked",
+		[input.agent.on_behalf_of, input.agent.verified.method, input.agent.verified.on_behalf_of],
+	)],
+	"rules": ["library.identity.principal_mismatch"],
+	"approval": {"groups": ["security"], "min": 1, "expires_in": "1h"},
+} if principal_mismatch

@@ -52,3 +52,28 @@ test_an_ordinary_call_reaches_its_domain_policy if {
 	not "library.method_override" in d.rules
 	startswith(d.rules[0], "finance.")
 }
+
+verified(mismatch) := {
+	"id": "ap-agent-7", "on_behalf_of": "carol",
+	"verified": {"method": "jwt", "subject": "dave", "actor": "ap-agent-9", "agent": "ap-agent-9", "on_behalf_of": "dave", "mismatch": mismatch},
+}
+
+test_an_agent_claiming_another_agents_id_is_denied if {
+	d := countersign.decision with input as object.union(call({}), {"agent": verified(["id", "on_behalf_of"])})
+	d.action == "deny"
+	d.rules == ["library.identity.impostor"]
+	contains(d.reasons[0], "ap-agent-9")
+}
+
+test_a_declared_principal_the_token_contradicts_is_held_for_security if {
+	d := countersign.decision with input as object.union(call({}), {"agent": verified(["on_behalf_of"])})
+	d.action == "hold"
+	d.rules == ["library.identity.principal_mismatch"]
+	d.approval.groups == ["security"]
+	contains(d.reasons[0], "dave")
+}
+
+test_a_verified_identity_that_agrees_reaches_the_domain_policy if {
+	d := countersign.decision with input as object.union(call({}), {"agent": verified([])})
+	startswith(d.rules[0], "finance.")
+}

@@ -49,8 +49,14 @@ pub struct Shared {
     pub admin_url: String,
     policy: RwLock<Arc<Policy>>,
     reviewers: RwLock<Arc<Reviewers>>,
-    /// The listeners' TLS acceptor, swapped when the certificate changes.
+    /// The proxy listener's TLS (with the client-certificate check under
+    /// `identity.mtls`), swapped when the certificate or client CA changes.
     pub tls: Option<TlsSource>,
+    /// The admin listener's TLS: the same certificate, never asking
+    /// reviewers or probes for a client certificate.
+    pub admin_tls: Option<TlsSource>,
+    /// How callers prove who they are.
+    pub identity: crate::identity::Identity,
     /// Why the newest files on disk were refused, by what (policy,
     /// reviewers, tls), while they are.
     reload_errors: RwLock<BTreeMap<&'static str, String>>,
@@ -83,10 +89,13 @@ impl Shared {
         *self.reviewers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(reviewers);
     }
 
-    /// Puts a new certificate in use for new connections.
-    pub fn set_tls(&self, acceptor: tokio_rustls::TlsAcceptor) {
-        if let Some(tls) = &self.tls {
-            *tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+    /// Puts a new certificate (and client CA) in use for new connections
+    /// on both listeners.
+    pub fn set_tls(&self, proxy: crate::http::Tls, admin: crate::http::Tls) {
+        for (source, tls) in [(&self.tls, proxy), (&self.admin_tls, admin)] {
+            if let Some(source) = source {
+                *source.write().unwrap_or_else(|p| p.into_inner()) = tls;
+            }
         }
     }
 
@@ -196,13 +205,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             None
         }
     };
-    let tls: Option<TlsSource> = match &config.tls {
-        Some(t) => Some(Arc::new(std::sync::RwLock::new(
-            crate::http::tls_acceptor(&t.cert, &t.key)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?,
-        ))),
-        None => None,
+    let (tls, admin_tls) = match listener_tls(&config) {
+        Ok(Some((proxy, admin))) => (
+            Some(Arc::new(std::sync::RwLock::new(proxy))),
+            Some(Arc::new(std::sync::RwLock::new(admin)) as TlsSource),
+        ),
+        Ok(None) => (None, None),
+        Err(e) => anyhow::bail!("{}: {e}", config.file.display()),
     };
+    let identity = crate::identity::Identity::from_config(&config.identity)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?;
     let file = config.file.display().to_string();
     let mut hooks = Vec::new();
     for (i, n) in config.notify.iter().enumerate() {
@@ -251,6 +263,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         policy: RwLock::new(Arc::new(policy)),
         reviewers: RwLock::new(Arc::new(reviewers)),
         tls: tls.clone(),
+        admin_tls: admin_tls.clone(),
+        identity,
         reload_errors: RwLock::new(BTreeMap::new()),
     });
     // Changed actions (ours, or other processes' on a shared store) wake
@@ -277,7 +291,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin = crate::admin::handler(shared.clone(), tokio::runtime::Handle::current());
     let limits = &shared.config.limits;
     let admin_limits = ListenerLimits::admin(limits, shared.metrics.admin_listener.clone());
-    let admin_done = spawn_admin(admin_listener, tls.clone(), admin, rx.clone(), admin_limits)?;
+    let admin_done = spawn_admin(admin_listener, admin_tls, admin, rx.clone(), admin_limits)?;
     let tasks = vec![
         tokio::spawn(crate::http::serve(
             proxy_listener,
@@ -292,6 +306,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let _ = admin_done.await;
         }),
         tokio::spawn(crate::reload::watch(shared.clone(), rx.clone())),
+        tokio::spawn(crate::identity::jwks::refresh(shared.clone(), rx.clone())),
         tokio::spawn(crate::approval::sweep::run(shared.clone(), rx)),
     ];
     tracing::info!(%proxy_addr, %admin_addr, store = shared.store.kind(), at = shared.store.describe(), "countersign is serving");
@@ -302,6 +317,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         shared,
     })
+}
+
+/// Both listeners' TLS from the config's files, when TLS is configured:
+/// the proxy's asks for client certificates under `identity.mtls`, the
+/// admin listener's never does. The error names the file.
+pub fn listener_tls(
+    config: &Config,
+) -> Result<Option<(crate::http::Tls, crate::http::Tls)>, String> {
+    let Some(t) = &config.tls else {
+        return Ok(None);
+    };
+    let clients = match &config.identity.mtls {
+        Some(m) => Some(crate::identity::mtls::ClientCerts::load(&m.client_ca)?),
+        None => None,
+    };
+    let proxy = crate::http::server_tls(&t.cert, &t.key, clients)?;
+    let admin = crate::http::server_tls(&t.cert, &t.key, None)?;
+    Ok(Some((proxy, admin)))
 }
 
 /// A random id for this process, as forward claims record it.

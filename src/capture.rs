@@ -40,15 +40,17 @@ const NOT_SECRET: [&str; 9] = [
     "upgrade",
 ];
 
-/// Who is acting, as the agent declares it.
+/// Who is acting: as the agent declares it, and as countersign verified it.
 #[derive(Debug, Clone, Default)]
 pub struct Agent {
-    /// Acting agent id.
+    /// Acting agent id, as declared.
     pub id: Option<String>,
-    /// Person or team it acts for.
+    /// Person or team it acts for, as declared.
     pub on_behalf_of: Option<String>,
     /// Its stated purpose.
     pub intent: Option<String>,
+    /// The identity the call proved ([`crate::identity`]), if any.
+    pub verified: Option<std::sync::Arc<crate::identity::Verified>>,
 }
 
 /// Largest value, in bytes, of one agent or evidence header. Evidence is a
@@ -397,9 +399,11 @@ impl CapturedRequest {
         request_digest(&self.method, url, &self.body_sha256, &self.evidence_json())
     }
 
-    /// The agent block of the policy input and the record.
+    /// The agent block of the policy input and the record: what the
+    /// headers declared, and `verified` (null when nothing was proven).
     pub fn agent_json(&self) -> Value {
-        json!({"id": self.agent.id, "on_behalf_of": self.agent.on_behalf_of, "intent": self.agent.intent})
+        let verified = crate::identity::verified_json(self.agent.verified.as_ref(), &self.agent);
+        json!({"id": self.agent.id, "on_behalf_of": self.agent.on_behalf_of, "intent": self.agent.intent, "verified": verified})
     }
 
     /// The evidence block of the policy input and the record.

@@ -47,6 +47,8 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    identity: RawIdentity,
 }
 
 fn default_listen() -> String {
@@ -97,6 +99,14 @@ struct RawRoute {
     timeout: Option<String>,
     connect_timeout: Option<String>,
     methods: Option<Vec<String>>,
+    identity: Option<RawRouteIdentity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteIdentity {
+    #[serde(default)]
+    required: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,6 +457,73 @@ fn default_max_headers() -> usize {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawIdentity {
+    jwt: Option<RawJwt>,
+    mtls: Option<RawMtls>,
+    pod: Option<RawPod>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    jwks_file: Option<String>,
+    jwks_url: Option<String>,
+    jwks_ca: Option<String>,
+    issuer: String,
+    audience: String,
+    leeway: Option<String>,
+    refresh: Option<String>,
+    header: Option<String>,
+    #[serde(default)]
+    claims: RawClaims,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaims {
+    #[serde(default = "default_subject_claim")]
+    subject: String,
+    #[serde(default = "default_actor_claim")]
+    actor: String,
+}
+
+impl Default for RawClaims {
+    fn default() -> Self {
+        RawClaims {
+            subject: default_subject_claim(),
+            actor: default_actor_claim(),
+        }
+    }
+}
+
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+fn default_actor_claim() -> String {
+    "act.sub".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMtls {
+    client_ca: String,
+    subject: Option<String>,
+    #[serde(default = "default_true")]
+    required: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPod {
+    subject_env: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawLog {
     #[serde(default)]
     format: Option<String>,
@@ -489,6 +566,9 @@ pub struct Config {
     pub log: LogConfig,
     /// What one process accepts at once: connections, buffered bytes, header sizes.
     pub limits: LimitsConfig,
+    /// How callers prove who they are (none of it configured: identity is
+    /// only what the agent headers declare).
+    pub identity: IdentityConfig,
 }
 
 /// Admin listener settings.
@@ -558,6 +638,8 @@ pub struct RouteConfig {
     /// The methods this route takes; `None` means the standard ones
     /// ([`crate::proxy::STANDARD_METHODS`]).
     pub methods: Option<Vec<String>>,
+    /// Calls without a verified identity are refused with 401.
+    pub identity_required: bool,
 }
 
 /// A header countersign sets on forwarded calls; agents never hold it.
@@ -637,6 +719,88 @@ pub struct LimitsConfig {
     pub max_header_bytes: usize,
     /// Most header lines in one request; more gets 431.
     pub max_headers: usize,
+}
+
+/// How callers prove who they are ([`crate::identity`]).
+#[derive(Debug, Clone, Default)]
+pub struct IdentityConfig {
+    /// Bearer tokens (JWT).
+    pub jwt: Option<JwtConfig>,
+    /// Client certificates on the proxy listener.
+    pub mtls: Option<MtlsConfig>,
+    /// Sidecar mode: the pod's own identity, from the environment.
+    pub pod: Option<PodConfig>,
+}
+
+impl IdentityConfig {
+    /// Whether any way of verifying an identity is configured.
+    pub fn any(&self) -> bool {
+        self.jwt.is_some() || self.mtls.is_some() || self.pod.is_some()
+    }
+}
+
+/// Where the keys that sign bearer tokens come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A JWKS file, reloaded when it changes.
+    File(PathBuf),
+    /// A JWKS URL, fetched at start and every `refresh`.
+    Url {
+        /// `https://...` (or `http://` on loopback).
+        url: String,
+        /// A private CA for the URL's certificate.
+        ca: Option<PathBuf>,
+    },
+}
+
+/// Bearer-token verification settings.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// The signing keys.
+    pub jwks: JwksSource,
+    /// The one `iss` accepted.
+    pub issuer: String,
+    /// The `aud` a token must name.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// How often a JWKS URL is fetched again.
+    pub refresh: Duration,
+    /// The request header carrying `Bearer <token>` (lower-case).
+    pub header: String,
+    /// The claim naming who the token is for (a dotted path).
+    pub subject_claim: String,
+    /// The claim naming the agent acting for the subject (RFC 8693 `act.sub`).
+    pub actor_claim: String,
+}
+
+/// Which of a client certificate's names is the verified identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertSubject {
+    /// The URI SAN (a SPIFFE ID, for instance).
+    UriSan,
+    /// The DNS SAN.
+    DnsSan,
+    /// The subject's common name.
+    Cn,
+}
+
+/// Client-certificate settings for the proxy listener.
+#[derive(Debug, Clone)]
+pub struct MtlsConfig {
+    /// The CA bundle client certificates must chain to (PEM), reloaded when it changes.
+    pub client_ca: PathBuf,
+    /// Which name identifies the client.
+    pub subject: CertSubject,
+    /// Every call must come with a certificate that verifies (else 401).
+    pub required: bool,
+}
+
+/// Sidecar mode: the identity of the pod the sidecar serves.
+#[derive(Debug, Clone)]
+pub struct PodConfig {
+    /// The environment variable that holds it (filled from the downward API).
+    pub subject_env: String,
 }
 
 /// Agent header names (lower-case).
@@ -974,6 +1138,7 @@ impl Validator<'_> {
                     r.connect_timeout.as_deref().unwrap_or("5s"),
                 )?,
                 methods,
+                identity_required: r.identity.is_some_and(|i| i.required),
             });
         }
 
@@ -1204,6 +1369,14 @@ impl Validator<'_> {
         };
 
         let limits = validate_limits(raw.limits, &capture)?;
+        let identity = self.identity(raw.identity, listen, tls.is_some(), &capture)?;
+        for (i, r) in routes.iter().enumerate() {
+            if r.identity_required && !identity.any() {
+                return Err(format!(
+                    "routes[{i}].identity.required: no identity is configured, so no call could ever be taken; configure identity.jwt, identity.mtls or identity.pod"
+                ));
+            }
+        }
 
         Ok(Config {
             file: file.to_path_buf(),
@@ -1220,6 +1393,162 @@ impl Validator<'_> {
             audit,
             log,
             limits,
+            identity,
+        })
+    }
+}
+
+const LONGEST_LEEWAY: Duration = Duration::from_secs(300);
+
+impl Validator<'_> {
+    /// The `identity` section, checked against the listener it applies to.
+    fn identity(
+        &self,
+        raw: RawIdentity,
+        listen: SocketAddr,
+        tls: bool,
+        capture: &CaptureConfig,
+    ) -> Result<IdentityConfig, String> {
+        let jwt = match raw.jwt {
+            None => None,
+            Some(j) => Some(self.jwt(j, capture)?),
+        };
+        let mtls = match raw.mtls {
+            None => None,
+            Some(m) => {
+                if !tls {
+                    return Err("identity.mtls: client certificates need the proxy listener to serve TLS; set tls.cert and tls.key".into());
+                }
+                let subject = match m.subject.as_deref().unwrap_or("uri_san") {
+                    "uri_san" => CertSubject::UriSan,
+                    "dns_san" => CertSubject::DnsSan,
+                    "cn" => CertSubject::Cn,
+                    other => {
+                        return Err(format!(
+                            "identity.mtls.subject: `{other}` is not one of uri_san, dns_san, cn"
+                        ))
+                    }
+                };
+                Some(MtlsConfig {
+                    client_ca: self.path(&m.client_ca),
+                    subject,
+                    required: m.required,
+                })
+            }
+        };
+        let pod = match raw.pod {
+            None => None,
+            Some(p) => {
+                if !listen.ip().is_loopback() {
+                    return Err(format!(
+                        "identity.pod: the pod's identity may only be asserted for calls from inside the pod, but listen is {listen}; set listen to 127.0.0.1:<port> (sidecar mode) or remove identity.pod"
+                    ));
+                }
+                if p.subject_env.trim().is_empty() {
+                    return Err("identity.pod.subject_env: name the environment variable that holds the pod's identity".into());
+                }
+                Some(PodConfig {
+                    subject_env: p.subject_env,
+                })
+            }
+        };
+        Ok(IdentityConfig { jwt, mtls, pod })
+    }
+
+    fn jwt(&self, j: RawJwt, capture: &CaptureConfig) -> Result<JwtConfig, String> {
+        let jwks = match (j.jwks_file, j.jwks_url) {
+            (Some(f), None) => {
+                if j.jwks_ca.is_some() {
+                    return Err("identity.jwt.jwks_ca: only a jwks_url is fetched over TLS; remove it or use jwks_url".into());
+                }
+                JwksSource::File(self.path(&f))
+            }
+            (None, Some(u)) => {
+                let parsed = reqwest::Url::parse(&u)
+                    .map_err(|_| format!("identity.jwt.jwks_url: `{u}` is not a URL"))?;
+                let loopback = parsed.host_str().is_some_and(|h| {
+                    h == "localhost"
+                        || h.trim_matches(['[', ']'])
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                });
+                match parsed.scheme() {
+                    "https" => {}
+                    "http" if loopback => {}
+                    _ => {
+                        return Err(format!(
+                            "identity.jwt.jwks_url: `{u}` must be https:// (plain http:// only on loopback): the keys decide who is who"
+                        ))
+                    }
+                }
+                JwksSource::Url {
+                    url: u,
+                    ca: j.jwks_ca.map(|c| self.path(&c)),
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err("identity.jwt: give either jwks_file or jwks_url, not both".into())
+            }
+            (None, None) => {
+                return Err(
+                    "identity.jwt: the signing keys are required: set jwks_file or jwks_url".into(),
+                )
+            }
+        };
+        if j.issuer.trim().is_empty() {
+            return Err(
+                "identity.jwt.issuer: name the issuer whose tokens are accepted (the `iss` claim)"
+                    .into(),
+            );
+        }
+        if j.audience.trim().is_empty() {
+            return Err("identity.jwt.audience: name the audience tokens must be for (the `aud` claim), such as countersign".into());
+        }
+        let leeway = duration("identity.jwt.leeway", j.leeway.as_deref().unwrap_or("30s"))?;
+        if leeway > LONGEST_LEEWAY {
+            return Err(
+                "identity.jwt.leeway: at most 5m; the leeway only covers clock skew".into(),
+            );
+        }
+        let refresh = duration("identity.jwt.refresh", j.refresh.as_deref().unwrap_or("5m"))?;
+        if refresh < Duration::from_secs(1) {
+            return Err("identity.jwt.refresh: at least 1s".into());
+        }
+        let header = j
+            .header
+            .unwrap_or_else(|| "authorization".into())
+            .to_ascii_lowercase();
+        if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(format!(
+                "identity.jwt.header: `{header}` is not a header name"
+            ));
+        }
+        if capture.headers_allow.contains(&header) {
+            return Err(format!(
+                "capture.headers_allow: `{header}` carries the bearer token (identity.jwt.header); a token must never be recorded, so remove it from the allowlist"
+            ));
+        }
+        if capture.agent_headers.is_agent_header(&header) {
+            return Err(format!(
+                "identity.jwt.header: `{header}` is an agent or evidence header; use another header for the token"
+            ));
+        }
+        for (field, path) in [("subject", &j.claims.subject), ("actor", &j.claims.actor)] {
+            if path.split('.').any(|p| p.trim().is_empty()) {
+                return Err(format!(
+                    "identity.jwt.claims.{field}: `{path}` is not a claim path; write a claim name, or names joined by dots (act.sub)"
+                ));
+            }
+        }
+        Ok(JwtConfig {
+            jwks,
+            issuer: j.issuer,
+            audience: j.audience,
+            leeway,
+            refresh,
+            header,
+            subject_claim: j.claims.subject,
+            actor_claim: j.claims.actor,
         })
     }
 }
@@ -1294,6 +1623,31 @@ impl Config {
                 .read()
                 .map_err(|e| err(format!("notify[{i}]"), e))?;
             webhook_key(&key).map_err(|e| err(format!("notify[{i}]"), e))?;
+        }
+        if let Some(p) = &self.identity.pod {
+            let unset = std::env::var(&p.subject_env).map_or(true, |v| v.trim().is_empty());
+            if unset {
+                return Err(err(
+                    "identity.pod.subject_env".into(),
+                    format!("environment variable {} is not set or empty", p.subject_env),
+                ));
+            }
+        }
+        if let Some(JwtConfig {
+            jwks: JwksSource::File(f),
+            ..
+        }) = &self.identity.jwt
+        {
+            crate::identity::jwks::read_file(f)
+                .map_err(|e| err("identity.jwt.jwks_file".into(), e.to_string()))?;
+        }
+        if let Some(m) = &self.identity.mtls {
+            crate::identity::mtls::ClientCerts::load(&m.client_ca).map_err(|message| {
+                ConfigError {
+                    file: self.file.display().to_string(),
+                    message,
+                }
+            })?;
         }
         for r in &self.routes {
             if let Some(a) = &r.upstream_auth {
@@ -1508,6 +1862,42 @@ mod tests {
             let e = parse(&format!("{MINIMAL}{yaml}\n")).unwrap_err();
             assert!(e.message.starts_with(field), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn identity_settings_are_checked_against_the_listener_and_capture() {
+        let jwt = "identity:\n  jwt: { jwks_file: jwks.json, issuer: https://i, audience: cs }\n";
+        let c = parse(&format!("{MINIMAL}{jwt}")).unwrap();
+        let j = c.identity.jwt.as_ref().unwrap();
+        assert_eq!(j.header, "authorization");
+        assert_eq!(
+            (j.subject_claim.as_str(), j.actor_claim.as_str()),
+            ("sub", "act.sub")
+        );
+        assert_eq!(j.leeway, Duration::from_secs(30));
+        let required = MINIMAL.replace(
+            "upstream: http://127.0.0.1:1\n",
+            "upstream: http://127.0.0.1:1\n    identity: { required: true }\n",
+        );
+        assert!(parse(&format!("{required}{jwt}")).unwrap().routes[0].identity_required);
+        for (yaml, field) in [
+            (required.clone(), "routes[0].identity.required"),
+            (format!("{MINIMAL}identity:\n  jwt: {{ jwks_file: a, jwks_url: https://x, issuer: i, audience: a }}\n"), "identity.jwt"),
+            (format!("{MINIMAL}identity:\n  jwt: {{ issuer: i, audience: a }}\n"), "identity.jwt"),
+            (format!("{MINIMAL}identity:\n  jwt: {{ jwks_url: \"http://keys.corp/jwks\", issuer: i, audience: a }}\n"), "identity.jwt.jwks_url"),
+            (format!("{MINIMAL}identity:\n  jwt: {{ jwks_file: a, issuer: i, audience: a, leeway: 1h }}\n"), "identity.jwt.leeway"),
+            (format!("{MINIMAL}capture: {{ headers_allow: [Authorization] }}\n{jwt}"), "capture.headers_allow"),
+            (format!("{MINIMAL}identity:\n  mtls: {{ client_ca: ca.pem }}\n"), "identity.mtls"),
+            (format!("{MINIMAL}identity:\n  pod: {{ subject_env: POD_IDENTITY }}\n"), "identity.pod"),
+        ] {
+            let e = parse(&yaml).unwrap_err();
+            assert!(e.message.starts_with(field), "{yaml}: {e}");
+        }
+        let loopback = MINIMAL.to_string()
+            + "listen: 127.0.0.1:8080\nidentity:\n  pod: { subject_env: POD_IDENTITY }\n";
+        assert!(parse(&loopback).unwrap().identity.pod.is_some());
+        let local = format!("{MINIMAL}identity:\n  jwt: {{ jwks_url: \"http://127.0.0.1:5556/jwks\", issuer: i, audience: a }}\n");
+        assert!(parse(&local).is_ok(), "plain http is fine on loopback");
     }
 
     #[test]

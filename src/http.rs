@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::LimitsConfig;
+use crate::identity::mtls::{ClientCerts, Presented};
 use crate::metrics::ListenerMetrics;
 
 /// Error type of streamed bodies.
@@ -85,9 +86,35 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-/// The listeners' TLS acceptor; the reloader swaps it when the certificate
-/// changes, and each new connection takes the one in force.
-pub type TlsSource = Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>;
+/// How a listener serves TLS: the acceptor and, on a proxy listener that
+/// takes client certificates, the check each certificate gets right after
+/// the handshake ([`crate::identity::mtls`]).
+#[derive(Clone)]
+pub struct Tls {
+    /// The acceptor.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The client-certificate check, when the listener asks for certificates.
+    pub clients: Option<Arc<ClientCerts>>,
+}
+
+impl From<tokio_rustls::TlsAcceptor> for Tls {
+    fn from(acceptor: tokio_rustls::TlsAcceptor) -> Tls {
+        Tls {
+            acceptor,
+            clients: None,
+        }
+    }
+}
+
+/// A listener's TLS; the reloader swaps it when the certificate or the
+/// client CA changes, and each new connection takes the one in force.
+pub type TlsSource = Arc<std::sync::RwLock<Tls>>;
+
+/// What the client of a TLS connection presented, attached to each of its
+/// requests (`Request::extensions`) when the listener asks for client
+/// certificates. Absent: the listener does not ask, or nothing was presented.
+#[derive(Clone)]
+pub struct PeerCertificate(pub Arc<Presented>);
 
 /// A request handler: the proxy pipeline or the admin router.
 pub type Handler = Arc<
@@ -234,14 +261,9 @@ pub async fn serve(
         };
         let slot = Slot::new(permit, limits.metrics.clone());
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req).await) }
-        });
         match &tls {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = builder.serve_connection(TokioIo::new(stream), service(&handler, None));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _slot = slot;
@@ -251,26 +273,33 @@ pub async fn serve(
                 });
             }
             Some(source) => {
-                let acceptor = source.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let tls = source.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 let handshake_timeout = limits.header_read_timeout;
+                let handler = handler.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            return tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                    };
-                    let conn =
-                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    let stream =
+                        match tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                return tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                        };
+                    // Judged once, with the client CA this connection was
+                    // accepted under; every request of it carries the verdict.
+                    let presented = tls.clients.as_ref().and_then(|c| {
+                        c.check(stream.get_ref().1.peer_certificates())
+                            .map(|p| PeerCertificate(Arc::new(p)))
+                    });
+                    let conn = watcher.watch(
+                        builder
+                            .serve_connection(TokioIo::new(stream), service(&handler, presented)),
+                    );
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -283,6 +312,27 @@ pub async fn serve(
         _ = graceful.shutdown() => tracing::debug!(listener = what, "all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!(listener = what, ?grace, "shutdown grace period over; closing remaining connections"),
     }
+}
+
+/// The per-connection service: the handler, with what the client presented
+/// attached to each request.
+fn service(
+    handler: &Handler,
+    presented: Option<PeerCertificate>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    let handler = handler.clone();
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(p) = &presented {
+            req.extensions_mut().insert(p.clone());
+        }
+        let answer = handler(req);
+        async move { Ok::<_, Infallible>(answer.await) }
+    })
 }
 
 /// The next connection, or `None` once shutdown is signalled.
@@ -337,6 +387,16 @@ pub fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<tokio_rustls::TlsAcceptor, String> {
+    server_tls(cert, key, None).map(|t| t.acceptor)
+}
+
+/// The TLS of a listener: its certificate and key (PEM files) and, when
+/// `clients` is given, client certificates asked for and checked.
+pub fn server_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    clients: Option<ClientCerts>,
+) -> Result<Tls, String> {
     let certs: Vec<_> = rustls_pemfile::certs(
         &mut std::fs::read(cert)
             .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?
@@ -357,14 +417,21 @@ pub fn tls_acceptor(
     )
     .map_err(|e| format!("tls.key {}: {e}", key.display()))?
     .ok_or_else(|| format!("tls.key {}: no PEM private key found", key.display()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("tls: {e}"))?;
+    .map_err(|e| e.to_string())?;
+    let builder = match &clients {
+        None => builder.with_no_client_auth(),
+        Some(c) => builder.with_client_cert_verifier(c.handshake_verifier()),
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls: {e}"))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+    Ok(Tls {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+        clients: clients.map(Arc::new),
+    })
 }

@@ -16,7 +16,10 @@
 //!    ([`proxy::receive`]) within `capture.max_body_bytes` and the shared
 //!    [`proxy::budget`], and captures it as a [`capture::CapturedRequest`]
 //!    (agent, evidence, headers; JSON and form bodies read by
-//!    [`proxy::body`]).
+//!    [`proxy::body`]). [`identity`] checks what the caller can prove
+//!    (a bearer token, the client certificate the TLS handshake brought,
+//!    the sidecar's pod) next to what the agent headers declare; a
+//!    credential that does not verify is refused with 401.
 //! 3. [`policy::input::build`] turns it into the policy input; [`policy::Policy`]
 //!    evaluates it (bytecode VM or interpreter) on a thread of
 //!    [`policy::pool`], never on the async workers, and
@@ -53,6 +56,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -1,6 +1,6 @@
 //! Hot reload of what may change under a running proxy: the policy files,
-//! the reviewer list (the config file and reviewer key files), and the
-//! listener certificates. Everything is polled: a change is applied once it
+//! the reviewer list (the config file and reviewer key files), the
+//! listener certificates with the client CA, and a JWKS file. Everything is polled: a change is applied once it
 //! has stayed the same for one poll, which rides out an editor saving
 //! several files and the Kubernetes ConfigMap symlink swap alike. A change
 //! that fails to load is refused, the last good state stays in force, and
@@ -84,12 +84,25 @@ fn config_fingerprint(config: &Config) -> String {
     fingerprint(&parts)
 }
 
+/// The listener certificate and key, and the client CA.
 fn tls_fingerprint(config: &Config) -> Option<String> {
     let t = config.tls.as_ref()?;
-    Some(fingerprint(&[
+    let mut parts = vec![
         std::fs::read(&t.cert).unwrap_or_default(),
         std::fs::read(&t.key).unwrap_or_default(),
-    ]))
+    ];
+    if let Some(m) = &config.identity.mtls {
+        parts.push(std::fs::read(&m.client_ca).unwrap_or_default());
+    }
+    Some(fingerprint(&parts))
+}
+
+/// The JWKS file, when tokens are checked against one.
+fn jwks_file(config: &Config) -> Option<std::path::PathBuf> {
+    match &config.identity.jwt.as_ref()?.jwks {
+        crate::config::JwksSource::File(path) => Some(path.clone()),
+        crate::config::JwksSource::Url { .. } => None,
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
@@ -145,6 +158,12 @@ pub async fn watch(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut policy = Watched::new(shared.policy().revision().to_string());
     let mut reviewers = Watched::new(reviewers_now);
     let mut tls = Watched::new(tls_now);
+    let jwks_now = shared
+        .identity
+        .jwt()
+        .map(|j| j.keys().current().fingerprint.clone())
+        .unwrap_or_default();
+    let mut jwks = Watched::new(jwks_now);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -182,15 +201,35 @@ pub async fn watch(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             })
             .await;
 
-        let Some(files) = config.tls.clone() else {
+        if let (Some(path), Some(jwt)) = (jwks_file(&config), shared.identity.jwt()) {
+            let p = path.clone();
+            let on_disk = blocking(move || {
+                std::fs::read(&p)
+                    .ok()
+                    .map(|b| hex::encode(Sha256::digest(b)))
+            })
+            .await
+            .flatten();
+            let load = move || crate::identity::jwks::read_file(&path).map_err(|e| e.to_string());
+            jwks.poll(&shared, "jwks", on_disk, load, |set| {
+                tracing::info!(keys = set.keys.len(), "JWKS file reloaded");
+                jwt.keys().install(set);
+            })
+            .await;
+        }
+
+        if config.tls.is_none() {
             continue;
-        };
+        }
         let c = config.clone();
         let on_disk = blocking(move || tls_fingerprint(&c)).await.flatten();
-        let load = move || crate::http::tls_acceptor(&files.cert, &files.key);
-        tls.poll(&shared, "tls", on_disk, load, |acceptor| {
-            tracing::info!("listener certificate reloaded");
-            shared.set_tls(acceptor);
+        let c = config.clone();
+        let load = move || {
+            crate::app::listener_tls(&c)?.ok_or_else(|| "tls is not configured".to_string())
+        };
+        tls.poll(&shared, "tls", on_disk, load, |(proxy, admin)| {
+            tracing::info!("listener certificate (and client CA) reloaded");
+            shared.set_tls(proxy, admin);
         })
         .await;
     }

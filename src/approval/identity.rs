@@ -1,5 +1,6 @@
 //! Who is who, for separation of duties (docs/reviewers.md): a reviewer may not
-//! approve an action when they are the agent or the person it acts for.
+//! approve an action when they are the agent or the person it acts for,
+//! as declared by the agent headers or as verified ([`crate::identity`]).
 //! Names reach countersign from different places (the config's reviewer
 //! names and aliases, the agent's own headers), typed by different people,
 //! so they are compared in one normal form rather than byte for byte.
@@ -48,7 +49,7 @@ pub fn normalise(name: &str) -> String {
 pub struct Match {
     /// The reviewer's name or alias that matched, as configured.
     pub reviewer_identity: String,
-    /// `agent` or `on_behalf_of`.
+    /// `agent`, `on_behalf_of`, `verified subject` or `verified actor`.
     pub field: &'static str,
     /// The action's identity that matched, as the agent sent it.
     pub action_identity: String,
@@ -64,17 +65,17 @@ impl std::fmt::Display for Match {
     }
 }
 
-/// Whether the reviewer (their configured name or any alias) is the agent
-/// or the person it acts for, after [`normalise`]. Returns the first match.
+/// Whether the reviewer (their configured name or any alias) is one of the
+/// action's parties (`(field, identity)`: the agent and the person it acts
+/// for, declared and verified), after [`normalise`]. Returns the first match.
 pub fn same_person(
     reviewer_name: &str,
     reviewer_aliases: &[String],
-    agent_id: Option<&str>,
-    on_behalf_of: Option<&str>,
+    parties: &[(&'static str, Option<&str>)],
 ) -> Option<Match> {
-    let parties = [("agent", agent_id), ("on_behalf_of", on_behalf_of)];
     let parties: Vec<(&'static str, &str, String)> = parties
-        .into_iter()
+        .iter()
+        .copied()
         .filter_map(|(field, id)| id.map(|id| (field, id, normalise(id))))
         // An empty identity (a header sent blank) names nobody.
         .filter(|(_, _, n)| !n.is_empty())
@@ -122,18 +123,35 @@ mod tests {
     #[test]
     fn a_reviewer_matches_through_name_or_alias_only() {
         let aliases = vec!["Alice@Corp".to_string()];
-        let m = same_person("alice", &aliases, Some("ap-agent-7"), Some("alice@corp")).unwrap();
+        let parties = |agent, obo| [("agent", agent), ("on_behalf_of", obo)];
+        let m = same_person(
+            "alice",
+            &aliases,
+            &parties(Some("ap-agent-7"), Some("alice@corp")),
+        )
+        .unwrap();
         assert_eq!(m.reviewer_identity, "Alice@Corp");
         assert_eq!(m.field, "on_behalf_of");
-        assert!(same_person("alice", &[], Some("ALICE"), None).is_some());
+        assert!(same_person("alice", &[], &parties(Some("ALICE"), None)).is_some());
         assert!(
-            same_person("alice", &[], Some("ap-agent-7"), Some("alice@corp")).is_none(),
+            same_person(
+                "alice",
+                &[],
+                &parties(Some("ap-agent-7"), Some("alice@corp"))
+            )
+            .is_none(),
             "an email's local part is not the reviewer without an alias"
         );
-        assert!(same_person("alice", &[], None, None).is_none());
+        assert!(same_person("alice", &[], &parties(None, None)).is_none());
         assert!(
-            same_person("alice", &[" ".into()], Some(""), Some(" ")).is_none(),
+            same_person("alice", &[" ".into()], &parties(Some(""), Some(" "))).is_none(),
             "blank identities name nobody"
         );
+        let verified = [
+            ("on_behalf_of", Some("bob")),
+            ("verified subject", Some("alice")),
+        ];
+        let m = same_person("alice", &[], &verified).unwrap();
+        assert_eq!(m.field, "verified subject", "the proven name counts too");
     }
 }

@@ -169,17 +169,17 @@ impl Reviewers {
         })
     }
 
-    /// Whether `reviewer` is the agent or the person it acts for, by name
-    /// or alias, compared in [`identity::normalise`]'s form (separation of
-    /// duties). Says which names matched.
+    /// Whether `reviewer` is one of an action's `parties` (the agent or the
+    /// person it acts for, declared or verified), by name or alias,
+    /// compared in [`identity::normalise`]'s form (separation of duties).
+    /// Says which names matched.
     pub fn party_to(
         &self,
         reviewer: &str,
-        agent_id: Option<&str>,
-        on_behalf_of: Option<&str>,
+        parties: &[(&'static str, Option<&str>)],
     ) -> Option<identity::Match> {
         let aliases = self.aliases.get(reviewer).map(Vec::as_slice).unwrap_or(&[]);
-        identity::same_person(reviewer, aliases, agent_id, on_behalf_of)
+        identity::same_person(reviewer, aliases, parties)
     }
 }
 

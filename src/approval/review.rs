@@ -107,15 +107,12 @@ impl ReviewBody {
 }
 
 /// Separation of duties: refuses an approval by the agent itself or by the
-/// person it acts for, by the reviewer's name or any alias, compared as
-/// [`super::identity::normalise`] puts them.
+/// person it acts for (as declared, and as verified: a declared header
+/// cannot hide the proven subject), by the reviewer's name or any alias,
+/// compared as [`super::identity::normalise`] puts them.
 pub fn not_a_party(shared: &Shared, life: &Lifecycle, reviewer: &str) -> Result<(), Refusal> {
     let reviewers = shared.reviewers();
-    match reviewers.party_to(
-        reviewer,
-        life.agent_id.as_deref(),
-        life.on_behalf_of.as_deref(),
-    ) {
+    match reviewers.party_to(reviewer, &life.parties()) {
         None => Ok(()),
         Some(m) => Err(Refusal::Forbidden(format!(
             "`{reviewer}` cannot approve an action they are a party to: {m}"

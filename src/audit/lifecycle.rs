@@ -97,6 +97,10 @@ pub struct Lifecycle {
     pub agent_id: Option<String>,
     /// Declared principal.
     pub on_behalf_of: Option<String>,
+    /// The verified subject (a token's `sub`, a certificate's name, the pod).
+    pub verified_subject: Option<String>,
+    /// The verified actor (a token's `act.sub`).
+    pub verified_actor: Option<String>,
     /// Evidence as recorded.
     pub evidence: Value,
     /// The request digest from the decision.
@@ -181,6 +185,8 @@ impl Lifecycle {
             upstream: None,
             agent_id: None,
             on_behalf_of: None,
+            verified_subject: None,
+            verified_actor: None,
             evidence: Value::Null,
             request_digest: None,
             hold: None,
@@ -199,6 +205,8 @@ impl Lifecycle {
                 life.upstream = text(&p["route"]["upstream"]);
                 life.agent_id = text(&p["agent"]["id"]);
                 life.on_behalf_of = text(&p["agent"]["on_behalf_of"]);
+                life.verified_subject = text(&p["agent"]["verified"]["subject"]);
+                life.verified_actor = text(&p["agent"]["verified"]["actor"]);
                 life.evidence = p["evidence"].clone();
             }
             let kind =
@@ -258,6 +266,18 @@ impl Lifecycle {
             }
         }
         Ok(life)
+    }
+
+    /// Everyone the action is for or by, as separation of duties compares
+    /// them: the declared agent and principal, and the verified subject and
+    /// actor (a declared name can be anything; the verified ones were proven).
+    pub fn parties(&self) -> [(&'static str, Option<&str>); 4] {
+        [
+            ("agent", self.agent_id.as_deref()),
+            ("on_behalf_of", self.on_behalf_of.as_deref()),
+            ("verified subject", self.verified_subject.as_deref()),
+            ("verified actor", self.verified_actor.as_deref()),
+        ]
     }
 
     /// The URL a held request goes to, as the digest covers it.

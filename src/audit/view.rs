@@ -149,6 +149,35 @@ fn body_summary(body: &Value) -> String {
     })
 }
 
+/// How the caller's identity was established, in one line.
+fn identity_line(v: &Value) -> String {
+    let acting_for = match v["on_behalf_of"].as_str() {
+        Some(_) => format!(", acting for {}", s(&v["on_behalf_of"])),
+        None => String::new(),
+    };
+    match v["method"].as_str() {
+        Some("jwt") => format!(
+            "verified by JWT (issuer {}, key {}, jti {}, expires {}) as {}{acting_for}",
+            s(&v["issuer"]),
+            s(&v["proof"]["kid"]),
+            s(&v["proof"]["jti"]),
+            s(&v["proof"]["expires_at"]),
+            s(&v["agent"]),
+        ),
+        Some("mtls") => format!(
+            "verified by mTLS as {} (certificate sha256 {})",
+            s(&v["subject"]),
+            s(&v["proof"]["sha256"]),
+        ),
+        Some("pod") => format!(
+            "verified as pod {} (sidecar, {})",
+            s(&v["subject"]),
+            s(&v["proof"]["source"]),
+        ),
+        _ => "declared, not verified".into(),
+    }
+}
+
 /// The action as a timeline a reviewer who was not there can follow.
 pub fn action_text(view: &Value) -> String {
     let mut out = String::new();
@@ -164,6 +193,20 @@ pub fn action_text(view: &Value) -> String {
     let _ = writeln!(out, "   agent:        {}", s(&a["id"]));
     let _ = writeln!(out, "   on behalf of: {}", s(&a["on_behalf_of"]));
     let _ = writeln!(out, "   intent:       {}", s(&a["intent"]));
+    let _ = writeln!(out, "   identity:     {}", identity_line(&a["verified"]));
+    for field in a["verified"]["mismatch"].as_array().into_iter().flatten() {
+        let (declared, proven) = match field.as_str() {
+            Some("id") => (&a["id"], &a["verified"]["agent"]),
+            _ => (&a["on_behalf_of"], &a["verified"]["on_behalf_of"]),
+        };
+        let _ = writeln!(
+            out,
+            "   MISMATCH:     declared {} `{}` is not the verified `{}`",
+            s(field),
+            s(declared),
+            s(proven)
+        );
+    }
     let r = &view["request"];
     let _ = writeln!(out, "   call:         {} {}", s(&r["method"]), s(&r["url"]));
     let _ = writeln!(out, "   route:        {}", s(&view["route"]["name"]));

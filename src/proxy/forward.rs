@@ -134,12 +134,20 @@ fn client_tls(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
 /// A client for countersign's own calls (notifications, the review tool):
 /// system roots, no redirects, short timeouts.
 pub fn outbound_client(what: &str) -> Result<reqwest::Client, ClientError> {
+    outbound_client_trusting(what, None)
+}
+
+/// [`outbound_client`], also trusting a private CA bundle (PEM).
+pub fn outbound_client_trusting(
+    what: &str,
+    extra_ca: Option<&Path>,
+) -> Result<reqwest::Client, ClientError> {
     let err = |message: String| ClientError {
         what: what.to_string(),
         message,
     };
     reqwest::Client::builder()
-        .use_preconfigured_tls(client_tls(None).map_err(err)?)
+        .use_preconfigured_tls(client_tls(extra_ca).map_err(err)?)
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -379,6 +387,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             methods: None,
+            identity_required: false,
         })
         .unwrap()
     }

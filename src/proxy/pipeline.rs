@@ -50,6 +50,13 @@ pub enum Outcome {
     },
     /// A repeated, nameless, oversized or non-text agent or evidence header.
     BadAgentHeader(String),
+    /// A presented credential (bearer token, client certificate) did not verify.
+    Unauthenticated(crate::identity::IdentityError),
+    /// The route requires a verified identity and the call proved none.
+    IdentityRequired {
+        /// Bearer tokens are configured (the answer invites one).
+        bearer: bool,
+    },
     /// No route matches.
     NoRoute,
     /// Body over `capture.max_body_bytes`.
@@ -102,6 +109,9 @@ impl Outcome {
             | Outcome::BadForm(_)
             | Outcome::BadContentType(_) => StatusCode::BAD_REQUEST,
             Outcome::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Outcome::Unauthenticated(_) | Outcome::IdentityRequired { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             Outcome::NoRoute => StatusCode::NOT_FOUND,
             Outcome::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Outcome::Denied(_) | Outcome::Rejected { .. } | Outcome::Expired => {
@@ -122,6 +132,11 @@ impl Outcome {
             Outcome::BadTarget(_) => "bad_target",
             Outcome::MethodNotAllowed { .. } => "method_not_allowed",
             Outcome::BadAgentHeader(_) => "bad_agent_header",
+            Outcome::Unauthenticated(crate::identity::IdentityError::CertificateRequired) => {
+                "identity_required"
+            }
+            Outcome::Unauthenticated(_) => "identity_invalid",
+            Outcome::IdentityRequired { .. } => "identity_required",
             Outcome::NoRoute => "no_route",
             Outcome::BodyTooLarge(_) => "body_too_large",
             Outcome::BadBody(_) => "bad_body",
@@ -146,6 +161,8 @@ impl Outcome {
             Outcome::BadTarget(e) => format!("{e}. Nothing was forwarded."),
             Outcome::MethodNotAllowed { method, allowed } => format!("the method {method} is not accepted here (this route takes {}); TRACE, CONNECT and non-standard methods are accepted only on a route that lists them in `methods`. Nothing was forwarded.", allowed.join(", ")),
             Outcome::BadAgentHeader(e) => format!("{e}. Nothing was forwarded."),
+            Outcome::Unauthenticated(e) => format!("{e}. Nothing was forwarded."),
+            Outcome::IdentityRequired { .. } => "this route requires a verified identity (routes[].identity.required): present a bearer token or a client certificate countersign can verify. Nothing was forwarded.".into(),
             Outcome::NoRoute => "no route matches this host and path; check the routes in the countersign config".into(),
             Outcome::BodyTooLarge(max) => format!("the request body is larger than capture.max_body_bytes ({max} bytes); nothing was forwarded"),
             Outcome::BadBody(e) => format!("the request body could not be read: {e}"),
@@ -180,6 +197,16 @@ impl Outcome {
             }
             _ => None,
         };
+        // RFC 6750: a refused or missing bearer token is answered with a challenge.
+        let challenge = match &self {
+            Outcome::Unauthenticated(e) if e.is_token() => Some(HeaderValue::from_static(
+                "Bearer realm=\"countersign\", error=\"invalid_token\"",
+            )),
+            Outcome::IdentityRequired { bearer: true } => {
+                Some(HeaderValue::from_static("Bearer realm=\"countersign\""))
+            }
+            _ => None,
+        };
         let mut body =
             json!({"action_id": action_id, "state": self.state(), "error": self.message()});
         if let Outcome::Denied(d) = &self {
@@ -195,6 +222,11 @@ impl Outcome {
         let mut response = json_response(self.status(), &body);
         if let Some(allow) = allow {
             response.headers_mut().insert(hyper::header::ALLOW, allow);
+        }
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(hyper::header::WWW_AUTHENTICATE, challenge);
         }
         if overloaded {
             // The condition passes as calls finish; say when to try again.
@@ -387,7 +419,7 @@ async fn run(
             ));
         }
     };
-    let (head, refused_head) =
+    let (mut head, refused_head) =
         match CapturedRequest::from_parts(&parts, scheme, &target, capture_cfg) {
             Ok(head) => (head, None),
             Err(refused) => (*refused.request, Some(refused.error)),
@@ -421,6 +453,26 @@ async fn run(
     }
     if let Some(e) = refused_head {
         return Err(story_of(&head).refuse(shared, None, Outcome::BadAgentHeader(e.to_string())));
+    }
+
+    // Identity: a credential that is presented must verify, on any route;
+    // a route that requires one refuses a call that proves nothing.
+    let presented = parts
+        .extensions
+        .get::<crate::http::PeerCertificate>()
+        .map(|p| p.0.clone());
+    match shared
+        .identity
+        .verify(&parts.headers, presented.as_deref())
+        .await
+    {
+        Ok(Some(verified)) => head.agent.verified = Some(Arc::new(verified)),
+        Ok(None) if route.config.identity_required => {
+            let bearer = shared.identity.jwt().is_some();
+            return Err(story_of(&head).refuse(shared, None, Outcome::IdentityRequired { bearer }));
+        }
+        Ok(None) => {}
+        Err(e) => return Err(story_of(&head).refuse(shared, None, Outcome::Unauthenticated(e))),
     }
 
     // 2. Capture the body, within the limit, the time allowed and the
@@ -611,7 +663,14 @@ async fn forward(
     secrets: Secrets,
 ) -> Result<Response<Body>, Outcome> {
     let names = &shared.config.capture.agent_headers;
-    let strip = |n: &str| names.is_agent_header(n);
+    // The bearer token countersign verified is for countersign (its
+    // audience), not for the upstream.
+    let token_header = shared.identity.jwt().map(|j| j.header()).filter(|h| {
+        agent_headers
+            .get(*h)
+            .is_some_and(|v| shared.identity.consumes(h, v.as_bytes()))
+    });
+    let strip = |n: &str| names.is_agent_header(n) || token_header == Some(n);
     let started = Instant::now();
     let sent = route
         .upstream

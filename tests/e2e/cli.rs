@@ -101,7 +101,7 @@ fn policy_test_runs_the_example_suite_and_names_a_failing_test() {
         concat!(env!("CARGO_MANIFEST_DIR"), "/examples/payments/policies"),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("6 passed, 0 failed"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("8 passed, 0 failed"));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -6,6 +6,7 @@ mod cli;
 mod fleet;
 mod hardening;
 mod holds;
+mod identity;
 mod pg;
 mod proxy;
 mod store_backends;

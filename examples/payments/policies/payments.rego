@@ -5,6 +5,11 @@
 #   a payout up to 1,000                       allow
 #   a payout over 1,000 up to 10,000           hold for one finance approver
 #   a payout over 10,000                       hold for two finance approvers
+#
+# With verified identity (identity.jwt in the config, a token whose `sub` is
+# the person and `act.sub` the agent):
+#   a payout whose declared on_behalf_of is    hold for two finance approvers,
+#   not the person the token proves               whatever the amount
 package countersign
 
 import rego.v1
@@ -22,14 +27,39 @@ amount := input.request.body.amount
 
 currency := object.get(input.request.body, "currency", "?")
 
-default decision := {
+# The declared principal contradicts the verified one: the header may be a
+# mistake or a lie, and money moves on whose behalf the token says.
+principal_mismatch if "on_behalf_of" in input.agent.verified.mismatch
+
+decision := {
+	"action": "hold",
+	"risk": "high",
+	"reasons": [sprintf(
+		"the payout says it is for %v, but the agent's token proves it acts for %v",
+		[input.agent.on_behalf_of, input.agent.verified.on_behalf_of],
+	)],
+	"rules": ["payments.payout.principal_mismatch"],
+	"approval": {"groups": ["finance-approvers"], "min": 2, "expires_in": "30m"},
+} if {
+	payout
+	principal_mismatch
+}
+
+decision := by_amount if not principal_mismatch
+
+decision := by_amount if {
+	principal_mismatch
+	not payout
+}
+
+default by_amount := {
 	"action": "deny",
 	"risk": "medium",
 	"reasons": ["no rule of the payments policy allows this call"],
 	"rules": ["payments.default_deny"],
 }
 
-decision := {
+by_amount := {
 	"action": "allow",
 	"risk": "low",
 	"reasons": ["reads do not move money"],
@@ -38,7 +68,7 @@ decision := {
 	input.request.method == "GET"
 }
 
-decision := {
+by_amount := {
 	"action": "deny",
 	"risk": "high",
 	"reasons": ["a payout must carry the invoice it pays (x-evidence-invoice)"],
@@ -48,7 +78,7 @@ decision := {
 	not input.evidence.invoice
 }
 
-decision := {
+by_amount := {
 	"action": "allow",
 	"risk": "low",
 	"reasons": [sprintf("payout of %v %v is within the %v auto-approval limit", [amount, currency, auto_approve_limit])],
@@ -59,7 +89,7 @@ decision := {
 	amount <= auto_approve_limit
 }
 
-decision := {
+by_amount := {
 	"action": "hold",
 	"risk": "medium",
 	"reasons": [sprintf("payout of %v %v exceeds the %v auto-approval limit", [amount, currency, auto_approve_limit])],
@@ -72,7 +102,7 @@ decision := {
 	amount <= single_approval_limit
 }
 
-decision := {
+by_amount := {
 	"action": "hold",
 	"risk": "high",
 	"reasons": [sprintf("payout of %v %v exceeds the %v single-approval limit", [amount, currency, single_approval_limit])],

@@ -112,6 +112,29 @@ stop before anything is applied. (`helm lint` only logs a template's fail.)
   {{- fail "persistence.type is pvc (or persistence.existingClaim is set) but store.type is postgres: the record lives in PostgreSQL and the pod keeps nothing durable. Leave persistence.type empty." -}}
   {{- end -}}
 {{- end -}}
+{{- $id := $v.identity -}}
+{{- if and $id.pod.enabled (ne $v.mode "sidecar") -}}
+{{- fail "identity.pod.enabled needs mode: sidecar: the pod identity may only be asserted by a sidecar that takes calls from inside its pod (the proxy then listens on 127.0.0.1). In gateway mode, use identity.jwt." -}}
+{{- end -}}
+{{- if $id.jwt.enabled -}}
+  {{- if not $id.jwt.issuer -}}
+  {{- fail "identity.jwt.enabled but identity.jwt.issuer is empty: set the tokens' issuer (kubectl get --raw /.well-known/openid-configuration)." -}}
+  {{- end -}}
+  {{- $sources := 0 -}}
+  {{- range (list $id.jwt.jwksUrl $id.jwt.jwksConfigMap $id.jwt.jwks) -}}{{- if . -}}{{- $sources = add1 $sources -}}{{- end -}}{{- end -}}
+  {{- if ne (int $sources) 1 -}}
+  {{- fail "identity.jwt.enabled needs exactly one of identity.jwt.jwksUrl, identity.jwt.jwksConfigMap or identity.jwt.jwks (the issuer's signing keys)." -}}
+  {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ConfigMap holding the JWKS, when the keys come from one. */}}
+{{- define "countersign.jwksConfigMapName" -}}
+{{- .Values.identity.jwt.jwksConfigMap | default (printf "%s-jwks" (include "countersign.fullname" .)) -}}
+{{- end -}}
+
+{{- define "countersign.jwksFromConfigMap" -}}
+{{- if and .Values.identity.jwt.enabled (not .Values.identity.jwt.jwksUrl) }}true{{ end -}}
 {{- end -}}
 
 {{- define "countersign.reviewerEnv" -}}
@@ -120,7 +143,12 @@ stop before anything is applied. (`helm lint` only logs a template's fail.)
 
 {{/* The countersign.yaml the chart generates (docs/reference.md#configuration). */}}
 {{- define "countersign.configYaml" -}}
+{{- if .Values.identity.pod.enabled }}
+# Sidecar with pod identity: only the pod's own containers reach the proxy.
+listen: 127.0.0.1:{{ .Values.proxy.port }}
+{{- else }}
 listen: 0.0.0.0:{{ .Values.proxy.port }}
+{{- end }}
 admin:
   listen: 0.0.0.0:{{ .Values.admin.port }}
   {{- if or .Values.secrets.existingSecret .Values.secrets.create.adminToken }}
@@ -171,6 +199,24 @@ audit:
 {{- end }}
 log:
 {{- toYaml .Values.config.log | nindent 2 }}
+{{- $id := .Values.identity }}
+{{- if or $id.jwt.enabled $id.pod.enabled }}
+identity:
+  {{- if $id.jwt.enabled }}
+  jwt:
+    {{- if $id.jwt.jwksUrl }}
+    jwks_url: {{ $id.jwt.jwksUrl | quote }}
+    {{- else }}
+    jwks_file: /etc/countersign/jwks/jwks.json
+    {{- end }}
+    issuer: {{ $id.jwt.issuer | quote }}
+    audience: {{ $id.jwt.audience | quote }}
+    leeway: {{ $id.jwt.leeway }}
+  {{- end }}
+  {{- if $id.pod.enabled }}
+  pod: { subject_env: POD_IDENTITY }
+  {{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Environment: every secret comes from the Secret, never the ConfigMap. */}}
@@ -192,6 +238,17 @@ log:
 - name: {{ $env }}
   valueFrom: { secretKeyRef: { name: {{ $secret }}, key: {{ $key }} } }
 {{- end }}
+{{- if .Values.identity.pod.enabled }}
+# The pod's identity (identity.pod), from the downward API.
+- name: POD_NAMESPACE
+  valueFrom: { fieldRef: { fieldPath: metadata.namespace } }
+- name: POD_SERVICE_ACCOUNT
+  valueFrom: { fieldRef: { fieldPath: spec.serviceAccountName } }
+- name: POD_NAME
+  valueFrom: { fieldRef: { fieldPath: metadata.name } }
+- name: POD_IDENTITY
+  value: "$(POD_NAMESPACE)/$(POD_SERVICE_ACCOUNT)/$(POD_NAME)"
+{{- end }}
 {{- end -}}
 
 {{/* The countersign container, shared by gateway and sidecar modes. */}}
@@ -212,6 +269,11 @@ volumeMounts:
   - { name: countersign-config, mountPath: /etc/countersign/config, readOnly: true }
   - { name: countersign-policies, mountPath: /etc/countersign/policies, readOnly: true }
   - { name: countersign-data, mountPath: /var/lib/countersign }
+  {{- if include "countersign.jwksFromConfigMap" . }}
+  # A directory mount (never subPath): rotated keys reach the pod, and
+  # countersign reloads the file when it changes.
+  - { name: countersign-jwks, mountPath: /etc/countersign/jwks, readOnly: true }
+  {{- end }}
   {{- if eq .Values.store.type "postgres" }}
   # The whole directory, never a subPath: the kubelet only updates
   # directory mounts, and that is how a rotated password reaches the pod.
@@ -253,6 +315,10 @@ and point the agent's API base URL at http://127.0.0.1:<proxy.port>.
   configMap: { name: {{ include "countersign.configMapName" . }} }
 - name: countersign-policies
   configMap: { name: {{ include "countersign.policiesConfigMapName" . }} }
+{{- if include "countersign.jwksFromConfigMap" . }}
+- name: countersign-jwks
+  configMap: { name: {{ include "countersign.jwksConfigMapName" . }}, items: [{ key: jwks.json, path: jwks.json }] }
+{{- end }}
 - name: countersign-data
 {{- if eq (include "countersign.dataVolumeType" .) "pvc" }}
   persistentVolumeClaim: { claimName: {{ .Values.persistence.existingClaim | default (printf "%s-data" (include "countersign.fullname" .)) }} }
