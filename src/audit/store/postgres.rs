@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use super::backend::{ActionSummary, Append, Appended, Backend, Due, IndexRow, Links, ListFilter};
+use super::backend::{
+    ActionSummary, Append, Appended, Backend, Due, IndexRow, Links, ListFilter, StoredCheckpoint,
+};
 use super::StoreError;
 use crate::audit::record::Record;
 
@@ -75,5 +77,17 @@ impl Backend for Postgres {
     }
     fn put_index(&mut self, _: &[IndexRow]) -> Result<(), StoreError> {
         unreachable!()
+    }
+    fn leaf_hashes(&mut self, _: i64, _: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        Err(StoreError::Postgres("leaf_hashes: not built yet".into()))
+    }
+    fn put_checkpoint(&mut self, _: &StoredCheckpoint) -> Result<(), StoreError> {
+        Err(StoreError::Postgres("put_checkpoint: not built yet".into()))
+    }
+    fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Err(StoreError::Postgres("latest_checkpoint: not built yet".into()))
+    }
+    fn checkpoints(&mut self, _: i64, _: usize) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        Err(StoreError::Postgres("checkpoints: not built yet".into()))
     }
 }
