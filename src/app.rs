@@ -273,7 +273,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 shared.notifier.clone(),
             )
             .await
-            .map_err(|e| anyhow::anyhow!("{}: audit.checkpoint: {e}", shared.config.file.display()))?,
+            .map_err(|e| {
+                anyhow::anyhow!("{}: audit.checkpoint: {e}", shared.config.file.display())
+            })?,
         ),
         None => None,
     };

@@ -300,7 +300,9 @@ impl ReviewerKey {
     /// `None` for a shared secret, which never leaves the config.
     pub fn public_text(&self) -> Option<String> {
         match self {
-            ReviewerKey::Ed25519(k) => Some(format!("{PUBLIC_PREFIX}{}", BASE64.encode(k.as_bytes()))),
+            ReviewerKey::Ed25519(k) => {
+                Some(format!("{PUBLIC_PREFIX}{}", BASE64.encode(k.as_bytes())))
+            }
             ReviewerKey::Hmac(_) => None,
         }
     }

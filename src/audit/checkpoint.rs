@@ -146,7 +146,10 @@ mod tests {
         let signer = NoteSigner::generate("example.com/audit").unwrap();
         let stored = c.sign(&signer).unwrap();
         assert_eq!(stored.tree_size, 42);
-        assert_eq!(Checkpoint::open(&stored.note, &signer.verifier()).unwrap(), c);
+        assert_eq!(
+            Checkpoint::open(&stored.note, &signer.verifier()).unwrap(),
+            c
+        );
         let other = NoteSigner::generate("example.com/audit").unwrap();
         assert!(Checkpoint::open(&stored.note, &other.verifier()).is_err());
     }

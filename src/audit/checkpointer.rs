@@ -58,7 +58,9 @@ struct Rebuilt {
     root_at_latest: Option<String>,
 }
 
-fn rebuild(b: &mut dyn super::store::backend::Backend) -> Result<Result<Rebuilt, String>, StoreError> {
+fn rebuild(
+    b: &mut dyn super::store::backend::Backend,
+) -> Result<Result<Rebuilt, String>, StoreError> {
     let latest = b.latest_checkpoint()?;
     let mut frontier = Frontier::new();
     let mut last_hash = GENESIS.to_string();
@@ -199,9 +201,15 @@ impl Checkpointer {
                 let why = if r.seq != self.frontier.size() as i64 + 1 {
                     Some(format!("record {} is missing", self.frontier.size() + 1))
                 } else if r.prev_hash != self.last_hash {
-                    Some(format!("record {}'s prev_hash does not match the record before it", r.seq))
+                    Some(format!(
+                        "record {}'s prev_hash does not match the record before it",
+                        r.seq
+                    ))
                 } else if !r.hash_matches() {
-                    Some(format!("record {}'s content does not match its hash", r.seq))
+                    Some(format!(
+                        "record {}'s content does not match its hash",
+                        r.seq
+                    ))
                 } else {
                     None
                 };
@@ -212,7 +220,9 @@ impl Checkpointer {
                         self.last_hash = r.hash;
                     }
                     (why, _) => {
-                        self.stop(why.unwrap_or_else(|| format!("record {}'s hash is not 64 hex digits", r.seq)));
+                        self.stop(why.unwrap_or_else(|| {
+                            format!("record {}'s hash is not 64 hex digits", r.seq)
+                        }));
                         return Ok(None);
                     }
                 }
@@ -252,14 +262,24 @@ impl Checkpointer {
                     let (dir, c) = (dir.clone(), c.clone());
                     let written = tokio::task::spawn_blocking(move || write_file(&dir, &c)).await;
                     match written {
-                        Ok(Ok(path)) => tracing::debug!(path = %path.display(), "checkpoint published"),
-                        Ok(Err(e)) => tracing::error!(error = %e, "cannot publish a checkpoint to its directory"),
-                        Err(e) => tracing::error!(error = %e, "cannot publish a checkpoint to its directory"),
+                        Ok(Ok(path)) => {
+                            tracing::debug!(path = %path.display(), "checkpoint published")
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "cannot publish a checkpoint to its directory")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot publish a checkpoint to its directory")
+                        }
                     }
                 }
                 CheckpointSink::Url(url) => {
-                    let (client, signer, url, c) =
-                        (self.client.clone(), self.signer.clone(), url.clone(), c.clone());
+                    let (client, signer, url, c) = (
+                        self.client.clone(),
+                        self.signer.clone(),
+                        url.clone(),
+                        c.clone(),
+                    );
                     tokio::spawn(async move { post(&client, &signer, &url, &c).await });
                 }
             }
@@ -321,9 +341,20 @@ async fn post(client: &reqwest::Client, signer: &NoteSigner, url: &str, c: &Stor
                 tracing::debug!(url = shown, size = c.tree_size, "checkpoint published");
                 return;
             }
-            Ok(r) => tracing::warn!(url = shown, attempt, status = r.status().as_u16(), "checkpoint not accepted"),
-            Err(e) => tracing::warn!(url = shown, attempt, error = %e.without_url(), "checkpoint not delivered"),
+            Ok(r) => tracing::warn!(
+                url = shown,
+                attempt,
+                status = r.status().as_u16(),
+                "checkpoint not accepted"
+            ),
+            Err(e) => {
+                tracing::warn!(url = shown, attempt, error = %e.without_url(), "checkpoint not delivered")
+            }
         }
     }
-    tracing::error!(url = shown, size = c.tree_size, "gave up publishing a checkpoint; later ones cover it");
+    tracing::error!(
+        url = shown,
+        size = c.tree_size,
+        "gave up publishing a checkpoint; later ones cover it"
+    );
 }

@@ -460,9 +460,19 @@ mod tests {
         let mut frontier = Frontier::new();
         assert_eq!(frontier.root(), empty_root());
         for (n, expected) in ROOTS.iter().enumerate() {
-            assert_eq!(hex::encode(root(&leaves[..=n])), *expected, "size {}", n + 1);
+            assert_eq!(
+                hex::encode(root(&leaves[..=n])),
+                *expected,
+                "size {}",
+                n + 1
+            );
             frontier.push(leaves[n]);
-            assert_eq!(hex::encode(frontier.root()), *expected, "frontier {}", n + 1);
+            assert_eq!(
+                hex::encode(frontier.root()),
+                *expected,
+                "frontier {}",
+                n + 1
+            );
             assert_eq!(frontier.size(), n as u64 + 1);
         }
     }
@@ -474,8 +484,14 @@ mod tests {
             let made = inclusion_proof(&leaves[..size], leaf - 1).unwrap();
             assert_eq!(made, proof, "leaf {leaf} of {size}");
             let root = h(ROOTS[size - 1]);
-            verify_inclusion(leaf as u64 - 1, size as u64, &leaves[leaf - 1], &proof, &root)
-                .unwrap();
+            verify_inclusion(
+                leaf as u64 - 1,
+                size as u64,
+                &leaves[leaf - 1],
+                &proof,
+                &root,
+            )
+            .unwrap();
             // The transparency-dev corruptions: each is refused.
             let (i, n) = (leaf as u64 - 1, size as u64);
             let l = &leaves[leaf - 1];
@@ -524,7 +540,11 @@ mod tests {
     fn consistency_proofs_match_and_verify() {
         let leaves = leaves();
         for (m, n, proof) in consistency_vectors() {
-            assert_eq!(consistency_proof(&leaves[..n], m).unwrap(), proof, "{m} → {n}");
+            assert_eq!(
+                consistency_proof(&leaves[..n], m).unwrap(),
+                proof,
+                "{m} → {n}"
+            );
             let (r1, r2) = (h(ROOTS[m - 1]), h(ROOTS[n - 1]));
             verify_consistency(m as u64, n as u64, &proof, &r1, &r2).unwrap();
             if proof.is_empty() {

@@ -72,7 +72,11 @@ fn parse_parts(kind: &'static str, text: &str) -> Result<(String, [u8; 4], [u8; 
         return Err(bad("expected <name>+<key id>+<key>"));
     };
     check_name(kind, name)?;
-    if id.len() != 8 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if id.len() != 8
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(bad("the key id must be 8 lower-case hex digits"));
     }
     let id: [u8; 4] = hex::decode(id)
@@ -174,10 +178,7 @@ fn split(note: &str) -> Result<(&str, Vec<(&str, Vec<u8>)>), NoteError> {
     if !sigs.ends_with('\n') {
         return Err(bad("the signature lines must end with a newline"));
     }
-    if text
-        .chars()
-        .any(|c| c.is_control() && c != '\n')
-    {
+    if text.chars().any(|c| c.is_control() && c != '\n') {
         return Err(bad("the text has control characters"));
     }
     let mut out = Vec::new();
@@ -332,13 +333,19 @@ mod tests {
         assert_eq!(peter.open(&both).unwrap(), TEXT);
         assert_eq!(enoch.open(&both).unwrap(), TEXT);
         let only_peter = format!("{TEXT}\n{PETER_SIG}");
-        assert!(matches!(enoch.open(&only_peter), Err(NoteError::NotSignedBy(_))));
+        assert!(matches!(
+            enoch.open(&only_peter),
+            Err(NoteError::NotSignedBy(_))
+        ));
         // Go's "invalid signature" case: four characters inserted.
         let bad = format!("{TEXT}\n{}ABCD{}", &PETER_SIG[..60], &PETER_SIG[60..]);
         assert!(matches!(peter.open(&bad), Err(NoteError::BadSignature(_))));
         // Altered text.
         let altered = only_peter.replacen("cryptography", "cryptographY", 1);
-        assert!(matches!(peter.open(&altered), Err(NoteError::BadSignature(_))));
+        assert!(matches!(
+            peter.open(&altered),
+            Err(NoteError::BadSignature(_))
+        ));
         // Go's malformed notes.
         for bad in [
             TEXT.to_string(),

@@ -68,11 +68,13 @@ pub fn check(r: &Record, key: Option<&ReviewerKey>) -> Result<Checked, String> {
     let kind = key
         .verify_recorded(msg_id, timestamp, signature, &body)
         .map_err(|e| {
-            format!("the review signed as `{reviewer}` does not verify with `{reviewer}`'s key: {e}")
+            format!(
+                "the review signed as `{reviewer}` does not verify with `{reviewer}`'s key: {e}"
+            )
         })?;
     if r.kind == "reviewed" {
-        let signed: Value = serde_json::from_slice(&body)
-            .map_err(|_| "the signed body is not JSON".to_string())?;
+        let signed: Value =
+            serde_json::from_slice(&body).map_err(|_| "the signed body is not JSON".to_string())?;
         if signed["action_id"].as_str() != Some(r.action_id.as_str()) {
             return Err("the signed review names another action".into());
         }
@@ -125,7 +127,10 @@ mod tests {
         let key = ReviewerKey::parse(&public).unwrap();
         let r = review(&signer, "approve");
         assert!(is_signed_review(&r));
-        assert_eq!(check(&r, Some(&key)), Ok(Checked::Verified(KeyKind::Ed25519)));
+        assert_eq!(
+            check(&r, Some(&key)),
+            Ok(Checked::Verified(KeyKind::Ed25519))
+        );
         assert!(matches!(check(&r, None), Ok(Checked::Unverifiable(_))));
 
         // The record says approve; the reviewer signed reject.
@@ -136,6 +141,8 @@ mod tests {
         // Signed by another key.
         let (other, _) = generate().unwrap();
         let forged = review(&SigningKey::parse(&other).unwrap(), "approve");
-        assert!(check(&forged, Some(&key)).unwrap_err().contains("does not verify"));
+        assert!(check(&forged, Some(&key))
+            .unwrap_err()
+            .contains("does not verify"));
     }
 }

@@ -126,8 +126,9 @@ impl ProvenRecord {
             .map(|h| hex::decode(h).ok().and_then(|b| b.try_into().ok()))
             .collect::<Option<_>>()
             .ok_or("its inclusion proof is not a list of 64-hex-digit hashes")?;
-        merkle::verify_inclusion(self.seq as u64 - 1, size, &leaf, &proof, root)
-            .map_err(|e| format!("its inclusion proof does not lead to the checkpoint's tree head ({e})"))
+        merkle::verify_inclusion(self.seq as u64 - 1, size, &leaf, &proof, root).map_err(|e| {
+            format!("its inclusion proof does not lead to the checkpoint's tree head ({e})")
+        })
     }
 
     /// The payload, parsed.

@@ -322,7 +322,10 @@ impl Policy {
 
     /// Compiles a revision from its files as the record keeps them (for
     /// `audit replay`); `settings.dir` is not read.
-    pub fn from_sources(sources: Vec<Source>, settings: &PolicyConfig) -> Result<Policy, PolicyError> {
+    pub fn from_sources(
+        sources: Vec<Source>,
+        settings: &PolicyConfig,
+    ) -> Result<Policy, PolicyError> {
         if sources.is_empty() {
             return Err(PolicyError::Empty("the recorded revision".into()));
         }

@@ -241,27 +241,35 @@ pub async fn handle(
         }
     }
     let mut secrets = Secrets::default();
-    let (mut response, own_body, recorded) =
-        match run(&shared, &action_id, req, scheme, target, &mut secrets).await {
-            Ok(r) => {
-                let own = r.extensions().get::<OwnAnswer>().map(|a| a.0.clone());
-                (r, own, true)
+    let (mut response, own_body, recorded) = match run(
+        &shared,
+        &action_id,
+        req,
+        scheme,
+        target,
+        &mut secrets,
+    )
+    .await
+    {
+        Ok(r) => {
+            let own = r.extensions().get::<OwnAnswer>().map(|a| a.0.clone());
+            (r, own, true)
+        }
+        Err(outcome) => {
+            let by_review = matches!(
+                outcome,
+                Outcome::Rejected { .. } | Outcome::Expired | Outcome::WaitCancelled
+            );
+            if !matches!(outcome, Outcome::Denied(_)) && !by_review {
+                shared.metrics.refused(outcome.reason());
             }
-            Err(outcome) => {
-                let by_review = matches!(
-                    outcome,
-                    Outcome::Rejected { .. } | Outcome::Expired | Outcome::WaitCancelled
-                );
-                if !matches!(outcome, Outcome::Denied(_)) && !by_review {
-                    shared.metrics.refused(outcome.reason());
-                }
-                tracing::info!(action_id, %method, path, outcome = outcome.reason(), "call not forwarded");
-                // A call no route takes is not an action: nothing is recorded of it.
-                let recorded = !matches!(outcome, Outcome::NoRoute);
-                let body = outcome.body(&action_id);
-                (outcome.into_response(&action_id), Some(body), recorded)
-            }
-        };
+            tracing::info!(action_id, %method, path, outcome = outcome.reason(), "call not forwarded");
+            // A call no route takes is not an action: nothing is recorded of it.
+            let recorded = !matches!(outcome, Outcome::NoRoute);
+            let body = outcome.body(&action_id);
+            (outcome.into_response(&action_id), Some(body), recorded)
+        }
+    };
     if recorded {
         shared
             .store
@@ -288,7 +296,12 @@ pub struct OwnAnswer(pub Value);
 /// (refusals, 202 with the status URL, errors) are kept whole; an
 /// upstream answer relayed is kept as its status (its recorded view is
 /// the `completed` record). Scrubbed like every record of the call.
-fn answered(action_id: &str, response: &Response<Body>, own: Option<Value>, secrets: &Secrets) -> Draft {
+fn answered(
+    action_id: &str,
+    response: &Response<Body>,
+    own: Option<Value>,
+    secrets: &Secrets,
+) -> Draft {
     let status = response.status().as_u16();
     let payload = match own {
         Some(body) => {

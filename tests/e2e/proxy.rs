@@ -438,8 +438,12 @@ async fn concurrent_calls_share_commits_and_all_are_recorded() {
     assert!(commits < 400, "{commits} commits for 400 records");
     cs.stop().await;
     let recs = records(&d.db_path());
-    assert_eq!(recs.len(), 400);
-    assert_eq!(recs.iter().filter(|r| r.2 == "completed").count(), 200);
+    // Per call: decided, completed, answered; and the policy's text once.
+    assert_eq!(recs.len(), 601);
+    for kind in ["decided", "completed", "answered"] {
+        assert_eq!(recs.iter().filter(|r| r.2 == kind).count(), 200, "{kind}");
+    }
+    assert_eq!(recs.iter().filter(|r| r.2 == "policy").count(), 1);
     let out = countersign(&[
         "audit",
         "verify",
@@ -510,7 +514,15 @@ async fn admin_api_needs_the_token_and_rebuilds_the_action() {
         json!(["payments.payout.small"])
     );
     assert_eq!(action["result"]["response"]["status"], 201);
-    assert_eq!(action["records"].as_array().unwrap().len(), 2);
+    answered_of(&d.db_path(), &id).await;
+    let action: Value = admin_json(&format!("{admin}/v1/actions/{id}")).await;
+    let kinds: Vec<&str> = action["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["decided", "completed", "answered"]);
     let missing = client()
         .get(format!("{admin}/v1/actions/{}", "0".repeat(32)))
         .bearer_auth(ADMIN_TOKEN)

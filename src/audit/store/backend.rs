@@ -168,7 +168,11 @@ pub trait Backend: Send + 'static {
     fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError>;
 
     /// Up to `limit` stored checkpoints with tree size > `after`, by size.
-    fn checkpoints(&mut self, after: i64, limit: usize) -> Result<Vec<StoredCheckpoint>, StoreError>;
+    fn checkpoints(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError>;
 }
 
 /// A signed checkpoint as the store keeps it (table `checkpoints`).

@@ -85,7 +85,9 @@ impl Backend for Postgres {
         Err(StoreError::Postgres("put_checkpoint: not built yet".into()))
     }
     fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        Err(StoreError::Postgres("latest_checkpoint: not built yet".into()))
+        Err(StoreError::Postgres(
+            "latest_checkpoint: not built yet".into(),
+        ))
     }
     fn checkpoints(&mut self, _: i64, _: usize) -> Result<Vec<StoredCheckpoint>, StoreError> {
         Err(StoreError::Postgres("checkpoints: not built yet".into()))

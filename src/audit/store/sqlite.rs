@@ -418,7 +418,11 @@ impl Backend for Sqlite {
             .optional()?)
     }
 
-    fn checkpoints(&mut self, after: i64, limit: usize) -> Result<Vec<StoredCheckpoint>, StoreError> {
+    fn checkpoints(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT tree_size, root_hash, note, time FROM checkpoints WHERE tree_size > ?1 ORDER BY tree_size LIMIT ?2",
         )?;
