@@ -444,7 +444,9 @@ pub fn action_text(view: &Value) -> String {
         );
         let first = src["first_line"].as_u64().unwrap_or(1);
         for (i, line) in src["text"].as_str().unwrap_or_default().lines().enumerate() {
-            let _ = writeln!(out, "   {:>5} | {}", first + i as u64, printable(line));
+            // Rego is indented with tabs; printable would show them as \t.
+            let line = line.replace('\t', "    ");
+            let _ = writeln!(out, "   {:>5} | {}", first + i as u64, printable(&line));
         }
     }
 
