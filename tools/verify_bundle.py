@@ -27,6 +27,7 @@ import base64
 import hashlib
 import json
 import sys
+import unicodedata
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -280,7 +281,16 @@ def story(records, payloads):
         elif r["kind"] == "answered":
             out.append("   the agent got %s" % p.get("status"))
     out.append("(the policy was not re-evaluated: countersign verify-bundle replays it)")
-    return [json.dumps(line)[1:-1] for line in out]  # one escaped line each
+    return [printable(line) for line in out]
+
+
+def printable(text):
+    """One line safe for a terminal: control, format (bidi) and separator
+    characters from the record are written as escapes."""
+    return "".join(
+        "\\u{%x}" % ord(c) if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
+        for c in text
+    )
 
 
 def main():

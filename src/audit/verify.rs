@@ -197,11 +197,19 @@ pub fn verify(
                 continue;
             }
             if frontier.root() != t.root {
+                let since = if *agreed == 0 {
+                    "no earlier checkpoint narrows it down".to_string()
+                } else {
+                    format!(
+                        "the first {} records agree with an earlier checkpoint",
+                        *agreed
+                    )
+                };
                 return Some(finding(
                     *agreed + 1,
                     format!(
-                        "the first {} records do not hash to the tree head of {}: a record from seq {} to seq {} was rewritten or replaced (the record up to seq {} agrees with the checkpoints)",
-                        t.size, t.label, *agreed + 1, t.size, *agreed
+                        "the first {} records do not hash to the tree head of {}: a record from seq {} to seq {} was rewritten or replaced ({since})",
+                        t.size, t.label, *agreed + 1, t.size
                     ),
                 ));
             }
