@@ -104,7 +104,7 @@ impl Checkpointer {
         let signer = checkpoint::load_signer(cfg)?;
         let origin = checkpoint::origin(cfg, &signer);
         let rebuilt = store
-            .read(|b| rebuild(b))
+            .read(rebuild)
             .await
             .map_err(|e| format!("cannot read the record to rebuild its tree: {e}"))?;
         let mut me = Checkpointer {

@@ -168,8 +168,11 @@ impl Verifier {
     }
 }
 
-/// Splits a note into its text and its signatures (name, decoded blob).
-fn split(note: &str) -> Result<(&str, Vec<(&str, Vec<u8>)>), NoteError> {
+/// A signature line: the key name and the decoded key id and signature.
+type SignatureLine<'a> = (&'a str, Vec<u8>);
+
+/// Splits a note into its text and its signatures.
+fn split(note: &str) -> Result<(&str, Vec<SignatureLine<'_>>), NoteError> {
     let bad = |why: &str| NoteError::Malformed(why.to_string());
     let at = note
         .rfind("\n\n")

@@ -217,6 +217,9 @@ async fn payments_story(
     ids
 }
 
+/// A change to an evidence bundle.
+type Tamper<'a> = Box<dyn Fn(&mut Value) + 'a>;
+
 fn run_python(bundle: &Path, public_key: &str) -> std::process::Output {
     std::process::Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/verify_bundle.py"))
@@ -476,7 +479,7 @@ async fn a_payments_story_is_evidence_a_third_party_can_check() {
         b[at] = if b[at] == b'0' { b'1' } else { b'0' };
         String::from_utf8(b).unwrap()
     };
-    let tampered: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let tampered: Vec<(&str, Tamper)> = vec![
         (
             "a record's payload",
             Box::new(|b: &mut Value| {
