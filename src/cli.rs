@@ -614,7 +614,7 @@ fn audit_show(config: &Path, id: &str, json: bool) -> anyhow::Result<()> {
     let ctx = view::Context {
         policy,
         checkpoint,
-        checkpoints_configured: config.audit.checkpoint.is_some(),
+        checkpoints_configured: Some(config.audit.checkpoint.is_some()),
     };
     let view = action_json_in(id, &records, &ctx);
     if json {

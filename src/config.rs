@@ -1525,6 +1525,48 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_are_configured_with_sinks_and_checked_intervals() {
+        let c = parse(&format!(
+            "{MINIMAL}audit:\n  checkpoint: {{ key_file: ckpt.key, publish: [\"dir://out\", \"dir:///abs\", \"https://w.example/c\"] }}\n"
+        ))
+        .unwrap();
+        let cp = c.audit.checkpoint.unwrap();
+        assert_eq!(cp.interval, Duration::from_secs(10));
+        assert!(cp.key_file.ends_with("ckpt.key") && cp.key_file.is_absolute());
+        assert_eq!(cp.publish.len(), 3);
+        assert!(
+            matches!(&cp.publish[0], CheckpointSink::Dir(d) if d.is_absolute() && d.ends_with("out"))
+        );
+        assert_eq!(cp.publish[1], CheckpointSink::Dir("/abs".into()));
+        assert_eq!(
+            cp.publish[2],
+            CheckpointSink::Url("https://w.example/c".into())
+        );
+        assert!(parse(MINIMAL).unwrap().audit.checkpoint.is_none());
+        for (yaml, field) in [
+            (
+                "{ key_file: k, interval: 10ms }",
+                "audit.checkpoint.interval",
+            ),
+            ("{ key_file: k, interval: 2d }", "audit.checkpoint.interval"),
+            (
+                "{ key_file: k, publish: [\"s3://bucket\"] }",
+                "audit.checkpoint.publish[0]",
+            ),
+            ("{ key_file: k, origin: \"\" }", "audit.checkpoint.origin"),
+            ("{ key_file: \"\" }", "audit.checkpoint.key_file"),
+        ] {
+            let e = parse(&format!("{MINIMAL}audit:\n  checkpoint: {yaml}\n")).unwrap_err();
+            assert!(e.message.starts_with(field), "{yaml}: {e}");
+        }
+        let e = parse(&format!(
+            "{MINIMAL}audit:\n  checkpoint: {{ key_file: k, every: 1s }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("every"), "{e}");
+    }
+
+    #[test]
     fn reviewer_aliases_must_name_someone() {
         let reviewer = |aliases: &str| {
             parse(&format!(

@@ -326,7 +326,7 @@ pub fn story(v: &Verified) -> String {
             v.checkpoint.origin.clone(),
             "(time not part of the checkpoint)".into(),
         )),
-        checkpoints_configured: true,
+        checkpoints_configured: Some(true),
     };
     let view: Value = action_json_in(&action_id, &v.records, &ctx);
     out.push_str(&action_text(&view));

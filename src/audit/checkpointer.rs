@@ -172,6 +172,8 @@ impl Checkpointer {
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = shutdown.changed() => {
+                    // What was queued before the stop goes into the last checkpoint.
+                    let _ = self.store.flush().await;
                     self.tick_and_log().await;
                     return;
                 }

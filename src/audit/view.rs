@@ -25,8 +25,10 @@ pub struct Context {
     pub policy: Option<Vec<Source>>,
     /// The latest signed checkpoint: (tree size, origin, signed at).
     pub checkpoint: Option<(i64, String, String)>,
-    /// Whether checkpoints are made at all (`audit.checkpoint`).
-    pub checkpoints_configured: bool,
+    /// Whether checkpoints are made at all (`audit.checkpoint`); `None`
+    /// when not known here (the actions API): the view then says nothing
+    /// about checkpoints.
+    pub checkpoints_configured: Option<bool>,
 }
 
 /// Builds the action view as JSON, from its records alone.
@@ -59,9 +61,12 @@ pub fn action_json_in(action_id: &str, records: &[Record], ctx: &Context) -> Val
             "tree_size": size, "origin": origin, "signed_at": time,
             "covers_all": newest <= *size,
         }),
-        None => {
-            json!({"configured": ctx.checkpoints_configured, "tree_size": null, "covers_all": false})
-        }
+        None => match ctx.checkpoints_configured {
+            Some(configured) => {
+                json!({"configured": configured, "tree_size": null, "covers_all": false})
+            }
+            None => Value::Null,
+        },
     };
     view
 }
@@ -593,6 +598,9 @@ pub fn action_text(view: &Value) -> String {
         );
     }
     let c = &view["checkpoint"];
+    if c.is_null() {
+        return out;
+    }
     let newest = view["records"]
         .as_array()
         .and_then(|r| r.last())
