@@ -240,14 +240,9 @@ pub async fn handle(
             return status;
         }
     }
-    let mut secrets = Secrets::default();
+    let mut trace = Trace::default();
     let (mut response, own_body, recorded) = match run(
-        &shared,
-        &action_id,
-        req,
-        scheme,
-        target,
-        &mut secrets,
+        &shared, &action_id, req, scheme, target, &mut trace,
     )
     .await
     {
@@ -264,16 +259,21 @@ pub async fn handle(
                 shared.metrics.refused(outcome.reason());
             }
             tracing::info!(action_id, %method, path, outcome = outcome.reason(), "call not forwarded");
-            // A call no route takes is not an action: nothing is recorded of it.
-            let recorded = !matches!(outcome, Outcome::NoRoute);
+            // A call no route takes is not an action, and a call whose
+            // decision could not be written has no record: neither gets
+            // one now.
+            let recorded = !matches!(outcome, Outcome::NoRoute) && !trace.decision_lost;
             let body = outcome.body(&action_id);
             (outcome.into_response(&action_id), Some(body), recorded)
         }
     };
     if recorded {
-        shared
-            .store
-            .enqueue(vec![answered(&action_id, &response, own_body, &secrets)]);
+        shared.store.enqueue(vec![answered(
+            &action_id,
+            &response,
+            own_body,
+            &trace.secrets,
+        )]);
     }
     if let Ok(v) = HeaderValue::from_str(&action_id) {
         response.headers_mut().insert("x-countersign-action-id", v);
@@ -285,6 +285,17 @@ pub async fn handle(
         "answered"
     );
     response
+}
+
+/// What `handle` needs to know of a call's way through `run` to record
+/// what the agent got.
+#[derive(Default)]
+struct Trace {
+    /// The call's secrets, once known: the `answered` record is scrubbed
+    /// like every other record of the call.
+    secrets: Secrets,
+    /// The `decided` record could not be committed: the call has no record.
+    decision_lost: bool,
 }
 
 /// Marks a response countersign wrote itself (not the upstream's), with
@@ -399,7 +410,7 @@ async fn run(
     req: Request<Incoming>,
     scheme: &'static str,
     target: Result<Target, TargetError>,
-    secrets_out: &mut Secrets,
+    trace: &mut Trace,
 ) -> Result<Response<Body>, Outcome> {
     let capture_cfg = &shared.config.capture;
     let (parts, body) = req.into_parts();
@@ -433,7 +444,7 @@ async fn run(
             allowed,
         };
         let story = unrouted(action_id, &request, capture_cfg);
-        *secrets_out = story.secrets.clone();
+        trace.secrets = story.secrets.clone();
         return Err(story.refuse(shared, None, outcome));
     }
     let target = match target {
@@ -441,7 +452,7 @@ async fn run(
         Err(e) => {
             let request = CapturedRequest::refused_early(&parts, scheme, capture_cfg);
             let story = unrouted(action_id, &request, capture_cfg);
-            *secrets_out = story.secrets.clone();
+            trace.secrets = story.secrets.clone();
             return Err(story.refuse(shared, None, Outcome::BadTarget(e.to_string())));
         }
     };
@@ -463,7 +474,7 @@ async fn run(
         b.extend(route.upstream.credential());
         b.build()
     };
-    *secrets_out = secrets.clone();
+    trace.secrets = secrets.clone();
     let story_of = |request| Story {
         action_id,
         route: Some(route),
@@ -628,6 +639,7 @@ async fn run(
         .commit_decided(&shared.store, &policy, decided)
         .await
     {
+        trace.decision_lost = true;
         return Err(Outcome::StoreUnavailable(e.to_string()));
     }
     let rules: Vec<String> = decision

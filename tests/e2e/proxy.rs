@@ -296,6 +296,7 @@ async fn store_that_cannot_commit_refuses_the_call_and_forwards_nothing() {
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let resp = payout(&client(), cs.proxy_addr, 100, Some("INV-1")).await;
     assert_eq!(resp.status(), 503);
+    let resp_lost = resp.headers().clone();
     let body: Value = resp.json().await.unwrap();
     assert!(
         body["error"]
@@ -308,11 +309,19 @@ async fn store_that_cannot_commit_refuses_the_call_and_forwards_nothing() {
         upstream.seen().is_empty(),
         "nothing is forwarded without a durable decision"
     );
+    let lost = resp_lost
+        .get("x-countersign-action-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     locker.execute_batch("ROLLBACK").unwrap();
     // The store recovers: the next call goes through and the chain is intact.
     let resp = payout(&client(), cs.proxy_addr, 100, Some("INV-1")).await;
     assert_eq!(resp.status(), 201);
     cs.stop().await;
+    // The refused call has no decision on record, so no other record of it either.
+    assert!(records(&d.db_path()).iter().all(|r| r.1 != lost));
     let out = countersign(&[
         "audit",
         "verify",
