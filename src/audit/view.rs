@@ -642,6 +642,57 @@ mod tests {
     }
 
     #[test]
+    fn the_rule_that_fired_is_found_in_its_file_with_its_block() {
+        let files = vec![
+            Source {
+                path: "a.rego".into(),
+                text: "package a\n".into(),
+            },
+            Source {
+                path: "b.rego".into(),
+                text: "package b\n\n# the small ones\ndecision := {\n\t\"rules\": [\"b.small\"],\n} if {\n\ttrue\n}\n\nother := 1\n".into(),
+            },
+        ];
+        let found = rule_source("b.small", &files).unwrap();
+        assert_eq!(found["file"], "b.rego");
+        assert_eq!(
+            (found["first_line"].as_u64(), found["last_line"].as_u64()),
+            (Some(3), Some(8))
+        );
+        assert!(found["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("# the small ones"));
+        assert!(
+            rule_source("b.sma", &files).is_none(),
+            "only the quoted id matches"
+        );
+        let records = [Record {
+            seq: 4,
+            time: "t".into(),
+            action_id: "a".into(),
+            kind: "answered".into(),
+            payload: json!({"source": "countersign", "status": 403, "body": {"error": "no"}}),
+            payload_text: None,
+            prev_hash: "0".into(),
+            hash: "h".repeat(64),
+        }];
+        let ctx = Context {
+            policy: Some(files),
+            checkpoint: Some((3, "log".into(), "t".into())),
+            checkpoints_configured: Some(true),
+        };
+        let view = action_json_in("a", &records, &ctx);
+        assert_eq!(view["timeline"][0]["hash"], "h".repeat(64));
+        assert_eq!(view["answered"]["status"], 403);
+        assert_eq!(view["checkpoint"]["covers_all"], false);
+        let text = action_text(&view);
+        assert!(text.contains("the agent got 403"), "{text}");
+        assert!(text.contains("CHECKPOINT: not yet"), "{text}");
+        assert!(!action_text(&action_json("a", &records)).contains("CHECKPOINT"));
+    }
+
+    #[test]
     fn the_text_view_has_no_line_from_the_data() {
         let view = action_json(
             "a",
