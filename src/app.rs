@@ -47,6 +47,8 @@ pub struct Shared {
     pub body_budget: crate::proxy::budget::Budget,
     /// Base of review URLs in notices (the admin listener as reviewers reach it).
     pub admin_url: String,
+    /// The policy revisions known to be in the record.
+    pub revisions: crate::audit::revisions::Revisions,
     policy: RwLock<Arc<Policy>>,
     reviewers: RwLock<Arc<Reviewers>>,
     /// The proxy listener's TLS (with the client-certificate check under
@@ -260,6 +262,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         policy_pool,
         body_budget,
         admin_url,
+        revisions: Default::default(),
         policy: RwLock::new(Arc::new(policy)),
         reviewers: RwLock::new(Arc::new(reviewers)),
         tls: tls.clone(),
@@ -283,6 +286,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "calls interrupted by the last stop were marked failed (forward_interrupted)"
         );
     }
+    let checkpointer = match &shared.config.audit.checkpoint {
+        Some(c) => Some(
+            crate::audit::checkpointer::Checkpointer::start(
+                shared.store.clone(),
+                c,
+                shared.notifier.clone(),
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("{}: audit.checkpoint: {e}", shared.config.file.display())
+            })?,
+        ),
+        None => None,
+    };
     let (shutdown, rx) = watch::channel(false);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let s = shared.clone();
@@ -292,7 +309,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let limits = &shared.config.limits;
     let admin_limits = ListenerLimits::admin(limits, shared.metrics.admin_listener.clone());
     let admin_done = spawn_admin(admin_listener, admin_tls, admin, rx.clone(), admin_limits)?;
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(crate::http::serve(
             proxy_listener,
             tls,
@@ -307,8 +324,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }),
         tokio::spawn(crate::reload::watch(shared.clone(), rx.clone())),
         tokio::spawn(crate::identity::jwks::refresh(shared.clone(), rx.clone())),
-        tokio::spawn(crate::approval::sweep::run(shared.clone(), rx)),
+        tokio::spawn(crate::approval::sweep::run(shared.clone(), rx.clone())),
     ];
+    if let Some(c) = checkpointer {
+        tasks.push(tokio::spawn(c.run(rx)));
+    }
     tracing::info!(%proxy_addr, %admin_addr, store = shared.store.kind(), at = shared.store.describe(), "countersign is serving");
     Ok(Running {
         proxy_addr,

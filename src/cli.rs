@@ -1,5 +1,8 @@
 //! The command line (docs/reference.md#command-line): parsed with clap, each subcommand a small
 //! function. Errors reach `main` as `anyhow` errors and print as one sentence.
+//! The evidence commands live in [`evidence`].
+
+pub mod evidence;
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::audit::record::State;
 use crate::audit::store::backend::{Backend, ListFilter};
-use crate::audit::store::{connect, connect_read_only, verify_chain, Verdict};
-use crate::audit::view::{action_json, action_text, printable};
+use crate::audit::store::{connect, connect_read_only};
+use crate::audit::view::{self, action_json_in, action_text, printable};
 use crate::config::Config;
 use crate::config::StoreUrl;
 
@@ -50,18 +53,34 @@ pub enum Command {
     /// Create or upgrade the record store's schema (also done at `serve`);
     /// safe while other processes start or run.
     Migrate(ConfigArg),
-    /// Make a key pair: with --reviewer, a reviewer's Ed25519 pair (PREFIX.key
-    /// holds the whsk_ secret for the reviewer, PREFIX.pub the whpk_ public
-    /// key for the config).
+    /// Make an Ed25519 key pair: the checkpoint signing key (PREFIX.key for
+    /// audit.checkpoint.key_file, PREFIX.pub the signed-note verifier key
+    /// for auditors), or with --reviewer a reviewer's pair (PREFIX.key holds
+    /// the whsk_ secret for the reviewer, PREFIX.pub the whpk_ public key
+    /// for the config).
     Keygen(KeygenArgs),
+    /// Check an evidence bundle (from audit export) with the checkpoint
+    /// public key alone, no database or config; print the action's story
+    /// only if every check passes, else exit 1 naming the problem.
+    VerifyBundle {
+        /// The bundle file.
+        file: PathBuf,
+        /// The checkpoint public key (the .pub file of countersign keygen).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+    },
 }
 
 /// `countersign keygen ...`
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Make a reviewer's key pair (the only kind made so far).
+    /// Make a reviewer's key pair instead of a checkpoint signing key.
     #[arg(long)]
     pub reviewer: bool,
+    /// The checkpoint key's name (the log's name on its checkpoints, by
+    /// default), e.g. countersign.example.com/audit. No spaces or `+`.
+    #[arg(long, value_name = "NAME", conflicts_with = "reviewer")]
+    pub name: Option<String>,
     /// Write PREFIX.key (the secret, mode 0600) and PREFIX.pub; neither may exist yet.
     #[arg(long, value_name = "PREFIX")]
     pub out: PathBuf,
@@ -152,10 +171,56 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Walk the hash chain; exit 1 naming the first bad seq.
+    /// Check the record: the hash chain, the stored checkpoints (signature
+    /// and tree head), checkpoints kept elsewhere, and every signed review;
+    /// exit 1 naming the first bad seq.
     Verify {
         #[command(flatten)]
         config: ConfigArg,
+        /// A signed checkpoint kept outside the store (a file, or a dir://
+        /// publish directory); the record must not be shorter than it nor
+        /// differ from it. May be repeated.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Vec<PathBuf>,
+        /// The checkpoint public key (the .pub of countersign keygen); by
+        /// default the public half of audit.checkpoint.key_file, if readable.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Print an inclusion proof (JSON) of record SEQ in the latest signed checkpoint.
+    Prove {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The record's seq.
+        seq: i64,
+        /// Also prove that the latest checkpoint extends the tree of this
+        /// many records (an earlier checkpoint's size).
+        #[arg(long, value_name = "SIZE")]
+        from_size: Option<u64>,
+    },
+    /// Write an action's evidence bundle: its records, their inclusion
+    /// proofs, the checkpoint, the policy's text and the reviewers' public keys.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The action id.
+        id: String,
+        /// The file to write.
+        #[arg(long, value_name = "FILE")]
+        bundle: PathBuf,
+    },
+    /// Evaluate an action's recorded policy input again on the recorded
+    /// policy revision; exit 1 if it does not reach the recorded decision.
+    Replay {
+        /// The YAML config file (not needed with --bundle).
+        #[arg(long, env = "COUNTERSIGN_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The action id.
+        #[arg(required_unless_present = "bundle")]
+        id: Option<String>,
+        /// Replay the decision of an evidence bundle on the bundle's policy files.
+        #[arg(long, value_name = "FILE", conflicts_with = "id")]
+        bundle: Option<PathBuf>,
     },
 }
 
@@ -186,7 +251,30 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Show { config, id, json }) => {
             audit_show(&config.config, &id, json)
         }
-        Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config.config),
+        Command::Audit(AuditCommand::Verify {
+            config,
+            checkpoint,
+            public_key,
+        }) => {
+            let (config, mut conn) = open_config_and_store(&config.config)?;
+            evidence::audit_verify(&config, conn.as_mut(), &checkpoint, public_key.as_deref())
+        }
+        Command::Audit(AuditCommand::Prove {
+            config,
+            seq,
+            from_size,
+        }) => evidence::audit_prove(open_store(&config.config)?.as_mut(), seq, from_size),
+        Command::Audit(AuditCommand::Export { config, id, bundle }) => {
+            let (config, mut conn) = open_config_and_store(&config.config)?;
+            evidence::audit_export(&config, conn.as_mut(), &id, &bundle)
+        }
+        Command::Audit(AuditCommand::Replay { config, id, bundle }) => match (bundle, id, config) {
+            (Some(b), _, _) => evidence::audit_replay_bundle(&b),
+            (None, Some(id), Some(c)) => evidence::audit_replay(open_store(&c)?.as_mut(), &id),
+            (None, _, None) => bail!("--config FILE (or COUNTERSIGN_CONFIG) is needed to replay from the record; or give --bundle FILE"),
+            (None, None, _) => bail!("name the action to replay, or give --bundle FILE"),
+        },
+        Command::VerifyBundle { file, public_key } => evidence::verify_bundle(&file, &public_key),
         Command::Review(args) => crate::review_client::run(&args),
         Command::Keygen(args) => keygen(&args),
         Command::Migrate(c) => migrate(&c.config),
@@ -205,10 +293,16 @@ fn migrate(path: &Path) -> anyhow::Result<()> {
 }
 
 fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
-    if !args.reviewer {
-        bail!("keygen makes reviewer keys only so far: run countersign keygen --reviewer --out PREFIX (checkpoint signing keys are not implemented yet)");
-    }
-    let (secret, public) = crate::approval::keys::generate()?;
+    let checkpoint_key = if args.reviewer {
+        None
+    } else {
+        let name = args.name.as_deref().unwrap_or("countersign");
+        Some(crate::audit::note::NoteSigner::generate(name)?)
+    };
+    let (secret, public) = match &checkpoint_key {
+        Some(k) => (k.encode(), k.verifier().encode()),
+        None => crate::approval::keys::generate()?,
+    };
     let with_ext = |ext: &str| {
         let mut p = args.out.clone().into_os_string();
         p.push(ext);
@@ -227,14 +321,32 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&key_path);
         return Err(e);
     }
-    println!(
-        "wrote {} (the reviewer's secret: give it to them only, for countersign review --key-file)",
-        key_path.display()
-    );
-    println!(
-        "wrote {} (the public key: put it in the config, as reviewers.<name>.key_file or key_env)",
-        pub_path.display()
-    );
+    match checkpoint_key {
+        Some(k) => {
+            println!(
+                "wrote {} (the checkpoint signing key: audit.checkpoint.key_file; keep it secret)",
+                key_path.display()
+            );
+            println!(
+                "wrote {} (the signed-note verifier key: give it to auditors, for verify-bundle and audit verify --public-key)",
+                pub_path.display()
+            );
+            println!(
+                "webhook receivers of published checkpoints check their v1a signatures with {}",
+                k.verifier().webhook_key()
+            );
+        }
+        None => {
+            println!(
+                "wrote {} (the reviewer's secret: give it to them only, for countersign review --key-file)",
+                key_path.display()
+            );
+            println!(
+                "wrote {} (the public key: put it in the config, as reviewers.<name>.key_file or key_env)",
+                pub_path.display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -400,9 +512,14 @@ fn policy_test(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn open_store(config: &Path) -> anyhow::Result<Box<dyn Backend>> {
+    Ok(open_config_and_store(config)?.1)
+}
+
+fn open_config_and_store(config: &Path) -> anyhow::Result<(Config, Box<dyn Backend>)> {
     let config = load(config)?;
-    connect_read_only(&config.audit)
-        .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.file.display()))
+    let conn = connect_read_only(&config.audit)
+        .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.file.display()))?;
+    Ok((config, conn))
 }
 
 fn audit_list(
@@ -473,27 +590,37 @@ fn audit_list(
 }
 
 fn audit_show(config: &Path, id: &str, json: bool) -> anyhow::Result<()> {
-    let mut conn = open_store(config)?;
-    let records = conn.records_of(id)?;
+    let (config, mut conn) = open_config_and_store(config)?;
+    let records = if crate::audit::record::is_action_id(id) {
+        conn.records_of(id)?
+    } else {
+        Vec::new()
+    };
     if records.is_empty() {
         bail!("no action {id} in the record");
     }
-    let view = action_json(id, &records);
+    let policy = records
+        .iter()
+        .find_map(|r| r.payload["policy"]["revision"].as_str())
+        .map(crate::audit::revisions::record_id)
+        .map(|pid| conn.records_of(&pid))
+        .transpose()?
+        .and_then(|p| p.into_iter().next())
+        .and_then(|p| crate::audit::revisions::sources_of(&p.payload));
+    let checkpoint = conn.latest_checkpoint()?.map(|c| {
+        let origin = c.note.lines().next().unwrap_or_default().to_string();
+        (c.tree_size, origin, c.time)
+    });
+    let ctx = view::Context {
+        policy,
+        checkpoint,
+        checkpoints_configured: Some(config.audit.checkpoint.is_some()),
+    };
+    let view = action_json_in(id, &records, &ctx);
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
         print!("{}", action_text(&view));
     }
     Ok(())
-}
-
-fn audit_verify(config: &Path) -> anyhow::Result<()> {
-    let mut conn = open_store(config)?;
-    match verify_chain(conn.as_mut())? {
-        Verdict::Intact { records } => {
-            println!("ok: {records} records, chain intact");
-            Ok(())
-        }
-        Verdict::Broken { seq, why } => bail!("chain broken at seq {seq}: {why}"),
-    }
 }

@@ -383,6 +383,8 @@ struct RawAudit {
     result_durability: Option<String>,
     #[serde(default)]
     lease: Option<String>,
+    #[serde(default)]
+    checkpoint: Option<RawCheckpoint>,
 }
 
 impl Default for RawAudit {
@@ -395,8 +397,19 @@ impl Default for RawAudit {
             ca_file: None,
             result_durability: None,
             lease: None,
+            checkpoint: None,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoint {
+    key_file: String,
+    interval: Option<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    origin: Option<String>,
 }
 
 fn default_store() -> String {
@@ -938,7 +951,35 @@ pub struct AuditConfig {
     /// forwards before another process may mark it interrupted (shared
     /// stores only).
     pub lease: Duration,
+    /// Signed checkpoints of the record, when configured.
+    pub checkpoint: Option<CheckpointConfig>,
 }
+
+/// `audit.checkpoint`: how often the record's tree head is signed, with
+/// which key, and where copies go.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// The signed-note signer key (`PRIVATE+KEY+...`, from `countersign keygen`).
+    pub key_file: PathBuf,
+    /// How often a checkpoint is made when the record grew.
+    pub interval: Duration,
+    /// Where each checkpoint is also written.
+    pub publish: Vec<CheckpointSink>,
+    /// The log's name on the checkpoint's first line; the key's name when unset.
+    pub origin: Option<String>,
+}
+
+/// An outside copy of every checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointSink {
+    /// `dir:///path`: one file per checkpoint in this directory.
+    Dir(PathBuf),
+    /// `https://...`: POSTed as a signed Standard Webhook, retried.
+    Url(String),
+}
+
+/// Shortest `audit.checkpoint.interval`.
+pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// System log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1023,6 +1064,50 @@ fn addr(field: &str, text: &str) -> Result<SocketAddr, String> {
 }
 
 impl Validator<'_> {
+    fn checkpoint(&self, c: RawCheckpoint) -> Result<CheckpointConfig, String> {
+        let interval = duration(
+            "audit.checkpoint.interval",
+            c.interval.as_deref().unwrap_or("10s"),
+        )?;
+        if interval < MIN_CHECKPOINT_INTERVAL || interval > Duration::from_secs(86_400) {
+            return Err(format!(
+                "audit.checkpoint.interval: `{}` must be from 100ms to 24h",
+                c.interval.unwrap_or_default()
+            ));
+        }
+        if c.key_file.trim().is_empty() {
+            return Err("audit.checkpoint.key_file: name the file of the signing key (countersign keygen --out PREFIX writes PREFIX.key)".into());
+        }
+        if let Some(o) = &c.origin {
+            if o.trim().is_empty() || o.chars().any(char::is_control) {
+                return Err(format!(
+                    "audit.checkpoint.origin: `{o}` must be one non-empty line, e.g. countersign.example.com/audit"
+                ));
+            }
+        }
+        let mut publish = Vec::new();
+        for (i, p) in c.publish.iter().enumerate() {
+            let sink = if let Some(dir) = p.strip_prefix("dir://").filter(|d| !d.is_empty()) {
+                CheckpointSink::Dir(self.path(dir))
+            } else if (p.starts_with("https://") || p.starts_with("http://"))
+                && reqwest::Url::parse(p).is_ok()
+            {
+                CheckpointSink::Url(p.clone())
+            } else {
+                return Err(format!(
+                    "audit.checkpoint.publish[{i}]: `{p}` is neither dir:///a/directory nor an http(s):// URL"
+                ));
+            };
+            publish.push(sink);
+        }
+        Ok(CheckpointConfig {
+            key_file: self.path(&c.key_file),
+            interval,
+            publish,
+            origin: c.origin,
+        })
+    }
+
     fn path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
@@ -1350,6 +1435,10 @@ impl Validator<'_> {
                 }
             },
             lease: duration("audit.lease", a.lease.as_deref().unwrap_or("30s"))?,
+            checkpoint: match a.checkpoint {
+                Some(c) => Some(self.checkpoint(c)?),
+                None => None,
+            },
         };
         // SQLite takes the wait in milliseconds as a 32-bit number.
         if audit.busy_timeout > Duration::from_secs(3600) {
@@ -1649,6 +1738,10 @@ impl Config {
                 }
             })?;
         }
+        if let Some(c) = &self.audit.checkpoint {
+            crate::audit::checkpoint::load_signer(c)
+                .map_err(|e| err("audit.checkpoint.key_file".into(), e))?;
+        }
         for r in &self.routes {
             if let Some(a) = &r.upstream_auth {
                 a.value
@@ -1783,6 +1876,48 @@ mod tests {
         assert!(e.message.contains("longer than 10 years"), "{e}");
         let e = parse(&format!("{MINIMAL}audit: {{ busy_timeout: 30d }}\n")).unwrap_err();
         assert!(e.message.starts_with("audit.busy_timeout:"), "{e}");
+    }
+
+    #[test]
+    fn checkpoints_are_configured_with_sinks_and_checked_intervals() {
+        let c = parse(&format!(
+            "{MINIMAL}audit:\n  checkpoint: {{ key_file: ckpt.key, publish: [\"dir://out\", \"dir:///abs\", \"https://w.example/c\"] }}\n"
+        ))
+        .unwrap();
+        let cp = c.audit.checkpoint.unwrap();
+        assert_eq!(cp.interval, Duration::from_secs(10));
+        assert!(cp.key_file.ends_with("ckpt.key") && cp.key_file.is_absolute());
+        assert_eq!(cp.publish.len(), 3);
+        assert!(
+            matches!(&cp.publish[0], CheckpointSink::Dir(d) if d.is_absolute() && d.ends_with("out"))
+        );
+        assert_eq!(cp.publish[1], CheckpointSink::Dir("/abs".into()));
+        assert_eq!(
+            cp.publish[2],
+            CheckpointSink::Url("https://w.example/c".into())
+        );
+        assert!(parse(MINIMAL).unwrap().audit.checkpoint.is_none());
+        for (yaml, field) in [
+            (
+                "{ key_file: k, interval: 10ms }",
+                "audit.checkpoint.interval",
+            ),
+            ("{ key_file: k, interval: 2d }", "audit.checkpoint.interval"),
+            (
+                "{ key_file: k, publish: [\"s3://bucket\"] }",
+                "audit.checkpoint.publish[0]",
+            ),
+            ("{ key_file: k, origin: \"\" }", "audit.checkpoint.origin"),
+            ("{ key_file: \"\" }", "audit.checkpoint.key_file"),
+        ] {
+            let e = parse(&format!("{MINIMAL}audit:\n  checkpoint: {yaml}\n")).unwrap_err();
+            assert!(e.message.starts_with(field), "{yaml}: {e}");
+        }
+        let e = parse(&format!(
+            "{MINIMAL}audit:\n  checkpoint: {{ key_file: k, every: 1s }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("every"), "{e}");
     }
 
     #[test]

@@ -40,9 +40,16 @@
 //!    action's state is always folded from its verified records
 //!    ([`audit::lifecycle`]); [`approval::sweep`] expires holds, forwards
 //!    approved calls nobody claimed and marks interrupted forwards.
-//! 6. [`admin`] serves health, metrics and the actions API (on a thread of
+//! 6. [`proxy::pipeline::handle`] records what the agent got (`answered`).
+//!    Meanwhile [`audit::checkpointer`] signs checkpoints of the record as
+//!    an RFC 6962 tree ([`audit::merkle`], [`audit::checkpoint`]) and
+//!    publishes them; the first `decided` record of a policy revision
+//!    carries that revision's text along ([`audit::revisions`]).
+//! 7. [`admin`] serves health, metrics and the actions API (on a thread of
 //!    its own), rebuilt from the records by [`audit::view`]; [`cli`] reads
-//!    the same records offline.
+//!    the same records offline, and [`cli::evidence`] verifies them, proves
+//!    records, exports evidence bundles ([`audit::bundle`]) and replays
+//!    decisions ([`audit::replay`]).
 //!
 //! [`config`] turns YAML into validated types; [`app`] wires it all and owns
 //! shutdown; [`reload`] applies policy, reviewer and certificate changes;

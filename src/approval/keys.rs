@@ -239,6 +239,20 @@ impl ReviewerKey {
         if off > TOLERANCE_SECS {
             return Err(VerifyError::Stale(off));
         }
+        self.verify_recorded(msg_id, timestamp, signatures, body)
+    }
+
+    /// Checks a signature as the record keeps it (the `webhook-id`, the
+    /// `webhook-timestamp`, the `webhook-signature` header and the signed
+    /// body), with no clock check: how a recorded review is checked again
+    /// later, by `audit verify` or an evidence bundle's reader.
+    pub fn verify_recorded(
+        &self,
+        msg_id: &str,
+        timestamp: i64,
+        signatures: &str,
+        body: &[u8],
+    ) -> Result<KeyKind, VerifyError> {
         let kind = self.kind();
         // The header may carry several signatures, space-separated; the
         // ones of this key's kind are tried, the others ignored.
@@ -279,6 +293,17 @@ impl ReviewerKey {
             Ok(kind)
         } else {
             Err(VerifyError::Invalid(kind.as_str()))
+        }
+    }
+
+    /// The `whpk_` form of an Ed25519 key (what an evidence bundle carries);
+    /// `None` for a shared secret, which never leaves the config.
+    pub fn public_text(&self) -> Option<String> {
+        match self {
+            ReviewerKey::Ed25519(k) => {
+                Some(format!("{PUBLIC_PREFIX}{}", BASE64.encode(k.as_bytes())))
+            }
+            ReviewerKey::Hmac(_) => None,
         }
     }
 }

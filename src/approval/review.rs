@@ -200,6 +200,7 @@ pub async fn review(
         "webhook_timestamp": header(headers, "webhook-timestamp"),
         "reviewer": parsed.as_ref().ok().map(|b| b.reviewer.clone()),
         "verdict": parsed.as_ref().ok().map(|b| b.verdict.clone()),
+        "request_digest": parsed.as_ref().ok().map(|b| b.request_digest.clone()),
     });
     let outcome = decide(shared, id, headers, body, parsed, &webhook_id).await;
     match &outcome {

@@ -262,7 +262,8 @@ impl Lifecycle {
                         status: p["status"].as_u64().unwrap_or(502) as u16,
                     });
                 }
-                Kind::Notified | Kind::ReviewRefused => {}
+                // Facts about the action, not steps of it.
+                Kind::Notified | Kind::ReviewRefused | Kind::Answered | Kind::Policy => {}
             }
         }
         Ok(life)

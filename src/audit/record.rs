@@ -39,6 +39,12 @@ pub enum Kind {
     /// Forwarding of an approved request started (marked before sending, so
     /// a crash mid-forward is never silently resent).
     Forwarded,
+    /// What the agent got from countersign: the status and body of a
+    /// refusal, a 202 with its status URL, or the upstream's answer relayed.
+    Answered,
+    /// A policy revision's files, recorded once before the first decision
+    /// that uses it (action id `policy:<revision>`, not an action).
+    Policy,
 }
 
 impl Kind {
@@ -56,11 +62,13 @@ impl Kind {
             Kind::Expired => "expired",
             Kind::Cancelled => "cancelled",
             Kind::Forwarded => "forwarded",
+            Kind::Answered => "answered",
+            Kind::Policy => "policy",
         }
     }
 
     /// Every kind, for parsing stored names.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Decided,
         Kind::Completed,
         Kind::Failed,
@@ -72,6 +80,8 @@ impl Kind {
         Kind::Expired,
         Kind::Cancelled,
         Kind::Forwarded,
+        Kind::Answered,
+        Kind::Policy,
     ];
 
     /// The kind a stored name stands for.

@@ -14,9 +14,209 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use super::record::Record;
+use crate::policy::Source;
 
-/// Builds the action view as JSON.
+/// What the view can add from outside the action's own records: the
+/// policy revision's text (to show the rules that fired) and the latest
+/// signed checkpoint (to say whether the records are covered by it).
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The files of the revision that decided, from its `policy` record.
+    pub policy: Option<Vec<Source>>,
+    /// The latest signed checkpoint: (tree size, origin, signed at).
+    pub checkpoint: Option<(i64, String, String)>,
+    /// Whether checkpoints are made at all (`audit.checkpoint`); `None`
+    /// when not known here (the actions API): the view then says nothing
+    /// about checkpoints.
+    pub checkpoints_configured: Option<bool>,
+}
+
+/// Builds the action view as JSON, from its records alone.
 pub fn action_json(action_id: &str, records: &[Record]) -> Value {
+    action_json_in(action_id, records, &Context::default())
+}
+
+/// Builds the action view as JSON, with what `ctx` adds: the source of the
+/// rules that fired and whether the records are in the latest checkpoint.
+pub fn action_json_in(action_id: &str, records: &[Record], ctx: &Context) -> Value {
+    let mut view = base_view(action_id, records);
+    view["timeline"] = Value::Array(records.iter().map(event).collect());
+    if let Some(files) = &ctx.policy {
+        let rules: Vec<String> = view["decision"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect();
+        view["rule_sources"] = Value::Array(
+            rules
+                .iter()
+                .filter_map(|rule| rule_source(rule, files))
+                .collect(),
+        );
+    }
+    let newest = records.iter().map(|r| r.seq).max().unwrap_or(0);
+    view["checkpoint"] = match &ctx.checkpoint {
+        Some((size, origin, time)) => json!({
+            "tree_size": size, "origin": origin, "signed_at": time,
+            "covers_all": newest <= *size,
+        }),
+        None => match ctx.checkpoints_configured {
+            Some(configured) => {
+                json!({"configured": configured, "tree_size": null, "covers_all": false})
+            }
+            None => Value::Null,
+        },
+    };
+    view
+}
+
+/// Where a rule id appears in the policy's text: the first file and the
+/// block of lines (up to blank lines) around its first quoted mention.
+/// Best effort: a rule id built at evaluation time is not found.
+fn rule_source(rule: &str, files: &[Source]) -> Option<Value> {
+    let quoted = format!("\"{rule}\"");
+    for f in files {
+        let lines: Vec<&str> = f.text.lines().collect();
+        let Some(at) = lines.iter().position(|l| l.contains(&quoted)) else {
+            continue;
+        };
+        let blank = |i: usize| lines[i].trim().is_empty();
+        let mut first = at;
+        while first > 0 && !blank(first - 1) {
+            first -= 1;
+        }
+        let mut last = at;
+        while last + 1 < lines.len() && !blank(last + 1) {
+            last += 1;
+        }
+        // A block longer than this is shown from the mention on.
+        if last - first > 24 {
+            first = at.saturating_sub(4);
+            last = (first + 24).min(lines.len() - 1);
+        }
+        return Some(json!({
+            "rule": rule, "file": f.path, "first_line": first + 1, "last_line": last + 1,
+            "text": lines[first..=last].join("\n"),
+        }));
+    }
+    None
+}
+
+/// One record as a line of the timeline.
+fn event(r: &Record) -> Value {
+    let p = &r.payload;
+    let what = match r.kind.as_str() {
+        "decided" => format!(
+            "decided {} (risk {}; rules {})",
+            p["decision"]["action"].as_str().unwrap_or("?"),
+            p["decision"]["risk"].as_str().unwrap_or("?"),
+            list(&p["decision"]["rules"])
+        ),
+        "notified" => format!(
+            "notice to {} attempt {}: {}",
+            p["hook"].as_str().unwrap_or("?"),
+            p["attempt"],
+            if p["delivered"] == json!(true) {
+                "delivered".to_string()
+            } else if p["error"].is_null() {
+                format!("not delivered ({})", p["status"])
+            } else {
+                format!("not delivered ({})", p["error"].as_str().unwrap_or("?"))
+            }
+        ),
+        "reviewed" => format!(
+            "{} by {}{}{}",
+            p["verdict"].as_str().unwrap_or("?"),
+            p["reviewer"].as_str().unwrap_or("?"),
+            p["comment"]
+                .as_str()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default(),
+            p["key"]
+                .as_str()
+                .map(|k| format!(" [signed with an {k} key]"))
+                .unwrap_or_default()
+        ),
+        "review_refused" => refused_attempt(p),
+        "approved" => format!("approved ({} of {})", list(&p["approvals"]), p["min"]),
+        "rejected" => format!(
+            "rejected by {}{}",
+            p["reviewer"].as_str().unwrap_or("?"),
+            p["comment"]
+                .as_str()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        ),
+        "expired" => "expired: nobody decided in time".to_string(),
+        "cancelled" => format!(
+            "cancelled{}",
+            p["reason"]
+                .as_str()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        ),
+        "forwarded" => format!(
+            "forward claimed by {}",
+            p["owner"].as_str().unwrap_or("this process")
+        ),
+        "completed" => format!(
+            "upstream answered {} in {:.1} ms",
+            p["response"]["status"],
+            p["upstream_ms"].as_f64().unwrap_or(0.0)
+        ),
+        "failed" => format!(
+            "not completed ({} at {}): {}",
+            p["reason"].as_str().unwrap_or("?"),
+            p["stage"].as_str().unwrap_or("?"),
+            p["error"].as_str().unwrap_or("?")
+        ),
+        "answered" => answered_text(p),
+        other => other.to_string(),
+    };
+    json!({"seq": r.seq, "time": r.time, "kind": r.kind, "hash": r.hash, "what": what})
+}
+
+/// A refused review attempt: who it claimed to be, the verdict and digest
+/// it carried, and which kind of key (if any) its signature verified with.
+fn refused_attempt(p: &Value) -> String {
+    let key = match p["key"].as_str() {
+        Some(k) => format!("signature verified with an {k} key"),
+        None => "signature not verified".to_string(),
+    };
+    format!(
+        "refused review attempt as {}: verdict {}, digest {}, {key}; answered {}: {}",
+        p["reviewer"].as_str().unwrap_or("?"),
+        p["verdict"].as_str().unwrap_or("?"),
+        p["request_digest"].as_str().unwrap_or("-"),
+        p["status"],
+        p["error"].as_str().unwrap_or("?")
+    )
+}
+
+/// What the agent got, in a sentence.
+fn answered_text(p: &Value) -> String {
+    match p["source"].as_str() {
+        Some("upstream") => format!(
+            "the agent got {}: the upstream's answer, relayed",
+            p["status"]
+        ),
+        _ => format!("the agent got {}: {}", p["status"], p["body"]),
+    }
+}
+
+fn list(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+fn base_view(action_id: &str, records: &[Record]) -> Value {
     let mut view = json!({
         "action_id": action_id,
         "state": Value::Null,
@@ -65,8 +265,11 @@ pub fn action_json(action_id: &str, records: &[Record]) -> Value {
             "review_refused" => push(
                 &mut view,
                 "refused_reviews",
-                json!({"time": r.time, "reviewer": p["reviewer"], "status": p["status"], "reason": p["reason"], "error": p["error"]}),
+                json!({"time": r.time, "reviewer": p["reviewer"], "verdict": p["verdict"], "request_digest": p["request_digest"], "key": p["key"], "status": p["status"], "reason": p["reason"], "error": p["error"]}),
             ),
+            "answered" => {
+                view["answered"] = json!({"time": r.time, "source": p["source"], "status": p["status"], "headers": p["headers"], "body": p["body"]})
+            }
             "notified" => push(
                 &mut view,
                 "notifications",
@@ -278,6 +481,22 @@ pub fn action_text(view: &Value) -> String {
             s(&p["entrypoint"])
         );
     }
+    for src in view["rule_sources"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "   rule {} is at {}:{}-{}:",
+            s(&src["rule"]),
+            s(&src["file"]),
+            s(&src["first_line"]),
+            s(&src["last_line"])
+        );
+        let first = src["first_line"].as_u64().unwrap_or(1);
+        for (i, line) in src["text"].as_str().unwrap_or_default().lines().enumerate() {
+            // Rego is indented with tabs; printable would show them as \t.
+            let line = line.replace('\t', "    ");
+            let _ = writeln!(out, "   {:>5} | {}", first + i as u64, printable(&line));
+        }
+    }
 
     let _ = writeln!(out, "\n4. REVIEWS");
     match view["reviews"].as_array() {
@@ -307,11 +526,17 @@ pub fn action_text(view: &Value) -> String {
         }
     }
     for rf in view["refused_reviews"].as_array().into_iter().flatten() {
+        let key = match rf["key"].as_str() {
+            Some(k) => format!("signature verified with an {} key", printable(k)),
+            None => "signature not verified".into(),
+        };
         let _ = writeln!(
             out,
-            "   {} refused attempt as {} ({}): {}",
+            "   {} refused attempt as {}: verdict {}, digest {}, {key} ({}): {}",
             s(&rf["time"]),
             s(&rf["reviewer"]),
+            s(&rf["verdict"]),
+            s(&rf["request_digest"]),
             s(&rf["status"]),
             s(&rf["error"])
         );
@@ -389,17 +614,56 @@ pub fn action_text(view: &Value) -> String {
         }
     }
 
-    let _ = writeln!(out, "\nRECORDS");
-    for rec in view["records"].as_array().into_iter().flatten() {
+    let got = &view["answered"];
+    if !got.is_null() {
+        let what = match got["source"].as_str() {
+            Some("upstream") => "the upstream's answer, relayed".to_string(),
+            _ => s(&got["body"]),
+        };
         let _ = writeln!(
             out,
-            "   #{:<6} {}  {:<10} hash {}",
-            s(&rec["seq"]),
-            s(&rec["time"]),
-            s(&rec["kind"]),
-            s(&rec["hash"]).chars().take(16).collect::<String>()
+            "   {}  the agent got {}: {what}",
+            s(&got["time"]),
+            s(&got["status"])
         );
     }
+
+    let _ = writeln!(out, "\nTIMELINE");
+    for e in view["timeline"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "   #{:<6} {}  {:<14} {}  [{}…]",
+            s(&e["seq"]),
+            s(&e["time"]),
+            s(&e["kind"]),
+            s(&e["what"]),
+            s(&e["hash"]).chars().take(16).collect::<String>()
+        );
+    }
+    let c = &view["checkpoint"];
+    if c.is_null() {
+        return out;
+    }
+    let newest = view["records"]
+        .as_array()
+        .and_then(|r| r.last())
+        .map(|r| s(&r["seq"]))
+        .unwrap_or_default();
+    let closing = match (c["tree_size"].as_i64(), c["covers_all"] == json!(true)) {
+        (Some(size), true) => format!(
+            "CHECKPOINT: every record of this action is in the latest signed checkpoint ({}, {size} records, signed {}).",
+            s(&c["origin"]),
+            s(&c["signed_at"])
+        ),
+        (Some(size), false) => format!(
+            "CHECKPOINT: not yet: the latest signed checkpoint covers {size} records; this action's newest record is #{newest}."
+        ),
+        (None, _) if c["configured"] == json!(true) => {
+            "CHECKPOINT: none signed yet.".to_string()
+        }
+        (None, _) => "CHECKPOINT: none (audit.checkpoint is not configured).".to_string(),
+    };
+    let _ = writeln!(out, "\n{closing}");
     out
 }
 
@@ -418,6 +682,57 @@ mod tests {
             "x\\u{2028}y\\u{202e}z\\u{2066}"
         );
         assert_eq!(printable("plain é 漢字 C:\\dir"), "plain é 漢字 C:\\dir");
+    }
+
+    #[test]
+    fn the_rule_that_fired_is_found_in_its_file_with_its_block() {
+        let files = vec![
+            Source {
+                path: "a.rego".into(),
+                text: "package a\n".into(),
+            },
+            Source {
+                path: "b.rego".into(),
+                text: "package b\n\n# the small ones\ndecision := {\n\t\"rules\": [\"b.small\"],\n} if {\n\ttrue\n}\n\nother := 1\n".into(),
+            },
+        ];
+        let found = rule_source("b.small", &files).unwrap();
+        assert_eq!(found["file"], "b.rego");
+        assert_eq!(
+            (found["first_line"].as_u64(), found["last_line"].as_u64()),
+            (Some(3), Some(8))
+        );
+        assert!(found["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("# the small ones"));
+        assert!(
+            rule_source("b.sma", &files).is_none(),
+            "only the quoted id matches"
+        );
+        let records = [Record {
+            seq: 4,
+            time: "t".into(),
+            action_id: "a".into(),
+            kind: "answered".into(),
+            payload: json!({"source": "countersign", "status": 403, "body": {"error": "no"}}),
+            payload_text: None,
+            prev_hash: "0".into(),
+            hash: "h".repeat(64),
+        }];
+        let ctx = Context {
+            policy: Some(files),
+            checkpoint: Some((3, "log".into(), "t".into())),
+            checkpoints_configured: Some(true),
+        };
+        let view = action_json_in("a", &records, &ctx);
+        assert_eq!(view["timeline"][0]["hash"], "h".repeat(64));
+        assert_eq!(view["answered"]["status"], 403);
+        assert_eq!(view["checkpoint"]["covers_all"], false);
+        let text = action_text(&view);
+        assert!(text.contains("the agent got 403"), "{text}");
+        assert!(text.contains("CHECKPOINT: not yet"), "{text}");
+        assert!(!action_text(&action_json("a", &records)).contains("CHECKPOINT"));
     }
 
     #[test]

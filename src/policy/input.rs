@@ -3,8 +3,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::capture::CapturedRequest;
-use crate::config::InputShape;
+use crate::capture::{CapturedRequest, REDACTED};
+use crate::config::{CaptureConfig, InputShape};
 
 /// Facts about the call that are not part of the request itself.
 pub struct Context<'a> {
@@ -51,6 +51,71 @@ pub fn build(ctx: &Context<'_>, req: &CapturedRequest, shape: InputShape) -> Val
         add_envoy(&mut input, req);
     }
     input
+}
+
+/// The policy input as the record keeps it (the `decided` record's
+/// `input`, which `audit replay` evaluates again).
+pub struct Recorded {
+    /// The input, redacted like the record's request view.
+    pub input: Value,
+    /// The body was larger than `capture.max_recorded_body_bytes`, so it
+    /// is left out (`null`) and a replay cannot see it.
+    pub body_omitted: bool,
+}
+
+/// `input` redacted as the record's request view is: header values off
+/// `capture.headers_allow` and the values of query parameters named in
+/// `capture.redact_query` become `[redacted]`, the target is the recorded
+/// one, and a body over `capture.max_recorded_body_bytes` is left out.
+/// (The record then scrubs the call's secrets from whatever else repeats
+/// them.) A replay evaluates exactly this, so a policy that reads a
+/// redacted value may decide differently on replay; docs/record.md says so.
+pub fn recorded(input: &Value, req: &CapturedRequest, cfg: &CaptureConfig) -> Recorded {
+    let mut out = input.clone();
+    let redacted = Value::String(REDACTED.to_string());
+    let redact_headers = |headers: &mut Value| {
+        if let Some(map) = headers.as_object_mut() {
+            for (name, value) in map.iter_mut() {
+                if !cfg.headers_allow.contains(name) {
+                    *value = redacted.clone();
+                }
+            }
+        }
+    };
+    let redact_query = |query: &mut Value| {
+        if let Some(map) = query.as_object_mut() {
+            for (name, values) in map.iter_mut() {
+                if cfg.redact_query.contains(&name.to_ascii_lowercase()) {
+                    let n = values.as_array().map_or(1, Vec::len);
+                    *values = json!(vec![REDACTED; n]);
+                }
+            }
+        }
+    };
+    let target = req.recorded_path_and_query(cfg);
+    let body_omitted = req.body.len() as u64 > cfg.max_recorded_body_bytes;
+    redact_headers(&mut out["request"]["headers"]);
+    redact_query(&mut out["request"]["query"]);
+    out["request"]["target"] = json!(target);
+    if body_omitted {
+        out["request"]["body"] = Value::Null;
+    }
+    if out.get("attributes").is_some() {
+        let http = &mut out["attributes"]["request"]["http"];
+        redact_headers(&mut http["headers"]);
+        http["path"] = json!(target);
+        if body_omitted {
+            http["body"] = Value::Null;
+        }
+        redact_query(&mut out["parsed_query"]);
+        if body_omitted {
+            out["parsed_body"] = Value::Null;
+        }
+    }
+    Recorded {
+        input: out,
+        body_omitted,
+    }
 }
 
 /// Adds the fields opa-envoy-plugin policies read: `attributes.request.http`,

@@ -125,6 +125,7 @@ pub struct Policy {
     entrypoint: String,
     kind: EngineKind,
     files: Vec<String>,
+    sources: Vec<Source>,
     timer: ExecutionTimerConfig,
     timeout: Duration,
     vm: Option<(CompiledPolicy, Arc<Program>)>,
@@ -223,15 +224,23 @@ fn check_builtins(file: &str, src: &str) -> Result<(), PolicyError> {
     Ok(())
 }
 
-/// Reads policy files with their names relative to `dir`.
-fn read_sources(
-    files: &[PathBuf],
-    dir: &Path,
-) -> Result<Vec<(PathBuf, String, String)>, PolicyError> {
+/// A policy file as a revision is made of it: its name relative to the
+/// policy directory, and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Name relative to the policy directory (`/`-separated below it).
+    pub path: String,
+    /// The file's text.
+    pub text: String,
+}
+
+/// Reads policy files, each with the name it is shown by (its path) and
+/// its [`Source`] (the name relative to `dir`).
+fn read_sources(files: &[PathBuf], dir: &Path) -> Result<Vec<(String, Source)>, PolicyError> {
     files
         .iter()
         .map(|path| {
-            let src = std::fs::read_to_string(path).map_err(|e| PolicyError::Compile {
+            let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Compile {
                 file: path.display().to_string(),
                 message: format!("cannot read: {e}"),
             })?;
@@ -240,43 +249,55 @@ fn read_sources(
                 .unwrap_or(path)
                 .to_string_lossy()
                 .to_string();
-            Ok((path.clone(), rel, src))
+            Ok((path.display().to_string(), Source { path: rel, text }))
         })
         .collect()
 }
 
-/// The revision: SHA-256 over each file's relative name and content digest.
-fn revision_of(sources: &[(PathBuf, String, String)]) -> String {
+/// The revision of these files, in this order: `sha256:` and the first 16
+/// hex digits of SHA-256 over, for each file, its relative name, a zero
+/// byte, and the SHA-256 of its text. docs/record.md spells it out for
+/// independent verifiers.
+pub fn revision_of(sources: &[Source]) -> String {
     let mut digest = Sha256::new();
-    for (_, rel, src) in sources {
-        digest.update(rel.as_bytes());
+    for s in sources {
+        digest.update(s.path.as_bytes());
         digest.update([0]);
-        digest.update(Sha256::digest(src.as_bytes()));
+        digest.update(Sha256::digest(s.text.as_bytes()));
     }
     format!("sha256:{}", &hex::encode(digest.finalize())[..16])
+}
+
+fn sources_only(read: &[(String, Source)]) -> Vec<Source> {
+    read.iter().map(|(_, s)| s.clone()).collect()
 }
 
 /// The revision the files in `dir` have now, without compiling them (the
 /// reloader's cheap change check).
 pub fn revision_on_disk(dir: &Path) -> Result<String, PolicyError> {
-    Ok(revision_of(&read_sources(&policy_files(dir, false)?, dir)?))
+    let read = read_sources(&policy_files(dir, false)?, dir)?;
+    Ok(revision_of(&sources_only(&read)))
 }
 
 /// Reads the files, computes the revision and adds them to a fresh engine.
 pub fn load_engine(files: &[PathBuf], dir: &Path) -> Result<(Engine, String), PolicyError> {
-    let sources = read_sources(files, dir)?;
+    let read = read_sources(files, dir)?;
+    Ok((engine_of(&read)?, revision_of(&sources_only(&read))))
+}
+
+/// A fresh engine holding these files, each under the name it is shown by.
+fn engine_of(read: &[(String, Source)]) -> Result<Engine, PolicyError> {
     let mut engine = Engine::new();
-    for (path, _, src) in &sources {
-        let shown = path.display().to_string();
-        check_builtins(&shown, src)?;
+    for (shown, source) in read {
+        check_builtins(shown, &source.text)?;
         engine
-            .add_policy(shown.clone(), src.clone())
+            .add_policy(shown.clone(), source.text.clone())
             .map_err(|e| PolicyError::Compile {
-                file: shown,
+                file: shown.clone(),
                 message: one_line(&e.to_string()),
             })?;
     }
-    Ok((engine, revision_of(&sources)))
+    Ok(engine)
 }
 
 fn one_line(s: &str) -> String {
@@ -290,23 +311,44 @@ fn one_line(s: &str) -> String {
 impl Policy {
     /// Loads every non-test `.rego` file in `dir` and compiles `entrypoint`.
     pub fn load(settings: &PolicyConfig) -> Result<Policy, PolicyError> {
-        let (dir, entrypoint, timeout) = (
-            settings.dir.as_path(),
-            settings.entrypoint.as_str(),
-            settings.timeout,
-        );
+        let dir = settings.dir.as_path();
         let files = policy_files(dir, false)?;
         if files.is_empty() {
             return Err(PolicyError::Empty(dir.display().to_string()));
         }
-        let (mut engine, revision) = load_engine(&files, dir)?;
+        let read = read_sources(&files, dir)?;
+        Policy::compile(read, &dir.display().to_string(), settings)
+    }
+
+    /// Compiles a revision from its files as the record keeps them (for
+    /// `audit replay`); `settings.dir` is not read.
+    pub fn from_sources(
+        sources: Vec<Source>,
+        settings: &PolicyConfig,
+    ) -> Result<Policy, PolicyError> {
+        if sources.is_empty() {
+            return Err(PolicyError::Empty("the recorded revision".into()));
+        }
+        let read = sources.into_iter().map(|s| (s.path.clone(), s)).collect();
+        Policy::compile(read, "the recorded revision", settings)
+    }
+
+    fn compile(
+        read: Vec<(String, Source)>,
+        dir: &str,
+        settings: &PolicyConfig,
+    ) -> Result<Policy, PolicyError> {
+        let (entrypoint, timeout) = (settings.entrypoint.as_str(), settings.timeout);
+        let mut engine = engine_of(&read)?;
+        let sources = sources_only(&read);
+        let revision = revision_of(&sources);
         let timer = ExecutionTimerConfig {
             limit: timeout,
             check_interval: NonZeroU32::MIN,
         };
         engine.set_execution_timer_config(timer);
         let compile_err = |e: anyhow::Error| PolicyError::Compile {
-            file: dir.display().to_string(),
+            file: dir.to_string(),
             message: one_line(&e.to_string()),
         };
         let entry: regorus::Rc<str> = entrypoint.into();
@@ -316,7 +358,7 @@ impl Policy {
             } else {
                 PolicyError::UnknownEntrypoint {
                     entrypoint: entrypoint.to_string(),
-                    dir: dir.display().to_string(),
+                    dir: dir.to_string(),
                 }
             }
         })?;
@@ -370,7 +412,7 @@ impl Policy {
             }
             Err(e) if settings.engine == EngineChoice::Vm => {
                 return Err(PolicyError::Compile {
-                    file: dir.display().to_string(),
+                    file: dir.to_string(),
                     message: format!(
                         "policy.engine is vm, but the policy does not compile to the VM: {}",
                         one_line(&e.to_string())
@@ -394,7 +436,8 @@ impl Policy {
             revision,
             entrypoint: entrypoint.to_string(),
             kind,
-            files: files.iter().map(|f| f.display().to_string()).collect(),
+            files: read.into_iter().map(|(shown, _)| shown).collect(),
+            sources,
             timer,
             timeout,
             vm,
@@ -422,6 +465,12 @@ impl Policy {
     /// The files of this revision.
     pub fn files(&self) -> &[String] {
         &self.files
+    }
+
+    /// The files of this revision as the revision is computed over them,
+    /// in that order (what the record keeps of it).
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
     }
 
     /// When this revision was loaded.

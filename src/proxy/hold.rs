@@ -223,13 +223,13 @@ fn from_record(life: &Lifecycle) -> Response<Body> {
 /// 202: the proxy keeps the action and forwards it itself once approved.
 fn accepted(action_id: &str) -> Response<Body> {
     let url = format!("{STATUS_PREFIX}{action_id}");
-    let mut r = json_response(
-        StatusCode::ACCEPTED,
-        &json!({"action_id": action_id, "state": "pending", "status_url": url}),
-    );
+    let body = json!({"action_id": action_id, "state": "pending", "status_url": url});
+    let mut r = json_response(StatusCode::ACCEPTED, &body);
     if let Ok(v) = hyper::header::HeaderValue::from_str(&url) {
         r.headers_mut().insert(hyper::header::LOCATION, v);
     }
+    // The `answered` record keeps this body: it is countersign's, not the upstream's.
+    r.extensions_mut().insert(super::pipeline::OwnAnswer(body));
     r
 }
 

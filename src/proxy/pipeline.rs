@@ -189,6 +189,22 @@ impl Outcome {
         }
     }
 
+    /// The JSON body the agent gets.
+    pub fn body(&self, action_id: &str) -> Value {
+        let mut body =
+            json!({"action_id": action_id, "state": self.state(), "error": self.message()});
+        if let Outcome::Denied(d) = self {
+            body["risk"] = json!(d.risk);
+            body["reasons"] = json!(d.reasons);
+            body["rules"] = json!(d.rules);
+        }
+        if let Outcome::Rejected { reviewer, comment } = self {
+            body["reviewer"] = json!(reviewer);
+            body["comment"] = json!(comment);
+        }
+        body
+    }
+
     /// The JSON answer the agent gets.
     pub fn into_response(self, action_id: &str) -> Response<Body> {
         let allow = match &self {
@@ -207,17 +223,7 @@ impl Outcome {
             }
             _ => None,
         };
-        let mut body =
-            json!({"action_id": action_id, "state": self.state(), "error": self.message()});
-        if let Outcome::Denied(d) = &self {
-            body["risk"] = json!(d.risk);
-            body["reasons"] = json!(d.reasons);
-            body["rules"] = json!(d.rules);
-        }
-        if let Outcome::Rejected { reviewer, comment } = &self {
-            body["reviewer"] = json!(reviewer);
-            body["comment"] = json!(comment);
-        }
+        let body = self.body(action_id);
         let overloaded = matches!(self.reason(), "overloaded" | "policy_overloaded");
         let mut response = json_response(self.status(), &body);
         if let Some(allow) = allow {
@@ -266,8 +272,16 @@ pub async fn handle(
             return status;
         }
     }
-    let mut response = match run(&shared, &action_id, req, scheme, target).await {
-        Ok(r) => r,
+    let mut trace = Trace::default();
+    let (mut response, own_body, recorded) = match run(
+        &shared, &action_id, req, scheme, target, &mut trace,
+    )
+    .await
+    {
+        Ok(r) => {
+            let own = r.extensions().get::<OwnAnswer>().map(|a| a.0.clone());
+            (r, own, true)
+        }
         Err(outcome) => {
             let by_review = matches!(
                 outcome,
@@ -277,9 +291,22 @@ pub async fn handle(
                 shared.metrics.refused(outcome.reason());
             }
             tracing::info!(action_id, %method, path, outcome = outcome.reason(), "call not forwarded");
-            outcome.into_response(&action_id)
+            // A call no route takes is not an action, and a call whose
+            // decision could not be written has no record: neither gets
+            // one now.
+            let recorded = !matches!(outcome, Outcome::NoRoute) && !trace.decision_lost;
+            let body = outcome.body(&action_id);
+            (outcome.into_response(&action_id), Some(body), recorded)
         }
     };
+    if recorded {
+        shared.store.enqueue(vec![answered(
+            &action_id,
+            &response,
+            own_body,
+            &trace.secrets,
+        )]);
+    }
     if let Ok(v) = HeaderValue::from_str(&action_id) {
         response.headers_mut().insert("x-countersign-action-id", v);
     }
@@ -290,6 +317,47 @@ pub async fn handle(
         "answered"
     );
     response
+}
+
+/// What `handle` needs to know of a call's way through `run` to record
+/// what the agent got.
+#[derive(Default)]
+struct Trace {
+    /// The call's secrets, once known: the `answered` record is scrubbed
+    /// like every other record of the call.
+    secrets: Secrets,
+    /// The `decided` record could not be committed: the call has no record.
+    decision_lost: bool,
+}
+
+/// Marks a response countersign wrote itself (not the upstream's), with
+/// its JSON body, so the `answered` record can keep what the agent got.
+#[derive(Debug, Clone)]
+pub struct OwnAnswer(pub Value);
+
+/// The `answered` record: what the agent got. countersign's own answers
+/// (refusals, 202 with the status URL, errors) are kept whole; an
+/// upstream answer relayed is kept as its status (its recorded view is
+/// the `completed` record). Scrubbed like every record of the call.
+fn answered(
+    action_id: &str,
+    response: &Response<Body>,
+    own: Option<Value>,
+    secrets: &Secrets,
+) -> Draft {
+    let status = response.status().as_u16();
+    let payload = match own {
+        Some(body) => {
+            let headers: serde_json::Map<String, Value> = response
+                .headers()
+                .iter()
+                .filter_map(|(n, v)| Some((n.to_string(), json!(v.to_str().ok()?))))
+                .collect();
+            json!({"source": "countersign", "status": status, "headers": headers, "body": body})
+        }
+        None => json!({"source": "upstream", "status": status}),
+    };
+    Draft::new(action_id, Kind::Answered, payload, None).redacted(secrets)
 }
 
 /// Everything the record needs to describe an action from its first record.
@@ -374,6 +442,7 @@ async fn run(
     req: Request<Incoming>,
     scheme: &'static str,
     target: Result<Target, TargetError>,
+    trace: &mut Trace,
 ) -> Result<Response<Body>, Outcome> {
     let capture_cfg = &shared.config.capture;
     let (parts, body) = req.into_parts();
@@ -406,17 +475,17 @@ async fn run(
             method: method.to_string(),
             allowed,
         };
-        return Err(unrouted(action_id, &request, capture_cfg).refuse(shared, None, outcome));
+        let story = unrouted(action_id, &request, capture_cfg);
+        trace.secrets = story.secrets.clone();
+        return Err(story.refuse(shared, None, outcome));
     }
     let target = match target {
         Ok(t) => t,
         Err(e) => {
             let request = CapturedRequest::refused_early(&parts, scheme, capture_cfg);
-            return Err(unrouted(action_id, &request, capture_cfg).refuse(
-                shared,
-                None,
-                Outcome::BadTarget(e.to_string()),
-            ));
+            let story = unrouted(action_id, &request, capture_cfg);
+            trace.secrets = story.secrets.clone();
+            return Err(story.refuse(shared, None, Outcome::BadTarget(e.to_string())));
         }
     };
     let (mut head, refused_head) =
@@ -437,6 +506,7 @@ async fn run(
         b.extend(route.upstream.credential());
         b.build()
     };
+    trace.secrets = secrets.clone();
     let story_of = |request| Story {
         action_id,
         route: Some(route),
@@ -530,7 +600,11 @@ async fn run(
         route: &route.config.name,
         upstream: &route.config.upstream,
     };
-    let doc = input::to_rego(input::build(&ctx, &request, shared.config.policy.input));
+    let input_json = input::build(&ctx, &request, shared.config.policy.input);
+    // What `audit replay` evaluates again: the input as the record may
+    // keep it (redacted like the request view; the record is scrubbed).
+    let recorded_input = input::recorded(&input_json, &request, capture_cfg);
+    let doc = input::to_rego(input_json);
     let eval_started = Instant::now();
     // On the policy threads, never here: a slow policy must not stall the
     // async workers. The wait is bounded by policy.timeout whatever happens.
@@ -575,6 +649,10 @@ async fn run(
     payload["state"] = json!(state.as_str());
     let digest = request.request_digest(&url);
     payload["request_digest"] = json!(digest);
+    payload["input"] = recorded_input.input;
+    if recorded_input.body_omitted {
+        payload["input_body_omitted"] = json!(true);
+    }
     let hold = decision
         .approval
         .as_ref()
@@ -608,7 +686,12 @@ async fn run(
         index,
     }
     .redacted(&secrets);
-    if let Err(e) = shared.store.commit(vec![decided]).await {
+    if let Err(e) = shared
+        .revisions
+        .commit_decided(&shared.store, &policy, decided)
+        .await
+    {
+        trace.decision_lost = true;
         return Err(Outcome::StoreUnavailable(e.to_string()));
     }
     let rules: Vec<String> = decision

@@ -271,7 +271,7 @@ async fn canary_secrets_never_reach_the_record_or_the_log() {
 
     let recs = records(&d.db_path());
     assert_eq!(recs.iter().filter(|r| r.2 == "decided").count(), 3);
-    let decided = &recs[0].3;
+    let decided = &recs.iter().find(|r| r.2 == "decided").unwrap().3;
     assert_eq!(decided["request"]["headers"]["authorization"], "[redacted]");
     assert_eq!(decided["request"]["headers"]["cookie"], "[redacted]");
     assert_eq!(
@@ -350,7 +350,8 @@ fn audit_verify_finds_edits_deletions_and_swaps() {
     run_some_calls(&d);
     let out = verify(&d);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("6 records, chain intact"));
+    // Three calls (decided, completed, answered each) and the policy's text.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10 records, chain intact"));
     let pristine = std::fs::read(d.db_path()).unwrap();
 
     let tamper = |sql: &str| {
@@ -362,9 +363,9 @@ fn audit_verify_finds_edits_deletions_and_swaps() {
         assert_eq!(out.status.code(), Some(1), "{sql}");
         stderr(&out)
     };
-    let edited = tamper("UPDATE records SET payload = replace(payload, '\"amount\":200', '\"amount\":20') WHERE seq = 3");
+    let edited = tamper("UPDATE records SET payload = replace(payload, '\"amount\":200', '\"amount\":20') WHERE seq = 5");
     assert!(
-        edited.contains("seq 3") && edited.contains("altered"),
+        edited.contains("seq 5") && edited.contains("altered"),
         "{edited}"
     );
     let deleted = tamper("DELETE FROM records WHERE seq = 4");

@@ -3,6 +3,7 @@
 //! where the command line or the process's own output is what is tested.
 
 mod cli;
+mod evidence;
 mod fleet;
 mod hardening;
 mod holds;

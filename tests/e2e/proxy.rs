@@ -296,6 +296,7 @@ async fn store_that_cannot_commit_refuses_the_call_and_forwards_nothing() {
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let resp = payout(&client(), cs.proxy_addr, 100, Some("INV-1")).await;
     assert_eq!(resp.status(), 503);
+    let resp_lost = resp.headers().clone();
     let body: Value = resp.json().await.unwrap();
     assert!(
         body["error"]
@@ -308,11 +309,19 @@ async fn store_that_cannot_commit_refuses_the_call_and_forwards_nothing() {
         upstream.seen().is_empty(),
         "nothing is forwarded without a durable decision"
     );
+    let lost = resp_lost
+        .get("x-countersign-action-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     locker.execute_batch("ROLLBACK").unwrap();
     // The store recovers: the next call goes through and the chain is intact.
     let resp = payout(&client(), cs.proxy_addr, 100, Some("INV-1")).await;
     assert_eq!(resp.status(), 201);
     cs.stop().await;
+    // The refused call has no decision on record, so no other record of it either.
+    assert!(records(&d.db_path()).iter().all(|r| r.1 != lost));
     let out = countersign(&[
         "audit",
         "verify",
@@ -438,8 +447,12 @@ async fn concurrent_calls_share_commits_and_all_are_recorded() {
     assert!(commits < 400, "{commits} commits for 400 records");
     cs.stop().await;
     let recs = records(&d.db_path());
-    assert_eq!(recs.len(), 400);
-    assert_eq!(recs.iter().filter(|r| r.2 == "completed").count(), 200);
+    // Per call: decided, completed, answered; and the policy's text once.
+    assert_eq!(recs.len(), 601);
+    for kind in ["decided", "completed", "answered"] {
+        assert_eq!(recs.iter().filter(|r| r.2 == kind).count(), 200, "{kind}");
+    }
+    assert_eq!(recs.iter().filter(|r| r.2 == "policy").count(), 1);
     let out = countersign(&[
         "audit",
         "verify",
@@ -510,7 +523,15 @@ async fn admin_api_needs_the_token_and_rebuilds_the_action() {
         json!(["payments.payout.small"])
     );
     assert_eq!(action["result"]["response"]["status"], 201);
-    assert_eq!(action["records"].as_array().unwrap().len(), 2);
+    answered_of(&d.db_path(), &id).await;
+    let action: Value = admin_json(&format!("{admin}/v1/actions/{id}")).await;
+    let kinds: Vec<&str> = action["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["decided", "completed", "answered"]);
     let missing = client()
         .get(format!("{admin}/v1/actions/{}", "0".repeat(32)))
         .bearer_auth(ADMIN_TOKEN)

@@ -87,6 +87,7 @@ on_both_backends!(
     due_finds_expired_unclaimed_and_lapsed,
     heads_and_put_index,
     probe_writes_nothing_to_the_record,
+    checkpoints_keep_the_first_of_a_size_and_leaves_follow_the_chain,
 );
 
 // --- helpers ---------------------------------------------------------------
@@ -829,4 +830,46 @@ fn probe_writes_nothing_to_the_record(t: &dyn Target) {
     }
     assert_eq!(b.heads().expect("heads"), (1, 1));
     assert_eq!(walk_chain(b.as_mut()), 1);
+}
+
+fn checkpoints_keep_the_first_of_a_size_and_leaves_follow_the_chain(t: &dyn Target) {
+    use countersign::audit::store::backend::StoredCheckpoint;
+    let mut b = t.open();
+    let id = new_action_id();
+    b.append(&[plain(vec![
+        decided(&id, State::Allowed, "low"),
+        event(&id, Kind::Completed, Some(State::Completed)),
+    ])])
+    .unwrap();
+    let leaves = b.leaf_hashes(0, 10).unwrap();
+    let records = b.scan(0, 10).unwrap();
+    assert_eq!(
+        leaves,
+        records
+            .iter()
+            .map(|r| (r.seq, r.hash.clone()))
+            .collect::<Vec<_>>(),
+        "the leaves are the records' hashes, in seq order"
+    );
+    assert_eq!(b.leaf_hashes(1, 10).unwrap(), leaves[1..].to_vec());
+    assert_eq!(b.latest_checkpoint().unwrap(), None);
+    let cp = |size: i64, note: &str| StoredCheckpoint {
+        tree_size: size,
+        root_hash: format!("{size:064x}"),
+        note: note.into(),
+        time: now_rfc3339(),
+    };
+    b.put_checkpoint(&cp(1, "first of size 1")).unwrap();
+    // Another process signing the same size: the first one stays.
+    t.open().put_checkpoint(&cp(1, "second of size 1")).unwrap();
+    b.put_checkpoint(&cp(2, "size 2")).unwrap();
+    assert_eq!(b.latest_checkpoint().unwrap().unwrap().note, "size 2");
+    let all = b.checkpoints(0, 10).unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|c| (c.tree_size, c.note.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "first of size 1"), (2, "size 2")]
+    );
+    assert_eq!(b.checkpoints(1, 10).unwrap().len(), 1);
 }

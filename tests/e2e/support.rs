@@ -346,13 +346,31 @@ pub fn records(db: &Path) -> Vec<(i64, String, String, Value)> {
     rows.map(Result::unwrap).collect()
 }
 
-/// The kinds recorded for one action, in order.
+/// The kinds of an action's steps, in order: every record of it but the
+/// `answered` record (what the agent got, written as the answer leaves;
+/// `answered_of` reads it).
 pub fn kinds_of(db: &Path, action_id: &str) -> Vec<String> {
     records(db)
         .into_iter()
-        .filter(|r| r.1 == action_id)
+        .filter(|r| r.1 == action_id && r.2 != "answered")
         .map(|r| r.2)
         .collect()
+}
+
+/// The `answered` record of an action (what the agent got), once written.
+pub async fn answered_of(db: &Path, action_id: &str) -> Value {
+    let found = eventually(
+        async || {
+            records(db)
+                .into_iter()
+                .find(|r| r.1 == action_id && r.2 == "answered")
+        },
+        Option::is_some,
+    )
+    .await;
+    found
+        .unwrap_or_else(|| panic!("no answered record for {action_id}"))
+        .3
 }
 
 /// The payload of an action's record of `kind`.

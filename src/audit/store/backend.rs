@@ -154,6 +154,38 @@ pub trait Backend: Send + 'static {
 
     /// Replaces the index rows of these actions (rebuilding a derived index).
     fn put_index(&mut self, rows: &[IndexRow]) -> Result<(), StoreError>;
+
+    /// Up to `limit` (seq, hash) pairs with seq > `after`, by seq: the
+    /// leaves of the record's Merkle tree, without the payloads.
+    fn leaf_hashes(&mut self, after: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError>;
+
+    /// Stores a signed checkpoint. A checkpoint of the same tree size
+    /// already stored (by another process of a fleet) is kept and this one
+    /// dropped: both sign the same tree head.
+    fn put_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+
+    /// The stored checkpoint of the largest tree, if any.
+    fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError>;
+
+    /// Up to `limit` stored checkpoints with tree size > `after`, by size.
+    fn checkpoints(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError>;
+}
+
+/// A signed checkpoint as the store keeps it (table `checkpoints`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredCheckpoint {
+    /// How many records it covers (seq 1 to `tree_size`).
+    pub tree_size: i64,
+    /// The tree head, lower-case hex.
+    pub root_hash: String,
+    /// The whole signed note, exactly as signed.
+    pub note: String,
+    /// When it was signed (RFC 3339).
+    pub time: String,
 }
 
 /// A whole index row, as rebuilt from an action's records.

@@ -633,7 +633,11 @@ pub fn rebuild_index(b: &mut dyn Backend) -> Result<(), StoreError> {
         let page = b.scan(after, 5000)?;
         let Some(last) = page.last() else { break };
         after = last.seq;
-        for r in page {
+        // Policy records (`policy:<revision>`) are in the chain, not actions.
+        for r in page
+            .into_iter()
+            .filter(|r| super::record::is_action_id(&r.action_id))
+        {
             by_action.entry(r.action_id.clone()).or_default().push(r);
         }
     }

@@ -25,7 +25,7 @@ use postgres::{Client, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::backend::{ActionSummary, Append, Appended, Backend};
-use super::backend::{Due, IndexRow, Links, ListFilter};
+use super::backend::{Due, IndexRow, Links, ListFilter, StoredCheckpoint};
 use super::StoreError;
 use crate::audit::record::{canonical_json, chain_hash, Record};
 use batch::{index, RecordRows, Step, Touched};
@@ -583,6 +583,15 @@ fn to_record(r: &postgres::Row) -> Record {
 /// Rows per statement when rewriting the index.
 const PUT_CHUNK: usize = 1000;
 
+fn to_checkpoint(r: &postgres::Row) -> StoredCheckpoint {
+    StoredCheckpoint {
+        tree_size: r.get(0),
+        root_hash: r.get(1),
+        note: r.get(2),
+        time: r.get(3),
+    }
+}
+
 impl Backend for Postgres {
     fn append(&mut self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
         self.ensure_open()?;
@@ -725,6 +734,57 @@ impl Backend for Postgres {
         self.idempotent(|c, st| {
             let r = c.query_one(&st.heads, &[])?;
             Ok((r.get(0), r.get(1)))
+        })
+    }
+
+    fn leaf_hashes(&mut self, after: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.idempotent(|c, _| {
+            Ok(c.query(
+                "SELECT seq, hash FROM records WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })
+    }
+
+    fn put_checkpoint(&mut self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.idempotent(|c, _| {
+            c.execute(
+                "INSERT INTO checkpoints (tree_size, root_hash, note, time) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tree_size) DO NOTHING",
+                &[&cp.tree_size, &cp.root_hash, &cp.note, &cp.time],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.idempotent(|c, _| {
+            Ok(c.query_opt(
+                "SELECT tree_size, root_hash, note, time FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
+                &[],
+            )?
+            .map(|r| to_checkpoint(&r)))
+        })
+    }
+
+    fn checkpoints(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.idempotent(|c, _| {
+            Ok(c.query(
+                "SELECT tree_size, root_hash, note, time FROM checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT $2",
+                &[&after, &limit],
+            )?
+            .iter()
+            .map(to_checkpoint)
+            .collect())
         })
     }
 

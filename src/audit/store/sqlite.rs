@@ -6,15 +6,18 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::backend::{ActionSummary, Append, Appended, Backend, Due, IndexRow, Links, ListFilter};
+use super::backend::{
+    ActionSummary, Append, Appended, Backend, Due, IndexRow, Links, ListFilter, StoredCheckpoint,
+};
 use super::{now_rfc3339, StoreError};
 use crate::audit::record::{canonical_json, chain_hash, Record, GENESIS};
 
 /// Schema versions, applied in order; `PRAGMA user_version` says how many ran.
 /// Version 1 is the first release's schema (created with IF NOT EXISTS, so
 /// its files migrate in place); version 2 widens the derived index, which
-/// is dropped and rebuilt from the records.
-const MIGRATIONS: [&str; 2] = [
+/// is dropped and rebuilt from the records; version 3 adds the signed
+/// checkpoints.
+const MIGRATIONS: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS records (
         seq INTEGER PRIMARY KEY, time TEXT NOT NULL, action_id TEXT NOT NULL,
         kind TEXT NOT NULL, payload TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -28,6 +31,8 @@ const MIGRATIONS: [&str; 2] = [
      CREATE INDEX actions_state ON actions(state, created_at);
      CREATE INDEX actions_created ON actions(created_at);
      CREATE TABLE IF NOT EXISTS seen_messages (message_id TEXT PRIMARY KEY, seen_at TEXT NOT NULL);",
+    "CREATE TABLE IF NOT EXISTS checkpoints (
+        tree_size INTEGER PRIMARY KEY, root_hash TEXT NOT NULL, note TEXT NOT NULL, time TEXT NOT NULL);",
 ];
 
 /// The schema version this build creates.
@@ -389,4 +394,52 @@ impl Backend for Sqlite {
         tx.commit()?;
         Ok(())
     }
+
+    fn leaf_hashes(&mut self, after: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, hash FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_checkpoint(&mut self, c: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO checkpoints (tree_size, root_hash, note, time) VALUES (?1, ?2, ?3, ?4)",
+            params![c.tree_size, c.root_hash, c.note, c.time],
+        )?;
+        Ok(())
+    }
+
+    fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT tree_size, root_hash, note, time FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
+                [],
+                row_to_checkpoint,
+            )
+            .optional()?)
+    }
+
+    fn checkpoints(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT tree_size, root_hash, note, time FROM checkpoints WHERE tree_size > ?1 ORDER BY tree_size LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], row_to_checkpoint)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn row_to_checkpoint(r: &rusqlite::Row<'_>) -> Result<StoredCheckpoint, rusqlite::Error> {
+    Ok(StoredCheckpoint {
+        tree_size: r.get(0)?,
+        root_hash: r.get(1)?,
+        note: r.get(2)?,
+        time: r.get(3)?,
+    })
 }

@@ -202,7 +202,11 @@ async fn an_allowed_call_cut_off_by_a_crash_is_marked_interrupted_not_resent() {
     )
     .await;
     assert_eq!(decided, 1);
-    let id = records(&db)[0].1.clone();
+    let id = records(&db)
+        .into_iter()
+        .find(|r| r.2 == "decided")
+        .unwrap()
+        .1;
     drop(cs); // SIGKILL while the upstream is still working on it
     assert!(
         call.await.unwrap().is_err(),

@@ -290,9 +290,11 @@ async fn an_ed25519_reviewer_approves_with_the_review_tool_and_the_record_proves
         "an existing key is never overwritten"
     );
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), secret);
-    let no_kind = countersign(&["keygen", "--out", prefix.to_str().unwrap()]);
-    assert_eq!(no_kind.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&no_kind.stderr).contains("--reviewer"));
+    // Nor by a checkpoint key (keygen without --reviewer) at the same prefix.
+    let checkpoint_key = countersign(&["keygen", "--out", prefix.to_str().unwrap()]);
+    assert_eq!(checkpoint_key.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&checkpoint_key.stderr).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), secret);
 
     // The config holds the public half only.
     let yaml = std::fs::read_to_string(d.config_path()).unwrap().replace(

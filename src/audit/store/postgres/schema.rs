@@ -13,7 +13,7 @@ const MIGRATION_LOCK: i64 = 0x6373_7363_6865_6d61;
 
 /// Migration `n` (from 1) is `MIGRATIONS[n - 1]`; never edit a released one,
 /// add the next.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The newest schema version this build knows.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -96,6 +96,17 @@ CREATE TRIGGER records_append_only BEFORE UPDATE OR DELETE ON records
     FOR EACH ROW EXECUTE FUNCTION countersign_records_append_only();
 CREATE TRIGGER records_no_truncate BEFORE TRUNCATE ON records
     FOR EACH STATEMENT EXECUTE FUNCTION countersign_records_append_only();
+"#;
+
+/// Signed checkpoints of the record (one per tree size; every process of a
+/// fleet may sign the same size, the first stored is kept).
+const V2: &str = r#"
+CREATE TABLE checkpoints (
+    tree_size BIGINT PRIMARY KEY,
+    root_hash TEXT COLLATE "C" NOT NULL,
+    note TEXT NOT NULL,
+    time TEXT COLLATE "C" NOT NULL
+);
 "#;
 
 /// Brings the schema to [`VERSION`]; returns the version now in place.
