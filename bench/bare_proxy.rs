@@ -21,7 +21,11 @@ async fn forward(
     upstream: &'static str,
     mut req: Request<Incoming>,
 ) -> Result<Response<Incoming>, Infallible> {
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let uri: Uri = format!("http://{upstream}{path}")
         .parse()
         .expect("the upstream and the path make a URI");
@@ -36,7 +40,10 @@ async fn forward(
 async fn main() {
     let mut args = std::env::args().skip(1);
     let listen = args.next().expect("usage: bare-proxy LISTEN UPSTREAM");
-    let upstream: &'static str = args.next().expect("usage: bare-proxy LISTEN UPSTREAM").leak();
+    let upstream: &'static str = args
+        .next()
+        .expect("usage: bare-proxy LISTEN UPSTREAM")
+        .leak();
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Upstream = Client::builder(TokioExecutor::new())
@@ -48,7 +55,8 @@ async fn main() {
         let _ = stream.set_nodelay(true);
         let client = client.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| forward(client.clone(), upstream, req));
+            let service =
+                hyper::service::service_fn(move |req| forward(client.clone(), upstream, req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

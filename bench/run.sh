@@ -49,7 +49,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export BENCH_REVIEWER_KEY="whsec_$(head -c 24 /dev/urandom | base64)"
+export BENCH_KEY_ALICE="whsec_$(head -c 24 /dev/urandom | base64)" BENCH_KEY_BOB="whsec_$(head -c 24 /dev/urandom | base64)"
 P=${BENCH_PORT:-27000} # ports P+1 .. P+40 and P+1000 .. P+1040 on 127.0.0.1
 port() { echo "127.0.0.1:$((P + $1))"; }
 UP=$(port 1); NGINX=$(port 2); BARE=$(port 5)
@@ -107,8 +107,8 @@ routes:
   - { name: payments, match: { path_prefix: /v1 }, upstream: "http://$UP" }
 policy: { dir: policies }
 reviewers:
-  alice: { key_env: BENCH_REVIEWER_KEY, groups: [finance-approvers] }
-  bob: { key_env: BENCH_REVIEWER_KEY, groups: [finance-approvers] }
+  alice: { key_env: BENCH_KEY_ALICE, groups: [finance-approvers] }
+  bob: { key_env: BENCH_KEY_BOB, groups: [finance-approvers] }
 audit: $audit
 hold: { wait: 1h }
 limits: { max_connections: 20000 }

@@ -80,6 +80,10 @@ pub enum AgentHeaderError {
     /// A value that is not UTF-8 text.
     #[error("the header `{0}` is not UTF-8 text")]
     NotText(String),
+    /// A header name with `_`: servers that map `-` and `_` alike (CGI,
+    /// WSGI, Rack) would read it as another header the policy did not see.
+    #[error("the header `{0}` has an underscore in its name, which some servers read as a hyphen; send it with hyphens")]
+    Underscore(String),
 }
 
 /// A head whose agent or evidence headers were refused: the request as
@@ -172,15 +176,20 @@ impl CapturedRequest {
         request
     }
 
-    /// Everything but the target and the agent headers.
+    /// Everything but the target and the agent headers. Hop-by-hop headers
+    /// (and any header the agent names in `Connection`) are left out: they
+    /// are not forwarded, so the policy and the record must not see them
+    /// either (a policy could otherwise judge `x-dry-run: true` on a call
+    /// the upstream runs without it).
     fn head(parts: &Parts, scheme: &str, cfg: &CaptureConfig) -> CapturedRequest {
         let names = &cfg.agent_headers;
+        let hop = crate::proxy::forward::connection_tokens(&parts.headers);
         let mut headers: Vec<(String, String)> = Vec::new();
         let mut content_types = Vec::new();
         for (name, value) in &parts.headers {
             let name = name.as_str();
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            if names.is_agent_header(name) {
+            if names.is_agent_header(name) || crate::proxy::forward::is_hop_by_hop(name, &hop) {
                 continue;
             }
             if name == hyper::header::CONTENT_TYPE.as_str() {
@@ -236,6 +245,9 @@ impl CapturedRequest {
         let names = &cfg.agent_headers;
         for (name, value) in &parts.headers {
             let name = name.as_str();
+            if name.contains('_') {
+                return Err(AgentHeaderError::Underscore(name.to_string()));
+            }
             if !names.is_agent_header(name) {
                 continue;
             }

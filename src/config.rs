@@ -1698,14 +1698,15 @@ impl Config {
         if let Some(t) = &self.admin.token {
             t.read().map_err(|e| err("admin".into(), e))?;
         }
-        for (name, r) in &self.reviewers {
-            let key = r
-                .key
-                .read()
-                .map_err(|e| err(format!("reviewers.{name}"), e))?;
-            crate::approval::keys::ReviewerKey::parse(&key)
-                .map_err(|e| err(format!("reviewers.{name}"), e.to_string()))?;
-        }
+        // Every reviewer key reads and parses, and no two reviewers share one.
+        crate::approval::Reviewers::from_config(self).map_err(|message| {
+            let file = self.file.display().to_string();
+            let message = message
+                .strip_prefix(&format!("{file}: "))
+                .unwrap_or(&message)
+                .to_string();
+            ConfigError { file, message }
+        })?;
         for (i, n) in self.notify.iter().enumerate() {
             let key = n
                 .secret

@@ -178,7 +178,15 @@ async fn claim_and_send(
         }
     }
     let mut headers = HeaderMap::new();
-    for (n, v) in &hold.forward.headers {
+    // Only headers the record may keep are forwarded, whatever the stored
+    // list says (the digest reviewers signed does not cover headers).
+    let allow = &shared.config.capture.headers_allow;
+    for (n, v) in hold
+        .forward
+        .headers
+        .iter()
+        .filter(|(n, _)| allow.contains(n))
+    {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(n.as_bytes()),
             HeaderValue::from_str(v),

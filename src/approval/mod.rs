@@ -142,11 +142,21 @@ impl Reviewers {
     /// Reads every reviewer's key; the error names the reviewer.
     pub fn from_config(config: &crate::config::Config) -> Result<Reviewers, String> {
         let mut keys = std::collections::BTreeMap::new();
+        // Approvals count people: one key under two names would let one
+        // person meet a quorum of two alone.
+        let mut owners: std::collections::BTreeMap<String, String> = Default::default();
         for (name, r) in &config.reviewers {
-            let key = r
+            let text = r
                 .key
                 .read()
-                .and_then(|k| keys::ReviewerKey::parse(&k).map_err(|e| e.to_string()));
+                .map_err(|e| format!("{}: reviewers.{name}: {e}", config.file.display()))?;
+            if let Some(other) = owners.insert(text.trim().to_string(), name.clone()) {
+                return Err(format!(
+                    "{}: reviewers.{name}: has the same key as reviewers.{other}; every reviewer needs a key of their own, since approvals count people",
+                    config.file.display()
+                ));
+            }
+            let key = keys::ReviewerKey::parse(&text).map_err(|e| e.to_string());
             keys.insert(
                 name.clone(),
                 key.map_err(|e| format!("{}: reviewers.{name}: {e}", config.file.display()))?,

@@ -651,7 +651,7 @@ pub fn action_text(view: &Value) -> String {
         .unwrap_or_default();
     let closing = match (c["tree_size"].as_i64(), c["covers_all"] == json!(true)) {
         (Some(size), true) => format!(
-            "CHECKPOINT: every record of this action is in the latest signed checkpoint ({}, {size} records, signed {}).",
+            "CHECKPOINT: every record shown here is in the latest signed checkpoint ({}, {size} records, signed {}). (This proves these records; it does not prove no other record of the action exists: `audit verify` on the whole record does.)",
             s(&c["origin"]),
             s(&c["signed_at"])
         ),

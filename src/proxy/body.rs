@@ -119,6 +119,19 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// JSON: its first character (after a BOM and blanks) opens an object or an
 /// array.
 fn looks_like_json(body: &[u8]) -> bool {
+    // JSON in UTF-16 or UTF-32 (a byte order mark, or a NUL among the first
+    // four bytes, as RFC 4627 detects the encoding): parsers that sniff the
+    // encoding read it as JSON, so it must parse strictly here too (it
+    // cannot: it is not UTF-8, so it is refused).
+    const WIDE_BOMS: [&[u8]; 4] = [
+        &[0xFF, 0xFE],
+        &[0xFE, 0xFF],
+        &[0x00, 0x00, 0xFE, 0xFF],
+        &[0xFF, 0xFE, 0x00, 0x00],
+    ];
+    if WIDE_BOMS.iter().any(|bom| body.starts_with(bom)) || body.iter().take(4).any(|b| *b == 0) {
+        return true;
+    }
     let rest = body.strip_prefix(BOM).unwrap_or(body);
     matches!(rest.trim_ascii_start().first(), Some(b'{' | b'['))
 }
@@ -195,10 +208,14 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
         let mut object = Map::new();
+        // Keys equal but for case are duplicates too: Go's encoding/json,
+        // and Jackson or System.Text.Json when set case-insensitive, match
+        // field names that way (the last one winning).
+        let mut folded = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
+            if !folded.insert(key.to_lowercase()) {
                 return Err(de::Error::custom(format_args!(
-                    "the key `{key}` appears twice in one object"
+                    "the key `{key}` appears twice in one object (keys are compared without case)"
                 )));
             }
             let Strict(v) = map.next_value()?;

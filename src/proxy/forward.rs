@@ -34,6 +34,11 @@ pub enum ForwardError {
     /// The request line would not carry the decided target; nothing was sent.
     #[error("the request was not sent: {0}")]
     Target(String),
+    /// On a route with a credential, the upstream answered with an encoded
+    /// (compressed) body although asked for `identity`: the credential
+    /// could hide inside it, so the answer is not relayed.
+    #[error("the upstream answered with `content-encoding: {0}` although countersign asked for an unencoded body; on a route with upstream_auth a compressed answer cannot be checked for the credential, so it is not relayed (the upstream did receive the call)")]
+    Encoded(String),
 }
 
 /// Why an HTTP client could not be built.
@@ -283,7 +288,19 @@ impl Upstream {
             Ok(Err(e)) if e.is_timeout() => Err(ForwardError::Timeout(self.timeout)),
             // Without the URL: its query may carry secrets.
             Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e.without_url()))),
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => {
+                let encoding = r.headers().get(hyper::header::CONTENT_ENCODING).map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .trim()
+                        .to_ascii_lowercase()
+                });
+                match encoding {
+                    Some(e) if !self.credential.is_empty() && !e.is_empty() && e != "identity" => {
+                        Err(ForwardError::Encoded(e))
+                    }
+                    _ => Ok(r),
+                }
+            }
         }
     }
 }

@@ -775,7 +775,9 @@ async fn forward(
         Err(e) => {
             let outcome = match e {
                 ForwardError::Timeout(_) => Outcome::UpstreamTimeout(e.to_string()),
-                ForwardError::Unreachable(_) => Outcome::UpstreamFailed(e.to_string()),
+                ForwardError::Unreachable(_) | ForwardError::Encoded(_) => {
+                    Outcome::UpstreamFailed(e.to_string())
+                }
                 ForwardError::Target(_) => Outcome::BadTarget(e.to_string()),
             };
             match outcome {

@@ -312,7 +312,7 @@ async fn a_payments_story_is_evidence_a_third_party_can_check() {
         "the agent got 202",
         "status_url",
         "upstream answered 201",
-        "CHECKPOINT: every record of this action is in the latest signed checkpoint",
+        "CHECKPOINT: every record shown here is in the latest signed checkpoint",
     ] {
         assert!(text.contains(part), "missing {part}:\n{text}");
     }

@@ -177,6 +177,11 @@ fn echo(parts: &hyper::http::request::Parts, body: &[u8], query: &str) -> Respon
     for (n, v) in &parts.headers {
         response = response.header(format!("x-echo-{n}"), v.clone());
     }
+    // `?gzip=1`: says the body is gzip-encoded, whatever was asked (as some
+    // upstreams do); the body is left as it is.
+    if option("gzip").is_some() {
+        response = response.header("content-encoding", "gzip");
+    }
     let body = match option("chunk") {
         Some(k) => BodyExt::boxed(Chunked(
             reply.chunks(k.max(1)).map(Bytes::copy_from_slice).collect(),

@@ -230,7 +230,13 @@ async fn an_allowed_call_cut_off_by_a_crash_is_marked_interrupted_not_resent() {
         "{out:?}"
     );
     drop(cs);
-    assert_eq!(upstream.seen().len(), 1, "sent once, never again");
+    // Sent at most once (the kill may come before its bytes arrive), and
+    // never again after the restart.
+    assert!(
+        upstream.seen().len() <= 1,
+        "sent at most once: {:?}",
+        upstream.seen()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -575,3 +575,22 @@ async fn an_expiry_past_hold_max_expiry_fails_closed_and_the_proxy_keeps_serving
     assert_eq!(days, 7, "eight days from now, less a moment");
     cs.stop().await;
 }
+
+/// One key under two reviewer names would let one person meet a quorum of
+/// two alone: `check` refuses it.
+#[test]
+fn one_key_for_two_reviewers_is_refused() {
+    let d = Deployment::new("http://127.0.0.1:1", ALLOW_ALL, "");
+    let yaml = std::fs::read_to_string(d.config_path()).unwrap().replace(
+        "bob: { key_env: CS_TEST_KEY_BOB,",
+        "bob: { key_env: CS_TEST_KEY_ALICE,",
+    );
+    std::fs::write(d.config_path(), yaml).unwrap();
+    let out = countersign(&["check", "--config", d.config_path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reviewers.") && err.contains("same key"),
+        "{err}"
+    );
+}

@@ -686,3 +686,37 @@ async fn audit_show_and_list_print_agent_text_escaped() {
     );
     assert!(String::from_utf8_lossy(&outputs[2]).contains(r"agent\u{202e}7"));
 }
+
+/// An upstream that compresses its answer although asked not to: on a
+/// route with a credential the answer cannot be checked for it, so it is
+/// not relayed (502) and the record says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_answer_on_a_credential_route_is_not_relayed() {
+    let upstream = Upstream::start().await;
+    let cred = canary("CREDENTIAL");
+    std::env::set_var("CS_TEST_SECRETS_CRED_GZIP", format!("Bearer {cred}"));
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
+    with_credential(&d, "CS_TEST_SECRETS_CRED_GZIP");
+    let cs = d.start().await;
+    let resp = client()
+        .get(format!("http://{}/echo?gzip=1", cs.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let id = action_id(&resp);
+    let (_, _, body) = received(resp).await;
+    assert!(!contains(&body, cred.as_bytes()));
+    assert_eq!(upstream.seen().len(), 1, "the upstream did get the call");
+    wait_for_records(&d.db_path(), &id, 2).await;
+    let failed = payload_of(&d.db_path(), &id, "failed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("content-encoding: gzip"),
+        "{failed}"
+    );
+    cs.stop().await;
+    assert_nowhere(&[&cred], &[("the record", &record_bytes(&d))]);
+}

@@ -597,6 +597,24 @@ async fn json_bodies_parse_strictly_or_are_refused() {
             br#"{"amount": 5} trailing"#,
             "after the JSON value",
         ),
+        // Keys equal but for case: Go's encoding/json takes the last one.
+        (
+            &[json_ct],
+            br#"{"amount": 5, "AMOUNT": 50000}"#,
+            "without case",
+        ),
+        // JSON in UTF-16 and UTF-32, which encoding-sniffing parsers read.
+        (
+            &[b"content-type: text/plain"],
+            b"\xFF\xFE{\x00\"\x00a\x00\"\x00:\x001\x00}\x00",
+            "strict JSON",
+        ),
+        (&[], b"\x00{\x00\"\x00a\x00\"\x00:\x001\x00}", "strict JSON"),
+        (
+            &[b"content-type: application/octet-stream"],
+            b"\xFF\xFE\x00\x00{\x00\x00\x00}\x00\x00\x00",
+            "strict JSON",
+        ),
     ];
     for (headers, body, why) in refused {
         let shown = String::from_utf8_lossy(body);
@@ -713,6 +731,8 @@ async fn agent_headers_are_sent_once_named_and_small_or_refused() {
         (vec![&b"x-evidence-: INV-1"[..]], "names no evidence item"),
         (vec![big.as_bytes()], "4097 bytes, over the 4096-byte limit"),
         (vec![&b"x-evidence-invoice: INV-\xff"[..]], "not UTF-8"),
+        // A name some servers read with a hyphen instead.
+        (vec![&b"x_http_method_override: DELETE"[..]], "underscore"),
     ];
     for (headers, why) in &refused {
         let answer = send_raw(cs.proxy_addr, &raw("POST", b"/v1/payouts", headers, b"{}")).await;
@@ -736,6 +756,7 @@ async fn agent_headers_are_sent_once_named_and_small_or_refused() {
         b"x-agent-id: ap-agent-7",
         b"x-evidence-invoice: INV-1",
         at_limit.as_bytes(),
+        b"connection: keep-alive",
     ];
     let answer = send_raw(cs.proxy_addr, &raw("POST", b"/v1/payouts", headers, b"{}")).await;
     assert_eq!(answer.status, 200);
@@ -747,6 +768,30 @@ async fn agent_headers_are_sent_once_named_and_small_or_refused() {
         !head.contains("x-agent") && !head.contains("x-evidence"),
         "{head}"
     );
+
+    // A header named in `Connection` is not forwarded, so the policy and
+    // the record do not see it either: what was judged is what ran.
+    let headers: &[&[u8]] = &[
+        b"x-dry-run: true",
+        b"idempotency-key: pay-42",
+        b"connection: keep-alive, x-dry-run, idempotency-key",
+    ];
+    let answer = send_raw(
+        cs.proxy_addr,
+        &raw("DELETE", b"/v1/accounts/7", headers, b""),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let head = upstream.seen().last().unwrap().head.to_ascii_lowercase();
+    assert!(
+        !head.contains("x-dry-run") && !head.contains("idempotency-key"),
+        "{head}"
+    );
+    let decided = payload_of(&d.db_path(), &answer.action_id(), "decided");
+    let saw = policy_saw(&decided);
+    assert_eq!(saw["headers"].get("x-dry-run"), None, "{saw}");
+    assert_eq!(saw["headers"].get("idempotency-key"), None, "{saw}");
+    assert_eq!(decided["request"]["headers"].get("idempotency-key"), None);
     cs.stop().await;
 }
 
