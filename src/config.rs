@@ -100,6 +100,7 @@ struct RawRoute {
     connect_timeout: Option<String>,
     methods: Option<Vec<String>>,
     identity: Option<RawRouteIdentity>,
+    protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -653,6 +654,19 @@ pub struct RouteConfig {
     pub methods: Option<Vec<String>>,
     /// Calls without a verified identity are refused with 401.
     pub identity_required: bool,
+    /// What the route's calls speak: plain HTTP, or MCP (docs/mcp.md).
+    pub protocol: Protocol,
+}
+
+/// The protocol a route speaks (`routes[].protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Plain HTTP: the policy judges requests, refusals are HTTP statuses.
+    #[default]
+    Http,
+    /// The MCP Streamable HTTP transport: the policy also sees the JSON-RPC
+    /// message (`input.mcp`), refusals are JSON-RPC answers.
+    Mcp,
 }
 
 /// A header countersign sets on forwarded calls; agents never hold it.
@@ -1224,6 +1238,15 @@ impl Validator<'_> {
                 )?,
                 methods,
                 identity_required: r.identity.is_some_and(|i| i.required),
+                protocol: match r.protocol.as_deref() {
+                    None | Some("http") => Protocol::Http,
+                    Some("mcp") => Protocol::Mcp,
+                    Some(other) => {
+                        return Err(format!(
+                            "{f}.protocol: `{other}` is not one of http, mcp"
+                        ))
+                    }
+                },
             });
         }
 
