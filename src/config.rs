@@ -1242,9 +1242,7 @@ impl Validator<'_> {
                     None | Some("http") => Protocol::Http,
                     Some("mcp") => Protocol::Mcp,
                     Some(other) => {
-                        return Err(format!(
-                            "{f}.protocol: `{other}` is not one of http, mcp"
-                        ))
+                        return Err(format!("{f}.protocol: `{other}` is not one of http, mcp"))
                     }
                 },
             });

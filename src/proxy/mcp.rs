@@ -152,7 +152,11 @@ pub fn read(method: &str, headers: &HeaderMap, body: &Parsed) -> Result<Call, Mc
     let header_method = header(headers, "mcp-method")?;
     let header_name = header(headers, "mcp-name")?;
     if method != "POST" {
-        call.kind = if method == "DELETE" { "close" } else { "stream" };
+        call.kind = if method == "DELETE" {
+            "close"
+        } else {
+            "stream"
+        };
         check_version(&call)?;
         if let Some(m) = header_method {
             return Err(McpError::HeaderMismatch {
@@ -238,7 +242,10 @@ pub fn read(method: &str, headers: &HeaderMap, body: &Parsed) -> Result<Call, Mc
         _ => None,
     });
     if let Some(h) = header_name {
-        let body_value = named.and_then(Value::as_str).unwrap_or_default().to_string();
+        let body_value = named
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if h != body_value {
             return Err(McpError::HeaderMismatch {
                 header: "mcp-name",
@@ -462,8 +469,7 @@ Learn its outcome with GET {status_url} on this server."
 }
 
 fn with_own(mut r: Response<Body>, body: Value) -> Response<Body> {
-    r.extensions_mut()
-        .insert(super::pipeline::OwnAnswer(body));
+    r.extensions_mut().insert(super::pipeline::OwnAnswer(body));
     r
 }
 
@@ -505,12 +511,10 @@ pub fn sse_events(text: &str) -> Vec<String> {
 /// call (its `result` or `error`) and how many other messages came along.
 pub fn result_view(response: &Value) -> Option<Value> {
     let messages = messages(response);
-    let answer = messages
-        .iter()
-        .find(|m| {
-            m.get("jsonrpc") == Some(&json!("2.0"))
-                && (m.get("result").is_some() || m.get("error").is_some())
-        })?;
+    let answer = messages.iter().find(|m| {
+        m.get("jsonrpc") == Some(&json!("2.0"))
+            && (m.get("result").is_some() || m.get("error").is_some())
+    })?;
     Some(json!({
         "id": answer.get("id"),
         "result": answer.get("result"),
@@ -539,7 +543,10 @@ mod tests {
     fn reads_a_tool_call_with_its_arguments_and_evidence() {
         let c = read(
             "POST",
-            &headers(&[("mcp-protocol-version", "2025-11-25"), ("mcp-session-id", "s1")]),
+            &headers(&[
+                ("mcp-protocol-version", "2025-11-25"),
+                ("mcp-session-id", "s1"),
+            ]),
             &call(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                 "params": {"name": "transfer", "arguments": {"amount": 5},
                     "_meta": {"progressToken": 3, "countersign/evidence": {"Ticket": "T-1"}}}})),
@@ -575,8 +582,12 @@ mod tests {
     #[test]
     fn versions_outside_the_supported_ones_and_batches_are_refused() {
         let body = call(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}));
-        let e = read("POST", &headers(&[("mcp-protocol-version", "2024-11-05")]), &body)
-            .unwrap_err();
+        let e = read(
+            "POST",
+            &headers(&[("mcp-protocol-version", "2024-11-05")]),
+            &body,
+        )
+        .unwrap_err();
         assert!(matches!(e, McpError::UnsupportedVersion(_)));
         let batch = call(json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]));
         assert!(matches!(
@@ -585,8 +596,12 @@ mod tests {
         ));
         let meta = call(json!({"jsonrpc": "2.0", "id": 1, "method": "ping",
             "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}));
-        let e = read("POST", &headers(&[("mcp-protocol-version", "2025-11-25")]), &meta)
-            .unwrap_err();
+        let e = read(
+            "POST",
+            &headers(&[("mcp-protocol-version", "2025-11-25")]),
+            &meta,
+        )
+        .unwrap_err();
         assert!(matches!(e, McpError::HeaderMismatch { .. }));
     }
 
@@ -601,13 +616,17 @@ mod tests {
         };
         assert_eq!(c.tool_error("no", "a")["result"]["resultType"], "complete");
         c.protocol_version = Some("2025-11-25".into());
-        assert!(c.tool_error("no", "a")["result"].get("resultType").is_none());
+        assert!(c.tool_error("no", "a")["result"]
+            .get("resultType")
+            .is_none());
     }
 
     #[test]
     fn the_answer_is_found_in_a_stream_of_events() {
         let text = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"content\":[]}}\r\n\r\n";
-        assert!(result_view(&json!({"body": {"encoding": "json", "json": {"result": 1}}})).is_none());
+        assert!(
+            result_view(&json!({"body": {"encoding": "json", "json": {"result": 1}}})).is_none()
+        );
         let view = result_view(&json!({"body": {"encoding": "text", "text": text}})).unwrap();
         assert_eq!(view["id"], 3);
         assert_eq!(view["messages"], 2);

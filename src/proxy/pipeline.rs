@@ -311,7 +311,10 @@ pub async fn handle(
                     r
                 }
             };
-            let body = response.extensions().get::<OwnAnswer>().map(|a| a.0.clone());
+            let body = response
+                .extensions()
+                .get::<OwnAnswer>()
+                .map(|a| a.0.clone());
             (response, body, recorded)
         }
     };
@@ -617,12 +620,11 @@ async fn run(
         if let Parsed::Json(v) = &request.body_parsed {
             seen.id = v.get("id").cloned();
         }
-        let read = super::mcp::read(method, &parts.headers, &request.body_parsed).and_then(
-            |call| {
+        let read =
+            super::mcp::read(method, &parts.headers, &request.body_parsed).and_then(|call| {
                 super::mcp::merge_evidence(&mut request.evidence, &call.evidence)?;
                 Ok(call)
-            },
-        );
+            });
         match read {
             Ok(call) => {
                 seen.call = Some(call.clone());
@@ -701,13 +703,10 @@ async fn run(
     if recorded_input.body_omitted {
         payload["input_body_omitted"] = json!(true);
     }
-    let hold = decision
-        .approval
-        .as_ref()
-        .map(|a| {
-            let mcp = route.config.protocol == Protocol::Mcp;
-            held_action(shared, &request, digest, a, &reviewers.directory, mcp)
-        });
+    let hold = decision.approval.as_ref().map(|a| {
+        let mcp = route.config.protocol == Protocol::Mcp;
+        held_action(shared, &request, digest, a, &reviewers.directory, mcp)
+    });
     let mut index = IndexUpdate {
         state: Some(state),
         risk: Some(decision.risk.clone()),
@@ -771,9 +770,13 @@ async fn run(
             match (&mcp_call, answer) {
                 // Not decided within hold.wait: the MCP client gets a tool
                 // error naming the action; the call stays held.
-                (Some(call), Ok(r)) if r.status() == StatusCode::ACCEPTED => Ok(
-                    super::mcp::still_held(call, action_id, &format!("{}{action_id}", super::hold::STATUS_PREFIX)),
-                ),
+                (Some(call), Ok(r)) if r.status() == StatusCode::ACCEPTED => {
+                    Ok(super::mcp::still_held(
+                        call,
+                        action_id,
+                        &format!("{}{action_id}", super::hold::STATUS_PREFIX),
+                    ))
+                }
                 (_, answer) => answer,
             }
         }
