@@ -319,6 +319,8 @@ struct RawHold {
     default_expiry: String,
     #[serde(default = "default_max_expiry")]
     max_expiry: String,
+    #[serde(default = "default_progress_interval")]
+    progress_interval: String,
 }
 
 impl Default for RawHold {
@@ -328,12 +330,16 @@ impl Default for RawHold {
             on_wait_timeout: default_on_wait_timeout(),
             default_expiry: default_expiry(),
             max_expiry: default_max_expiry(),
+            progress_interval: default_progress_interval(),
         }
     }
 }
 
 fn default_wait() -> String {
     "25s".into()
+}
+fn default_progress_interval() -> String {
+    "10s".into()
 }
 fn default_on_wait_timeout() -> String {
     "accept".into()
@@ -899,6 +905,9 @@ pub struct HoldConfig {
     /// The longest `expires_in` a decision may ask for; longer breaks the
     /// contract (the call fails closed).
     pub max_expiry: Duration,
+    /// How often a held MCP call that sent a progress token gets a
+    /// `notifications/progress` while it waits (docs/mcp.md).
+    pub progress_interval: Duration,
 }
 
 /// A reviewer.
@@ -1349,7 +1358,11 @@ impl Validator<'_> {
             },
             default_expiry: duration("hold.default_expiry", &raw.hold.default_expiry)?,
             max_expiry: duration("hold.max_expiry", &raw.hold.max_expiry)?,
+            progress_interval: duration("hold.progress_interval", &raw.hold.progress_interval)?,
         };
+        if hold.progress_interval.is_zero() {
+            return Err("hold.progress_interval must be more than 0".into());
+        }
         if hold.max_expiry.is_zero() {
             return Err("hold.max_expiry must be greater than zero".into());
         }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -466,6 +467,132 @@ Learn its outcome with GET {status_url} on this server."
         )
     };
     with_own(json_response(StatusCode::OK, &body), body)
+}
+
+/// Whether the client takes a server-sent event stream as the answer.
+pub fn accepts_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+/// One server-sent event carrying a JSON-RPC message.
+fn event(message: &Value) -> Bytes {
+    Bytes::from(format!("event: message\ndata: {message}\n\n"))
+}
+
+/// A held call whose client sent a progress token: answers at once with
+/// an event stream, sends `notifications/progress` every `interval` while
+/// reviewers decide (so the client's timeout does not fire), then the
+/// answer as the last event(s): the upstream's, relayed, or a tool error.
+/// `wait` is the agent's side of the hold ([`super::hold::wait`]); if the
+/// client hangs up it is dropped, as when any agent hangs up.
+pub fn hold_with_progress<W>(
+    call: Call,
+    action_id: String,
+    interval: std::time::Duration,
+    wait: W,
+) -> Response<Body>
+where
+    W: std::future::Future<Output = Result<Response<Body>, Outcome>> + Send + 'static,
+{
+    let (tx, body) = crate::http::ChannelBody::new(4);
+    let token = call.progress_token.clone().unwrap_or(Value::Null);
+    tokio::spawn(async move {
+        tokio::pin!(wait);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut n = 0u64;
+        let answer = loop {
+            tokio::select! {
+                answer = &mut wait => break answer,
+                _ = tick.tick() => {
+                    n += 1;
+                    let note = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
+                        "progressToken": token, "progress": n,
+                        "message": format!("held for review by countersign (action {action_id})")}});
+                    if tx.send(Ok(event(&note))).await.is_err() {
+                        return; // the client hung up
+                    }
+                }
+            }
+        };
+        let last = match answer {
+            Ok(r) if r.status() == StatusCode::ACCEPTED => {
+                let url = format!("{}{action_id}", super::hold::STATUS_PREFIX);
+                own_json(still_held(&call, &action_id, &url))
+            }
+            Ok(r) => relayed(r, &call, &action_id).await,
+            Err(outcome) => own_json(render(
+                outcome,
+                &Seen {
+                    id: call.id.clone(),
+                    call: Some(call.clone()),
+                },
+                &action_id,
+            )),
+        };
+        let _ = tx.send(Ok(last)).await;
+    });
+    let mut r = Response::new(http_body_util::BodyExt::boxed(body));
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    // The `answered` record keeps what countersign wrote, not the events.
+    r.extensions_mut().insert(super::pipeline::OwnAnswer(json!({
+        "stream": "text/event-stream",
+        "note": "progress notifications while held, then the answer as the last event",
+    })));
+    r
+}
+
+/// The event for an answer countersign wrote itself.
+fn own_json(r: Response<Body>) -> Bytes {
+    match r.extensions().get::<super::pipeline::OwnAnswer>() {
+        Some(own) => event(&own.0),
+        None => Bytes::new(),
+    }
+}
+
+/// The upstream's answer as events: a stream is relayed as it is, a JSON
+/// message becomes one event, anything else a JSON-RPC error.
+async fn relayed(r: Response<Body>, call: &Call, action_id: &str) -> Bytes {
+    let sse = r
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
+    let status = r.status();
+    let bytes = match http_body_util::BodyExt::collect(r.into_body()).await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return event(&error(
+                call.id.as_ref(),
+                UNAVAILABLE,
+                &format!("countersign: the upstream's answer broke off: {e} (action {action_id})"),
+                json!({"action_id": action_id}),
+            ))
+        }
+    };
+    if sse {
+        return bytes;
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) if v.get("jsonrpc").is_some() => event(&v),
+        _ => event(&error(
+            call.id.as_ref(),
+            UNAVAILABLE,
+            &format!("countersign: the MCP server answered HTTP {status} without a JSON-RPC message (action {action_id})"),
+            json!({"action_id": action_id, "status": status.as_u16()}),
+        )),
+    }
 }
 
 fn with_own(mut r: Response<Body>, body: Value) -> Response<Body> {

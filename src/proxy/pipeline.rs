@@ -766,6 +766,21 @@ async fn run(
             );
             let notice = notice(shared, action_id, &hold, &decision, &story);
             approval::notify::spawn(shared, action_id, notice);
+            // An MCP client that sent a progress token hears from us while it waits.
+            if let Some(call) = mcp_call
+                .as_ref()
+                .filter(|c| c.progress_token.is_some() && super::mcp::accepts_sse(&parts.headers))
+            {
+                let interval = shared.config.hold.progress_interval;
+                let (shared, id) = (shared.clone(), action_id.to_string());
+                let wait = async move { super::hold::wait(&shared, &id, &hold).await };
+                return Ok(super::mcp::hold_with_progress(
+                    call.clone(),
+                    action_id.to_string(),
+                    interval,
+                    wait,
+                ));
+            }
             let answer = super::hold::wait(shared, action_id, &hold).await;
             match (&mcp_call, answer) {
                 // Not decided within hold.wait: the MCP client gets a tool

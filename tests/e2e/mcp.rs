@@ -413,3 +413,35 @@ async fn headers_that_disagree_with_the_body_are_refused_and_recorded_before_the
     assert!(server.runs().is_empty());
     cs.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_call_with_a_progress_token_hears_progress_until_its_real_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = McpServer::start(tmp.path()).await;
+    let d = deployment(
+        &server.url(),
+        "hold: { wait: 30s, progress_interval: 200ms }\n",
+    );
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    for (n, (mode, amount)) in [("auto", 5000), ("legacy", 6000)].into_iter().enumerate() {
+        let proxy = cs.proxy_addr;
+        let call = json!({"tool": "transfer", "progress": true,
+            "args": {"source": "A1", "target": "B2", "amount": amount}});
+        let waiting = tokio::spawn(async move { mcp_client(proxy, mode, &[call]).await });
+        let id = admin.wait_pending(1).await[0].clone();
+        // Long enough for several notifications.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(server.runs_of("transfer"), n);
+        assert_eq!(admin.review(&id, "alice", "approve").await.0, 200);
+        let out = waiting.await.unwrap();
+        assert_eq!(out[0]["isError"], false, "{mode}: {out:?}");
+        assert_eq!(
+            out[0]["text"],
+            format!("moved {amount}.00 EUR from A1 to B2")
+        );
+        assert!(out[0]["progress"].as_u64().unwrap() >= 3, "{mode}: {out:?}");
+        assert_eq!(server.runs_of("transfer"), n + 1);
+    }
+    cs.stop().await;
+}
