@@ -5,7 +5,7 @@ Three tools: `balance` (read-only), `transfer` (moves money) and
 ledger file (one JSON line), so a test can count how often the server ran
 a call. Listens on 127.0.0.1 on a free port and prints `PORT <n>` once ready.
 
-usage: server.py LEDGER [--stateless] [--json]
+usage: server.py LEDGER [--port N] [--stateless] [--json]
 """
 
 import json
@@ -19,6 +19,7 @@ from mcp.server.mcpserver import MCPServer
 ledger_path = sys.argv[1]
 stateless = "--stateless" in sys.argv
 json_response = "--json" in sys.argv
+port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
 
 server = MCPServer("bank")
 
@@ -57,7 +58,7 @@ async def main():
         host="0.0.0.0",  # no DNS-rebinding check: calls come through a proxy
     )
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(128)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     config = uvicorn.Config(app, log_level="warning")
