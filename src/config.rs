@@ -1973,6 +1973,17 @@ mod tests {
     }
 
     #[test]
+    fn route_protocols_are_http_or_mcp() {
+        assert_eq!(parse(MINIMAL).unwrap().routes[0].protocol, Protocol::Http);
+        let c = parse(&format!("{MINIMAL}    protocol: mcp\n")).unwrap();
+        assert_eq!(c.routes[0].protocol, Protocol::Mcp);
+        let e = parse(&format!("{MINIMAL}    protocol: grpc\n")).unwrap_err();
+        assert!(e.message.starts_with("routes[0].protocol:"), "{e}");
+        let e = parse(&format!("{MINIMAL}hold: {{ progress_interval: 0s }}\n")).unwrap_err();
+        assert!(e.message.contains("hold.progress_interval"), "{e}");
+    }
+
+    #[test]
     fn route_methods_and_prefixes_are_checked() {
         let c = parse(&format!("{MINIMAL}    methods: [GET, TRACE, PURGE]\n")).unwrap();
         assert_eq!(

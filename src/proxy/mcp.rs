@@ -376,6 +376,12 @@ fn text_of(outcome: &Outcome, action_id: &str) -> String {
         Outcome::Denied(d) if !d.reasons.is_empty() => {
             format!("countersign denied this call: {}", d.reasons.join("; "))
         }
+        Outcome::Rejected {
+            reviewer,
+            comment: Some(c),
+        } => format!(
+            "countersign: reviewer {reviewer} rejected this call: {c}; nothing was forwarded"
+        ),
         other => format!("countersign: {}", other.message()),
     };
     text.push_str(&format!(" (action {action_id})"));

@@ -351,7 +351,8 @@ async fn headers_that_disagree_with_the_body_are_refused_and_recorded_before_the
     let cs = d.start().await;
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "close_account", "arguments": {"account": "A1"}}});
-    let cases: [(&[(&str, &str)], i64, &str); 4] = [
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Headers, i64, &str); 4] = [
         // Stateless flavour: the headers name a harmless call.
         (
             &[
