@@ -5,6 +5,7 @@
 #   access                   -> countersign.access       (IT role grants)
 #   procurement              -> countersign.procurement  (purchase orders)
 #   support, customer        -> countersign.customer     (refunds, credits, account changes)
+#   mcp, tools               -> countersign.mcp          (MCP tool calls)
 #
 # A call on any other route is denied: a new route needs a policy first.
 # The guards every route shares (guards.rego) are checked before any of them.
@@ -16,6 +17,7 @@ import data.countersign.access
 import data.countersign.customer
 import data.countersign.finance
 import data.countersign.guards
+import data.countersign.mcp
 import data.countersign.procurement
 
 decision := guards.decision if guards.tripped
@@ -36,3 +38,5 @@ routed := access.decision if input.route.name == "access"
 routed := procurement.decision if input.route.name == "procurement"
 
 routed := customer.decision if input.route.name in {"support", "customer"}
+
+routed := mcp.decision if input.route.name in {"mcp", "tools"}

@@ -28,7 +28,17 @@ pub const REDACTED: &str = "[redacted]";
 /// allowlist: the record keeps them elsewhere anyway (`host`, `body_size`)
 /// or they only describe the connection. Scrubbing their values from text
 /// would blank the recorded host and common words, protecting nothing.
-const NOT_SECRET: [&str; 9] = [
+const NOT_SECRET: [&str; 15] = [
+    // Media types, and MCP's protocol framing (the version, the method,
+    // the tool and the session): the policy reads them, a held MCP call
+    // is forwarded with them (proxy::mcp::PROTOCOL_HEADERS), and none is a
+    // credential. Scrubbed as secrets, `tools/call` would vanish from the record.
+    "accept",
+    "content-type",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "mcp-session-id",
     "host",
     "content-length",
     "connection",

@@ -100,6 +100,7 @@ struct RawRoute {
     connect_timeout: Option<String>,
     methods: Option<Vec<String>>,
     identity: Option<RawRouteIdentity>,
+    protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,6 +319,8 @@ struct RawHold {
     default_expiry: String,
     #[serde(default = "default_max_expiry")]
     max_expiry: String,
+    #[serde(default = "default_progress_interval")]
+    progress_interval: String,
 }
 
 impl Default for RawHold {
@@ -327,12 +330,16 @@ impl Default for RawHold {
             on_wait_timeout: default_on_wait_timeout(),
             default_expiry: default_expiry(),
             max_expiry: default_max_expiry(),
+            progress_interval: default_progress_interval(),
         }
     }
 }
 
 fn default_wait() -> String {
     "25s".into()
+}
+fn default_progress_interval() -> String {
+    "10s".into()
 }
 fn default_on_wait_timeout() -> String {
     "accept".into()
@@ -653,6 +660,19 @@ pub struct RouteConfig {
     pub methods: Option<Vec<String>>,
     /// Calls without a verified identity are refused with 401.
     pub identity_required: bool,
+    /// What the route's calls speak: plain HTTP, or MCP (docs/mcp.md).
+    pub protocol: Protocol,
+}
+
+/// The protocol a route speaks (`routes[].protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Plain HTTP: the policy judges requests, refusals are HTTP statuses.
+    #[default]
+    Http,
+    /// The MCP Streamable HTTP transport: the policy also sees the JSON-RPC
+    /// message (`input.mcp`), refusals are JSON-RPC answers.
+    Mcp,
 }
 
 /// A header countersign sets on forwarded calls; agents never hold it.
@@ -885,6 +905,9 @@ pub struct HoldConfig {
     /// The longest `expires_in` a decision may ask for; longer breaks the
     /// contract (the call fails closed).
     pub max_expiry: Duration,
+    /// How often a held MCP call that sent a progress token gets a
+    /// `notifications/progress` while it waits (docs/mcp.md).
+    pub progress_interval: Duration,
 }
 
 /// A reviewer.
@@ -1224,6 +1247,13 @@ impl Validator<'_> {
                 )?,
                 methods,
                 identity_required: r.identity.is_some_and(|i| i.required),
+                protocol: match r.protocol.as_deref() {
+                    None | Some("http") => Protocol::Http,
+                    Some("mcp") => Protocol::Mcp,
+                    Some(other) => {
+                        return Err(format!("{f}.protocol: `{other}` is not one of http, mcp"))
+                    }
+                },
             });
         }
 
@@ -1328,7 +1358,11 @@ impl Validator<'_> {
             },
             default_expiry: duration("hold.default_expiry", &raw.hold.default_expiry)?,
             max_expiry: duration("hold.max_expiry", &raw.hold.max_expiry)?,
+            progress_interval: duration("hold.progress_interval", &raw.hold.progress_interval)?,
         };
+        if hold.progress_interval.is_zero() {
+            return Err("hold.progress_interval must be more than 0".into());
+        }
         if hold.max_expiry.is_zero() {
             return Err("hold.max_expiry must be greater than zero".into());
         }
@@ -1937,6 +1971,17 @@ mod tests {
                 "{blank}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn route_protocols_are_http_or_mcp() {
+        assert_eq!(parse(MINIMAL).unwrap().routes[0].protocol, Protocol::Http);
+        let c = parse(&format!("{MINIMAL}    protocol: mcp\n")).unwrap();
+        assert_eq!(c.routes[0].protocol, Protocol::Mcp);
+        let e = parse(&format!("{MINIMAL}    protocol: grpc\n")).unwrap_err();
+        assert!(e.message.starts_with("routes[0].protocol:"), "{e}");
+        let e = parse(&format!("{MINIMAL}hold: {{ progress_interval: 0s }}\n")).unwrap_err();
+        assert!(e.message.contains("hold.progress_interval"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,9 @@
 //!    (a bearer token, the client certificate the TLS handshake brought,
 //!    the sidecar's pod) next to what the agent headers declare; a
 //!    credential that does not verify is refused with 401.
+//!    On a `protocol: mcp` route [`proxy::mcp`] reads the JSON-RPC message
+//!    (`input.mcp`), refuses one whose headers disagree with it, and answers
+//!    refusals the MCP way (tool errors, JSON-RPC errors).
 //! 3. [`policy::input::build`] turns it into the policy input; [`policy::Policy`]
 //!    evaluates it (bytecode VM or interpreter) on a thread of
 //!    [`policy::pool`], never on the async workers, and

@@ -352,6 +352,66 @@ fn body_summary(body: &Value) -> String {
     })
 }
 
+/// An MCP call (a JSON-RPC request body) as what it is: for `tools/call`
+/// the server, the tool and its arguments; otherwise the method.
+fn mcp_call_lines(out: &mut String, body: &Value, route: &Value) {
+    let msg = &body["json"];
+    if body["encoding"] != json!("json") || msg["jsonrpc"] != json!("2.0") {
+        return;
+    }
+    if msg["method"] == json!("tools/call") {
+        let _ = writeln!(
+            out,
+            "   tool call:    {}  (MCP server {})",
+            s(&msg["params"]["name"]),
+            s(&route["upstream"])
+        );
+        let args = serde_json::to_string_pretty(&msg["params"]["arguments"]).unwrap_or_default();
+        for (i, line) in args.lines().enumerate() {
+            let label = if i == 0 { "arguments:" } else { "" };
+            let _ = writeln!(out, "   {label:<13} {}", printable(line));
+        }
+    } else if msg["method"].is_string() {
+        let _ = writeln!(out, "   MCP method:   {}", s(&msg["method"]));
+    }
+}
+
+/// The JSON-RPC answer pulled out of an upstream response: a tool result's
+/// text, or the error.
+fn mcp_result_lines(out: &mut String, answer: &Value) {
+    if answer.is_null() {
+        return;
+    }
+    let result = &answer["result"];
+    if let Some(content) = result["content"].as_array() {
+        let label = if result["isError"] == json!(true) {
+            "tool error:"
+        } else {
+            "tool result:"
+        };
+        for item in content {
+            let text = match item["text"].as_str() {
+                Some(t) => t.to_string(),
+                None => item.to_string(),
+            };
+            let _ = writeln!(out, "   {label:<13} {}", printable(&text));
+        }
+    } else if !answer["error"].is_null() {
+        let _ = writeln!(
+            out,
+            "   JSON-RPC error {}: {}",
+            s(&answer["error"]["code"]),
+            s(&answer["error"]["message"])
+        );
+    } else if !result.is_null() {
+        let _ = writeln!(
+            out,
+            "   JSON-RPC result: {}",
+            printable(&result.to_string())
+        );
+    }
+}
+
 /// How the caller's identity was established, in one line.
 fn identity_line(v: &Value) -> String {
     let acting_for = match v["on_behalf_of"].as_str() {
@@ -413,6 +473,7 @@ pub fn action_text(view: &Value) -> String {
     let r = &view["request"];
     let _ = writeln!(out, "   call:         {} {}", s(&r["method"]), s(&r["url"]));
     let _ = writeln!(out, "   route:        {}", s(&view["route"]["name"]));
+    mcp_call_lines(&mut out, &r["body"], &view["route"]);
     if !view["request_digest"].is_null() {
         let _ = writeln!(out, "   digest:       {}", s(&view["request_digest"]));
     }
@@ -591,6 +652,7 @@ pub fn action_text(view: &Value) -> String {
                 s(&resp["body_size"]),
                 s(&resp["body_sha256"])
             );
+            mcp_result_lines(&mut out, &resp["jsonrpc"]);
         }
         Some("failed") => {
             let _ = writeln!(

@@ -378,13 +378,19 @@ impl ResponseCapture {
         } else {
             body_view_of(kept, false)
         };
-        serde_json::json!({
+        let mut response = serde_json::json!({
             "status": status,
             "headers": kept_headers,
             "body": body,
             "body_sha256": hex::encode(self.hasher.finalize()),
             "body_size": self.size,
-        })
+        });
+        // A JSON-RPC answer (MCP), whether a JSON body or one event of a
+        // stream, is pulled out as the call's result.
+        if let Some(answer) = super::mcp::result_view(&response) {
+            response["jsonrpc"] = answer;
+        }
+        response
     }
 }
 
@@ -405,6 +411,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             methods: None,
             identity_required: false,
+            protocol: Default::default(),
         })
         .unwrap()
     }

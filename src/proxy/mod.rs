@@ -2,12 +2,13 @@
 //! arrival to answer; [`target`] puts the request target in its one
 //! canonical form; [`receive`] takes in request bodies within the shared
 //! [`budget`]; [`body`] reads them for the policy; [`forward`] talks to
-//! upstreams.
+//! upstreams; [`mcp`] reads and answers MCP calls on `protocol: mcp` routes.
 
 pub mod body;
 pub mod budget;
 pub mod forward;
 pub mod hold;
+pub mod mcp;
 pub mod pipeline;
 pub mod receive;
 pub mod target;

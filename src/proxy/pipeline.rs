@@ -18,7 +18,7 @@ use hyper::header::{HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::body::BodyError;
+use super::body::{BodyError, Parsed};
 use super::forward::{end_to_end_headers, ForwardError, ResponseCapture};
 use super::receive::{self, ReceiveError};
 use super::target::{Target, TargetError};
@@ -30,7 +30,7 @@ use crate::audit::record::{Draft, IndexUpdate, Kind, State, Summary};
 use crate::audit::redact::{Secrets, StreamScrubber};
 use crate::audit::store::{now_rfc3339, rfc3339};
 use crate::capture::CapturedRequest;
-use crate::config::{CaptureConfig, ResultDurability};
+use crate::config::{CaptureConfig, Protocol, ResultDurability};
 use crate::http::{json as json_response, Body, ChannelBody};
 use crate::policy::decision::{self, Action, Decision};
 use crate::policy::input;
@@ -97,17 +97,22 @@ pub enum Outcome {
     UpstreamFailed(String),
     /// The upstream did not answer in time.
     UpstreamTimeout(String),
+    /// An MCP call that breaks the transport (header/body mismatch,
+    /// unsupported version, not JSON-RPC).
+    Mcp(super::mcp::McpError),
 }
 
 impl Outcome {
-    fn status(&self) -> StatusCode {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> StatusCode {
         match self {
             Outcome::BadTarget(_)
             | Outcome::BadAgentHeader(_)
             | Outcome::BadBody(_)
             | Outcome::BadJson(_)
             | Outcome::BadForm(_)
-            | Outcome::BadContentType(_) => StatusCode::BAD_REQUEST,
+            | Outcome::BadContentType(_)
+            | Outcome::Mcp(_) => StatusCode::BAD_REQUEST,
             Outcome::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Outcome::Unauthenticated(_) | Outcome::IdentityRequired { .. } => {
                 StatusCode::UNAUTHORIZED
@@ -152,6 +157,7 @@ impl Outcome {
             Outcome::StoreUnavailable(_) => "store_unavailable",
             Outcome::UpstreamFailed(_) => "upstream_unreachable",
             Outcome::UpstreamTimeout(_) => "upstream_timeout",
+            Outcome::Mcp(e) => e.reason(),
         }
     }
 
@@ -176,6 +182,7 @@ impl Outcome {
             Outcome::StoreUnavailable(e) => format!("the record could not be written, so the call was refused: {e}"),
             Outcome::UpstreamFailed(e) => e.clone(),
             Outcome::UpstreamTimeout(e) => e.clone(),
+            Outcome::Mcp(e) => format!("{e}. Nothing was forwarded."),
         }
     }
 
@@ -295,8 +302,20 @@ pub async fn handle(
             // decision could not be written has no record: neither gets
             // one now.
             let recorded = !matches!(outcome, Outcome::NoRoute) && !trace.decision_lost;
-            let body = outcome.body(&action_id);
-            (outcome.into_response(&action_id), Some(body), recorded)
+            let response = match &trace.mcp {
+                Some(mcp) => super::mcp::render(outcome, mcp, &action_id),
+                None => {
+                    let body = outcome.body(&action_id);
+                    let mut r = outcome.into_response(&action_id);
+                    r.extensions_mut().insert(OwnAnswer(body));
+                    r
+                }
+            };
+            let body = response
+                .extensions()
+                .get::<OwnAnswer>()
+                .map(|a| a.0.clone());
+            (response, body, recorded)
         }
     };
     if recorded {
@@ -328,6 +347,9 @@ struct Trace {
     secrets: Secrets,
     /// The `decided` record could not be committed: the call has no record.
     decision_lost: bool,
+    /// On an MCP route: what is known of the call, so refusals are
+    /// answered the MCP way.
+    mcp: Option<super::mcp::Seen>,
 }
 
 /// Marks a response countersign wrote itself (not the upstream's), with
@@ -507,6 +529,9 @@ async fn run(
         b.build()
     };
     trace.secrets = secrets.clone();
+    if route.config.protocol == Protocol::Mcp {
+        trace.mcp = Some(Default::default());
+    }
     let story_of = |request| Story {
         action_id,
         route: Some(route),
@@ -588,6 +613,28 @@ async fn run(
         };
         return Err(story_of(&request).refuse(shared, None, outcome));
     }
+    // On an MCP route: the JSON-RPC message, checked against the
+    // transport's headers before the policy sees anything.
+    let mcp_call = if route.config.protocol == Protocol::Mcp {
+        let seen = trace.mcp.get_or_insert_with(Default::default);
+        if let Parsed::Json(v) = &request.body_parsed {
+            seen.id = v.get("id").cloned();
+        }
+        let read =
+            super::mcp::read(method, &parts.headers, &request.body_parsed).and_then(|call| {
+                super::mcp::merge_evidence(&mut request.evidence, &call.evidence)?;
+                Ok(call)
+            });
+        match read {
+            Ok(call) => {
+                seen.call = Some(call.clone());
+                Some(call)
+            }
+            Err(e) => return Err(story_of(&request).refuse(shared, None, Outcome::Mcp(e))),
+        }
+    } else {
+        None
+    };
     let story = story_of(&request);
 
     // 3. Decide.
@@ -600,7 +647,10 @@ async fn run(
         route: &route.config.name,
         upstream: &route.config.upstream,
     };
-    let input_json = input::build(&ctx, &request, shared.config.policy.input);
+    let mut input_json = input::build(&ctx, &request, shared.config.policy.input);
+    if let Some(call) = &mcp_call {
+        input_json["mcp"] = call.to_input();
+    }
     // What `audit replay` evaluates again: the input as the record may
     // keep it (redacted like the request view; the record is scrubbed).
     let recorded_input = input::recorded(&input_json, &request, capture_cfg);
@@ -653,10 +703,10 @@ async fn run(
     if recorded_input.body_omitted {
         payload["input_body_omitted"] = json!(true);
     }
-    let hold = decision
-        .approval
-        .as_ref()
-        .map(|a| held_action(shared, &request, digest, a, &reviewers.directory));
+    let hold = decision.approval.as_ref().map(|a| {
+        let mcp = route.config.protocol == Protocol::Mcp;
+        held_action(shared, &request, digest, a, &reviewers.directory, mcp)
+    });
     let mut index = IndexUpdate {
         state: Some(state),
         risk: Some(decision.risk.clone()),
@@ -716,7 +766,34 @@ async fn run(
             );
             let notice = notice(shared, action_id, &hold, &decision, &story);
             approval::notify::spawn(shared, action_id, notice);
-            super::hold::wait(shared, action_id, &hold).await
+            // An MCP client that sent a progress token hears from us while it waits.
+            if let Some(call) = mcp_call
+                .as_ref()
+                .filter(|c| c.progress_token.is_some() && super::mcp::accepts_sse(&parts.headers))
+            {
+                let interval = shared.config.hold.progress_interval;
+                let (shared, id) = (shared.clone(), action_id.to_string());
+                let wait = async move { super::hold::wait(&shared, &id, &hold).await };
+                return Ok(super::mcp::hold_with_progress(
+                    call.clone(),
+                    action_id.to_string(),
+                    interval,
+                    wait,
+                ));
+            }
+            let answer = super::hold::wait(shared, action_id, &hold).await;
+            match (&mcp_call, answer) {
+                // Not decided within hold.wait: the MCP client gets a tool
+                // error naming the action; the call stays held.
+                (Some(call), Ok(r)) if r.status() == StatusCode::ACCEPTED => {
+                    Ok(super::mcp::still_held(
+                        call,
+                        action_id,
+                        &format!("{}{action_id}", super::hold::STATUS_PREFIX),
+                    ))
+                }
+                (_, answer) => answer,
+            }
         }
         Action::Allow => forward(shared, action_id, route, &parts.headers, request, secrets).await,
     }
@@ -946,12 +1023,15 @@ fn held_action(
     request_digest: String,
     approval: &crate::policy::decision::Approval,
     directory: &crate::policy::decision::Directory,
+    mcp: bool,
 ) -> Hold {
     let allow = &shared.config.capture.headers_allow;
     let headers = request
         .headers
         .iter()
-        .filter(|(n, _)| allow.contains(n))
+        .filter(|(n, _)| {
+            allow.contains(n) || (mcp && super::mcp::PROTOCOL_HEADERS.contains(&n.as_str()))
+        })
         .cloned()
         .collect();
     let expires_in = approval
