@@ -13,7 +13,7 @@ use crate::audit::record::State;
 use crate::audit::store::backend::{Backend, ListFilter};
 use crate::audit::store::{connect, connect_read_only};
 use crate::audit::view::{self, action_json_in, action_text, printable};
-use crate::config::Config;
+use crate::config::{Config, RecordConfig};
 use crate::config::StoreUrl;
 
 /// countersign: a policy sidecar that decides every agent call with Rego,
@@ -32,6 +32,25 @@ pub struct ConfigArg {
     /// The YAML config file.
     #[arg(long, env = "COUNTERSIGN_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
+}
+
+/// Where an `audit` command reads the record: the store of `--config FILE`
+/// (only its `audit` and `reviewers` keys are read), or a SQLite file alone.
+#[derive(Debug, Args)]
+pub struct RecordArg {
+    /// The YAML config file; only its `audit` and `reviewers` keys are used.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_CONFIG",
+        value_name = "FILE",
+        required_unless_present = "db"
+    )]
+    pub config: Option<PathBuf>,
+    /// Read this SQLite record file alone (a copy is fine; it is opened
+    /// read-only), without a config. Reviews are then reported as not
+    /// checkable, as no reviewer keys are known.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub db: Option<PathBuf>,
 }
 
 /// Subcommands.
@@ -144,7 +163,7 @@ pub enum AuditCommand {
     /// List actions, newest first.
     List {
         #[command(flatten)]
-        config: ConfigArg,
+        record: RecordArg,
         /// Only actions in this state (allowed, denied, pending, completed, failed, ...).
         #[arg(long)]
         state: Option<String>,
@@ -154,7 +173,7 @@ pub enum AuditCommand {
         /// Only actions since this time (RFC 3339, e.g. 2026-11-27T00:00:00Z) or this long ago (e.g. 2h).
         #[arg(long)]
         since: Option<String>,
-        /// At most this many.
+        /// At most this many; 0 lists them all.
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Print JSON lines instead of a table.
@@ -164,7 +183,7 @@ pub enum AuditCommand {
     /// Show one action as a timeline: request, evidence, decision, reviews, result.
     Show {
         #[command(flatten)]
-        config: ConfigArg,
+        record: RecordArg,
         /// The action id.
         id: String,
         /// Print the same as one JSON object.
@@ -176,7 +195,7 @@ pub enum AuditCommand {
     /// exit 1 naming the first bad seq.
     Verify {
         #[command(flatten)]
-        config: ConfigArg,
+        record: RecordArg,
         /// A signed checkpoint kept outside the store (a file, or a dir://
         /// publish directory); the record must not be shorter than it nor
         /// differ from it. May be repeated.
@@ -190,7 +209,7 @@ pub enum AuditCommand {
     /// Print an inclusion proof (JSON) of record SEQ in the latest signed checkpoint.
     Prove {
         #[command(flatten)]
-        config: ConfigArg,
+        record: RecordArg,
         /// The record's seq.
         seq: i64,
         /// Also prove that the latest checkpoint extends the tree of this
@@ -202,7 +221,7 @@ pub enum AuditCommand {
     /// proofs, the checkpoint, the policy's text and the reviewers' public keys.
     Export {
         #[command(flatten)]
-        config: ConfigArg,
+        record: RecordArg,
         /// The action id.
         id: String,
         /// The file to write.
@@ -212,9 +231,12 @@ pub enum AuditCommand {
     /// Evaluate an action's recorded policy input again on the recorded
     /// policy revision; exit 1 if it does not reach the recorded decision.
     Replay {
-        /// The YAML config file (not needed with --bundle).
+        /// The YAML config file (not needed with --bundle or --db).
         #[arg(long, env = "COUNTERSIGN_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Read this SQLite record file alone, without a config.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "bundle"])]
+        db: Option<PathBuf>,
         /// The action id.
         #[arg(required_unless_present = "bundle")]
         id: Option<String>,
@@ -241,38 +263,44 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         }) => policy_eval(&policies, &input, &entrypoint, &engine),
         Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
         Command::Audit(AuditCommand::List {
-            config,
+            record,
             state,
             risk,
             since,
             limit,
             json,
-        }) => audit_list(&config.config, state, risk, since, limit, json),
-        Command::Audit(AuditCommand::Show { config, id, json }) => {
-            audit_show(&config.config, &id, json)
-        }
+        }) => audit_list(&record, state, risk, since, limit, json),
+        Command::Audit(AuditCommand::Show { record, id, json }) => audit_show(&record, &id, json),
         Command::Audit(AuditCommand::Verify {
-            config,
+            record,
             checkpoint,
             public_key,
         }) => {
-            let (config, mut conn) = open_config_and_store(&config.config)?;
+            let (config, mut conn) = open_record(&record)?;
             evidence::audit_verify(&config, conn.as_mut(), &checkpoint, public_key.as_deref())
         }
         Command::Audit(AuditCommand::Prove {
-            config,
+            record,
             seq,
             from_size,
-        }) => evidence::audit_prove(open_store(&config.config)?.as_mut(), seq, from_size),
-        Command::Audit(AuditCommand::Export { config, id, bundle }) => {
-            let (config, mut conn) = open_config_and_store(&config.config)?;
+        }) => evidence::audit_prove(open_record(&record)?.1.as_mut(), seq, from_size),
+        Command::Audit(AuditCommand::Export { record, id, bundle }) => {
+            let (config, mut conn) = open_record(&record)?;
             evidence::audit_export(&config, conn.as_mut(), &id, &bundle)
         }
-        Command::Audit(AuditCommand::Replay { config, id, bundle }) => match (bundle, id, config) {
-            (Some(b), _, _) => evidence::audit_replay_bundle(&b),
-            (None, Some(id), Some(c)) => evidence::audit_replay(open_store(&c)?.as_mut(), &id),
-            (None, _, None) => bail!("--config FILE (or COUNTERSIGN_CONFIG) is needed to replay from the record; or give --bundle FILE"),
-            (None, None, _) => bail!("name the action to replay, or give --bundle FILE"),
+        Command::Audit(AuditCommand::Replay {
+            config,
+            db,
+            id,
+            bundle,
+        }) => match (bundle, id) {
+            (Some(b), _) => evidence::audit_replay_bundle(&b),
+            (None, Some(id)) if config.is_some() || db.is_some() => {
+                let record = RecordArg { config, db };
+                evidence::audit_replay(open_record(&record)?.1.as_mut(), &id)
+            }
+            (None, Some(_)) => bail!("--config FILE (or COUNTERSIGN_CONFIG) or --db FILE is needed to replay from the record; or give --bundle FILE"),
+            (None, None) => bail!("name the action to replay, or give --bundle FILE"),
         },
         Command::VerifyBundle { file, public_key } => evidence::verify_bundle(&file, &public_key),
         Command::Review(args) => crate::review_client::run(&args),
@@ -511,19 +539,26 @@ fn policy_test(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_store(config: &Path) -> anyhow::Result<Box<dyn Backend>> {
-    Ok(open_config_and_store(config)?.1)
-}
-
-fn open_config_and_store(config: &Path) -> anyhow::Result<(Config, Box<dyn Backend>)> {
-    let config = load(config)?;
+/// The record an `audit` command reads, read-only, and the settings it needs.
+fn open_record(record: &RecordArg) -> anyhow::Result<(RecordConfig, Box<dyn Backend>)> {
+    let config = match (&record.db, &record.config) {
+        (Some(db), _) => {
+            if !db.is_file() {
+                bail!("--db: {}: no such file", db.display());
+            }
+            RecordConfig::sqlite_file(db)
+        }
+        (None, Some(c)) => RecordConfig::load(c)?,
+        (None, None) => bail!("give --config FILE (or COUNTERSIGN_CONFIG) or --db FILE"),
+    };
+    let field = if record.db.is_some() { "--db" } else { "audit.store" };
     let conn = connect_read_only(&config.audit)
-        .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.file.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {field}: {e}", config.file.display()))?;
     Ok((config, conn))
 }
 
 fn audit_list(
-    config: &Path,
+    record: &RecordArg,
     state: Option<String>,
     risk: Option<String>,
     since: Option<String>,
@@ -550,12 +585,13 @@ fn audit_list(
             bail!("--risk: `{r}` is not a risk; use one of low, medium, high, critical");
         }
     }
-    let mut conn = open_store(config)?;
+    let mut conn = open_record(record)?.1;
     let rows = conn.list(&ListFilter {
         state,
         risk,
         since,
-        limit,
+        limit, // 0: no limit
+
     })?;
     if json {
         for r in rows {
@@ -589,8 +625,8 @@ fn audit_list(
     Ok(())
 }
 
-fn audit_show(config: &Path, id: &str, json: bool) -> anyhow::Result<()> {
-    let (config, mut conn) = open_config_and_store(config)?;
+fn audit_show(record: &RecordArg, id: &str, json: bool) -> anyhow::Result<()> {
+    let (config, mut conn) = open_record(record)?;
     let records = if crate::audit::record::is_action_id(id) {
         conn.records_of(id)?
     } else {

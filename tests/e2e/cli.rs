@@ -641,3 +641,97 @@ async fn sigterm_lets_an_in_flight_forward_finish_then_exits_0() {
         "its result was committed before exit"
     );
 }
+
+/// A free port on 127.0.0.1 (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `examples/payments/run.sh` on the test's binaries, ports and scratch dir.
+fn run_story(proxy: u16, admin: u16, api: u16) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/payments/run.sh"))
+        .env("COUNTERSIGN_BIN", env!("CARGO_BIN_EXE_countersign"))
+        .env("PAYMENTS_API_BIN", payments_api_binary())
+        .env("PAYMENTS_DATA", dir.path().join("data"))
+        .env("PROXY_PORT", proxy.to_string())
+        .env("ADMIN_PORT", admin.to_string())
+        .env("API_PORT", api.to_string())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_payments_story_refuses_a_port_another_process_listens_on() {
+    // Someone else's server on the port the payments API would use: the
+    // script must not send payouts to it.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    let out = run_story(free_port(), free_port(), taken);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("port {taken} (API_PORT) on 127.0.0.1 is already in use")),
+        "{err}"
+    );
+    assert!(err.contains("API_PORT="), "says how to choose another: {err}");
+    // Nothing was started, so nothing went through.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("==> 1."));
+}
+
+#[test]
+fn the_payments_story_prints_the_logs_when_a_process_cannot_take_its_port() {
+    // A socket bound to the admin port but not listening: invisible to a
+    // connect probe, yet countersign cannot bind it. The script must fail
+    // and show countersign's own log saying why.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0);
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    let held = u16::from_be(addr.sin_port);
+    let out = run_story(free_port(), held, free_port());
+    unsafe { libc::close(fd) };
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("countersign serve exited before it was ready"), "{err}");
+    assert!(err.contains("the logs:"), "{err}");
+    assert!(err.contains("countersign.log"), "{err}");
+    assert!(err.contains("payments-api: listening on"), "the API's log too: {err}");
+    assert!(
+        err.to_lowercase().contains("address already in use")
+            || err.to_lowercase().contains("in use"),
+        "countersign's own reason: {err}"
+    );
+}
+
+#[test]
+fn the_payments_story_runs_on_ports_from_the_environment() {
+    let out = run_story(free_port(), free_port(), free_port());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{text}", stderr(&out));
+    assert!(text.contains("the chain of records is intact"), "{text}");
+    assert!(text.contains("\"state\":\"completed\""), "{text}");
+}

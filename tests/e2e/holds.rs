@@ -630,6 +630,8 @@ async fn notices_are_signed_and_a_dead_hook_is_retried_without_blocking_the_hold
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_holds_are_all_resolved_correctly() {
+    // Some 2,500 sockets in this process: more than the usual soft limit.
+    raise_open_files_limit();
     let upstream = Upstream::start().await;
     let d = Deployment::new(&upstream.url(), ONE_APPROVER, "hold: { wait: 120s }\n");
     // Five hundred forwards at once on a loaded 2-core machine: give the
