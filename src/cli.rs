@@ -13,8 +13,8 @@ use crate::audit::record::State;
 use crate::audit::store::backend::{Backend, ListFilter};
 use crate::audit::store::{connect, connect_read_only};
 use crate::audit::view::{self, action_json_in, action_text, printable};
-use crate::config::{Config, RecordConfig};
 use crate::config::StoreUrl;
+use crate::config::{Config, RecordConfig};
 
 /// countersign: a policy sidecar that decides every agent call with Rego,
 /// holds risky calls for named reviewers, and keeps a tamper-evident record.
@@ -551,7 +551,11 @@ fn open_record(record: &RecordArg) -> anyhow::Result<(RecordConfig, Box<dyn Back
         (None, Some(c)) => RecordConfig::load(c)?,
         (None, None) => bail!("give --config FILE (or COUNTERSIGN_CONFIG) or --db FILE"),
     };
-    let field = if record.db.is_some() { "--db" } else { "audit.store" };
+    let field = if record.db.is_some() {
+        "--db"
+    } else {
+        "audit.store"
+    };
     let conn = connect_read_only(&config.audit)
         .map_err(|e| anyhow::anyhow!("{}: {field}: {e}", config.file.display()))?;
     Ok((config, conn))
@@ -591,7 +595,6 @@ fn audit_list(
         risk,
         since,
         limit, // 0: no limit
-
     })?;
     if json {
         for r in rows {

@@ -294,10 +294,52 @@ fn engine_of(read: &[(String, Source)]) -> Result<Engine, PolicyError> {
             .add_policy(shown.clone(), source.text.clone())
             .map_err(|e| PolicyError::Compile {
                 file: shown.clone(),
-                message: one_line(&e.to_string()),
+                message: readable(&e.to_string()),
             })?;
     }
     Ok(engine)
+}
+
+/// A regorus parse error as a person reads it: `line L, column C: message`
+/// and then the offending line with a caret under the column, indented.
+/// regorus writes `--> FILE:L:C`, the source line framed in `|`, and
+/// `error: message`; text in another shape is returned as one line.
+fn readable(s: &str) -> String {
+    let mut at = None;
+    let mut snippet = Vec::new();
+    let mut message = None;
+    for line in s.lines() {
+        let trimmed = line.trim_start();
+        if let Some(loc) = trimmed.strip_prefix("--> ") {
+            // FILE:L:C, where FILE may itself contain colons.
+            let mut parts = loc.rsplitn(3, ':');
+            let col = parts.next().and_then(|c| c.trim().parse::<u32>().ok());
+            let row = parts.next().and_then(|l| l.trim().parse::<u32>().ok());
+            if let (Some(row), Some(col)) = (row, col) {
+                at = Some((row, col));
+            }
+        } else if let Some(m) = trimmed.strip_prefix("error: ") {
+            message = Some(m.trim().to_string());
+        } else if at.is_some() && message.is_none() && trimmed.contains('|') {
+            // The framed source: keep the numbered line and the caret line.
+            let (gutter, rest) = trimmed.split_once('|').unwrap_or(("", ""));
+            if !gutter.trim().is_empty() || rest.trim() == "^" || rest.trim_start().starts_with('^')
+            {
+                snippet.push(format!("    {:>5} |{}", gutter.trim(), rest.trim_end()));
+            }
+        }
+    }
+    match (at, message) {
+        (Some((row, col)), Some(m)) => {
+            let mut out = format!("line {row}, column {col}: {m}");
+            for l in snippet {
+                out.push('\n');
+                out.push_str(&l);
+            }
+            out
+        }
+        _ => one_line(s),
+    }
 }
 
 fn one_line(s: &str) -> String {

@@ -655,7 +655,10 @@ fn free_port() -> u16 {
 fn run_story(proxy: u16, admin: u16, api: u16) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/payments/run.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/payments/run.sh"
+        ))
         .env("COUNTERSIGN_BIN", env!("CARGO_BIN_EXE_countersign"))
         .env("PAYMENTS_API_BIN", payments_api_binary())
         .env("PAYMENTS_DATA", dir.path().join("data"))
@@ -676,10 +679,15 @@ fn the_payments_story_refuses_a_port_another_process_listens_on() {
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains(&format!("port {taken} (API_PORT) on 127.0.0.1 is already in use")),
+        err.contains(&format!(
+            "port {taken} (API_PORT) on 127.0.0.1 is already in use"
+        )),
         "{err}"
     );
-    assert!(err.contains("API_PORT="), "says how to choose another: {err}");
+    assert!(
+        err.contains("API_PORT="),
+        "says how to choose another: {err}"
+    );
     // Nothing was started, so nothing went through.
     assert!(!String::from_utf8_lossy(&out.stdout).contains("==> 1."));
 }
@@ -716,10 +724,16 @@ fn the_payments_story_prints_the_logs_when_a_process_cannot_take_its_port() {
     unsafe { libc::close(fd) };
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("countersign serve exited before it was ready"), "{err}");
+    assert!(
+        err.contains("countersign serve exited before it was ready"),
+        "{err}"
+    );
     assert!(err.contains("the logs:"), "{err}");
     assert!(err.contains("countersign.log"), "{err}");
-    assert!(err.contains("payments-api: listening on"), "the API's log too: {err}");
+    assert!(
+        err.contains("payments-api: listening on"),
+        "the API's log too: {err}"
+    );
     assert!(
         err.to_lowercase().contains("address already in use")
             || err.to_lowercase().contains("in use"),
@@ -734,4 +748,95 @@ fn the_payments_story_runs_on_ports_from_the_environment() {
     assert!(out.status.success(), "{}\n{text}", stderr(&out));
     assert!(text.contains("the chain of records is intact"), "{text}");
     assert!(text.contains("\"state\":\"completed\""), "{text}");
+}
+
+#[test]
+fn check_prints_a_rego_syntax_error_with_file_line_column_and_the_line() {
+    let d = Deployment::new(
+        "http://127.0.0.1:1",
+        "package countersign\n\ndecision := {\"action\": \"allow\"} if {\n  input.x ==\n}\n",
+        "",
+    );
+    let out = check(&d);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("policy.rego: line 5, column 1: expecting expression"),
+        "{err}"
+    );
+    // The offending line and a caret under the column, each on its own line.
+    let lines: Vec<&str> = err.lines().map(str::trim_end).collect();
+    let at = lines.iter().position(|l| l.ends_with("5 | }")).expect(&err);
+    assert!(lines[at + 1].trim_start().starts_with("| ^"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_commands_read_the_record_without_the_policies_or_from_a_copied_file() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
+    let cs = d.start().await;
+    let c = client();
+    for i in 0..3 {
+        let resp = c
+            .post(format!("http://{}/v1/payouts", cs.proxy_addr))
+            .header("x-agent-id", "ap-agent-7")
+            .body(format!("{{\"n\": {i}}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    cs.stop().await;
+    // The config's policy directory is gone (a copied config, say).
+    std::fs::remove_dir_all(d.dir.path().join("policies")).unwrap();
+    let cfg = d.config_path();
+    let cfg = cfg.to_str().unwrap();
+    let rows = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(
+        rows(countersign(&["audit", "list", "--config", cfg, "--json"])),
+        3
+    );
+    assert_eq!(
+        rows(countersign(&[
+            "audit", "list", "--config", cfg, "--json", "--limit", "1"
+        ])),
+        1
+    );
+    assert_eq!(
+        rows(countersign(&[
+            "audit", "list", "--config", cfg, "--json", "--limit", "0"
+        ])),
+        3
+    );
+    let out = countersign(&["audit", "verify", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The record file alone, copied elsewhere: no config at all.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("copy.db");
+    std::fs::copy(d.db_path(), &copy).unwrap();
+    let db = copy.to_str().unwrap();
+    let out = countersign(&["audit", "list", "--db", db, "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(rows(out), 3);
+    let id = serde_json::from_str::<Value>(text.lines().next().unwrap()).unwrap()["action_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = countersign(&["audit", "show", "--db", db, &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let out = countersign(&["audit", "verify", "--db", db]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = countersign(&["audit", "replay", "--db", db, &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A wrong path is named, not created.
+    let missing = elsewhere.path().join("nope.db");
+    let out = countersign(&["audit", "list", "--db", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--db:"), "{}", stderr(&out));
+    assert!(!missing.exists());
 }

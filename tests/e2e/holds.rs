@@ -630,8 +630,17 @@ async fn notices_are_signed_and_a_dead_hook_is_retried_without_blocking_the_hold
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_holds_are_all_resolved_correctly() {
-    // Some 2,500 sockets in this process: more than the usual soft limit.
-    raise_open_files_limit();
+    // Each hold costs some five files in this one process (the agent's
+    // connection both ends, the review's, the forward both ends): a thousand
+    // need more than the usual soft limit of 1,024, so it is raised to the
+    // hard limit. Under a hard limit that low, as many holds as fit (an even
+    // number: half are approved).
+    let _alone = MANY_SOCKETS.lock().await;
+    let limit = raise_open_files_limit();
+    let n: u64 = 1000.min(limit.saturating_sub(124) / 6) / 2 * 2;
+    if n < 1000 {
+        eprintln!("the hard limit on open files is {limit}: {n} concurrent holds instead of 1000");
+    }
     let upstream = Upstream::start().await;
     let d = Deployment::new(&upstream.url(), ONE_APPROVER, "hold: { wait: 120s }\n");
     // Five hundred forwards at once on a loaded 2-core machine: give the
@@ -649,7 +658,7 @@ async fn a_thousand_concurrent_holds_are_all_resolved_correctly() {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let agents: Vec<_> = (0..1000)
+    let agents: Vec<_> = (0..n)
         .map(|i| {
             let c = c.clone();
             tokio::spawn(async move {
@@ -664,8 +673,8 @@ async fn a_thousand_concurrent_holds_are_all_resolved_correctly() {
             })
         })
         .collect();
-    let ids = admin.wait_pending(1000).await;
-    assert_eq!(ids.len(), 1000);
+    let ids = admin.wait_pending(n as usize).await;
+    assert_eq!(ids.len() as u64, n);
     // Approve the even bodies, reject the odd ones.
     let reviews: Vec<_> = ids
         .iter()
@@ -691,7 +700,7 @@ async fn a_thousand_concurrent_holds_are_all_resolved_correctly() {
         assert_eq!(status, if i % 2 == 0 { 201 } else { 403 }, "agent {i}");
     }
     let seen = upstream.seen();
-    assert_eq!(seen.len(), 500);
+    assert_eq!(seen.len() as u64, n / 2);
     let mut forwarded: Vec<u64> = seen
         .iter()
         .map(|s| {
@@ -703,7 +712,7 @@ async fn a_thousand_concurrent_holds_are_all_resolved_correctly() {
     forwarded.sort();
     assert_eq!(
         forwarded,
-        (0..1000).step_by(2).collect::<Vec<u64>>(),
+        (0..n).step_by(2).collect::<Vec<u64>>(),
         "each approved body exactly once"
     );
     assert!(admin.pending().await.is_empty());

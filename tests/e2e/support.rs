@@ -212,12 +212,13 @@ pub fn payments_policy() -> String {
     .unwrap()
 }
 
-/// Raises this process's soft limit on open files to its hard limit, once.
+/// Raises this process's soft limit on open files to its hard limit (once)
+/// and returns the soft limit now in force.
 ///
 /// Tests here open thousands of sockets in one process (and the `countersign`
 /// processes they start inherit the limit); the common default soft limit of
 /// 1,024 would make them fail for a reason that is not theirs.
-pub fn raise_open_files_limit() {
+pub fn raise_open_files_limit() -> u64 {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let mut lim = libc::rlimit {
@@ -232,7 +233,20 @@ pub fn raise_open_files_limit() {
             }
         }
     });
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_cur as u64
 }
+
+/// Held by the tests that open many hundreds of sockets, so that two of
+/// them never run at once and together pass the open-files limit.
+pub static MANY_SOCKETS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A temporary deployment: config file, policies and record in one folder.
 pub struct Deployment {
