@@ -107,7 +107,7 @@ pub struct KeygenArgs {
 
 /// `countersign review ...`
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("verdict").required(true).args(["approve", "reject"])))]
+#[command(group(clap::ArgGroup::new("verdict").required(true).args(["approve", "reject", "show"])))]
 pub struct ReviewArgs {
     /// The held action's id.
     pub id: String,
@@ -127,8 +127,16 @@ pub struct ReviewArgs {
     /// Reject the action.
     #[arg(long)]
     pub reject: bool,
-    /// A comment for the record.
+    /// Only show the action (request, evidence, decision, reviews); send nothing.
     #[arg(long)]
+    pub show: bool,
+    /// Send the verdict without asking for confirmation. Without it the
+    /// verdict is sent only after you answer `y` at the terminal; when
+    /// stdin is not a terminal the command refuses.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// A comment for the record.
+    #[arg(long, conflicts_with = "show")]
     pub comment: Option<String>,
 }
 

@@ -139,10 +139,10 @@ pay 250
 echo; echo "==> 3. a 25,000 EUR payout: held for two finance approvers; after hold.wait the agent gets 202"
 pay 25000 INV-204; HELD=$ACTION
 review() { # who verdict id [comment]
-  "$CS" review "$3" --admin "$ADMIN" --reviewer "$1" --key-file "$DATA/$1.key" "--$2" --comment "$4" | tail -1
+  "$CS" review "$3" --admin "$ADMIN" --reviewer "$1" --key-file "$DATA/$1.key" "--$2" --yes --comment "$4" | tail -1
 }
 echo; echo "==> alice reviews it with countersign review (this is what she sees):"
-"$CS" review "$HELD" --admin "$ADMIN" --reviewer alice --key-file "$DATA/alice.key" --approve --comment "matches PO-77" | sed 's/^/    /'
+"$CS" review "$HELD" --admin "$ADMIN" --reviewer alice --key-file "$DATA/alice.key" --approve --yes --comment "matches PO-77" | sed 's/^/    /'
 echo; echo "==> bob approves too: two approvals, so countersign forwards exactly the held request"
 review bob approve "$HELD" "invoice and PO checked" | sed 's/^/    /'
 for _ in $(seq 50); do

@@ -761,7 +761,53 @@ async fn reviewer_tool_shows_the_action_and_sends_a_signed_verdict() {
                 .unwrap()
         })
     };
-    let out = run(&["--approve", "--comment", "matches PO-77"])
+    // --show only looks: the action is shown and stays pending.
+    let out = run(&["--show"]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("invoice: INV-204"), "{stdout}");
+    assert!(!stdout.contains("recorded by"), "{stdout}");
+    // A verdict without --yes from a pipe, not a terminal: refused, unsent.
+    let out = run(&["--approve"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stdin is not a terminal") && err.contains("--yes"),
+        "{err}"
+    );
+    // At a terminal (a pty), answering no sends nothing.
+    let mut all: Vec<String> = vec![env!("CARGO_BIN_EXE_countersign").into()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.push("--approve".into());
+    let line = all
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.as_mut().unwrap().write_all(b"n\n").unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("? [y/N]"), "asked: {text}");
+    assert!(text.contains("not confirmed: nothing was sent"), "{text}");
+    assert_eq!(Admin::of(&cs).pending().await, vec![id.clone()]);
+    let out = run(&["--approve", "--yes", "--comment", "matches PO-77"])
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -784,12 +830,12 @@ async fn reviewer_tool_shows_the_action_and_sends_a_signed_verdict() {
     eventually(async || upstream.seen().len(), |n| *n == 1).await;
     assert_eq!(upstream.seen().len(), 1);
     // A second review of a decided action is refused, and the tool says so.
-    let out = run(&["--reject"]).await.unwrap();
+    let out = run(&["--reject", "--yes"]).await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not pending"));
     // Without the right key the reviewer cannot even read it.
     std::fs::write(&key_file, key_of("bob")).unwrap();
-    let out = run(&["--approve"]).await.unwrap();
+    let out = run(&["--approve", "--yes"]).await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("401"),
