@@ -8,6 +8,7 @@ mod fleet;
 mod hardening;
 mod holds;
 mod identity;
+mod opa;
 mod pg;
 mod proxy;
 mod store_backends;

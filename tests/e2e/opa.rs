@@ -1,0 +1,139 @@
+//! What OPA and Envoy users bring: opa-envoy's object result, the headers
+//! envoy-mode policies read, data documents, decision-log export.
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const ENVOY_OBJECT: &str = r#"package envoy.authz
+
+import rego.v1
+
+default allow := {
+	"allowed": false,
+	"http_status": 451,
+	"body": "blocked: no invoice",
+	"headers": {"x-deny-reason": "no-invoice"},
+	"response_headers_to_add": {"x-policy": "envoy-v1"},
+}
+
+allow := {
+	"allowed": true,
+	"headers": {"x-on-behalf": headers["x-agent-on-behalf-of"]},
+	"request_headers_to_remove": ["cookie"],
+	"response_headers_to_add": {"x-policy": "envoy-v1"},
+} if {
+	headers["x-evidence-invoice"] == "INV-1"
+	headers["x-agent-id"] == "ap-agent-7"
+}
+
+headers := input.attributes.request.http.headers
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opa_envoy_object_results_set_headers_and_shape_the_denial() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        ENVOY_OBJECT,
+        "policy: { entrypoint: data.envoy.authz.allow, input: envoy }\n",
+    );
+    let cs = d.start().await;
+    let c = client();
+    let call = |evidence: Option<&'static str>| {
+        let mut r = c
+            .post(format!("http://{}/v1/payouts", cs.proxy_addr))
+            .header("content-type", "application/json")
+            .header("x-agent-id", "ap-agent-7")
+            .header("x-agent-on-behalf-of", "carol")
+            .header("cookie", "session=agent-secret")
+            .body(r#"{"amount": 5}"#);
+        if let Some(e) = evidence {
+            r = r.header("x-evidence-invoice", e);
+        }
+        r.send()
+    };
+    // Allowed: the policy read the agent and evidence headers among the
+    // headers, added one upstream, removed another, and one comes back.
+    let ok = call(Some("INV-1")).await.unwrap();
+    assert_eq!(ok.status(), 201);
+    assert_eq!(ok.headers()["x-policy"], "envoy-v1");
+    let allowed_id = action_id(&ok);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["x-on-behalf"], "carol");
+    assert!(seen[0].headers.get("cookie").is_none());
+    assert!(
+        seen[0].headers.get("x-agent-id").is_none(),
+        "agent headers still stop here"
+    );
+
+    // Denied: the policy's status, body and headers, and nothing forwarded.
+    let no = call(None).await.unwrap();
+    assert_eq!(no.status(), 451);
+    assert_eq!(no.headers()["x-deny-reason"], "no-invoice");
+    assert_eq!(no.headers()["x-policy"], "envoy-v1");
+    assert!(no.headers().get("x-countersign-action-id").is_some());
+    let denied_id = action_id(&no);
+    assert_eq!(no.text().await.unwrap(), "blocked: no invoice");
+    assert_eq!(upstream.seen().len(), 1);
+    cs.stop().await;
+
+    // The record: the decision with the header names the policy set (not
+    // their values), the denial's status; and a replay reaches it again.
+    let decided = payload_of(&d.db_path(), &allowed_id, "decided");
+    assert_eq!(decided["decision"]["action"], "allow");
+    assert_eq!(
+        decided["decision"]["envoy"]["headers"],
+        serde_json::json!(["x-on-behalf"])
+    );
+    assert_eq!(
+        decided["input"]["attributes"]["request"]["http"]["headers"]["x-evidence-invoice"],
+        "INV-1"
+    );
+    let denied = payload_of(&d.db_path(), &denied_id, "decided");
+    assert_eq!(denied["decision"]["envoy"]["http_status"], 451);
+    for id in [&allowed_id, &denied_id] {
+        let out = countersign(&[
+            "audit",
+            "replay",
+            "--config",
+            d.config_path().to_str().unwrap(),
+            id,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_result_that_is_not_valid_http_refuses_the_call() {
+    let upstream = Upstream::start().await;
+    let policy = "package envoy.authz\nimport rego.v1\nallow := {\"allowed\": false, \"http_status\": 200}\n";
+    let d = Deployment::new(
+        &upstream.url(),
+        policy,
+        "policy: { entrypoint: data.envoy.authz.allow, input: envoy }\n",
+    );
+    let cs = d.start().await;
+    let resp = client()
+        .post(format!("http://{}/v1/payouts", cs.proxy_addr))
+        .body("{}")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    // A "denial" answered 200 would read as success: the contract refuses it.
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("http_status"),
+        "{body}"
+    );
+    assert!(upstream.seen().is_empty());
+    cs.stop().await;
+}
