@@ -134,7 +134,8 @@ pub struct Policy {
     vm_fallback_reason: Option<String>,
 }
 
-/// The `.rego` files a policy directory serves from: all but `*_test.rego`.
+/// The files a policy directory serves from: every `.rego` file but
+/// `*_test.rego` (unless `include_tests`), and the data documents.
 pub fn policy_files(dir: &Path, include_tests: bool) -> Result<Vec<PathBuf>, PolicyError> {
     let mut out = Vec::new();
     walk(dir, &mut out).map_err(|source| PolicyError::Dir {
@@ -158,11 +159,47 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = entry.path();
         if path.is_dir() {
             walk(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "rego") {
+        } else if path.extension().is_some_and(|e| e == "rego")
+            || is_data_file(&path.to_string_lossy())
+        {
             out.push(path);
         }
     }
     Ok(())
+}
+
+/// A data document: a file named `data.json`, `data.yaml` or `data.yml`,
+/// as OPA loads them from a directory.
+pub fn is_data_file(path: &str) -> bool {
+    let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    matches!(name, "data.json" | "data.yaml" | "data.yml")
+}
+
+/// A data document's value placed where OPA puts it: under `data` at the
+/// path its directories spell (`a/b/data.json` is `data.a.b`; a
+/// `data.json` beside the policies is merged at the root of `data`).
+fn data_document(path: &str, text: &str) -> Result<regorus::Value, PolicyError> {
+    let err = |message: String| PolicyError::Compile {
+        file: path.to_string(),
+        message,
+    };
+    let mut value: serde_json::Value = if path.ends_with(".json") {
+        serde_json::from_str(text).map_err(|e| err(format!("not JSON: {e}")))?
+    } else {
+        serde_yaml::from_str(text).map_err(|e| err(format!("not YAML: {e}")))?
+    };
+    let dirs: Vec<&str> = path.split(['/', '\\']).collect();
+    let dirs = &dirs[..dirs.len().saturating_sub(1)];
+    if dirs.is_empty() && !value.is_object() {
+        return Err(err(
+            "a data document beside the policies must be an object: its keys become data.<key>"
+                .into(),
+        ));
+    }
+    for dir in dirs.iter().rev() {
+        value = serde_json::json!({ *dir: value });
+    }
+    Ok(regorus::Value::from(value))
 }
 
 /// Source text with comments and string literals blanked, so a scan for
@@ -289,6 +326,17 @@ pub fn load_engine(files: &[PathBuf], dir: &Path) -> Result<(Engine, String), Po
 fn engine_of(read: &[(String, Source)]) -> Result<Engine, PolicyError> {
     let mut engine = Engine::new();
     for (shown, source) in read {
+        if is_data_file(&source.path) {
+            let doc = data_document(&source.path, &source.text)?;
+            engine.add_data(doc).map_err(|e| PolicyError::Compile {
+                file: shown.clone(),
+                message: format!(
+                    "cannot be added to data (does it clash with another data document?): {}",
+                    one_line(&e.to_string())
+                ),
+            })?;
+            continue;
+        }
         check_builtins(shown, &source.text)?;
         engine
             .add_policy(shown.clone(), source.text.clone())
@@ -355,7 +403,10 @@ impl Policy {
     pub fn load(settings: &PolicyConfig) -> Result<Policy, PolicyError> {
         let dir = settings.dir.as_path();
         let files = policy_files(dir, false)?;
-        if files.is_empty() {
+        if !files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "rego"))
+        {
             return Err(PolicyError::Empty(dir.display().to_string()));
         }
         let read = read_sources(&files, dir)?;

@@ -137,3 +137,112 @@ async fn an_envoy_result_that_is_not_valid_http_refuses_the_call() {
     assert!(upstream.seen().is_empty());
     cs.stop().await;
 }
+
+const VENDOR_POLICY: &str = r#"package countersign
+
+import rego.v1
+
+decision := {"action": "allow", "risk": "low", "rules": ["vendor.known"]} if {
+	input.request.body.to in data.payments.vendors
+	input.request.body.amount <= data.max_amount
+}
+
+default decision := {"action": "deny", "risk": "medium", "rules": ["vendor.unknown"]}
+"#;
+
+async fn readyz(admin: std::net::SocketAddr) -> Value {
+    client()
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_documents_decide_make_the_revision_reload_and_replay() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), VENDOR_POLICY, "");
+    let policies = d.dir.path().join("policies");
+    // OPA's layout: a root data.json merges at data; payments/data.yaml is
+    // data.payments.
+    std::fs::write(policies.join("data.json"), r#"{"max_amount": 1000}"#).unwrap();
+    std::fs::create_dir(policies.join("payments")).unwrap();
+    std::fs::write(
+        policies.join("payments/data.yaml"),
+        "vendors: [ACME GmbH]\n",
+    )
+    .unwrap();
+    let cs = d.start().await;
+    let c = client();
+    let pay = |to: &'static str, amount: u32| {
+        c.post(format!("http://{}/v1/payouts", cs.proxy_addr))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"to": "{to}", "amount": {amount}}}"#))
+            .send()
+    };
+    let first = readyz(cs.admin_addr).await["policy"].clone();
+    assert!(
+        first["files"].to_string().contains("payments/data.yaml"),
+        "{first}"
+    );
+    assert_eq!(pay("ACME GmbH", 5).await.unwrap().status(), 201);
+    assert_eq!(pay("ACME GmbH", 5000).await.unwrap().status(), 403);
+    let refused = pay("Initech", 5).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let refused_id = action_id(&refused);
+
+    // New data is a new revision, loaded like a policy change.
+    std::fs::write(
+        policies.join("payments/data.yaml"),
+        "vendors: [ACME GmbH, Initech]\n",
+    )
+    .unwrap();
+    let second = eventually(
+        async || readyz(cs.admin_addr).await["policy"]["revision"].clone(),
+        |r| *r != first["revision"],
+    )
+    .await;
+    assert_ne!(
+        second, first["revision"],
+        "the data change made a new revision"
+    );
+    let now_allowed = pay("Initech", 5).await.unwrap();
+    assert_eq!(now_allowed.status(), 201);
+    let allowed_id = action_id(&now_allowed);
+    cs.stop().await;
+
+    // Each decision replays on its own revision, data included: the old
+    // refusal stays a refusal, the new allow an allow.
+    for id in [&refused_id, &allowed_id] {
+        let out = countersign(&[
+            "audit",
+            "replay",
+            "--config",
+            d.config_path().to_str().unwrap(),
+            id,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The data file is among the recorded revision's files.
+    let decided = payload_of(&d.db_path(), &refused_id, "decided");
+    assert_eq!(decided["policy"]["revision"], first["revision"]);
+}
+
+#[test]
+fn a_broken_data_document_is_named_by_check() {
+    let d = Deployment::new("http://127.0.0.1:1", VENDOR_POLICY, "");
+    std::fs::write(d.dir.path().join("policies/data.json"), "{\"max_amount\": ").unwrap();
+    std::env::set_var("CS_TEST_ADMIN_TOKEN", ADMIN_TOKEN);
+    let out = countersign(&["check", "--config", d.config_path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("data.json: not JSON"), "{err}");
+}
