@@ -426,6 +426,10 @@ fn check(path: &Path) -> anyhow::Result<()> {
         }
     };
     probe_policy(path, &config, &policy)?;
+    if let Some(sink) = &config.decision_log {
+        crate::policy::decision_log::DecisionLog::open(sink)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     for r in &config.routes {
         crate::proxy::forward::Upstream::new(r)?;
     }

@@ -49,6 +49,14 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     identity: RawIdentity,
+    #[serde(default)]
+    decision_log: Option<RawDecisionLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDecisionLog {
+    path: String,
 }
 
 fn default_listen() -> String {
@@ -582,6 +590,17 @@ pub struct Config {
     /// How callers prove who they are (none of it configured: identity is
     /// only what the agent headers declare).
     pub identity: IdentityConfig,
+    /// Where every decision is also written as an OPA decision-log line.
+    pub decision_log: Option<DecisionLogSink>,
+}
+
+/// `decision_log.path`: where the OPA decision-log JSON lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionLogSink {
+    /// `-`: standard output (the system log is on standard error).
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
 }
 
 /// Admin listener settings.
@@ -1544,6 +1563,14 @@ impl Validator<'_> {
             level: raw.log.level.unwrap_or_else(|| "info".into()),
         };
 
+        let decision_log = match raw.decision_log {
+            None => None,
+            Some(l) if l.path == "-" => Some(DecisionLogSink::Stdout),
+            Some(l) if l.path.trim().is_empty() => {
+                return Err("decision_log.path: name a file, or `-` for standard output".into())
+            }
+            Some(l) => Some(DecisionLogSink::File(self.path(&l.path))),
+        };
         let limits = validate_limits(raw.limits, &capture)?;
         let identity = self.identity(raw.identity, listen, tls.is_some(), &capture)?;
         for (i, r) in routes.iter().enumerate() {
@@ -1570,6 +1597,7 @@ impl Validator<'_> {
             log,
             limits,
             identity,
+            decision_log,
         })
     }
 }

@@ -7,6 +7,7 @@
 //! evaluations on [`pool`]'s threads, never on the async workers.
 
 pub mod decision;
+pub mod decision_log;
 pub mod input;
 pub mod pool;
 pub mod test;

@@ -628,10 +628,30 @@ async fn run(
     // On the policy threads, never here: a slow policy must not stall the
     // async workers. The wait is bounded by policy.timeout whatever happens.
     let raw = shared.policy_pool.evaluate(policy.clone(), doc).await;
+    let eval_time = eval_started.elapsed();
     shared
         .metrics
         .policy_eval_seconds
-        .observe(eval_started.elapsed().as_secs_f64());
+        .observe(eval_time.as_secs_f64());
+    if let Some(log) = &shared.decision_log {
+        // The OPA decision-log line: the recorded (redacted) input, and
+        // the call's secrets scrubbed from all of it, as in the record.
+        let error = raw.as_ref().err().map(ToString::to_string);
+        let mut line = crate::policy::decision_log::Entry {
+            decision_id: action_id,
+            entrypoint: policy.entrypoint(),
+            input: &recorded_input.input,
+            result: raw.as_ref().ok(),
+            error: error.as_deref(),
+            revision: policy.revision(),
+            timestamp: &time,
+            eval_ns: eval_time.as_nanos(),
+            instance: &shared.instance,
+        }
+        .to_json();
+        secrets.scrub_value(&mut line);
+        log.write(&line);
+    }
     // One snapshot of the reviewers for the contract check and the hold.
     let reviewers = shared.reviewers();
     let decided = match raw {

@@ -246,3 +246,71 @@ fn a_broken_data_document_is_named_by_check() {
     assert!(!out.status.success());
     assert!(err.contains("data.json: not JSON"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_decision_is_written_as_an_opa_decision_log_line_redacted_like_the_record() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let d = Deployment::new(
+        &upstream.url(),
+        &payments_policy(),
+        &format!("decision_log: {{ path: {} }}\n", log.display()),
+    );
+    let cs = d.start().await;
+    let c = client();
+    let mut ids = Vec::new();
+    // One allowed (with its invoice), one denied (without).
+    for invoice in ["INV-1", ""] {
+        let mut r = c
+            .post(format!("http://{}/v1/payouts", cs.proxy_addr))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer SECRET-TOKEN-7f3a")
+            .header("x-agent-id", "ap-agent-7")
+            .body(r#"{"amount": 50, "currency": "EUR", "to": "ACME GmbH"}"#);
+        if !invoice.is_empty() {
+            r = r.header("x-evidence-invoice", invoice);
+        }
+        ids.push(action_id(&r.send().await.unwrap()));
+    }
+    let text = eventually(
+        async || std::fs::read_to_string(&log).unwrap_or_default(),
+        |t| t.lines().count() >= 2,
+    )
+    .await;
+    cs.stop().await;
+    assert!(
+        !text.contains("SECRET-TOKEN-7f3a"),
+        "the token leaked: {text}"
+    );
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for (line, id) in lines.iter().zip(&ids) {
+        assert_eq!(line["decision_id"], id.as_str());
+        assert_eq!(line["path"], "countersign/decision");
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(line["labels"]["id"].is_string());
+        assert!(line["metrics"]["timer_rego_query_eval_ns"]
+            .as_u64()
+            .is_some());
+        assert!(line["result"]["action"].is_string(), "{line}");
+        assert_eq!(
+            line["input"]["request"]["headers"]["authorization"],
+            "[redacted]"
+        );
+        // The same input the record keeps.
+        let decided = payload_of(&d.db_path(), id, "decided");
+        assert_eq!(line["input"], decided["input"]);
+        assert_eq!(line["revision"], decided["policy"]["revision"]);
+        assert_eq!(
+            line["bundles"]["countersign"]["revision"],
+            decided["policy"]["revision"]
+        );
+    }
+    assert_eq!(lines[0]["input"]["evidence"]["invoice"], "INV-1");
+    assert_eq!(lines[0]["result"]["action"], "allow");
+    assert_eq!(lines[1]["result"]["action"], "deny");
+}
