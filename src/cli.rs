@@ -158,10 +158,15 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "auto", value_parser = ["auto", "vm", "interpreter"])]
         engine: String,
     },
-    /// Run the test_* rules of every *_test.rego file in DIR; exit 1 if one fails.
+    /// Run the test_* rules of every *_test.rego file in DIR, printed as
+    /// `opa test -v` prints them; exit 1 if one fails.
     Test {
-        /// Directory of .rego files and their tests.
+        /// Directory of .rego files (and data documents) and their tests.
         dir: PathBuf,
+        /// Print the lines the tests evaluated, per file, as the JSON of
+        /// `opa test --coverage` (instead of the test list).
+        #[arg(long)]
+        coverage: bool,
     },
 }
 
@@ -269,7 +274,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             entrypoint,
             engine,
         }) => policy_eval(&policies, &input, &entrypoint, &engine),
-        Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
+        Command::Policy(PolicyCommand::Test { dir, coverage }) => policy_test(&dir, coverage),
         Command::Audit(AuditCommand::List {
             record,
             state,
@@ -521,25 +526,58 @@ fn policy_eval(dir: &Path, input: &Path, entrypoint: &str, engine: &str) -> anyh
     Ok(())
 }
 
-fn policy_test(dir: &Path) -> anyhow::Result<()> {
-    let outcomes = crate::policy::test::run(dir)?;
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
-    for o in &outcomes {
-        match &o.failure {
-            None => println!("PASS {}", o.name),
-            Some(why) => println!("FAIL {} ({}): {why}", o.name, o.file),
-        }
-    }
-    println!(
-        "{} passed, {} failed",
-        outcomes.len() - failed.len(),
-        failed.len()
-    );
+/// `opa test`'s layout: failures first with why, then every test by file
+/// as `data.pkg.test_x: PASS (1.2ms)`, then `PASS: n/m` (and `FAIL:`,
+/// `ERROR:` counts). With `--coverage`, the coverage JSON instead.
+fn policy_test(dir: &Path, coverage: bool) -> anyhow::Result<()> {
+    let (outcomes, report) = crate::policy::test::run_with(dir, coverage)?;
     if outcomes.is_empty() {
         bail!(
             "{}: no test_* rules found in *_test.rego files",
             dir.display()
         );
+    }
+    let rule = "-".repeat(80);
+    let verdict = |o: &crate::policy::test::Outcome| match (&o.failure, o.error) {
+        (None, _) => "PASS",
+        (Some(_), false) => "FAIL",
+        (Some(_), true) => "ERROR",
+    };
+    let took = |o: &crate::policy::test::Outcome| format!("{:.1?}", o.duration);
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
+    if let Some(report) = report {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        if !failed.is_empty() {
+            println!("FAILURES\n{rule}");
+            for o in &failed {
+                println!("{}: {} ({})\n", o.name, verdict(o), took(o));
+                println!("  {}\n", o.failure.as_deref().unwrap_or_default());
+            }
+            println!("SUMMARY\n{rule}");
+        }
+        let mut file = None;
+        for o in &outcomes {
+            if file != Some(&o.file) {
+                if file.is_some() {
+                    println!();
+                }
+                println!("{}:", o.file);
+                file = Some(&o.file);
+            }
+            println!("{}: {} ({})", o.name, verdict(o), took(o));
+        }
+        println!("{rule}");
+    }
+    let total = outcomes.len();
+    let errors = failed.iter().filter(|o| o.error).count();
+    let fails = failed.len() - errors;
+    let counts = counts(total - failed.len(), fails, errors, total);
+    // With --coverage stdout is the JSON alone; the counts go to stderr.
+    if coverage {
+        eprint!("{counts}");
+    } else {
+        print!("{counts}");
     }
     if !failed.is_empty() {
         bail!(
@@ -549,6 +587,20 @@ fn policy_test(dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn counts(pass: usize, fail: usize, error: usize, total: usize) -> String {
+    let mut out = String::new();
+    if pass > 0 {
+        out.push_str(&format!("PASS: {pass}/{total}\n"));
+    }
+    if fail > 0 {
+        out.push_str(&format!("FAIL: {fail}/{total}\n"));
+    }
+    if error > 0 {
+        out.push_str(&format!("ERROR: {error}/{total}\n"));
+    }
+    out
 }
 
 /// The record an `audit` command reads, read-only, and the settings it needs.

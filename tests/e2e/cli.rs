@@ -101,7 +101,14 @@ fn policy_test_runs_the_example_suite_and_names_a_failing_test() {
         concat!(env!("CARGO_MANIFEST_DIR"), "/examples/payments/policies"),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("8 passed, 0 failed"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // `opa test -v`'s layout: the file, each test with its verdict, the counts.
+    assert!(stdout.contains("payments_test.rego:\n"), "{stdout}");
+    assert!(
+        stdout.contains("data.countersign_test.test_reads_are_allowed: PASS ("),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("PASS: 8/8\n"), "{stdout}");
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -118,14 +125,35 @@ fn policy_test_runs_the_example_suite_and_names_a_failing_test() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("PASS data.p_test.test_limit_is_ten"),
+        stdout.contains("data.p_test.test_limit_is_ten: PASS ("),
         "{stdout}"
     );
     assert!(
-        stdout.contains("FAIL data.p_test.test_limit_is_five"),
+        stdout.starts_with("FAILURES\n"),
+        "failures come first, as opa test prints them: {stdout}"
+    );
+    assert!(
+        stdout.contains("data.p_test.test_limit_is_five: FAIL ("),
         "{stdout}"
     );
+    assert!(stdout.contains("SUMMARY\n"), "{stdout}");
+    assert!(stdout.ends_with("PASS: 1/2\nFAIL: 1/2\n"), "{stdout}");
     assert!(stderr(&out).contains("test_limit_is_five"));
+
+    // --coverage: opa test's coverage JSON; p.rego's one rule is evaluated.
+    let out = countersign(&["policy", "test", "--coverage", dir.path().to_str().unwrap()]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("coverage is JSON");
+    let p = report["files"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.ends_with("/p.rego"))
+        .map(|(_, v)| v.clone())
+        .expect("p.rego is in the report");
+    assert!(p["covered_lines"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(p["covered"][0]["start"]["row"], 3, "{report}");
+    assert!(report["coverage"].as_f64().unwrap() > 0.0);
+    assert!(stderr(&out).contains("FAIL: 1/2"));
 }
 
 #[test]
@@ -603,7 +631,7 @@ fn shipped_policy_library_suite_is_green() {
     assert!(out.status.success(), "{stdout}{}", stderr(&out));
     for domain in ["finance", "access", "procurement", "customer"] {
         assert!(
-            stdout.contains(&format!("PASS data.library_test.{domain}.")),
+            stdout.contains(&format!("data.library_test.{domain}.")),
             "{domain} has tests:\n{stdout}"
         );
     }
