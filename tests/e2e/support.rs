@@ -241,7 +241,10 @@ pub fn raise_open_files_limit() -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return 1024;
     }
-    lim.rlim_cur as u64
+    // rlim_t is u64 on Linux but not everywhere.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = lim.rlim_cur as u64;
+    soft
 }
 
 /// Held by the tests that open many hundreds of sockets, so that two of
