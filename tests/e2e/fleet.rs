@@ -222,6 +222,13 @@ async fn review_somewhere(
             Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null)["request_digest"].clone(),
             Err(_) => continue,
         };
+        // A process that could not read the action (restarting, its store
+        // briefly failing) gave no digest: ask again rather than send a
+        // review the admin listener must refuse as malformed.
+        if !digest.is_string() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         let body = serde_json::json!({"action_id": id, "reviewer": who, "verdict": verdict, "request_digest": digest});
         let msg = format!("msg_{}", countersign::audit::record::new_action_id());
         let ts = std::time::SystemTime::now()
