@@ -47,9 +47,10 @@ pub struct RecordArg {
     )]
     pub config: Option<PathBuf>,
     /// Read this SQLite record file alone (a copy is fine; it is opened
-    /// read-only), without a config. Reviews are then reported as not
-    /// checkable, as no reviewer keys are known.
-    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    /// read-only), without a config; it takes precedence over --config and
+    /// COUNTERSIGN_CONFIG. Reviews are then reported as not checkable, as
+    /// no reviewer keys are known.
+    #[arg(long, value_name = "FILE")]
     pub db: Option<PathBuf>,
 }
 
@@ -247,8 +248,9 @@ pub enum AuditCommand {
         /// The YAML config file (not needed with --bundle or --db).
         #[arg(long, env = "COUNTERSIGN_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Read this SQLite record file alone, without a config.
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "bundle"])]
+        /// Read this SQLite record file alone, without a config (takes
+        /// precedence over --config).
+        #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
         db: Option<PathBuf>,
         /// The action id.
         #[arg(required_unless_present = "bundle")]

@@ -1105,17 +1105,6 @@ impl RecordConfig {
     }
 }
 
-impl Config {
-    /// The part of this config the `audit` commands use.
-    pub fn record(&self) -> RecordConfig {
-        RecordConfig {
-            file: self.file.clone(),
-            audit: self.audit.clone(),
-            reviewers: self.reviewers.clone(),
-        }
-    }
-}
-
 struct Validator<'a> {
     base: &'a Path,
 }

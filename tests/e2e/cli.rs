@@ -859,6 +859,13 @@ async fn audit_commands_read_the_record_without_the_policies_or_from_a_copied_fi
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
     let out = countersign(&["audit", "verify", "--db", db]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // --db wins over a COUNTERSIGN_CONFIG left in the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["audit", "list", "--db", db, "--json"])
+        .env("COUNTERSIGN_CONFIG", "/nonexistent/countersign.yaml")
+        .output()
+        .unwrap();
+    assert_eq!(rows(out), 3);
     let out = countersign(&["audit", "replay", "--db", db, &id]);
     assert!(out.status.success(), "{}", stderr(&out));
     // A wrong path is named, not created.
