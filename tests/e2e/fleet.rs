@@ -209,6 +209,7 @@ async fn review_somewhere(
     who: &str,
     verdict: &str,
 ) -> u16 {
+    let mut last = String::new();
     for k in 0..admins.len() * 3 {
         let admin = Admin {
             url: format!("http://{}", admins[(first + k) % admins.len()]),
@@ -219,8 +220,16 @@ async fn review_somewhere(
             .send()
             .await
         {
-            Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null)["request_digest"].clone(),
-            Err(_) => continue,
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let v = r.json::<Value>().await.unwrap_or(Value::Null);
+                last = format!("{status} {v}");
+                v["request_digest"].clone()
+            }
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
         };
         // A process that could not read the action (restarting, its store
         // briefly failing) gave no digest: ask again rather than send a
@@ -252,7 +261,7 @@ async fn review_somewhere(
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    panic!("no process took the review of {id}")
+    panic!("no process took the review of {id}; last: {last}")
 }
 
 /// Three real `countersign serve` processes on one database and 300 held
