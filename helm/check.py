@@ -10,6 +10,9 @@ chart generated:
 
 - SQLite scenarios run `countersign check` on it, with the policies the chart
   ships and the record moved to a temporary directory.
+- The Dockerfile is parsed and the chart's paths checked against it: the
+  config path, the record's directory, the ports and the user the image
+  runs as must be the ones the chart mounts, probes and sets.
 - PostgreSQL scenarios do not run `countersign check`: it has no way to skip
   the database, and CI has none to offer. Their config is parsed and its
   `audit` section asserted key by key (store, password_file, ca_file)
@@ -140,8 +143,9 @@ def assert_gateway_postgres(r):
     expect(not r.all("Secret"), "existingSecret: the chart creates no Secret")
     ca = {"secret": {"name": "pg-ca", "items": [{"key": "ca.crt", "path": "ca.pem"}]}}
     assert_postgres_audit(r, "pg-credentials", "pg-password", ca)
-    svc = r.one("Service", "cs-countersign")
-    expect(svc["spec"]["selector"] == pdb["spec"]["selector"]["matchLabels"], "the Service reaches every replica")
+    for name in ("cs-countersign", "cs-countersign-admin"):
+        svc = r.one("Service", name)
+        expect(svc["spec"]["selector"] == pdb["spec"]["selector"]["matchLabels"], f"{name} reaches every replica")
 
 
 def assert_gateway_postgres_one_replica(r):
@@ -163,7 +167,8 @@ def assert_sidecar_postgres(r):
     ca = {"configMap": {"name": "pg-ca", "items": [{"key": "ca.pem", "path": "ca.pem"}]}}
     assert_postgres_audit(r, "cs-countersign-postgres", "password", ca)
     expect(r.countersign_container().get("restartPolicy") == "Always", "countersign as a native sidecar")
-    svc = r.one("Service", "cs-countersign")
+    expect(not [x for x in r.all("Service") if x["metadata"]["name"] == "cs-countersign"], "no proxy Service in sidecar mode")
+    svc = r.one("Service", "cs-countersign-admin")
     pod_labels = d["spec"]["template"]["metadata"]["labels"]
     expect(all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items()), "the admin Service reaches every agent pod")
     expect([p["name"] for p in svc["spec"]["ports"]] == ["admin"], "the admin port")
@@ -233,6 +238,62 @@ def assert_gateway_jwks_url(r):
     expect(all(v["name"] != "countersign-jwks" for v in r.pod_spec()["volumes"]), "no JWKS volume with a URL")
 
 
+def assert_secrets_are_files(r):
+    """Reviewer keys, notify secrets and the admin token: files, not env."""
+    c = r.countersign_container()
+    names = [e["name"] for e in c.get("env", [])]
+    expect(not [n for n in names if n.startswith(("COUNTERSIGN_REVIEWER", "COUNTERSIGN_NOTIFY", "COUNTERSIGN_ADMIN"))], f"no secret env vars, got {names}")
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    expect(mounts["countersign-secrets"]["mountPath"] == "/etc/countersign/secrets" and "subPath" not in mounts["countersign-secrets"], "the Secret mounted as a directory")
+    expect(r.volume("countersign-secrets")["secret"]["secretName"] == "cs-countersign", "from the chart's Secret")
+    config = yaml.safe_load(r.config())
+    expect(config["reviewers"]["alice"]["key_file"] == "/etc/countersign/secrets/reviewer-alice", f"alice's key file: {config['reviewers']}")
+    expect(config["admin"]["token_file"] == "/etc/countersign/secrets/admin-token", "the admin token file")
+    expect(config["notify"][0]["secret_file"] == "/etc/countersign/secrets/notify-0", "the notify secret file")
+    # The admin port on its own Service; the proxy Service has only the proxy port.
+    proxy = r.one("Service", "cs-countersign")
+    admin = r.one("Service", "cs-countersign-admin")
+    expect([p["name"] for p in proxy["spec"]["ports"]] == ["proxy"], "proxy Service: proxy port only")
+    expect([p["name"] for p in admin["spec"]["ports"]] == ["admin"], "admin Service: admin port only")
+
+
+def assert_gateway_extras(r):
+    spec = r.pod_spec()
+    meta = r.one("Deployment", "cs-countersign")["spec"]["template"]["metadata"]
+    expect(spec["serviceAccountName"] == "countersign-sa", f"service account, got {spec.get('serviceAccountName')}")
+    expect(r.one("ServiceAccount", "countersign-sa")["automountServiceAccountToken"] is False, "the token is not mounted")
+    expect(spec["priorityClassName"] == "critical-agents", "priorityClassName")
+    expect(meta["labels"]["team"] == "payments", "podLabels")
+    expect(meta["annotations"]["example.com/owner"] == "payments", "podAnnotations")
+    c = r.countersign_container()
+    expect({"name": "RUST_BACKTRACE", "value": "1"} in c["env"], f"extraEnv: {c.get('env')}")
+    expect(any(m["name"] == "corp-ca" and m["mountPath"] == "/etc/corp-ca" for m in c["volumeMounts"]), "extraVolumeMounts")
+    expect(any(v["name"] == "corp-ca" for v in spec["volumes"]), "extraVolumes")
+    np = r.one("NetworkPolicy", "cs-countersign-admin-ingress")
+    ingress = np["spec"]["ingress"]
+    expect(ingress[0] == {"ports": [{"port": 8080, "protocol": "TCP"}]}, f"the proxy port stays open: {ingress}")
+    expect(ingress[1]["ports"] == [{"port": 9901, "protocol": "TCP"}] and ingress[1]["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}, f"the admin port from the named peers only: {ingress}")
+
+
+def existing_config_checksum(values):
+    manifests = render(values)
+    for path, text in manifests.items():
+        for doc in yaml.safe_load_all(text) if path.endswith(".yaml") else []:
+            if doc and doc["kind"] == "Deployment":
+                return doc["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    raise AssertionError("no Deployment")
+
+
+def assert_existing_config_map(r):
+    expect(not [d for d in r.all("ConfigMap") if d["metadata"]["name"] == "cs-countersign-config"], "no generated config")
+    expect(r.volume("countersign-config")["configMap"]["name"] == "my-countersign-config", "the user's ConfigMap is mounted")
+    # The checksum follows the ConfigMap named (so switching it rolls the pods).
+    a = existing_config_checksum({"config": {"existingConfigMap": "my-countersign-config"}})
+    b = existing_config_checksum({"config": {"existingConfigMap": "other-config"}})
+    generated = existing_config_checksum({})
+    expect(a != b and a != generated, "the checksum covers existingConfigMap")
+
+
 SCENARIOS = {
     "default": {"values": {}, "check": "sqlite", "assert": assert_sqlite_gateway},
     "sidecar": {"values": {"mode": "sidecar", "persistence": {"type": "emptyDir"}}, "check": "sqlite"},
@@ -267,6 +328,26 @@ SCENARIOS = {
             "networkPolicy": {"enabled": True},
         },
         "check": "sqlite",
+        "assert": assert_secrets_are_files,
+    },
+    "gateway-extras": {
+        "values": {
+            "serviceAccount": {"create": True, "name": "countersign-sa"},
+            "priorityClassName": "critical-agents",
+            "podLabels": {"team": "payments"},
+            "podAnnotations": {"example.com/owner": "payments"},
+            "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
+            "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+            "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+            "adminNetworkPolicy": {"enabled": True, "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]},
+        },
+        "check": "sqlite",
+        "assert": assert_gateway_extras,
+    },
+    "gateway-existing-config-map": {
+        "values": {"config": {"existingConfigMap": "my-countersign-config"}},
+        "check": "none",
+        "assert": assert_existing_config_map,
     },
     "gateway-postgres": {"values": PG_GATEWAY, "check": "postgres", "assert": assert_gateway_postgres},
     "gateway-postgres-one-replica": {
@@ -355,8 +436,14 @@ def check_refusal(name, scenario):
     fail(f"{name}: the chart rendered values it must refuse ({scenario['refuse']})")
 
 
-def countersign_check(name, config, policies, binary, jwks=None):
+def countersign_check(name, config, policies, binary, jwks=None, secrets=None):
     with tempfile.TemporaryDirectory() as tmp:
+        # The Secret's keys as the files the pod mounts.
+        os.mkdir(os.path.join(tmp, "secrets"))
+        for key, value in (secrets or {}).items():
+            with open(os.path.join(tmp, "secrets", key), "w") as f:
+                f.write(value)
+        config = config.replace("/etc/countersign/secrets/", os.path.join(tmp, "secrets") + "/")
         if jwks is not None:
             with open(os.path.join(tmp, "jwks.json"), "w") as f:
                 f.write(jwks)
@@ -396,6 +483,11 @@ def check_scenario(name, scenario, binary):
         if path.endswith("NOTES.txt"):
             if "countersign is installed" not in text:
                 fail(f"{name}: NOTES.txt did not render")
+            # Real names only: what NOTES tells the user to run must work as printed.
+            if "<" in text.replace("<release>", ""):
+                fail(f"{name}: NOTES.txt has a placeholder: {text}")
+            if "svc/cs-countersign-admin" not in text or "-n agents" not in text:
+                fail(f"{name}: NOTES.txt does not name the admin Service and namespace: {text}")
             continue
         for doc in yaml.safe_load_all(text):
             if doc:
@@ -414,8 +506,11 @@ def check_scenario(name, scenario, binary):
     if scenario["check"] == "sqlite":
         policies = rendered.one("ConfigMap", "cs-countersign-policies")["data"]
         jwks = [d["data"]["jwks.json"] for d in rendered.all("ConfigMap") if d["metadata"]["name"] == "cs-countersign-jwks"]
-        countersign_check(name, rendered.config(), policies, binary, jwks[0] if jwks else None)
+        secrets = [d.get("stringData", {}) for d in rendered.all("Secret") if d["metadata"]["name"] == "cs-countersign"]
+        countersign_check(name, rendered.config(), policies, binary, jwks[0] if jwks else None, secrets[0] if secrets else None)
         checked = "countersign check passed"
+    elif scenario["check"] == "none":
+        checked = "no generated config to check"
     else:
         # See the module doc: no database here, so the audit keys are asserted.
         audit = yaml.safe_load(rendered.config())["audit"]
@@ -425,8 +520,68 @@ def check_scenario(name, scenario, binary):
     print(f"ok  {name}: lint clean ({len(warnings)} warnings), {len(docs)} manifests valid, {checked}: {', '.join(rendered.kinds())}")
 
 
+def dockerfile_image():
+    """What the image built from the Dockerfile provides: the final stage's
+    USER, WORKDIR, VOLUME, EXPOSE, ENTRYPOINT and CMD (JSON forms)."""
+    import json
+
+    path = os.path.join(HERE, "..", "Dockerfile")
+    with open(path) as f:
+        lines = []
+        for raw in f.read().replace("\\\n", " ").splitlines():
+            line = raw.strip()
+            if line and not line.startswith("#"):
+                lines.append(line)
+    stage = {}
+    for line in lines:
+        word, _, rest = line.partition(" ")
+        word = word.upper()
+        if word == "FROM":
+            stage = {"expose": []}  # only the last stage is the image
+        elif word == "EXPOSE":
+            stage["expose"] += [int(p.split("/")[0]) for p in rest.split()]
+        elif word in ("ENTRYPOINT", "CMD", "VOLUME"):
+            stage[word.lower()] = json.loads(rest)
+        elif word in ("USER", "WORKDIR"):
+            stage[word.lower()] = rest.strip()
+    return stage
+
+
+def check_dockerfile():
+    image = dockerfile_image()
+    values = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+    r = Rendered([d for p, t in sorted(render({}).items()) if p.endswith(".yaml") for d in yaml.safe_load_all(t) if d])
+    c = r.countersign_container()
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    config_path = c["args"][c["args"].index("--config") + 1]
+    problems = []
+    if image.get("cmd") != c["args"]:
+        problems.append(f"the image's CMD {image.get('cmd')} is not the chart's args {c['args']}")
+    if os.path.dirname(config_path) not in mounts:
+        problems.append(f"the chart's config {config_path} is not under a mounted directory")
+    if image.get("entrypoint", [""])[0] != "/usr/local/bin/countersign":
+        problems.append(f"the image's ENTRYPOINT is {image.get('entrypoint')}")
+    for v in image.get("volume", []):
+        if v not in mounts:
+            problems.append(f"the image's VOLUME {v} is not mounted by the chart ({sorted(mounts)})")
+    if image.get("workdir") not in mounts:
+        problems.append(f"the image's WORKDIR {image.get('workdir')} is not a mounted, writable directory")
+    if "sqlite:///var/lib/countersign/" not in r.config() or "/var/lib/countersign" not in image.get("volume", []):
+        problems.append("the record's directory differs between the image and the chart")
+    for port in (values["proxy"]["port"], values["admin"]["port"]):
+        if port not in image["expose"]:
+            problems.append(f"the chart's port {port} is not EXPOSEd by the image ({image['expose']})")
+    uid = str(values["podSecurityContext"]["runAsUser"])
+    if image.get("user", "").split(":")[0] != uid:
+        problems.append(f"the image runs as {image.get('user')}, the chart as {uid}")
+    if problems:
+        fail("Dockerfile and chart disagree: " + "; ".join(problems))
+    print(f"ok  Dockerfile: config {config_path}, record /var/lib/countersign, ports {image['expose']}, user {image['user']} match the chart")
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "target", "debug", "countersign")
+    check_dockerfile()
     for name, scenario in SCENARIOS.items():
         if "refuse" in scenario:
             check_refusal(name, scenario)

@@ -49,6 +49,8 @@ pub struct Shared {
     pub admin_url: String,
     /// The policy revisions known to be in the record.
     pub revisions: crate::audit::revisions::Revisions,
+    /// The OPA decision-log export, when `decision_log` is configured.
+    pub decision_log: Option<crate::policy::decision_log::DecisionLog>,
     policy: RwLock<Arc<Policy>>,
     reviewers: RwLock<Arc<Reviewers>>,
     /// The proxy listener's TLS (with the client-certificate check under
@@ -230,6 +232,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
     }
     let notifier = crate::proxy::forward::outbound_client("notify")?;
+    let decision_log = match &config.decision_log {
+        Some(sink) => Some(
+            crate::policy::decision_log::DecisionLog::open(sink)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?,
+        ),
+        None => None,
+    };
     let policy_pool =
         crate::policy::pool::Pool::start(config.policy_pool.workers, config.policy_pool.queue)
             .context("cannot start the policy threads")?;
@@ -263,6 +272,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         body_budget,
         admin_url,
         revisions: Default::default(),
+        decision_log,
         policy: RwLock::new(Arc::new(policy)),
         reviewers: RwLock::new(Arc::new(reviewers)),
         tls: tls.clone(),

@@ -133,6 +133,9 @@ pub struct CapturedRequest {
     pub agent: Agent,
     /// Evidence items by name (the part after the evidence prefix).
     pub evidence: BTreeMap<String, String>,
+    /// The agent and evidence headers as sent (lower-case name, value), for
+    /// the opa-envoy input, whose policies read them among the headers.
+    pub agent_headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Bytes,
     /// SHA-256 of the body, hex.
@@ -236,6 +239,7 @@ impl CapturedRequest {
             headers,
             agent: Agent::default(),
             evidence: BTreeMap::new(),
+            agent_headers: Vec::new(),
             body: Bytes::new(),
             body_sha256: hex::encode(Sha256::digest([])),
             body_parsed: Parsed::Opaque,
@@ -274,6 +278,7 @@ impl CapturedRequest {
             let value = std::str::from_utf8(value.as_bytes())
                 .map_err(|_| AgentHeaderError::NotText(name.to_string()))?
                 .to_string();
+            self.agent_headers.push((name.to_string(), value.clone()));
             if name == names.id {
                 self.agent.id = Some(value);
             } else if name == names.on_behalf_of {

@@ -13,8 +13,8 @@ use crate::audit::record::State;
 use crate::audit::store::backend::{Backend, ListFilter};
 use crate::audit::store::{connect, connect_read_only};
 use crate::audit::view::{self, action_json_in, action_text, printable};
-use crate::config::Config;
 use crate::config::StoreUrl;
+use crate::config::{Config, RecordConfig};
 
 /// countersign: a policy sidecar that decides every agent call with Rego,
 /// holds risky calls for named reviewers, and keeps a tamper-evident record.
@@ -32,6 +32,26 @@ pub struct ConfigArg {
     /// The YAML config file.
     #[arg(long, env = "COUNTERSIGN_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
+}
+
+/// Where an `audit` command reads the record: the store of `--config FILE`
+/// (only its `audit` and `reviewers` keys are read), or a SQLite file alone.
+#[derive(Debug, Args)]
+pub struct RecordArg {
+    /// The YAML config file; only its `audit` and `reviewers` keys are used.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_CONFIG",
+        value_name = "FILE",
+        required_unless_present = "db"
+    )]
+    pub config: Option<PathBuf>,
+    /// Read this SQLite record file alone (a copy is fine; it is opened
+    /// read-only), without a config; it takes precedence over --config and
+    /// COUNTERSIGN_CONFIG. Reviews are then reported as not checkable, as
+    /// no reviewer keys are known.
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
 }
 
 /// Subcommands.
@@ -88,7 +108,7 @@ pub struct KeygenArgs {
 
 /// `countersign review ...`
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("verdict").required(true).args(["approve", "reject"])))]
+#[command(group(clap::ArgGroup::new("verdict").required(true).args(["approve", "reject", "show"])))]
 pub struct ReviewArgs {
     /// The held action's id.
     pub id: String,
@@ -108,8 +128,16 @@ pub struct ReviewArgs {
     /// Reject the action.
     #[arg(long)]
     pub reject: bool,
-    /// A comment for the record.
+    /// Only show the action (request, evidence, decision, reviews); send nothing.
     #[arg(long)]
+    pub show: bool,
+    /// Send the verdict without asking for confirmation. Without it the
+    /// verdict is sent only after you answer `y` at the terminal; when
+    /// stdin is not a terminal the command refuses.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// A comment for the record.
+    #[arg(long, conflicts_with = "show")]
     pub comment: Option<String>,
 }
 
@@ -131,10 +159,15 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "auto", value_parser = ["auto", "vm", "interpreter"])]
         engine: String,
     },
-    /// Run the test_* rules of every *_test.rego file in DIR; exit 1 if one fails.
+    /// Run the test_* rules of every *_test.rego file in DIR, printed as
+    /// `opa test -v` prints them; exit 1 if one fails.
     Test {
-        /// Directory of .rego files and their tests.
+        /// Directory of .rego files (and data documents) and their tests.
         dir: PathBuf,
+        /// Print the lines the tests evaluated, per file, as the JSON of
+        /// `opa test --coverage` (instead of the test list).
+        #[arg(long)]
+        coverage: bool,
     },
 }
 
@@ -144,7 +177,7 @@ pub enum AuditCommand {
     /// List actions, newest first.
     List {
         #[command(flatten)]
-        config: ConfigArg,
+        record: RecordArg,
         /// Only actions in this state (allowed, denied, pending, completed, failed, ...).
         #[arg(long)]
         state: Option<String>,
@@ -154,7 +187,7 @@ pub enum AuditCommand {
         /// Only actions since this time (RFC 3339, e.g. 2026-11-27T00:00:00Z) or this long ago (e.g. 2h).
         #[arg(long)]
         since: Option<String>,
-        /// At most this many.
+        /// At most this many; 0 lists them all.
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Print JSON lines instead of a table.
@@ -164,7 +197,7 @@ pub enum AuditCommand {
     /// Show one action as a timeline: request, evidence, decision, reviews, result.
     Show {
         #[command(flatten)]
-        config: ConfigArg,
+        record: RecordArg,
         /// The action id.
         id: String,
         /// Print the same as one JSON object.
@@ -176,7 +209,7 @@ pub enum AuditCommand {
     /// exit 1 naming the first bad seq.
     Verify {
         #[command(flatten)]
-        config: ConfigArg,
+        record: RecordArg,
         /// A signed checkpoint kept outside the store (a file, or a dir://
         /// publish directory); the record must not be shorter than it nor
         /// differ from it. May be repeated.
@@ -190,7 +223,7 @@ pub enum AuditCommand {
     /// Print an inclusion proof (JSON) of record SEQ in the latest signed checkpoint.
     Prove {
         #[command(flatten)]
-        config: ConfigArg,
+        record: RecordArg,
         /// The record's seq.
         seq: i64,
         /// Also prove that the latest checkpoint extends the tree of this
@@ -202,7 +235,7 @@ pub enum AuditCommand {
     /// proofs, the checkpoint, the policy's text and the reviewers' public keys.
     Export {
         #[command(flatten)]
-        config: ConfigArg,
+        record: RecordArg,
         /// The action id.
         id: String,
         /// The file to write.
@@ -212,9 +245,13 @@ pub enum AuditCommand {
     /// Evaluate an action's recorded policy input again on the recorded
     /// policy revision; exit 1 if it does not reach the recorded decision.
     Replay {
-        /// The YAML config file (not needed with --bundle).
+        /// The YAML config file (not needed with --bundle or --db).
         #[arg(long, env = "COUNTERSIGN_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Read this SQLite record file alone, without a config (takes
+        /// precedence over --config).
+        #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
+        db: Option<PathBuf>,
         /// The action id.
         #[arg(required_unless_present = "bundle")]
         id: Option<String>,
@@ -239,40 +276,46 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             entrypoint,
             engine,
         }) => policy_eval(&policies, &input, &entrypoint, &engine),
-        Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
+        Command::Policy(PolicyCommand::Test { dir, coverage }) => policy_test(&dir, coverage),
         Command::Audit(AuditCommand::List {
-            config,
+            record,
             state,
             risk,
             since,
             limit,
             json,
-        }) => audit_list(&config.config, state, risk, since, limit, json),
-        Command::Audit(AuditCommand::Show { config, id, json }) => {
-            audit_show(&config.config, &id, json)
-        }
+        }) => audit_list(&record, state, risk, since, limit, json),
+        Command::Audit(AuditCommand::Show { record, id, json }) => audit_show(&record, &id, json),
         Command::Audit(AuditCommand::Verify {
-            config,
+            record,
             checkpoint,
             public_key,
         }) => {
-            let (config, mut conn) = open_config_and_store(&config.config)?;
+            let (config, mut conn) = open_record(&record)?;
             evidence::audit_verify(&config, conn.as_mut(), &checkpoint, public_key.as_deref())
         }
         Command::Audit(AuditCommand::Prove {
-            config,
+            record,
             seq,
             from_size,
-        }) => evidence::audit_prove(open_store(&config.config)?.as_mut(), seq, from_size),
-        Command::Audit(AuditCommand::Export { config, id, bundle }) => {
-            let (config, mut conn) = open_config_and_store(&config.config)?;
+        }) => evidence::audit_prove(open_record(&record)?.1.as_mut(), seq, from_size),
+        Command::Audit(AuditCommand::Export { record, id, bundle }) => {
+            let (config, mut conn) = open_record(&record)?;
             evidence::audit_export(&config, conn.as_mut(), &id, &bundle)
         }
-        Command::Audit(AuditCommand::Replay { config, id, bundle }) => match (bundle, id, config) {
-            (Some(b), _, _) => evidence::audit_replay_bundle(&b),
-            (None, Some(id), Some(c)) => evidence::audit_replay(open_store(&c)?.as_mut(), &id),
-            (None, _, None) => bail!("--config FILE (or COUNTERSIGN_CONFIG) is needed to replay from the record; or give --bundle FILE"),
-            (None, None, _) => bail!("name the action to replay, or give --bundle FILE"),
+        Command::Audit(AuditCommand::Replay {
+            config,
+            db,
+            id,
+            bundle,
+        }) => match (bundle, id) {
+            (Some(b), _) => evidence::audit_replay_bundle(&b),
+            (None, Some(id)) if config.is_some() || db.is_some() => {
+                let record = RecordArg { config, db };
+                evidence::audit_replay(open_record(&record)?.1.as_mut(), &id)
+            }
+            (None, Some(_)) => bail!("--config FILE (or COUNTERSIGN_CONFIG) or --db FILE is needed to replay from the record; or give --bundle FILE"),
+            (None, None) => bail!("name the action to replay, or give --bundle FILE"),
         },
         Command::VerifyBundle { file, public_key } => evidence::verify_bundle(&file, &public_key),
         Command::Review(args) => crate::review_client::run(&args),
@@ -390,6 +433,10 @@ fn check(path: &Path) -> anyhow::Result<()> {
         }
     };
     probe_policy(path, &config, &policy)?;
+    if let Some(sink) = &config.decision_log {
+        crate::policy::decision_log::DecisionLog::open(sink)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     for r in &config.routes {
         crate::proxy::forward::Upstream::new(r)?;
     }
@@ -481,25 +528,58 @@ fn policy_eval(dir: &Path, input: &Path, entrypoint: &str, engine: &str) -> anyh
     Ok(())
 }
 
-fn policy_test(dir: &Path) -> anyhow::Result<()> {
-    let outcomes = crate::policy::test::run(dir)?;
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
-    for o in &outcomes {
-        match &o.failure {
-            None => println!("PASS {}", o.name),
-            Some(why) => println!("FAIL {} ({}): {why}", o.name, o.file),
-        }
-    }
-    println!(
-        "{} passed, {} failed",
-        outcomes.len() - failed.len(),
-        failed.len()
-    );
+/// `opa test`'s layout: failures first with why, then every test by file
+/// as `data.pkg.test_x: PASS (1.2ms)`, then `PASS: n/m` (and `FAIL:`,
+/// `ERROR:` counts). With `--coverage`, the coverage JSON instead.
+fn policy_test(dir: &Path, coverage: bool) -> anyhow::Result<()> {
+    let (outcomes, report) = crate::policy::test::run_with(dir, coverage)?;
     if outcomes.is_empty() {
         bail!(
             "{}: no test_* rules found in *_test.rego files",
             dir.display()
         );
+    }
+    let rule = "-".repeat(80);
+    let verdict = |o: &crate::policy::test::Outcome| match (&o.failure, o.error) {
+        (None, _) => "PASS",
+        (Some(_), false) => "FAIL",
+        (Some(_), true) => "ERROR",
+    };
+    let took = |o: &crate::policy::test::Outcome| format!("{:.1?}", o.duration);
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
+    if let Some(report) = report {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        if !failed.is_empty() {
+            println!("FAILURES\n{rule}");
+            for o in &failed {
+                println!("{}: {} ({})\n", o.name, verdict(o), took(o));
+                println!("  {}\n", o.failure.as_deref().unwrap_or_default());
+            }
+            println!("SUMMARY\n{rule}");
+        }
+        let mut file = None;
+        for o in &outcomes {
+            if file != Some(&o.file) {
+                if file.is_some() {
+                    println!();
+                }
+                println!("{}:", o.file);
+                file = Some(&o.file);
+            }
+            println!("{}: {} ({})", o.name, verdict(o), took(o));
+        }
+        println!("{rule}");
+    }
+    let total = outcomes.len();
+    let errors = failed.iter().filter(|o| o.error).count();
+    let fails = failed.len() - errors;
+    let counts = counts(total - failed.len(), fails, errors, total);
+    // With --coverage stdout is the JSON alone; the counts go to stderr.
+    if coverage {
+        eprint!("{counts}");
+    } else {
+        print!("{counts}");
     }
     if !failed.is_empty() {
         bail!(
@@ -511,19 +591,44 @@ fn policy_test(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_store(config: &Path) -> anyhow::Result<Box<dyn Backend>> {
-    Ok(open_config_and_store(config)?.1)
+fn counts(pass: usize, fail: usize, error: usize, total: usize) -> String {
+    let mut out = String::new();
+    if pass > 0 {
+        out.push_str(&format!("PASS: {pass}/{total}\n"));
+    }
+    if fail > 0 {
+        out.push_str(&format!("FAIL: {fail}/{total}\n"));
+    }
+    if error > 0 {
+        out.push_str(&format!("ERROR: {error}/{total}\n"));
+    }
+    out
 }
 
-fn open_config_and_store(config: &Path) -> anyhow::Result<(Config, Box<dyn Backend>)> {
-    let config = load(config)?;
+/// The record an `audit` command reads, read-only, and the settings it needs.
+fn open_record(record: &RecordArg) -> anyhow::Result<(RecordConfig, Box<dyn Backend>)> {
+    let config = match (&record.db, &record.config) {
+        (Some(db), _) => {
+            if !db.is_file() {
+                bail!("--db: {}: no such file", db.display());
+            }
+            RecordConfig::sqlite_file(db)
+        }
+        (None, Some(c)) => RecordConfig::load(c)?,
+        (None, None) => bail!("give --config FILE (or COUNTERSIGN_CONFIG) or --db FILE"),
+    };
+    let field = if record.db.is_some() {
+        "--db"
+    } else {
+        "audit.store"
+    };
     let conn = connect_read_only(&config.audit)
-        .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.file.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {field}: {e}", config.file.display()))?;
     Ok((config, conn))
 }
 
 fn audit_list(
-    config: &Path,
+    record: &RecordArg,
     state: Option<String>,
     risk: Option<String>,
     since: Option<String>,
@@ -550,12 +655,12 @@ fn audit_list(
             bail!("--risk: `{r}` is not a risk; use one of low, medium, high, critical");
         }
     }
-    let mut conn = open_store(config)?;
+    let mut conn = open_record(record)?.1;
     let rows = conn.list(&ListFilter {
         state,
         risk,
         since,
-        limit,
+        limit, // 0: no limit
     })?;
     if json {
         for r in rows {
@@ -589,8 +694,8 @@ fn audit_list(
     Ok(())
 }
 
-fn audit_show(config: &Path, id: &str, json: bool) -> anyhow::Result<()> {
-    let (config, mut conn) = open_config_and_store(config)?;
+fn audit_show(record: &RecordArg, id: &str, json: bool) -> anyhow::Result<()> {
+    let (config, mut conn) = open_record(record)?;
     let records = if crate::audit::record::is_action_id(id) {
         conn.records_of(id)?
     } else {

@@ -49,6 +49,14 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     identity: RawIdentity,
+    #[serde(default)]
+    decision_log: Option<RawDecisionLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDecisionLog {
+    path: String,
 }
 
 fn default_listen() -> String {
@@ -589,6 +597,17 @@ pub struct Config {
     /// How callers prove who they are (none of it configured: identity is
     /// only what the agent headers declare).
     pub identity: IdentityConfig,
+    /// Where every decision is also written as an OPA decision-log line.
+    pub decision_log: Option<DecisionLogSink>,
+}
+
+/// `decision_log.path`: where the OPA decision-log JSON lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionLogSink {
+    /// `-`: standard output (the system log is on standard error).
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
 }
 
 /// Admin listener settings.
@@ -1047,6 +1066,68 @@ impl Config {
     }
 }
 
+/// What the `audit` commands need: the record store and the reviewers'
+/// keys (to check signed reviews), and nothing else. Loading it does not
+/// look at the policies, routes or listeners, so a copied config whose
+/// policy directory is absent still reads its record.
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    /// The config file (or the database file given alone), for messages.
+    pub file: PathBuf,
+    /// Record store settings.
+    pub audit: AuditConfig,
+    /// Reviewers by name; empty when a database file is read alone.
+    pub reviewers: BTreeMap<String, ReviewerConfig>,
+}
+
+/// Only the `audit` and `reviewers` keys of a config file; every other key
+/// is left unread (the full load checks them).
+#[derive(Debug, Deserialize)]
+struct RawRecordConfig {
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    reviewers: BTreeMap<String, RawReviewer>,
+}
+
+impl RecordConfig {
+    /// Loads the `audit` and `reviewers` sections of `file`.
+    pub fn load(file: &Path) -> Result<RecordConfig, ConfigError> {
+        let shown = file.display().to_string();
+        let err = |message: String| ConfigError {
+            file: shown.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| err(format!("cannot read the config file: {e}")))?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let raw: RawRecordConfig = serde_yaml::from_str(&text).map_err(|e| err(format!("{e}")))?;
+        let v = Validator { base: &base };
+        Ok(RecordConfig {
+            file: file.to_path_buf(),
+            audit: v.audit(raw.audit).map_err(err)?,
+            reviewers: v.reviewers(raw.reviewers).map_err(err)?,
+        })
+    }
+
+    /// A SQLite record file read alone (`--db FILE`): no reviewers' keys,
+    /// no checkpoint key.
+    pub fn sqlite_file(db: &Path) -> RecordConfig {
+        let v = Validator {
+            base: Path::new(""),
+        };
+        let mut audit = v
+            .audit(RawAudit::default())
+            .expect("the default audit settings are valid");
+        audit.store = StoreUrl::Sqlite(db.to_path_buf());
+        RecordConfig {
+            file: db.to_path_buf(),
+            audit,
+            reviewers: BTreeMap::new(),
+        }
+    }
+}
+
 struct Validator<'a> {
     base: &'a Path,
 }
@@ -1138,6 +1219,98 @@ impl Validator<'_> {
         } else {
             self.base.join(p)
         }
+    }
+
+    /// `reviewers`: each reviewer's key source, groups and aliases.
+    fn reviewers(
+        &self,
+        raw: BTreeMap<String, RawReviewer>,
+    ) -> Result<BTreeMap<String, ReviewerConfig>, String> {
+        let mut reviewers = BTreeMap::new();
+        for (name, r) in raw {
+            let key = secret(
+                &format!("reviewers.{name}"),
+                r.key_env,
+                r.key_file.map(|p| self.path(&p)),
+            )?;
+            for (i, alias) in r.aliases.iter().enumerate() {
+                if crate::approval::identity::normalise(alias).is_empty() {
+                    return Err(format!(
+                        "reviewers.{name}.aliases[{i}]: an alias must be a non-empty name (it is `{alias}`)"
+                    ));
+                }
+            }
+            reviewers.insert(
+                name,
+                ReviewerConfig {
+                    key,
+                    groups: r.groups,
+                    aliases: r.aliases,
+                },
+            );
+        }
+        Ok(reviewers)
+    }
+
+    /// `audit`: the record store and its checkpoints.
+    fn audit(&self, a: RawAudit) -> Result<AuditConfig, String> {
+        let store = if let Some(p) = a.store.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
+            StoreUrl::Sqlite(self.path(p))
+        } else if a.store.starts_with("postgres://") || a.store.starts_with("postgresql://") {
+            crate::audit::store::postgres::check_dsn(&a.store)
+                .map_err(|e| format!("audit.store: {e}"))?;
+            StoreUrl::Postgres { dsn: a.store }
+        } else {
+            return Err(format!(
+                "audit.store: `{}` is not a store URL; write sqlite:///var/lib/countersign/audit.db or postgres://user@host:5432/db?sslmode=verify-full",
+                a.store
+            ));
+        };
+        let password =
+            match (
+                &store,
+                a.password_env.is_some() || a.password_file.is_some(),
+            ) {
+                (StoreUrl::Postgres { .. }, true) => Some(secret(
+                    "audit.password_env/password_file",
+                    a.password_env,
+                    a.password_file.map(|f| self.path(&f)),
+                )?),
+                (StoreUrl::Postgres { .. }, false) => None,
+                (StoreUrl::Sqlite(_), true) => return Err(
+                    "audit.password_env/password_file: only a postgres:// store takes a password"
+                        .into(),
+                ),
+                (StoreUrl::Sqlite(_), false) => None,
+            };
+        let audit = AuditConfig {
+            store,
+            busy_timeout: duration("audit.busy_timeout", &a.busy_timeout)?,
+            password,
+            ca_file: a.ca_file.map(|f| self.path(&f)),
+            result_durability: match a.result_durability.as_deref().unwrap_or("after_response") {
+                "after_response" => ResultDurability::AfterResponse,
+                "before_response" => ResultDurability::BeforeResponse,
+                other => {
+                    return Err(format!(
+                        "audit.result_durability: `{other}` is not one of after_response, before_response"
+                    ))
+                }
+            },
+            lease: duration("audit.lease", a.lease.as_deref().unwrap_or("30s"))?,
+            checkpoint: match a.checkpoint {
+                Some(c) => Some(self.checkpoint(c)?),
+                None => None,
+            },
+        };
+        // SQLite takes the wait in milliseconds as a 32-bit number.
+        if audit.busy_timeout > Duration::from_secs(3600) {
+            return Err(format!(
+                "audit.busy_timeout: `{}` is longer than the 1h allowed",
+                a.busy_timeout
+            ));
+        }
+        Ok(audit)
     }
 
     fn config(&self, raw: RawConfig, file: &Path) -> Result<Config, String> {
@@ -1373,29 +1546,7 @@ impl Validator<'_> {
             ));
         }
 
-        let mut reviewers = BTreeMap::new();
-        for (name, r) in raw.reviewers {
-            let key = secret(
-                &format!("reviewers.{name}"),
-                r.key_env,
-                r.key_file.map(|p| self.path(&p)),
-            )?;
-            for (i, alias) in r.aliases.iter().enumerate() {
-                if crate::approval::identity::normalise(alias).is_empty() {
-                    return Err(format!(
-                        "reviewers.{name}.aliases[{i}]: an alias must be a non-empty name (it is `{alias}`)"
-                    ));
-                }
-            }
-            reviewers.insert(
-                name,
-                ReviewerConfig {
-                    key,
-                    groups: r.groups,
-                    aliases: r.aliases,
-                },
-            );
-        }
+        let reviewers = self.reviewers(raw.reviewers)?;
         let mut notify = Vec::new();
         for (i, n) in raw.notify.into_iter().enumerate() {
             if reqwest::Url::parse(&n.url).is_err() {
@@ -1424,63 +1575,7 @@ impl Validator<'_> {
             });
         }
 
-        let a = raw.audit;
-        let store = if let Some(p) = a.store.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
-            StoreUrl::Sqlite(self.path(p))
-        } else if a.store.starts_with("postgres://") || a.store.starts_with("postgresql://") {
-            crate::audit::store::postgres::check_dsn(&a.store)
-                .map_err(|e| format!("audit.store: {e}"))?;
-            StoreUrl::Postgres { dsn: a.store }
-        } else {
-            return Err(format!(
-                "audit.store: `{}` is not a store URL; write sqlite:///var/lib/countersign/audit.db or postgres://user@host:5432/db?sslmode=verify-full",
-                a.store
-            ));
-        };
-        let password =
-            match (
-                &store,
-                a.password_env.is_some() || a.password_file.is_some(),
-            ) {
-                (StoreUrl::Postgres { .. }, true) => Some(secret(
-                    "audit.password_env/password_file",
-                    a.password_env,
-                    a.password_file.map(|f| self.path(&f)),
-                )?),
-                (StoreUrl::Postgres { .. }, false) => None,
-                (StoreUrl::Sqlite(_), true) => return Err(
-                    "audit.password_env/password_file: only a postgres:// store takes a password"
-                        .into(),
-                ),
-                (StoreUrl::Sqlite(_), false) => None,
-            };
-        let audit = AuditConfig {
-            store,
-            busy_timeout: duration("audit.busy_timeout", &a.busy_timeout)?,
-            password,
-            ca_file: a.ca_file.map(|f| self.path(&f)),
-            result_durability: match a.result_durability.as_deref().unwrap_or("after_response") {
-                "after_response" => ResultDurability::AfterResponse,
-                "before_response" => ResultDurability::BeforeResponse,
-                other => {
-                    return Err(format!(
-                        "audit.result_durability: `{other}` is not one of after_response, before_response"
-                    ))
-                }
-            },
-            lease: duration("audit.lease", a.lease.as_deref().unwrap_or("30s"))?,
-            checkpoint: match a.checkpoint {
-                Some(c) => Some(self.checkpoint(c)?),
-                None => None,
-            },
-        };
-        // SQLite takes the wait in milliseconds as a 32-bit number.
-        if audit.busy_timeout > Duration::from_secs(3600) {
-            return Err(format!(
-                "audit.busy_timeout: `{}` is longer than the 1h allowed",
-                a.busy_timeout
-            ));
-        }
+        let audit = self.audit(raw.audit)?;
 
         let log = LogConfig {
             format: match raw.log.format.as_deref().unwrap_or("text") {
@@ -1491,6 +1586,14 @@ impl Validator<'_> {
             level: raw.log.level.unwrap_or_else(|| "info".into()),
         };
 
+        let decision_log = match raw.decision_log {
+            None => None,
+            Some(l) if l.path == "-" => Some(DecisionLogSink::Stdout),
+            Some(l) if l.path.trim().is_empty() => {
+                return Err("decision_log.path: name a file, or `-` for standard output".into())
+            }
+            Some(l) => Some(DecisionLogSink::File(self.path(&l.path))),
+        };
         let limits = validate_limits(raw.limits, &capture)?;
         let identity = self.identity(raw.identity, listen, tls.is_some(), &capture)?;
         for (i, r) in routes.iter().enumerate() {
@@ -1517,6 +1620,7 @@ impl Validator<'_> {
             log,
             limits,
             identity,
+            decision_log,
         })
     }
 }

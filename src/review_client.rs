@@ -1,9 +1,12 @@
 //! `countersign review`: the reviewer's tool. It fetches the held action
 //! with a signed read (signed over the request path), shows the reviewer
-//! what they are deciding (request, evidence, decision), then signs and
+//! what they are deciding (request, evidence, decision), asks them to
+//! confirm (unless `--yes`; `--show` stops after showing), then signs and
 //! sends the verdict with the action's id and `request_digest`, and prints
 //! the result. The key file holds either kind of reviewer key: an Ed25519
 //! `whsk_` secret or a shared `whsec_` secret.
+
+use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -26,6 +29,23 @@ async fn answer(resp: reqwest::Response, what: &str) -> anyhow::Result<Value> {
         bail!("{what} was refused ({status}): {why}");
     }
     Ok(body)
+}
+
+/// Asks the reviewer at the terminal to confirm `verdict`; true on `y`/`yes`.
+/// Refuses when stdin is not a terminal: a verdict is never sent because
+/// a pipe happened to hold a `y`.
+fn confirmed(verdict: &str, id: &str, reviewer: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("not sending the verdict: stdin is not a terminal, so it cannot be confirmed; pass --yes to send it without asking, or --show to only look");
+    }
+    print!("\n{verdict} action {id} as {reviewer}? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// Runs the command.
@@ -61,6 +81,9 @@ pub fn run(args: &ReviewArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot reach the admin listener at {admin}"))?;
         let view = answer(resp, "reading the action").await?;
         print!("{}", action_text(&view));
+        if args.show {
+            return Ok(());
+        }
         if view["state"] != "pending" {
             bail!(
                 "action {} is {}, not pending: there is nothing to review",
@@ -69,6 +92,9 @@ pub fn run(args: &ReviewArgs) -> anyhow::Result<()> {
             );
         }
         let verdict = if args.approve { "approve" } else { "reject" };
+        if !args.yes && !confirmed(verdict, &args.id, &args.reviewer)? {
+            bail!("not confirmed: nothing was sent");
+        }
         let body = json!({
             "action_id": args.id,
             "reviewer": args.reviewer,

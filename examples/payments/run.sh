@@ -6,18 +6,73 @@
 #   examples/payments/run.sh
 #
 # Starts the example payments API on 127.0.0.1:8081 and countersign on
-# 127.0.0.1:8080 (admin 127.0.0.1:9901); stops both on exit.
+# 127.0.0.1:8080 (admin 127.0.0.1:9901); stops both on exit. Other ports:
+#
+#   PROXY_PORT=18080 ADMIN_PORT=19901 API_PORT=18081 examples/payments/run.sh
+#
+# The script refuses to start when a port is taken, checks that the answers
+# come from the processes it started, and prints their logs on any failure.
+# COUNTERSIGN_BIN and PAYMENTS_API_BIN skip the build; PAYMENTS_DATA moves the
+# scratch directory (default examples/payments/data).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CONFIG=examples/payments/countersign.yaml
-DATA=examples/payments/data
+ROOT=$PWD
+PROXY_PORT=${PROXY_PORT:-8080}
+ADMIN_PORT=${ADMIN_PORT:-9901}
+API_PORT=${API_PORT:-8081}
+DATA=${PAYMENTS_DATA:-examples/payments/data}
+PROXY=http://127.0.0.1:$PROXY_PORT
+ADMIN=http://127.0.0.1:$ADMIN_PORT
 
-echo "==> building (first time: a few minutes)"
-cargo build --release --quiet --bin countersign --example payments-api
-CS=target/release/countersign
+PIDS=()
+LOGS=()
+cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ "${#LOGS[@]}" -gt 0 ]; then
+    echo "run.sh: failed (exit $rc); the logs:" >&2
+    for l in "${LOGS[@]}"; do
+      echo "---- $l" >&2
+      cat "$l" >&2 2>/dev/null || true
+    done
+  fi
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  exit "$rc"
+}
+trap cleanup EXIT
+fail() { echo "run.sh: $*" >&2; exit 1; }
+
+# Something already listening would silently take our traffic (or answer our
+# readiness probe): refuse instead, and say how to pick other ports.
+for spec in "PROXY_PORT=$PROXY_PORT" "ADMIN_PORT=$ADMIN_PORT" "API_PORT=$API_PORT"; do
+  port=${spec#*=}
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    fail "port $port (${spec%%=*}) on 127.0.0.1 is already in use by another process; stop it or choose another port, e.g. ${spec%%=*}=$((port + 10000)) $0"
+  fi
+done
+
+if [ -n "${COUNTERSIGN_BIN:-}" ] && [ -n "${PAYMENTS_API_BIN:-}" ]; then
+  CS=$COUNTERSIGN_BIN
+  API=$PAYMENTS_API_BIN
+else
+  echo "==> building (first time: a few minutes)"
+  cargo build --release --quiet --bin countersign --example payments-api
+  CS=target/release/countersign
+  API=target/release/examples/payments-api
+fi
 export COUNTERSIGN_ADMIN_TOKEN=${COUNTERSIGN_ADMIN_TOKEN:-payments-demo-admin-token}
 
 rm -rf "$DATA" && mkdir -p "$DATA"
+DATA=$(cd "$DATA" && pwd)
+# The shipped config with this run's ports and scratch directory.
+CONFIG=$DATA/countersign.yaml
+sed -e "s#127.0.0.1:8080#127.0.0.1:$PROXY_PORT#" \
+    -e "s#127.0.0.1:9901#127.0.0.1:$ADMIN_PORT#" \
+    -e "s#127.0.0.1:8081#127.0.0.1:$API_PORT#" \
+    -e "s#dir: policies#dir: $ROOT/examples/payments/policies#" \
+    -e "s#sqlite://data/audit.db#sqlite://$DATA/audit.db#" \
+    examples/payments/countersign.yaml >"$CONFIG"
+
 # Fresh reviewer keys for the demo: countersign reads them from the
 # environment, each reviewer's `countersign review` from a file. alice shares
 # a secret with countersign; bob has an Ed25519 pair, of which countersign
@@ -28,22 +83,45 @@ export REVIEWER_ALICE_KEY="$key"
 "$CS" keygen --reviewer --out "$DATA/bob" >/dev/null
 REVIEWER_BOB_KEY="$(cat "$DATA/bob.pub")"
 export REVIEWER_BOB_KEY
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
-target/release/examples/payments-api 127.0.0.1:8081 >"$DATA/payments-api.log" 2>&1 &
-PIDS+=($!)
+"$API" "127.0.0.1:$API_PORT" >"$DATA/payments-api.log" 2>&1 &
+API_PID=$!
+PIDS+=("$API_PID")
+LOGS+=("$DATA/payments-api.log")
+# The API prints its address once it holds the port: proof it is ours.
+for _ in $(seq 100); do
+  grep -q "listening on 127.0.0.1:$API_PORT" "$DATA/payments-api.log" && break
+  kill -0 "$API_PID" 2>/dev/null || fail "the payments API exited before listening on 127.0.0.1:$API_PORT"
+  sleep 0.1
+done
+grep -q "listening on 127.0.0.1:$API_PORT" "$DATA/payments-api.log" \
+  || fail "the payments API did not start listening on 127.0.0.1:$API_PORT"
+
 "$CS" check --config "$CONFIG"
 "$CS" serve --config "$CONFIG" 2>"$DATA/countersign.log" &
-PIDS+=($!)
-for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:9901/readyz && break; sleep 0.1; done
-curl -fs -o /dev/null http://127.0.0.1:9901/readyz || { cat "$DATA/countersign.log"; exit 1; }
+CS_PID=$!
+PIDS+=("$CS_PID")
+LOGS+=("$DATA/countersign.log")
+# Ready means /readyz answers 200 *and* names our process id: another
+# process answering on the admin port must not pass for ours.
+ready=""
+for _ in $(seq 100); do
+  kill -0 "$CS_PID" 2>/dev/null || fail "countersign serve exited before it was ready"
+  answer=$(curl -fs "$ADMIN/readyz" 2>/dev/null || true)
+  case "$answer" in
+    *"\"pid\":$CS_PID,"* | *"\"pid\":$CS_PID}"*) ready=yes; break ;;
+    "") ;;
+    *) fail "$ADMIN/readyz is answered by another process, not the countersign this script started (pid $CS_PID)" ;;
+  esac
+  sleep 0.1
+done
+[ -n "$ready" ] || fail "countersign serve (pid $CS_PID) did not become ready on $ADMIN/readyz"
 
 # The agent's call, with who it is, whom it acts for, why, and its evidence.
 pay() { # amount [invoice]
   local evidence=()
   [ -n "${2:-}" ] && evidence=(-H "x-evidence-invoice: $2" -H "x-evidence-po: PO-77")
-  curl -s -D "$DATA/headers" -o "$DATA/body" -X POST http://127.0.0.1:8080/v1/payouts \
+  curl -s -D "$DATA/headers" -o "$DATA/body" -X POST "$PROXY/v1"/payouts \
     -H 'content-type: application/json' \
     -H 'x-agent-id: ap-agent-7' -H 'x-agent-on-behalf-of: carol' \
     -H "x-agent-intent: pay invoice ${2:-(none)}" \
@@ -61,14 +139,14 @@ pay 250
 echo; echo "==> 3. a 25,000 EUR payout: held for two finance approvers; after hold.wait the agent gets 202"
 pay 25000 INV-204; HELD=$ACTION
 review() { # who verdict id [comment]
-  "$CS" review "$3" --admin http://127.0.0.1:9901 --reviewer "$1" --key-file "$DATA/$1.key" "--$2" --comment "$4" | tail -1
+  "$CS" review "$3" --admin "$ADMIN" --reviewer "$1" --key-file "$DATA/$1.key" "--$2" --yes --comment "$4" | tail -1
 }
 echo; echo "==> alice reviews it with countersign review (this is what she sees):"
-"$CS" review "$HELD" --admin http://127.0.0.1:9901 --reviewer alice --key-file "$DATA/alice.key" --approve --comment "matches PO-77" | sed 's/^/    /'
+"$CS" review "$HELD" --admin "$ADMIN" --reviewer alice --key-file "$DATA/alice.key" --approve --yes --comment "matches PO-77" | sed 's/^/    /'
 echo; echo "==> bob approves too: two approvals, so countersign forwards exactly the held request"
 review bob approve "$HELD" "invoice and PO checked" | sed 's/^/    /'
 for _ in $(seq 50); do
-  STATUS=$(curl -s "http://127.0.0.1:8080/.countersign/actions/$HELD")
+  STATUS=$(curl -s "$PROXY/.countersign/actions/$HELD")
   case "$STATUS" in *'"state":"completed"'*) break;; esac
   sleep 0.1
 done

@@ -118,6 +118,8 @@ fn readyz(shared: &Shared) -> Response<Body> {
         status,
         &json!({
             "status": state,
+            // Lets a script tell its own process from another on the port.
+            "pid": std::process::id(),
             "policy": {
                 "revision": p.revision(),
                 "engine": p.engine_kind().as_str(),

@@ -13,11 +13,11 @@ use crate::audit::checkpoint::{self, Checkpoint};
 use crate::audit::note::Verifier;
 use crate::audit::store::backend::Backend;
 use crate::audit::{bundle, merkle, replay, revisions, tree, verify};
-use crate::config::Config;
+use crate::config::RecordConfig;
 
 /// The configured reviewers' keys that can be read here; the others are
 /// left out (their reviews are reported as not checkable).
-pub fn reviewer_keys(config: &Config) -> BTreeMap<String, ReviewerKey> {
+pub fn reviewer_keys(config: &RecordConfig) -> BTreeMap<String, ReviewerKey> {
     config
         .reviewers
         .iter()
@@ -30,7 +30,7 @@ pub fn reviewer_keys(config: &Config) -> BTreeMap<String, ReviewerKey> {
 
 /// The checkpoint public key: `--public-key FILE`, else the public half of
 /// `audit.checkpoint.key_file` when it can be read here.
-fn verifier(config: &Config, public_key: Option<&Path>) -> anyhow::Result<Option<Verifier>> {
+fn verifier(config: &RecordConfig, public_key: Option<&Path>) -> anyhow::Result<Option<Verifier>> {
     if let Some(p) = public_key {
         return Ok(Some(
             checkpoint::load_verifier(p).map_err(|e| anyhow::anyhow!("--public-key: {e}"))?,
@@ -77,7 +77,7 @@ fn read_checkpoints(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> 
 
 /// `countersign audit verify`.
 pub fn audit_verify(
-    config: &Config,
+    config: &RecordConfig,
     conn: &mut dyn Backend,
     checkpoints: &[PathBuf],
     public_key: Option<&Path>,
@@ -189,7 +189,7 @@ pub fn audit_prove(conn: &mut dyn Backend, seq: i64, from_size: Option<u64>) -> 
 
 /// `countersign audit export ID --bundle FILE`.
 pub fn audit_export(
-    config: &Config,
+    config: &RecordConfig,
     conn: &mut dyn Backend,
     id: &str,
     file: &Path,

@@ -61,6 +61,157 @@ pub struct Decision {
     /// Required with hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<Approval>,
+    /// What an opa-envoy object result asks besides allow/deny: headers
+    /// for the upstream and the agent, and a denial's status and body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envoy: Option<EnvoyResult>,
+}
+
+/// The parts of opa-envoy-plugin's object result
+/// (`{"allowed": .., "headers": .., "response_headers_to_add": ..,
+/// "request_headers_to_remove": .., "http_status": .., "body": ..}`)
+/// beyond `allowed`, checked to be valid HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct EnvoyResult {
+    /// Allowed: set on the request sent upstream. Denied: set on the
+    /// denial the agent gets.
+    pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    /// Added to the response the agent gets (allowed or denied).
+    pub response_headers_to_add: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    /// Removed from the request sent upstream (allowed only).
+    pub request_headers_to_remove: Vec<hyper::header::HeaderName>,
+    /// The denial's status (default 403).
+    pub http_status: Option<hyper::StatusCode>,
+    /// The denial's body, sent as given (default countersign's JSON).
+    pub body: Option<String>,
+}
+
+/// The record keeps the names of headers a policy sets, not their values
+/// (a policy may inject a credential from its data); the denial's status
+/// and body are what the agent was told, and are kept.
+impl Serialize for EnvoyResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let names =
+            |hs: &[(hyper::header::HeaderName, hyper::header::HeaderValue)]| -> Vec<String> {
+                hs.iter().map(|(n, _)| n.as_str().to_string()).collect()
+            };
+        serde_json::json!({
+            "headers": names(&self.headers),
+            "response_headers_to_add": names(&self.response_headers_to_add),
+            "request_headers_to_remove": self
+                .request_headers_to_remove
+                .iter()
+                .map(hyper::header::HeaderName::as_str)
+                .collect::<Vec<_>>(),
+            "http_status": self.http_status.map(|c| c.as_u16()),
+            "body": self.body,
+        })
+        .serialize(s)
+    }
+}
+
+/// `{"name": "value" | ["v1", "v2"]}` as header pairs (a list sets the
+/// header once per value, as opa-envoy does).
+fn header_pairs(
+    v: &Value,
+    field: &str,
+) -> Result<Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>, String> {
+    let obj = match v {
+        Value::Null => return Ok(vec![]),
+        Value::Object(o) => o,
+        _ => {
+            return Err(format!(
+                "`{field}` must be an object of header names to values"
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for (name, value) in obj {
+        let n = hyper::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("`{field}` names `{name}`, which is not a header name"))?;
+        let values: Vec<&str> = match value {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str().ok_or_else(|| {
+                        format!("`{field}.{name}` must be a string or a list of strings")
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            _ => {
+                return Err(format!(
+                    "`{field}.{name}` must be a string or a list of strings"
+                ))
+            }
+        };
+        for v in values {
+            let hv = hyper::header::HeaderValue::from_str(v)
+                .map_err(|_| format!("`{field}.{name}` is not a valid header value"))?;
+            out.push((n.clone(), hv));
+        }
+    }
+    Ok(out)
+}
+
+/// opa-envoy-plugin's object result: `allowed` decides; the rest is
+/// checked into an [`EnvoyResult`].
+fn envoy_object(obj: &serde_json::Map<String, Value>) -> Result<Decision, String> {
+    let allowed = match obj.get("allowed") {
+        Some(Value::Bool(b)) => *b,
+        _ => return Err("`allowed` must be true or false".into()),
+    };
+    let remove = strings(
+        obj.get("request_headers_to_remove").unwrap_or(&Value::Null),
+        "request_headers_to_remove",
+    )?
+    .into_iter()
+    .map(|n| {
+        hyper::header::HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+            format!("`request_headers_to_remove` names `{n}`, which is not a header name")
+        })
+    })
+    .collect::<Result<Vec<_>, _>>()?;
+    let http_status = match obj.get("http_status") {
+        None | Some(Value::Null) => None,
+        // A refusal is a refusal: a 2xx (or 1xx) would tell the agent the
+        // call went through.
+        Some(v) => match v.as_u64() {
+            Some(n @ 300..=599) => hyper::StatusCode::from_u16(n as u16).ok(),
+            _ => {
+                return Err(format!(
+                    "`http_status` is {v}; a denial's status must be from 300 to 599"
+                ))
+            }
+        },
+    };
+    let body = match obj.get("body") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(b)) => Some(b.clone()),
+        Some(v) => return Err(format!("`body` is {v}; it must be a string")),
+    };
+    let envoy = EnvoyResult {
+        headers: header_pairs(obj.get("headers").unwrap_or(&Value::Null), "headers")?,
+        response_headers_to_add: header_pairs(
+            obj.get("response_headers_to_add").unwrap_or(&Value::Null),
+            "response_headers_to_add",
+        )?,
+        request_headers_to_remove: remove,
+        http_status,
+        body,
+    };
+    Ok(Decision {
+        action: if allowed { Action::Allow } else { Action::Deny },
+        risk: if allowed { "low" } else { "medium" }.into(),
+        reasons: if allowed {
+            vec![]
+        } else {
+            vec!["the policy's result has allowed: false".into()]
+        },
+        rules: vec!["entrypoint.envoy".into()],
+        approval: None,
+        envoy: Some(envoy),
+    })
 }
 
 /// Reviewer names and their groups, to check that a hold can be released.
@@ -105,6 +256,7 @@ pub fn check(
                 reasons: vec![],
                 rules: vec!["entrypoint.boolean".into()],
                 approval: None,
+                envoy: None,
             })
         }
         Value::Bool(false) => {
@@ -114,7 +266,12 @@ pub fn check(
                 reasons: vec!["the policy's boolean entrypoint is false".into()],
                 rules: vec!["entrypoint.boolean".into()],
                 approval: None,
+                envoy: None,
             })
+        }
+        // opa-envoy-plugin's object result.
+        Value::Object(o) if o.contains_key("allowed") && !o.contains_key("action") => {
+            return envoy_object(o)
         }
         Value::Object(o) => o,
         other => {
@@ -156,6 +313,7 @@ pub fn check(
         reasons,
         rules,
         approval,
+        envoy: None,
     })
 }
 
@@ -305,6 +463,38 @@ mod tests {
             check(&json!(false), None, WEEK).unwrap().action,
             Action::Deny
         );
+    }
+
+    #[test]
+    fn the_opa_envoy_object_result_is_understood_and_checked() {
+        let d = check(
+            &json!({"allowed": false, "http_status": 429, "body": "slow down",
+                    "headers": {"retry-after": "30"}, "response_headers_to_add": {"x-a": ["1", "2"]}}),
+            None,
+            WEEK,
+        )
+        .unwrap();
+        assert_eq!(d.action, Action::Deny);
+        let e = d.envoy.unwrap();
+        assert_eq!(e.http_status.unwrap().as_u16(), 429);
+        assert_eq!(e.response_headers_to_add.len(), 2);
+        let d = check(
+            &json!({"allowed": true, "request_headers_to_remove": ["cookie"]}),
+            None,
+            WEEK,
+        )
+        .unwrap();
+        assert_eq!(d.action, Action::Allow);
+        for bad in [
+            json!({"allowed": "yes"}),
+            json!({"allowed": false, "http_status": 200}),
+            json!({"allowed": true, "headers": {"bad header": "x"}}),
+            json!({"allowed": true, "headers": {"x-a": "line\nbreak"}}),
+            json!({"allowed": true, "headers": {"x-a": 5}}),
+            json!({"allowed": false, "body": {"a": 1}}),
+        ] {
+            assert!(check(&bad, None, WEEK).is_err(), "accepted {bad}");
+        }
     }
 
     #[test]

@@ -102,7 +102,17 @@ pub fn recorded(input: &Value, req: &CapturedRequest, cfg: &CaptureConfig) -> Re
     }
     if out.get("attributes").is_some() {
         let http = &mut out["attributes"]["request"]["http"];
+        // The agent and evidence headers are recorded anyway (`agent`,
+        // `evidence`): kept, so a replay reads what the policy read.
+        let agent_values: Vec<(String, Value)> = req
+            .agent_headers
+            .iter()
+            .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+            .collect();
         redact_headers(&mut http["headers"]);
+        if let Some(map) = http["headers"].as_object_mut() {
+            map.extend(agent_values);
+        }
         http["path"] = json!(target);
         if body_omitted {
             http["body"] = Value::Null;
@@ -122,7 +132,13 @@ pub fn recorded(input: &Value, req: &CapturedRequest, cfg: &CaptureConfig) -> Re
 /// `parsed_path`, `parsed_query` and `parsed_body`, from the same canonical
 /// target as the native input.
 fn add_envoy(input: &mut Value, req: &CapturedRequest) {
-    let headers = input["request"]["headers"].clone();
+    // Envoy shows every header, the agent and evidence headers among them.
+    let mut headers = input["request"]["headers"].clone();
+    if let Some(map) = headers.as_object_mut() {
+        for (name, value) in &req.agent_headers {
+            map.insert(name.clone(), Value::String(value.clone()));
+        }
+    }
     let parsed_path: Vec<Value> = req
         .path
         .split('/')

@@ -7,6 +7,7 @@
 //! evaluations on [`pool`]'s threads, never on the async workers.
 
 pub mod decision;
+pub mod decision_log;
 pub mod input;
 pub mod pool;
 pub mod test;
@@ -134,7 +135,8 @@ pub struct Policy {
     vm_fallback_reason: Option<String>,
 }
 
-/// The `.rego` files a policy directory serves from: all but `*_test.rego`.
+/// The files a policy directory serves from: every `.rego` file but
+/// `*_test.rego` (unless `include_tests`), and the data documents.
 pub fn policy_files(dir: &Path, include_tests: bool) -> Result<Vec<PathBuf>, PolicyError> {
     let mut out = Vec::new();
     walk(dir, &mut out).map_err(|source| PolicyError::Dir {
@@ -158,11 +160,47 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = entry.path();
         if path.is_dir() {
             walk(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "rego") {
+        } else if path.extension().is_some_and(|e| e == "rego")
+            || is_data_file(&path.to_string_lossy())
+        {
             out.push(path);
         }
     }
     Ok(())
+}
+
+/// A data document: a file named `data.json`, `data.yaml` or `data.yml`,
+/// as OPA loads them from a directory.
+pub fn is_data_file(path: &str) -> bool {
+    let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    matches!(name, "data.json" | "data.yaml" | "data.yml")
+}
+
+/// A data document's value placed where OPA puts it: under `data` at the
+/// path its directories spell (`a/b/data.json` is `data.a.b`; a
+/// `data.json` beside the policies is merged at the root of `data`).
+fn data_document(path: &str, text: &str) -> Result<regorus::Value, PolicyError> {
+    let err = |message: String| PolicyError::Compile {
+        file: path.to_string(),
+        message,
+    };
+    let mut value: serde_json::Value = if path.ends_with(".json") {
+        serde_json::from_str(text).map_err(|e| err(format!("not JSON: {e}")))?
+    } else {
+        serde_yaml::from_str(text).map_err(|e| err(format!("not YAML: {e}")))?
+    };
+    let dirs: Vec<&str> = path.split(['/', '\\']).collect();
+    let dirs = &dirs[..dirs.len().saturating_sub(1)];
+    if dirs.is_empty() && !value.is_object() {
+        return Err(err(
+            "a data document beside the policies must be an object: its keys become data.<key>"
+                .into(),
+        ));
+    }
+    for dir in dirs.iter().rev() {
+        value = serde_json::json!({ *dir: value });
+    }
+    Ok(regorus::Value::from(value))
 }
 
 /// Source text with comments and string literals blanked, so a scan for
@@ -289,15 +327,68 @@ pub fn load_engine(files: &[PathBuf], dir: &Path) -> Result<(Engine, String), Po
 fn engine_of(read: &[(String, Source)]) -> Result<Engine, PolicyError> {
     let mut engine = Engine::new();
     for (shown, source) in read {
+        if is_data_file(&source.path) {
+            let doc = data_document(&source.path, &source.text)?;
+            engine.add_data(doc).map_err(|e| PolicyError::Compile {
+                file: shown.clone(),
+                message: format!(
+                    "cannot be added to data (does it clash with another data document?): {}",
+                    one_line(&e.to_string())
+                ),
+            })?;
+            continue;
+        }
         check_builtins(shown, &source.text)?;
         engine
             .add_policy(shown.clone(), source.text.clone())
             .map_err(|e| PolicyError::Compile {
                 file: shown.clone(),
-                message: one_line(&e.to_string()),
+                message: readable(&e.to_string()),
             })?;
     }
     Ok(engine)
+}
+
+/// A regorus parse error as a person reads it: `line L, column C: message`
+/// and then the offending line with a caret under the column, indented.
+/// regorus writes `--> FILE:L:C`, the source line framed in `|`, and
+/// `error: message`; text in another shape is returned as one line.
+fn readable(s: &str) -> String {
+    let mut at = None;
+    let mut snippet = Vec::new();
+    let mut message = None;
+    for line in s.lines() {
+        let trimmed = line.trim_start();
+        if let Some(loc) = trimmed.strip_prefix("--> ") {
+            // FILE:L:C, where FILE may itself contain colons.
+            let mut parts = loc.rsplitn(3, ':');
+            let col = parts.next().and_then(|c| c.trim().parse::<u32>().ok());
+            let row = parts.next().and_then(|l| l.trim().parse::<u32>().ok());
+            if let (Some(row), Some(col)) = (row, col) {
+                at = Some((row, col));
+            }
+        } else if let Some(m) = trimmed.strip_prefix("error: ") {
+            message = Some(m.trim().to_string());
+        } else if at.is_some() && message.is_none() && trimmed.contains('|') {
+            // The framed source: keep the numbered line and the caret line.
+            let (gutter, rest) = trimmed.split_once('|').unwrap_or(("", ""));
+            if !gutter.trim().is_empty() || rest.trim() == "^" || rest.trim_start().starts_with('^')
+            {
+                snippet.push(format!("    {:>5} |{}", gutter.trim(), rest.trim_end()));
+            }
+        }
+    }
+    match (at, message) {
+        (Some((row, col)), Some(m)) => {
+            let mut out = format!("line {row}, column {col}: {m}");
+            for l in snippet {
+                out.push('\n');
+                out.push_str(&l);
+            }
+            out
+        }
+        _ => one_line(s),
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -313,7 +404,10 @@ impl Policy {
     pub fn load(settings: &PolicyConfig) -> Result<Policy, PolicyError> {
         let dir = settings.dir.as_path();
         let files = policy_files(dir, false)?;
-        if files.is_empty() {
+        if !files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "rego"))
+        {
             return Err(PolicyError::Empty(dir.display().to_string()));
         }
         let read = read_sources(&files, dir)?;

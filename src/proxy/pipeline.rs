@@ -119,9 +119,13 @@ impl Outcome {
             }
             Outcome::NoRoute => StatusCode::NOT_FOUND,
             Outcome::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Outcome::Denied(_) | Outcome::Rejected { .. } | Outcome::Expired => {
-                StatusCode::FORBIDDEN
-            }
+            // An opa-envoy result may name the denial's status.
+            Outcome::Denied(d) => d
+                .envoy
+                .as_ref()
+                .and_then(|e| e.http_status)
+                .unwrap_or(StatusCode::FORBIDDEN),
+            Outcome::Rejected { .. } | Outcome::Expired => StatusCode::FORBIDDEN,
             Outcome::WaitCancelled => StatusCode::GATEWAY_TIMEOUT,
             Outcome::PolicyFailed { .. }
             | Outcome::StoreUnavailable(_)
@@ -233,6 +237,21 @@ impl Outcome {
         let body = self.body(action_id);
         let overloaded = matches!(self.reason(), "overloaded" | "policy_overloaded");
         let mut response = json_response(self.status(), &body);
+        if let Outcome::Denied(d) = &self {
+            if let Some(e) = &d.envoy {
+                // As opa-envoy answers a denial: its body as given, its
+                // `headers` and `response_headers_to_add` on the answer.
+                if let Some(text) = &e.body {
+                    *response.body_mut() = crate::http::full(Bytes::from(text.clone()));
+                    response.headers_mut().remove(hyper::header::CONTENT_TYPE);
+                    response
+                        .headers_mut()
+                        .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+                }
+                add_headers(response.headers_mut(), &e.headers);
+                add_headers(response.headers_mut(), &e.response_headers_to_add);
+            }
+        }
         if let Some(allow) = allow {
             response.headers_mut().insert(hyper::header::ALLOW, allow);
         }
@@ -659,10 +678,30 @@ async fn run(
     // On the policy threads, never here: a slow policy must not stall the
     // async workers. The wait is bounded by policy.timeout whatever happens.
     let raw = shared.policy_pool.evaluate(policy.clone(), doc).await;
+    let eval_time = eval_started.elapsed();
     shared
         .metrics
         .policy_eval_seconds
-        .observe(eval_started.elapsed().as_secs_f64());
+        .observe(eval_time.as_secs_f64());
+    if let Some(log) = &shared.decision_log {
+        // The OPA decision-log line: the recorded (redacted) input, and
+        // the call's secrets scrubbed from all of it, as in the record.
+        let error = raw.as_ref().err().map(ToString::to_string);
+        let mut line = crate::policy::decision_log::Entry {
+            decision_id: action_id,
+            entrypoint: policy.entrypoint(),
+            input: &recorded_input.input,
+            result: raw.as_ref().ok(),
+            error: error.as_deref(),
+            revision: policy.revision(),
+            timestamp: &time,
+            eval_ns: eval_time.as_nanos(),
+            instance: &shared.instance,
+        }
+        .to_json();
+        secrets.scrub_value(&mut line);
+        log.write(&line);
+    }
     // One snapshot of the reviewers for the contract check and the hold.
     let reviewers = shared.reviewers();
     let decided = match raw {
@@ -795,7 +834,36 @@ async fn run(
                 (_, answer) => answer,
             }
         }
-        Action::Allow => forward(shared, action_id, route, &parts.headers, request, secrets).await,
+        Action::Allow => match &decision.envoy {
+            None => forward(shared, action_id, route, &parts.headers, request, secrets).await,
+            Some(e) => {
+                // opa-envoy's allowed result: its `headers` go upstream (in
+                // place of any the agent sent by those names), its
+                // `request_headers_to_remove` do not, and its
+                // `response_headers_to_add` come back to the agent.
+                let mut headers = parts.headers.clone();
+                for name in &e.request_headers_to_remove {
+                    headers.remove(name);
+                }
+                for (name, _) in &e.headers {
+                    headers.remove(name);
+                }
+                for (name, value) in &e.headers {
+                    headers.append(name.clone(), value.clone());
+                }
+                let mut response =
+                    forward(shared, action_id, route, &headers, request, secrets).await?;
+                add_headers(response.headers_mut(), &e.response_headers_to_add);
+                Ok(response)
+            }
+        },
+    }
+}
+
+/// Appends policy-given headers to an answer; a list gives one header per value.
+fn add_headers(to: &mut hyper::HeaderMap, headers: &[(hyper::header::HeaderName, HeaderValue)]) {
+    for (name, value) in headers {
+        to.append(name.clone(), value.clone());
     }
 }
 

@@ -101,7 +101,14 @@ fn policy_test_runs_the_example_suite_and_names_a_failing_test() {
         concat!(env!("CARGO_MANIFEST_DIR"), "/examples/payments/policies"),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("8 passed, 0 failed"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // `opa test -v`'s layout: the file, each test with its verdict, the counts.
+    assert!(stdout.contains("payments_test.rego:\n"), "{stdout}");
+    assert!(
+        stdout.contains("data.countersign_test.test_reads_are_allowed: PASS ("),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("PASS: 8/8\n"), "{stdout}");
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -118,14 +125,35 @@ fn policy_test_runs_the_example_suite_and_names_a_failing_test() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("PASS data.p_test.test_limit_is_ten"),
+        stdout.contains("data.p_test.test_limit_is_ten: PASS ("),
         "{stdout}"
     );
     assert!(
-        stdout.contains("FAIL data.p_test.test_limit_is_five"),
+        stdout.starts_with("FAILURES\n"),
+        "failures come first, as opa test prints them: {stdout}"
+    );
+    assert!(
+        stdout.contains("data.p_test.test_limit_is_five: FAIL ("),
         "{stdout}"
     );
+    assert!(stdout.contains("SUMMARY\n"), "{stdout}");
+    assert!(stdout.ends_with("PASS: 1/2\nFAIL: 1/2\n"), "{stdout}");
     assert!(stderr(&out).contains("test_limit_is_five"));
+
+    // --coverage: opa test's coverage JSON; p.rego's one rule is evaluated.
+    let out = countersign(&["policy", "test", "--coverage", dir.path().to_str().unwrap()]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("coverage is JSON");
+    let p = report["files"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.ends_with("/p.rego"))
+        .map(|(_, v)| v.clone())
+        .expect("p.rego is in the report");
+    assert!(p["covered_lines"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(p["covered"][0]["start"]["row"], 3, "{report}");
+    assert!(report["coverage"].as_f64().unwrap() > 0.0);
+    assert!(stderr(&out).contains("FAIL: 1/2"));
 }
 
 #[test]
@@ -603,7 +631,7 @@ fn shipped_policy_library_suite_is_green() {
     assert!(out.status.success(), "{stdout}{}", stderr(&out));
     for domain in ["finance", "access", "procurement", "customer"] {
         assert!(
-            stdout.contains(&format!("PASS data.library_test.{domain}.")),
+            stdout.contains(&format!("data.library_test.{domain}.")),
             "{domain} has tests:\n{stdout}"
         );
     }
@@ -640,4 +668,210 @@ async fn sigterm_lets_an_in_flight_forward_finish_then_exits_0() {
         ["decided", "completed"],
         "its result was committed before exit"
     );
+}
+
+/// A free port on 127.0.0.1 (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `examples/payments/run.sh` on the test's binaries, ports and scratch dir.
+fn run_story(proxy: u16, admin: u16, api: u16) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/payments/run.sh"
+        ))
+        .env("COUNTERSIGN_BIN", env!("CARGO_BIN_EXE_countersign"))
+        .env("PAYMENTS_API_BIN", payments_api_binary())
+        .env("PAYMENTS_DATA", dir.path().join("data"))
+        .env("PROXY_PORT", proxy.to_string())
+        .env("ADMIN_PORT", admin.to_string())
+        .env("API_PORT", api.to_string())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_payments_story_refuses_a_port_another_process_listens_on() {
+    // Someone else's server on the port the payments API would use: the
+    // script must not send payouts to it.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    let out = run_story(free_port(), free_port(), taken);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "port {taken} (API_PORT) on 127.0.0.1 is already in use"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("API_PORT="),
+        "says how to choose another: {err}"
+    );
+    // Nothing was started, so nothing went through.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("==> 1."));
+}
+
+#[test]
+fn the_payments_story_prints_the_logs_when_a_process_cannot_take_its_port() {
+    // A socket bound to the admin port but not listening: invisible to a
+    // connect probe, yet countersign cannot bind it. The script must fail
+    // and show countersign's own log saying why.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0);
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    let held = u16::from_be(addr.sin_port);
+    let out = run_story(free_port(), held, free_port());
+    unsafe { libc::close(fd) };
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("countersign serve exited before it was ready"),
+        "{err}"
+    );
+    assert!(err.contains("the logs:"), "{err}");
+    assert!(err.contains("countersign.log"), "{err}");
+    assert!(
+        err.contains("payments-api: listening on"),
+        "the API's log too: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains("address already in use")
+            || err.to_lowercase().contains("in use"),
+        "countersign's own reason: {err}"
+    );
+}
+
+#[test]
+fn the_payments_story_runs_on_ports_from_the_environment() {
+    let out = run_story(free_port(), free_port(), free_port());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{text}", stderr(&out));
+    assert!(text.contains("the chain of records is intact"), "{text}");
+    assert!(text.contains("\"state\":\"completed\""), "{text}");
+}
+
+#[test]
+fn check_prints_a_rego_syntax_error_with_file_line_column_and_the_line() {
+    let d = Deployment::new(
+        "http://127.0.0.1:1",
+        "package countersign\n\ndecision := {\"action\": \"allow\"} if {\n  input.x ==\n}\n",
+        "",
+    );
+    let out = check(&d);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("policy.rego: line 5, column 1: expecting expression"),
+        "{err}"
+    );
+    // The offending line and a caret under the column, each on its own line.
+    let lines: Vec<&str> = err.lines().map(str::trim_end).collect();
+    let at = lines.iter().position(|l| l.ends_with("5 | }")).expect(&err);
+    assert!(lines[at + 1].trim_start().starts_with("| ^"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_commands_read_the_record_without_the_policies_or_from_a_copied_file() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
+    let cs = d.start().await;
+    let c = client();
+    for i in 0..3 {
+        let resp = c
+            .post(format!("http://{}/v1/payouts", cs.proxy_addr))
+            .header("x-agent-id", "ap-agent-7")
+            .body(format!("{{\"n\": {i}}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    cs.stop().await;
+    // The config's policy directory is gone (a copied config, say).
+    std::fs::remove_dir_all(d.dir.path().join("policies")).unwrap();
+    let cfg = d.config_path();
+    let cfg = cfg.to_str().unwrap();
+    let rows = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(
+        rows(countersign(&["audit", "list", "--config", cfg, "--json"])),
+        3
+    );
+    assert_eq!(
+        rows(countersign(&[
+            "audit", "list", "--config", cfg, "--json", "--limit", "1"
+        ])),
+        1
+    );
+    assert_eq!(
+        rows(countersign(&[
+            "audit", "list", "--config", cfg, "--json", "--limit", "0"
+        ])),
+        3
+    );
+    let out = countersign(&["audit", "verify", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The record file alone, copied elsewhere: no config at all.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("copy.db");
+    std::fs::copy(d.db_path(), &copy).unwrap();
+    let db = copy.to_str().unwrap();
+    let out = countersign(&["audit", "list", "--db", db, "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(rows(out), 3);
+    let id = serde_json::from_str::<Value>(text.lines().next().unwrap()).unwrap()["action_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = countersign(&["audit", "show", "--db", db, &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let out = countersign(&["audit", "verify", "--db", db]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // --db wins over a COUNTERSIGN_CONFIG left in the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["audit", "list", "--db", db, "--json"])
+        .env("COUNTERSIGN_CONFIG", "/nonexistent/countersign.yaml")
+        .output()
+        .unwrap();
+    assert_eq!(rows(out), 3);
+    let out = countersign(&["audit", "replay", "--db", db, &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A wrong path is named, not created.
+    let missing = elsewhere.path().join("nope.db");
+    let out = countersign(&["audit", "list", "--db", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--db:"), "{}", stderr(&out));
+    assert!(!missing.exists());
 }

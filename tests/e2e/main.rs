@@ -9,6 +9,7 @@ mod hardening;
 mod holds;
 mod identity;
 mod mcp;
+mod opa;
 mod pg;
 mod proxy;
 mod store_backends;

@@ -217,6 +217,45 @@ pub fn payments_policy() -> String {
     .unwrap()
 }
 
+/// Raises this process's soft limit on open files to its hard limit (once)
+/// and returns the soft limit now in force.
+///
+/// Tests here open thousands of sockets in one process (and the `countersign`
+/// processes they start inherit the limit); the common default soft limit of
+/// 1,024 would make them fail for a reason that is not theirs.
+pub fn raise_open_files_limit() -> u64 {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    // rlim_t is u64 on Linux but not everywhere.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = lim.rlim_cur as u64;
+    soft
+}
+
+/// Held by the tests that open many hundreds of sockets, so that two of
+/// them never run at once and together pass the open-files limit.
+pub static MANY_SOCKETS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A temporary deployment: config file, policies and record in one folder.
 pub struct Deployment {
     pub dir: tempfile::TempDir,
@@ -227,6 +266,7 @@ impl Deployment {
     /// `extra` is appended to the YAML (top-level keys).
     pub fn new(upstream: &str, policy: &str, extra: &str) -> Deployment {
         set_test_keys();
+        raise_open_files_limit();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/policy.rego"), policy).unwrap();

@@ -137,10 +137,6 @@ stop before anything is applied. (`helm lint` only logs a template's fail.)
 {{- if and .Values.identity.jwt.enabled (not .Values.identity.jwt.jwksUrl) }}true{{ end -}}
 {{- end -}}
 
-{{- define "countersign.reviewerEnv" -}}
-{{- printf "COUNTERSIGN_REVIEWER_%s" (. | upper | replace "-" "_") -}}
-{{- end -}}
-
 {{/* The countersign.yaml the chart generates (docs/reference.md#configuration). */}}
 {{- define "countersign.configYaml" -}}
 {{- if .Values.identity.pod.enabled }}
@@ -152,7 +148,7 @@ listen: 0.0.0.0:{{ .Values.proxy.port }}
 admin:
   listen: 0.0.0.0:{{ .Values.admin.port }}
   {{- if or .Values.secrets.existingSecret .Values.secrets.create.adminToken }}
-  token_env: COUNTERSIGN_ADMIN_TOKEN
+  token_file: /etc/countersign/secrets/admin-token
   {{- end }}
   {{- with .Values.admin.publicUrl }}
   public_url: {{ . | quote }}
@@ -172,7 +168,7 @@ hold:
 reviewers:
 {{- range $name, $r := .Values.config.reviewers }}
   {{ $name }}:
-    key_env: {{ include "countersign.reviewerEnv" $name }}
+    key_file: /etc/countersign/secrets/reviewer-{{ $name }}
     groups: {{ toJson (($r | default dict).groups | default list) }}
 {{- end }}
 {{- else }}
@@ -182,7 +178,7 @@ reviewers: {}
 notify:
 {{- range $i, $n := .Values.config.notify }}
   - url: {{ $n.url | quote }}
-    secret_env: COUNTERSIGN_NOTIFY_{{ $i }}
+    secret_file: /etc/countersign/secrets/notify-{{ $i }}
 {{- end }}
 {{- else }}
 notify: []
@@ -219,21 +215,20 @@ identity:
 {{- end }}
 {{- end -}}
 
-{{/* Environment: every secret comes from the Secret, never the ConfigMap. */}}
+{{/* Whether a Secret (the user's or the chart's) holds countersign's secrets. */}}
+{{- define "countersign.hasSecret" -}}
+{{- if or .Values.secrets.existingSecret .Values.secrets.create.adminToken .Values.secrets.create.reviewers .Values.secrets.create.notify }}true{{ end -}}
+{{- end -}}
+
+{{/*
+Environment. The admin token, reviewer keys and notify secrets are files
+from the Secret (/etc/countersign/secrets), not variables: the kubelet
+updates a mounted Secret in running pods, so a rotated key reaches
+countersign, which reloads it. Only extraEnvFromSecret (for config keys
+that name an environment variable) and extraEnv are variables.
+*/}}
 {{- define "countersign.env" -}}
 {{- $secret := include "countersign.secretName" . -}}
-{{- if or .Values.secrets.existingSecret .Values.secrets.create.adminToken }}
-- name: COUNTERSIGN_ADMIN_TOKEN
-  valueFrom: { secretKeyRef: { name: {{ $secret }}, key: admin-token } }
-{{- end }}
-{{- range $name, $r := .Values.config.reviewers }}
-- name: {{ include "countersign.reviewerEnv" $name }}
-  valueFrom: { secretKeyRef: { name: {{ $secret }}, key: {{ printf "reviewer-%s" $name }} } }
-{{- end }}
-{{- range $i, $n := .Values.config.notify }}
-- name: COUNTERSIGN_NOTIFY_{{ $i }}
-  valueFrom: { secretKeyRef: { name: {{ $secret }}, key: {{ printf "notify-%d" $i }} } }
-{{- end }}
 {{- range $env, $key := .Values.secrets.extraEnvFromSecret }}
 - name: {{ $env }}
   valueFrom: { secretKeyRef: { name: {{ $secret }}, key: {{ $key }} } }
@@ -248,6 +243,9 @@ identity:
   valueFrom: { fieldRef: { fieldPath: metadata.name } }
 - name: POD_IDENTITY
   value: "$(POD_NAMESPACE)/$(POD_SERVICE_ACCOUNT)/$(POD_NAME)"
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
@@ -269,6 +267,11 @@ volumeMounts:
   - { name: countersign-config, mountPath: /etc/countersign/config, readOnly: true }
   - { name: countersign-policies, mountPath: /etc/countersign/policies, readOnly: true }
   - { name: countersign-data, mountPath: /var/lib/countersign }
+  {{- if include "countersign.hasSecret" . }}
+  # The Secret as files, a directory mount (never subPath), so rotation
+  # reaches the pod.
+  - { name: countersign-secrets, mountPath: /etc/countersign/secrets, readOnly: true }
+  {{- end }}
   {{- if include "countersign.jwksFromConfigMap" . }}
   # A directory mount (never subPath): rotated keys reach the pod, and
   # countersign reloads the file when it changes.
@@ -278,6 +281,9 @@ volumeMounts:
   # The whole directory, never a subPath: the kubelet only updates
   # directory mounts, and that is how a rotated password reaches the pod.
   - { name: countersign-postgres, mountPath: /etc/countersign/pg, readOnly: true }
+  {{- end }}
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
   {{- end }}
 startupProbe:
   httpGet: { path: /healthz, port: admin }
@@ -313,6 +319,10 @@ and point the agent's API base URL at http://127.0.0.1:<proxy.port>.
 {{- define "countersign.volumes" -}}
 - name: countersign-config
   configMap: { name: {{ include "countersign.configMapName" . }} }
+{{- if include "countersign.hasSecret" . }}
+- name: countersign-secrets
+  secret: { secretName: {{ include "countersign.secretName" . }}, defaultMode: 0440 }
+{{- end }}
 - name: countersign-policies
   configMap: { name: {{ include "countersign.policiesConfigMapName" . }} }
 {{- if include "countersign.jwksFromConfigMap" . }}
@@ -346,4 +356,30 @@ and point the agent's API base URL at http://127.0.0.1:<proxy.port>.
           items: [{ key: {{ $ca.key | quote }}, path: ca.pem }]
       {{- end }}
 {{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The ServiceAccount the gateway pods run as. */}}
+{{- define "countersign.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "countersign.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the pods' config checksum covers: the generated config, or with
+config.existingConfigMap that ConfigMap's name and (when the cluster can be
+asked, as at install and upgrade) its data, so an edit to it rolls the pods.
+*/}}
+{{- define "countersign.configChecksum" -}}
+{{- if .Values.config.existingConfigMap -}}
+{{- $cm := lookup "v1" "ConfigMap" .Release.Namespace .Values.config.existingConfigMap -}}
+{{- printf "%s\n%s" .Values.config.existingConfigMap (toJson (($cm | default dict).data | default dict)) | sha256sum -}}
+{{- else -}}
+{{- include "countersign.configYaml" . | sha256sum -}}
+{{- end -}}
 {{- end -}}

@@ -292,6 +292,9 @@ fn upload_head(declared: usize) -> String {
 
 #[test]
 fn a_thousand_unfinished_uploads_stay_within_the_body_budget() {
+    // Before `serve`: the countersign process inherits the raised limit.
+    let _alone = MANY_SOCKETS.blocking_lock();
+    let _ = raise_open_files_limit();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let upstream = rt.block_on(Upstream::start());
     let d = Deployment::new(

@@ -336,6 +336,7 @@ async fn an_ed25519_reviewer_approves_with_the_review_tool_and_the_record_proves
             "--key-file",
             key_path.to_str().unwrap(),
             "--approve",
+            "--yes",
             "--comment",
             "checked with Globex",
         ])
