@@ -178,15 +178,14 @@ async fn claim_and_send(
         }
     }
     let mut headers = HeaderMap::new();
-    // Only headers the record may keep are forwarded, whatever the stored
-    // list says (the digest reviewers signed does not cover headers).
+    // Only the headers a held call may keep are forwarded (the allowlist,
+    // and the protocol headers of an MCP route), whatever the stored list
+    // says: the digest reviewers signed does not cover headers.
     let allow = &shared.config.capture.headers_allow;
-    for (n, v) in hold
-        .forward
-        .headers
-        .iter()
-        .filter(|(n, _)| allow.contains(n))
-    {
+    let mcp = route.config.protocol == crate::config::Protocol::Mcp;
+    let kept =
+        |n: &str| allow.contains(n) || (mcp && crate::proxy::mcp::PROTOCOL_HEADERS.contains(&n));
+    for (n, v) in hold.forward.headers.iter().filter(|(n, _)| kept(n)) {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(n.as_bytes()),
             HeaderValue::from_str(v),

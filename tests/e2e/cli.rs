@@ -385,6 +385,9 @@ fn audit_verify_finds_edits_deletions_and_swaps() {
     let tamper = |sql: &str| {
         std::fs::write(d.db_path(), &pristine).unwrap();
         let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+        // The stopped service's writer may still be closing its connection.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
         conn.execute_batch(sql).unwrap();
         drop(conn);
         let out = verify(&d);
