@@ -380,9 +380,21 @@ fn audit_verify_finds_edits_deletions_and_swaps() {
     assert!(out.status.success(), "{}", stderr(&out));
     // Three calls (decided, completed, answered each) and the policy's text.
     assert!(String::from_utf8_lossy(&out.stdout).contains("10 records, chain intact"));
+    // Fold the WAL into the file first (the stopped service's connections
+    // may close a moment later), so the copy below is the whole record.
+    {
+        let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
     let pristine = std::fs::read(d.db_path()).unwrap();
 
     let tamper = |sql: &str| {
+        for side in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{side}", d.db_path().display()));
+        }
         std::fs::write(d.db_path(), &pristine).unwrap();
         let conn = rusqlite::Connection::open(d.db_path()).unwrap();
         // The stopped service's writer may still be closing its connection.
