@@ -207,18 +207,6 @@ fn edit_config(d: &Deployment, from: &str, to: &str) {
     std::fs::write(d.config_path(), yaml.replacen(from, to, 1)).unwrap();
 }
 
-/// Every byte of the record: the SQLite file, its WAL and shared memory.
-fn record_bytes(d: &Deployment) -> Vec<u8> {
-    let mut all = Vec::new();
-    for f in std::fs::read_dir(d.dir.path()).unwrap() {
-        let path = f.unwrap().path();
-        if path.to_string_lossy().contains("audit.db") {
-            all.extend(std::fs::read(&path).unwrap());
-        }
-    }
-    all
-}
-
 /// The refusal record of a call answered 401.
 async fn refused(d: &Deployment, resp: reqwest::Response, reason: &str) -> Value {
     assert_eq!(resp.status(), 401, "{reason}");

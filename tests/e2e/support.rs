@@ -475,3 +475,26 @@ pub fn countersign(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Every byte of the record: the SQLite file, its WAL and shared memory.
+/// Read again whole if a WAL or shared-memory file vanished midway (the last
+/// connection closing folds it into the file), so nothing is missed.
+pub fn record_bytes(d: &Deployment) -> Vec<u8> {
+    'again: for _ in 0..20 {
+        let mut all = Vec::new();
+        for f in std::fs::read_dir(d.dir.path()).unwrap() {
+            let path = f.unwrap().path();
+            if path.to_string_lossy().contains("audit.db") {
+                match std::fs::read(&path) {
+                    Ok(bytes) => all.extend(bytes),
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue 'again;
+                    }
+                }
+            }
+        }
+        return all;
+    }
+    panic!("the record files kept changing while being read")
+}
