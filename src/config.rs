@@ -1446,9 +1446,9 @@ impl Validator<'_> {
             ));
         }
         let policy_dir = self.path(&raw.policy.dir);
-        if !policy_dir.is_dir() {
+        if !policy_dir.is_dir() && !crate::policy::bundle::is_bundle(&policy_dir) {
             return Err(format!(
-                "policy.dir: {} is not a directory",
+                "policy.dir: {} is neither a directory of policies nor an OPA bundle (.tar.gz)",
                 policy_dir.display()
             ));
         }

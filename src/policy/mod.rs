@@ -6,6 +6,7 @@
 //! shared program), so no lock sits on the request path. The proxy runs
 //! evaluations on [`pool`]'s threads, never on the async workers.
 
+pub mod bundle;
 pub mod decision;
 pub mod decision_log;
 pub mod input;
@@ -313,7 +314,11 @@ fn sources_only(read: &[(String, Source)]) -> Vec<Source> {
 /// The revision the files in `dir` have now, without compiling them (the
 /// reloader's cheap change check).
 pub fn revision_on_disk(dir: &Path) -> Result<String, PolicyError> {
-    let read = read_sources(&policy_files(dir, false)?, dir)?;
+    let read = if bundle::is_bundle(dir) {
+        bundle::read(dir, false)?
+    } else {
+        read_sources(&policy_files(dir, false)?, dir)?
+    };
     Ok(revision_of(&sources_only(&read)))
 }
 
@@ -403,6 +408,10 @@ impl Policy {
     /// Loads every non-test `.rego` file in `dir` and compiles `entrypoint`.
     pub fn load(settings: &PolicyConfig) -> Result<Policy, PolicyError> {
         let dir = settings.dir.as_path();
+        if bundle::is_bundle(dir) {
+            let read = bundle::read(dir, false)?;
+            return Policy::compile(read, &dir.display().to_string(), settings);
+        }
         let files = policy_files(dir, false)?;
         if !files
             .iter()

@@ -314,3 +314,93 @@ async fn every_decision_is_written_as_an_opa_decision_log_line_redacted_like_the
     assert_eq!(lines[0]["result"]["action"], "allow");
     assert_eq!(lines[1]["result"]["action"], "deny");
 }
+
+/// Writes a gzipped tar file with these (name, text) entries.
+fn write_bundle(path: &std::path::Path, entries: &[(&str, &str)]) {
+    let file = std::fs::File::create(path).unwrap();
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (name, text) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        // Written raw, so a hostile name reaches the reader as it is.
+        let bytes = name.as_bytes();
+        header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+        header.set_cksum();
+        tar.append(&header, text.as_bytes()).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+const BUNDLE_POLICY: &str = r#"package countersign
+import rego.v1
+default decision := {"action": "deny", "risk": "high", "reasons": ["over the bundle's limit"], "rules": ["bundle.limit"]}
+decision := {"action": "allow", "risk": "low", "reasons": ["within the bundle's limit"], "rules": ["bundle.ok"]} if {
+    input.request.body.amount <= data.limits.max
+}
+"#;
+
+/// An OPA bundle (`.tar.gz` with `.manifest`) loads from a file path: its
+/// policies and data documents decide, its text is the recorded revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opa_bundle_file_is_the_policy() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        ALLOW_ALL,
+        "policy: { dir: bundle.tar.gz }\n",
+    );
+    write_bundle(
+        &d.dir.path().join("bundle.tar.gz"),
+        &[
+            (
+                ".manifest",
+                r#"{"revision": "v1", "roots": ["countersign", "limits"]}"#,
+            ),
+            ("countersign/policy.rego", BUNDLE_POLICY),
+            ("limits/data.json", r#"{"max": 100}"#),
+        ],
+    );
+    let out = countersign(&["check", "--config", d.config_path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cs = d.start().await;
+    let call = |amount: u64| {
+        client()
+            .post(format!("http://{}/v1/payouts", cs.proxy_addr))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"amount": {amount}}}"#))
+            .send()
+    };
+    assert_eq!(
+        call(50).await.unwrap().status(),
+        201,
+        "the bundle's data allows it"
+    );
+    let denied = call(500).await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let id = action_id(&denied);
+    wait_for_records(&d.db_path(), &id, 1).await;
+    let decided = payload_of(&d.db_path(), &id, "decided");
+    assert_eq!(
+        decided["decision"]["rules"],
+        serde_json::json!(["bundle.limit"])
+    );
+    assert_eq!(upstream.seen().len(), 1);
+    cs.stop().await;
+
+    // An entry that climbs out of the bundle is refused by name.
+    write_bundle(
+        &d.dir.path().join("bundle.tar.gz"),
+        &[("../evil.rego", BUNDLE_POLICY)],
+    );
+    let out = countersign(&["check", "--config", d.config_path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("climbs out of the bundle"), "{err}");
+}
