@@ -77,15 +77,23 @@ pub async fn wait(
             guard.armed = false;
             return answer;
         }
+        let now = tokio::time::Instant::now();
         let poll = if shared.store.is_shared() {
-            tokio::time::Instant::now() + POLL_SHARED
+            now + POLL_SHARED
         } else {
             deadline.max(expiry) // local changes always poke
+        };
+        // Past the expiry (the expiry could not be recorded yet: the store
+        // is failing), look again now and then rather than in a tight loop.
+        let expiry_wake = if now < expiry {
+            expiry
+        } else {
+            now + Duration::from_millis(200)
         };
         tokio::select! {
             _ = waiter.changed.notified() => {}
             _ = tokio::time::sleep_until(poll) => {}
-            _ = tokio::time::sleep_until(expiry), if expiry < deadline => {}
+            _ = tokio::time::sleep_until(expiry_wake), if expiry < deadline => {}
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
