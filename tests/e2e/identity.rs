@@ -7,12 +7,10 @@
 //! refused with 401.
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -652,62 +650,6 @@ async fn a_declared_principal_cannot_hide_the_token_subject_from_separation_of_d
 // ---------------------------------------------------------------------------
 // The token stays out of the record, the log and the admin API.
 
-/// A `countersign serve` process whose whole system log (stderr) is kept.
-struct Serve {
-    child: Child,
-    proxy: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Serve {
-    fn start(d: &Deployment) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .args(["serve", "--config", d.config_path().to_str().unwrap()])
-            .env_remove("COUNTERSIGN_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let keep = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if v["message"] == "countersign is serving" {
-                    let _ = tx.send(v["proxy_addr"].as_str().unwrap_or_default().to_string());
-                }
-                let mut log = keep.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let proxy = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("countersign serve started");
-        Serve { child, proxy, log }
-    }
-
-    fn stop(mut self) -> String {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        assert!(self.child.wait().unwrap().success(), "serve exits 0");
-        std::thread::sleep(Duration::from_millis(200));
-        let log = self.log.lock().unwrap().clone();
-        log
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A policy that tries to put the token into its reasons and rules.
 const LEAKY_POLICY: &str = r#"package countersign
 import rego.v1
@@ -730,7 +672,7 @@ async fn the_token_never_reaches_the_record_the_log_or_the_admin_api() {
         ),
     );
     std::fs::write(d.dir.path().join("jwks.json"), jwks(&[&key])).unwrap();
-    let serve = Serve::start(&d);
+    let serve = LoggedServe::start(&d, &[]);
     let proxy = serve.proxy.clone();
     // A canary in the claims makes this token unlike any other.
     let canary = format!(
@@ -812,8 +754,8 @@ async fn the_token_never_reaches_the_record_the_log_or_the_admin_api() {
 
 /// The admin address of a served process (from its readiness: the config
 /// says port 0, so the log line is the only place it is).
-fn admin_addr(serve: &Serve) -> String {
-    let log = serve.log.lock().unwrap();
+fn admin_addr(serve: &LoggedServe) -> String {
+    let log = serve.log();
     log.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["message"] == "countersign is serving")

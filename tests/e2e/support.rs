@@ -498,3 +498,70 @@ pub fn record_bytes(d: &Deployment) -> Vec<u8> {
     }
     panic!("the record files kept changing while being read")
 }
+
+/// A `countersign serve` process whose whole system log (stderr) is kept.
+pub struct LoggedServe {
+    child: std::process::Child,
+    /// Where its proxy listens.
+    pub proxy: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl LoggedServe {
+    /// Starts it with these extra environment variables.
+    pub fn start(d: &Deployment, envs: &[(&str, &str)]) -> LoggedServe {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(["serve", "--config", d.config_path().to_str().unwrap()])
+            .envs(envs.iter().copied())
+            .env_remove("COUNTERSIGN_LOG")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                if v["message"] == "countersign is serving" {
+                    let _ = tx.send(v["proxy_addr"].as_str().unwrap_or_default().to_string());
+                }
+                let mut log = keep.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let proxy = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("countersign serve started");
+        LoggedServe { child, proxy, log }
+    }
+
+    /// SIGTERM, wait for the exit, and return the whole log.
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, wait for the exit, and return the whole log.
+    pub fn stop(mut self) -> String {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        assert!(self.child.wait().unwrap().success(), "serve exits 0");
+        // The reader thread has seen the end of stderr once the child is gone.
+        std::thread::sleep(Duration::from_millis(200));
+        let log = self.log.lock().unwrap().clone();
+        log
+    }
+}
+
+impl Drop for LoggedServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -5,9 +5,6 @@
 //! agent got back, not anywhere in the SQLite files, not in the system log,
 //! not in a notice.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -369,65 +366,6 @@ async fn secret_query_values_reach_the_policy_and_the_upstream_but_not_the_recor
     assert_nowhere(&[&key, &signature, &held_key], &[("the record", &record)]);
 }
 
-/// A `countersign serve` process whose whole system log (stderr) is kept.
-struct Serve {
-    child: Child,
-    proxy: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Serve {
-    fn start(d: &Deployment, envs: &[(&str, &str)]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .args(["serve", "--config", d.config_path().to_str().unwrap()])
-            .envs(envs.iter().copied())
-            .env_remove("COUNTERSIGN_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let keep = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if v["message"] == "countersign is serving" {
-                    let _ = tx.send(v["proxy_addr"].as_str().unwrap_or_default().to_string());
-                }
-                let mut log = keep.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let proxy = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("countersign serve started");
-        Serve { child, proxy, log }
-    }
-
-    /// SIGTERM, wait for the exit, and return the whole log.
-    fn stop(mut self) -> String {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        assert!(self.child.wait().unwrap().success(), "serve exits 0");
-        // The reader thread has seen the end of stderr once the child is gone.
-        std::thread::sleep(Duration::from_millis(200));
-        let log = self.log.lock().unwrap().clone();
-        log
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_system_log_and_a_restart_never_see_the_canaries() {
     let upstream = Upstream::start().await;
@@ -444,7 +382,7 @@ async fn the_system_log_and_a_restart_never_see_the_canaries() {
         canary("SESSION"),
     );
     let cred_env = format!("Bearer {cred}");
-    let serve = Serve::start(&d, &[("CS_TEST_SECRETS_CRED_LOG", &cred_env)]);
+    let serve = LoggedServe::start(&d, &[("CS_TEST_SECRETS_CRED_LOG", &cred_env)]);
     let mut held = None;
     for path in ["/echo", "/echo?chunk=3", "/v1/held"] {
         let resp = client()
@@ -483,7 +421,7 @@ async fn the_system_log_and_a_restart_never_see_the_canaries() {
 
     // After a restart, the held call whose query carried a secret cannot be
     // forwarded as reviewed (the secret is not in the record): it fails.
-    let serve = Serve::start(&d, &[("CS_TEST_SECRETS_CRED_LOG", &cred_env)]);
+    let serve = LoggedServe::start(&d, &[("CS_TEST_SECRETS_CRED_LOG", &cred_env)]);
     let kinds = eventually(
         async || kinds_of(&d.db_path(), &held),
         |k| k.last().is_some_and(|k| k == "failed"),
