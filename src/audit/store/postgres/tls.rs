@@ -45,11 +45,12 @@ pub fn connector(
             )
         }
         // libpq too treats require as verify-ca when given a CA file.
-        (SslMode::VerifyCa | SslMode::Require, Some(ca)) => Arc::new(ChainOnly {
-            roots: Arc::new(roots(Some(ca))?),
+        (SslMode::VerifyCa | SslMode::Require, Some(ca)) => Arc::new(NoHostCheck {
+            roots: Some(Arc::new(roots(Some(ca))?)),
             algorithms: provider.signature_verification_algorithms,
         }),
-        (SslMode::Require | SslMode::Prefer | SslMode::Disable, _) => Arc::new(Unverified {
+        (SslMode::Require | SslMode::Prefer | SslMode::Disable, _) => Arc::new(NoHostCheck {
+            roots: None,
             algorithms: provider.signature_verification_algorithms,
         }),
     };
@@ -84,16 +85,21 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// verify-ca: the certificate must chain to the CA file; its names are not
-/// compared with the host (for servers reached by an address their
-/// certificate does not list).
+/// A verifier that never compares the certificate's names with the host.
+/// With `roots` (verify-ca, or require with a CA file) the certificate must
+/// chain to the CA file: for servers reached by an address their
+/// certificate does not list. Without (require, prefer) any certificate is
+/// accepted, so the connection is private against a passive listener but
+/// not against someone who can answer in the server's place. Either way the
+/// handshake signature is checked (the server holds the key of the
+/// certificate it shows).
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct NoHostCheck {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NoHostCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -102,58 +108,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// require / prefer: any certificate is accepted, so the connection is
-/// private against a passive listener but not against someone who can
-/// answer in the server's place. The handshake signature is still checked
-/// (the server holds the key of the certificate it shows).
-#[derive(Debug)]
-struct Unverified {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
