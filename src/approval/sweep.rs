@@ -36,7 +36,7 @@ const INTERRUPTED: &str = "the process forwarding this call stopped before its r
     It is not resent: check the upstream for x-countersign-action-id and resolve it by hand";
 
 /// Marks an unfinished forward interrupted, if it still is unfinished.
-async fn interrupt(shared: &Arc<Shared>, life: &Lifecycle) -> Result<bool, StoreError> {
+async fn interrupt(shared: &Arc<Shared>, life: &Lifecycle) -> Result<bool, Arc<StoreError>> {
     let unfinished = life.ending.is_none()
         && (life.state == State::Allowed
             || (life.state == State::Approved && life.claim.is_some()));
@@ -51,21 +51,14 @@ async fn interrupt(shared: &Arc<Shared>, life: &Lifecycle) -> Result<bool, Store
         502,
     );
     d.payload["previous_state"] = json!(life.state.as_str());
-    match shared
+    let marked = shared
         .store
         .commit_if(&life.action_id, life.last_seq, vec![d])
-        .await
-    {
-        Ok(true) => {
-            tracing::warn!(action_id = %life.action_id, "a forward was interrupted; recorded as failed, not resent");
-            Ok(true)
-        }
-        Ok(false) => Ok(false),
-        Err(e) => Err(StoreError::Open {
-            what: shared.store.describe().to_string(),
-            why: e.to_string(),
-        }),
+        .await?;
+    if marked {
+        tracing::warn!(action_id = %life.action_id, "a forward was interrupted; recorded as failed, not resent");
     }
+    Ok(marked)
 }
 
 /// A held call whose real query only the process that held it knew, when
@@ -100,7 +93,7 @@ async fn abandon_unforwardable(shared: &Arc<Shared>, life: &Lifecycle, now_or_ne
 
 /// At start: on a store of its own, every unfinished forward was this
 /// process's and is now interrupted. Returns how many were marked.
-pub async fn on_start(shared: &Arc<Shared>) -> Result<usize, StoreError> {
+pub async fn on_start(shared: &Arc<Shared>) -> Result<usize, Arc<StoreError>> {
     // What the sweep and recovery act on comes from the index: make the
     // rows of unfinished actions agree with their records first.
     let mut open = Vec::new();
@@ -160,7 +153,7 @@ pub async fn on_start(shared: &Arc<Shared>) -> Result<usize, StoreError> {
 }
 
 /// One look at what is due.
-pub async fn once(shared: &Arc<Shared>) -> Result<(), StoreError> {
+pub async fn once(shared: &Arc<Shared>) -> Result<(), Arc<StoreError>> {
     let due = shared.store.due(CLAIM_GRACE).await?;
     for id in &due.expired {
         if let Ok(Some(life)) = shared.store.action(id).await {

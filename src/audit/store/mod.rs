@@ -214,16 +214,22 @@ pub fn migrate(cfg: &AuditConfig) -> Result<i64, StoreError> {
             Ok(sqlite::SCHEMA_VERSION)
         }
         StoreUrl::Postgres { dsn } => {
-            let password = match &cfg.password {
-                Some(p) => Some(p.read().map_err(|why| StoreError::Open {
-                    what: postgres::describe(dsn),
-                    why: format!("audit.password: {why}"),
-                })?),
-                None => None,
-            };
-            postgres::connect(dsn, password.as_deref(), cfg.ca_file.as_deref())?.migrate()
+            postgres::connect_with(dsn, password_source(cfg), cfg.ca_file.as_deref())?.migrate()
         }
     }
+}
+
+/// The PostgreSQL password, read from its source at every connection (so a
+/// rotated password file is picked up); `None` when none is configured.
+fn password_source(cfg: &AuditConfig) -> postgres::PasswordSource {
+    let secret = cfg.password.clone();
+    Arc::new(move || match &secret {
+        Some(s) => s
+            .read()
+            .map(Some)
+            .map_err(|why| format!("audit.password: {why}")),
+        None => Ok(None),
+    })
 }
 
 fn connector(cfg: &AuditConfig, migrate: bool) -> Connect {
@@ -234,17 +240,10 @@ fn connector(cfg: &AuditConfig, migrate: bool) -> Connect {
         }
         StoreUrl::Postgres { dsn } => {
             let dsn = dsn.clone();
-            let password = cfg.password.clone();
+            let password = password_source(cfg);
             let ca = cfg.ca_file.clone();
             Arc::new(move || {
-                let password = match &password {
-                    Some(p) => Some(p.read().map_err(|why| StoreError::Open {
-                        what: postgres::describe(&dsn),
-                        why: format!("audit.password: {why}"),
-                    })?),
-                    None => None,
-                };
-                let mut pg = postgres::connect(&dsn, password.as_deref(), ca.as_deref())?;
+                let mut pg = postgres::connect_with(&dsn, password.clone(), ca.as_deref())?;
                 if migrate {
                     pg.migrate()?;
                 }
@@ -282,15 +281,7 @@ impl Store {
             .map_err(StoreError::Writer)?;
         if let StoreUrl::Postgres { dsn } = &cfg.store {
             let hook = on_change.clone();
-            // Asked at every reconnection: a rotated password file is picked up.
-            let secret = cfg.password.clone();
-            let password: postgres::PasswordSource = Arc::new(move || match &secret {
-                Some(s) => s
-                    .read()
-                    .map(Some)
-                    .map_err(|why| format!("audit.password: {why}")),
-                None => Ok(None),
-            });
+            let password = password_source(cfg);
             postgres::listen_with(dsn, password, cfg.ca_file.as_deref(), move |id| {
                 if let Some(f) = hook.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                     f(&id)
@@ -525,18 +516,14 @@ impl Store {
     /// Remembers a signed message id for the whole fleet; false for a replay.
     /// (It goes through the writer: one transaction for many, no lock
     /// contention with the chain's appends.)
-    pub async fn first_sight(&self, message_id: &str) -> Result<bool, StoreError> {
+    pub async fn first_sight(&self, message_id: &str) -> Result<bool, Arc<StoreError>> {
         let out = self
             .send(vec![Append {
                 drafts: Vec::new(),
                 expect: None,
                 message_id: Some(message_id.to_string()),
             }])
-            .await
-            .map_err(|e| StoreError::Open {
-                what: self.describe().to_string(),
-                why: e.to_string(),
-            })?;
+            .await?;
         Ok(matches!(out.first(), Some(Appended::Committed(_))))
     }
 

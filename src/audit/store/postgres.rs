@@ -238,7 +238,17 @@ pub fn connect(
     password: Option<&str>,
     ca_file: Option<&Path>,
 ) -> Result<Postgres, StoreError> {
-    let target = Target::new(dsn, fixed_password(password), ca_file)?;
+    connect_with(dsn, fixed_password(password), ca_file)
+}
+
+/// [`connect`], asking `password` at this and every later reconnection (so
+/// a rotated password file is picked up).
+pub fn connect_with(
+    dsn: &str,
+    password: PasswordSource,
+    ca_file: Option<&Path>,
+) -> Result<Postgres, StoreError> {
+    let target = Target::new(dsn, password, ca_file)?;
     let mut client = target.connect()?;
     let session = session_of(&mut client)?;
     Ok(Postgres {
