@@ -190,14 +190,7 @@ async fn quorum_of_two_forwards_exactly_the_held_bytes_once() {
     assert_eq!(view["reviews"][1]["reviewer"], "bob");
     assert_eq!(view["resolution"]["outcome"], "approved");
     assert_eq!(view["result"]["response"]["status"], 201);
-    let metrics = client()
-        .get(format!("{}/metrics", admin.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&admin.url).await;
     for line in [
         "countersign_pending_actions 0",
         "countersign_reviews_total{state=\"pending\"} 1",

@@ -430,14 +430,7 @@ async fn concurrent_calls_share_commits_and_all_are_recorded() {
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
     assert_eq!(upstream.seen().len(), 200);
     // Group commit: the 400 records took fewer commits (fsyncs) than records.
-    let metrics = client
-        .get(format!("http://{}/metrics", cs.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&format!("http://{}", cs.admin_addr)).await;
     let commits: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("countersign_record_commit_seconds_count "))
@@ -539,14 +532,7 @@ async fn admin_api_needs_the_token_and_rebuilds_the_action() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
-    let metrics = client()
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&admin).await;
     assert!(
         metrics.contains("countersign_decisions_total{action=\"allow\",risk=\"low\"} 1"),
         "{metrics}"
@@ -683,14 +669,7 @@ async fn policy_changes_reload_and_a_broken_one_keeps_the_last_good_in_force() {
             .status(),
         403
     );
-    let metrics = c
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&admin).await;
     assert!(
         metrics.contains("countersign_reload_failures_total{what=\"policy\"} 1"),
         "{metrics}"

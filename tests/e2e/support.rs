@@ -565,3 +565,24 @@ impl Drop for LoggedServe {
         let _ = self.child.wait();
     }
 }
+
+/// The admin listener's Prometheus text (`admin` is `http://host:port`).
+pub async fn metrics_text(admin: &str) -> String {
+    client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one exact series, 0 when absent.
+pub async fn metric(admin: &str, series: &str) -> f64 {
+    metrics_text(admin)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}

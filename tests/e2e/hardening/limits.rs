@@ -42,17 +42,7 @@ async fn post(proxy: SocketAddr, path: &str) -> (u16, Duration, String, Value) {
 
 /// Prometheus value of one exact series, 0 when absent.
 async fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let text = client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    crate::support::metric(&format!("http://{admin}"), series).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

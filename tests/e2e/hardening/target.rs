@@ -430,19 +430,8 @@ async fn assert_refused(
 }
 
 async fn refused_total(cs: &countersign::app::Running, reason: &str) -> u64 {
-    let metrics = client()
-        .get(format!("http://{}/metrics", cs.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = format!("countersign_refused_total{{reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line.as_str()))
-        .map_or(0, |n| n.parse().unwrap())
+    let series = format!("countersign_refused_total{{reason=\"{reason}\"}}");
+    metric(&format!("http://{}", cs.admin_addr), &series).await as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
