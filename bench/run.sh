@@ -153,7 +153,7 @@ cpu_of() { # "pids"
       n=$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null) || continue
       total=$((total + n))
       case "$comm" in
-        tokio-runtime-w*) workers=$((workers + n)) ;;
+        tokio-r*) workers=$((workers + n)) ;; # tokio-runtime-w / tokio-rt-worker
         countersign-pol*) policy=$((policy + n)) ;;
         countersign-rec*) writer=$((writer + n)) ;;
       esac
@@ -280,23 +280,22 @@ async def idle_one():
     return r, w
 
 async def main():
+    # Idle keep-alive connections first, on the fresh process.
     idle0 = rss_mb()
+    idle = await asyncio.gather(*(idle_one() for _ in range(1000)))
+    await asyncio.sleep(1)
+    kept = rss_mb()
+    for _, w in idle:
+        w.close()
     want = min(10_000, hard // 2 - 100)
     conns = []
     for i in range(0, want, 500):
         conns += await asyncio.gather(*(hold_one(b'{"amount": %d}' % j) for j in range(i, min(i + 500, want))))
     await asyncio.sleep(3)
     held = rss_mb()
+    print(f"memory: idle {idle0:.0f} MB; 1,000 idle keep-alive connections: +{kept - idle0:.1f} MB; "
+          f"{want} held calls waiting: {held:.0f} MB")
     for _, w in conns:
-        w.close()
-    await asyncio.sleep(2)
-    base = rss_mb()
-    idle = await asyncio.gather(*(idle_one() for _ in range(1000)))
-    await asyncio.sleep(1)
-    kept = rss_mb()
-    print(f"memory: idle {idle0:.0f} MB; {want} held calls waiting: {held:.0f} MB; "
-          f"1,000 idle keep-alive connections: +{kept - base:.1f} MB over {base:.0f} MB")
-    for _, w in idle:
         w.close()
 
 asyncio.run(main())

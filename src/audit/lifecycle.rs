@@ -50,13 +50,12 @@ pub struct Hold {
     pub forward: Forward,
 }
 
-/// A claim to forward an approved action (the `forwarded` record).
+/// A claim to forward an approved action (the `forwarded` record); its
+/// lease is the action's [`Lifecycle::lease_until`].
 #[derive(Debug, Clone)]
 pub struct Claim {
     /// The process that claimed it.
     pub owner: Option<String>,
-    /// Until when that process answers for the result.
-    pub lease_until: Option<SystemTime>,
 }
 
 /// How an action ended, if it did with a result or a failure.
@@ -245,7 +244,6 @@ impl Lifecycle {
                     life.lease_until = p["lease_until"].as_str().and_then(|t| time(t).ok());
                     life.claim = Some(Claim {
                         owner: text(&p["owner"]),
-                        lease_until: p["lease_until"].as_str().and_then(|t| time(t).ok()),
                     });
                 }
                 Kind::Completed => {
