@@ -157,7 +157,7 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
-        if let Err(e) = self.shared.store.flush().await {
+        if let Err(e) = self.shared.store.close().await {
             tracing::error!(error = %e, "some result records could not be committed before exit");
         }
     }

@@ -830,6 +830,10 @@ async fn audit_commands_read_the_record_without_the_policies_or_from_a_copied_fi
         assert_eq!(resp.status(), 201);
     }
     cs.stop().await;
+    // A clean stop folds the write-ahead log back in: the file alone is the
+    // whole record, ready to copy.
+    let wal = d.dir.path().join("audit.db-wal");
+    assert!(!wal.exists(), "{} left behind after stop", wal.display());
     // The config's policy directory is gone (a copied config, say).
     std::fs::remove_dir_all(d.dir.path().join("policies")).unwrap();
     let cfg = d.config_path();

@@ -98,6 +98,8 @@ type Reply = oneshot::Sender<Result<Vec<Appended>, Arc<StoreError>>>;
 struct Job {
     appends: Vec<Append>,
     reply: Option<Reply>,
+    /// The last job: commit what is queued, close the connection, exit.
+    close: bool,
 }
 
 /// Why the store cannot commit, since when.
@@ -346,6 +348,7 @@ impl Store {
             .send(Job {
                 appends,
                 reply: Some(reply),
+                close: false,
             })
             .map_err(|_| Arc::new(StoreError::Closed))?;
         rx.await.map_err(|_| Arc::new(StoreError::Closed))?
@@ -401,6 +404,7 @@ impl Store {
         let job = Job {
             appends: vec![Append::records(drafts)],
             reply: None,
+            close: false,
         };
         if self.tx.send(job).is_err() {
             tracing::error!("record store is shut down; a result record could not be queued");
@@ -411,6 +415,30 @@ impl Store {
     /// (or, for enqueued ones the store refused, handed to the retry queue).
     pub async fn flush(&self) -> Result<(), Arc<StoreError>> {
         self.send(Vec::new()).await.map(|_| ())
+    }
+
+    /// Commits everything queued, then closes every connection and stops
+    /// the writer; later commits fail with `Closed`. When it returns, a
+    /// SQLite file is complete on its own (its write-ahead log folded back
+    /// in), so it can be copied or read by another process at once.
+    pub async fn close(&self) -> Result<(), Arc<StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            appends: Vec::new(),
+            reply: Some(reply),
+            close: true,
+        };
+        self.readers
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        if self.tx.send(job).is_err() {
+            return Ok(()); // Already closed.
+        }
+        rx.await
+            .map_err(|_| Arc::new(StoreError::Closed))?
+            .map(|_| ())
     }
 
     /// Runs a read on a pooled connection, off the async threads.
@@ -743,6 +771,8 @@ impl Writer {
                     drain(&rx, &mut jobs);
                 }
             }
+            // Answered last, once the connection is closed.
+            let close = jobs.iter_mut().find(|j| j.close).map(|j| j.reply.take());
             let retry = std::mem::take(&mut self.retry);
             let mut batch = Vec::with_capacity(jobs.len() + 1);
             if !retry.is_empty() {
@@ -797,6 +827,20 @@ impl Writer {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
+            }
+            if let Some(reply) = close {
+                let lost = self.retry.len();
+                let out = if lost == 0 {
+                    Ok(Vec::new())
+                } else {
+                    tracing::error!(lost, "record store closed with uncommitted result records");
+                    Err(Arc::new(StoreError::Closed))
+                };
+                self.conn = None;
+                if let Some(reply) = reply {
+                    let _ = reply.send(out);
+                }
+                return;
             }
         }
     }
