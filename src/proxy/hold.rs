@@ -73,7 +73,11 @@ pub async fn wait(
             .duration_since(SystemTime::now())
             .unwrap_or_default();
     loop {
-        if let Some(answer) = look(shared, action_id, &waiter).await {
+        // Boxed (as is the cancel below): the future a held call keeps
+        // while it waits then holds only the waiting.
+        let looked = Box::pin(look(shared, action_id, &waiter));
+        let looked = looked.await;
+        if let Some(answer) = looked {
             guard.armed = false;
             return answer;
         }
@@ -99,17 +103,18 @@ pub async fn wait(
     }
     guard.armed = false;
     if cfg.on_wait_timeout == OnWaitTimeout::Cancel {
-        if approval::cancel(
+        let cancelled = Box::pin(approval::cancel(
             shared,
             action_id,
             "not decided within hold.wait (on_wait_timeout: cancel)",
-        )
-        .await
-        {
+        ));
+        let cancelled = cancelled.await;
+        if cancelled {
             return Err(Outcome::WaitCancelled);
         }
         // Decided at the last moment: give the agent the outcome if it is final.
-        if let Some(answer) = look(shared, action_id, &waiter).await {
+        let looked = Box::pin(look(shared, action_id, &waiter));
+        if let Some(answer) = looked.await {
             return answer;
         }
     }

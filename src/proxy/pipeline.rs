@@ -287,7 +287,8 @@ pub async fn handle(
     };
     if req.method() == hyper::Method::GET && target.is_ok() {
         if let Some(id) = path.strip_prefix(super::hold::STATUS_PREFIX) {
-            let mut status = super::hold::status(&shared, id).await;
+            let status = Box::pin(super::hold::status(&shared, id));
+            let mut status = status.await;
             // The answer is about that action, so it carries that action's id.
             if let (true, Ok(v)) = (
                 crate::audit::record::is_action_id(id),
@@ -299,11 +300,14 @@ pub async fn handle(
         }
     }
     let mut trace = Trace::default();
-    let (mut response, own_body, recorded) = match run(
-        &shared, &action_id, req, scheme, target, &mut trace,
-    )
-    .await
-    {
+    // Boxed, as are the larger steps inside: a call's future then holds
+    // only what its current step needs (a held call waits for minutes).
+    // Boxed in a statement of its own: a temporary lives to the end of its
+    // statement, so `Box::pin(step()).await` would keep room for the
+    // unboxed future across the await.
+    let ran = Box::pin(run(&shared, &action_id, req, scheme, target, &mut trace));
+    let ran = ran.await;
+    let (mut response, own_body, recorded) = match ran {
         Ok(r) => {
             let own = r.extensions().get::<OwnAnswer>().map(|a| a.0.clone());
             (r, own, true)
@@ -575,11 +579,9 @@ async fn run(
         .extensions
         .get::<crate::http::PeerCertificate>()
         .map(|p| p.0.clone());
-    match shared
-        .identity
-        .verify(&parts.headers, presented.as_deref())
-        .await
-    {
+    let verified = Box::pin(shared.identity.verify(&parts.headers, presented.as_deref()));
+    let verified = verified.await;
+    match verified {
         Ok(Some(verified)) => head.agent.verified = Some(Arc::new(verified)),
         Ok(None) if route.config.identity_required => {
             let bearer = shared.identity.jwt().is_some();
@@ -602,12 +604,11 @@ async fn run(
         Err(Outcome::BodyTooLarge(max))
     } else {
         let budget = &shared.body_budget;
-        match tokio::time::timeout(
+        let receiving = tokio::time::timeout(
             capture_cfg.body_timeout,
-            receive::receive(body, declared, max, budget),
-        )
-        .await
-        {
+            Box::pin(receive::receive(body, declared, max, budget)),
+        );
+        match receiving.await {
             Ok(Ok(received)) => Ok(received),
             Ok(Err(ReceiveError::TooLarge)) => Err(Outcome::BodyTooLarge(max)),
             Ok(Err(ReceiveError::OverBudget)) => Err(Outcome::Overloaded(budget.max())),
@@ -775,11 +776,12 @@ async fn run(
         index,
     }
     .redacted(&secrets);
-    if let Err(e) = shared
-        .revisions
-        .commit_decided(&shared.store, &policy, decided)
-        .await
-    {
+    let committed = Box::pin(
+        shared
+            .revisions
+            .commit_decided(&shared.store, &policy, decided),
+    );
+    if let Err(e) = committed.await {
         trace.decision_lost = true;
         return Err(Outcome::StoreUnavailable(e.to_string()));
     }
@@ -820,7 +822,11 @@ async fn run(
                     wait,
                 ));
             }
-            let answer = super::hold::wait(shared, action_id, &hold).await;
+            // The request head is no longer needed: dropping it lets the
+            // connection reuse its read buffer while the call waits.
+            drop(parts);
+            let answer = Box::pin(super::hold::wait(shared, action_id, &hold));
+            let answer = answer.await;
             match (&mcp_call, answer) {
                 // Not decided within hold.wait: the MCP client gets a tool
                 // error naming the action; the call stays held.
@@ -835,7 +841,17 @@ async fn run(
             }
         }
         Action::Allow => match &decision.envoy {
-            None => forward(shared, action_id, route, &parts.headers, request, secrets).await,
+            None => {
+                let forwarded = Box::pin(forward(
+                    shared,
+                    action_id,
+                    route,
+                    &parts.headers,
+                    request,
+                    secrets,
+                ));
+                forwarded.await
+            }
             Some(e) => {
                 // opa-envoy's allowed result: its `headers` go upstream (in
                 // place of any the agent sent by those names), its
@@ -851,8 +867,10 @@ async fn run(
                 for (name, value) in &e.headers {
                     headers.append(name.clone(), value.clone());
                 }
-                let mut response =
-                    forward(shared, action_id, route, &headers, request, secrets).await?;
+                let forwarded = Box::pin(forward(
+                    shared, action_id, route, &headers, request, secrets,
+                ));
+                let mut response = forwarded.await?;
                 add_headers(response.headers_mut(), &e.response_headers_to_add);
                 Ok(response)
             }
