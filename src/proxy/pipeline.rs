@@ -307,6 +307,15 @@ pub async fn handle(
     // unboxed future across the await.
     let ran = Box::pin(run(&shared, &action_id, req, scheme, target, &mut trace));
     let ran = ran.await;
+    // A held call waits here, once `run` and all it kept are gone.
+    let ran = match ran {
+        Ok(Ran::Answered(response)) => Ok(response),
+        Ok(Ran::Held(held)) => {
+            let answer = Box::pin(await_review(&shared, &action_id, *held));
+            answer.await
+        }
+        Err(outcome) => Err(outcome),
+    };
     let (mut response, own_body, recorded) = match ran {
         Ok(r) => {
             let own = r.extensions().get::<OwnAnswer>().map(|a| a.0.clone());
@@ -488,7 +497,7 @@ async fn run(
     scheme: &'static str,
     target: Result<Target, TargetError>,
     trace: &mut Trace,
-) -> Result<Response<Body>, Outcome> {
+) -> Result<Ran, Outcome> {
     let capture_cfg = &shared.config.capture;
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str();
@@ -790,8 +799,19 @@ async fn run(
         .iter()
         .map(|r| secrets.scrub_str(r).unwrap_or_else(|| r.clone()))
         .collect();
-    tracing::info!(action_id, route = %route.config.name, method = %request.method, path = %request.path,
-        action = decision.action.as_str(), risk = %decision.risk, ?rules, "decided");
+    // Allowed calls are the bulk of the traffic and the record has them:
+    // the system log names them at debug, denials and holds at info.
+    macro_rules! decided {
+        ($level:ident) => {
+            tracing::$level!(action_id, route = %route.config.name, method = %request.method,
+                path = %request.path, action = decision.action.as_str(), risk = %decision.risk,
+                ?rules, "decided")
+        };
+    }
+    match decision.action {
+        Action::Allow => decided!(debug),
+        Action::Deny | Action::Hold => decided!(info),
+    }
 
     match decision.action {
         Action::Deny => Err(Outcome::Denied(Box::new(decision))),
@@ -815,30 +835,14 @@ async fn run(
                 let interval = shared.config.hold.progress_interval;
                 let (shared, id) = (shared.clone(), action_id.to_string());
                 let wait = async move { super::hold::wait(&shared, &id, &hold).await };
-                return Ok(super::mcp::hold_with_progress(
+                return Ok(Ran::Answered(super::mcp::hold_with_progress(
                     call.clone(),
                     action_id.to_string(),
                     interval,
                     wait,
-                ));
+                )));
             }
-            // The request head is no longer needed: dropping it lets the
-            // connection reuse its read buffer while the call waits.
-            drop(parts);
-            let answer = Box::pin(super::hold::wait(shared, action_id, &hold));
-            let answer = answer.await;
-            match (&mcp_call, answer) {
-                // Not decided within hold.wait: the MCP client gets a tool
-                // error naming the action; the call stays held.
-                (Some(call), Ok(r)) if r.status() == StatusCode::ACCEPTED => {
-                    Ok(super::mcp::still_held(
-                        call,
-                        action_id,
-                        &format!("{}{action_id}", super::hold::STATUS_PREFIX),
-                    ))
-                }
-                (_, answer) => answer,
-            }
+            Ok(Ran::Held(Box::new(HeldCall { hold, mcp_call })))
         }
         Action::Allow => match &decision.envoy {
             None => {
@@ -850,7 +854,7 @@ async fn run(
                     request,
                     secrets,
                 ));
-                forwarded.await
+                forwarded.await.map(Ran::Answered)
             }
             Some(e) => {
                 // opa-envoy's allowed result: its `headers` go upstream (in
@@ -872,9 +876,42 @@ async fn run(
                 ));
                 let mut response = forwarded.await?;
                 add_headers(response.headers_mut(), &e.response_headers_to_add);
-                Ok(response)
+                Ok(Ran::Answered(response))
             }
         },
+    }
+}
+
+/// How `run` left a call: answered, or held for review (the wait happens
+/// in `handle`, after `run` has dropped the request it no longer needs).
+enum Ran {
+    Answered(Response<Body>),
+    Held(Box<HeldCall>),
+}
+
+/// What a held call needs while it waits.
+struct HeldCall {
+    hold: Hold,
+    mcp_call: Option<super::mcp::Call>,
+}
+
+/// Waits for the reviewers' verdict on a held call (up to `hold.wait`) and
+/// answers the agent.
+async fn await_review(
+    shared: &Arc<Shared>,
+    action_id: &str,
+    HeldCall { hold, mcp_call }: HeldCall,
+) -> Result<Response<Body>, Outcome> {
+    let answer = Box::pin(super::hold::wait(shared, action_id, &hold));
+    match (&mcp_call, answer.await) {
+        // Not decided within hold.wait: the MCP client gets a tool error
+        // naming the action; the call stays held.
+        (Some(call), Ok(r)) if r.status() == StatusCode::ACCEPTED => Ok(super::mcp::still_held(
+            call,
+            action_id,
+            &format!("{}{action_id}", super::hold::STATUS_PREFIX),
+        )),
+        (_, answer) => answer,
     }
 }
 

@@ -173,22 +173,139 @@ fn ids(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// One action's index changes over a batch, folded in order: the
+/// action's row is then written once per commit, not once per record.
+struct Folded<'a> {
+    action_id: &'a str,
+    /// The first record's facts and time, when the action starts here.
+    summary: Option<(&'a crate::audit::record::Summary, String)>,
+    state: Option<&'static str>,
+    risk: Option<&'a str>,
+    expires_at: Option<&'a str>,
+    lease_until: Option<&'a str>,
+    forward_claimed: bool,
+    upstream_status: Option<i64>,
+    last_seq: i64,
+    updated_at: String,
+}
+
+impl<'a> Folded<'a> {
+    fn new(action_id: &'a str) -> Folded<'a> {
+        Folded {
+            action_id,
+            summary: None,
+            state: None,
+            risk: None,
+            expires_at: None,
+            lease_until: None,
+            forward_claimed: false,
+            upstream_status: None,
+            last_seq: 0,
+            updated_at: String::new(),
+        }
+    }
+
+    /// Applies one record's change: a later value replaces an earlier one,
+    /// an absent value keeps it (as `COALESCE` in the update does).
+    fn apply(&mut self, ix: &'a crate::audit::record::IndexUpdate, seq: i64, time: &str) {
+        if let Some(s) = &ix.summary {
+            if self.summary.is_none() {
+                self.summary = Some((s, time.to_string()));
+            }
+        }
+        self.state = ix.state.map(|s| s.as_str()).or(self.state);
+        self.risk = ix.risk.as_deref().or(self.risk);
+        self.expires_at = ix.expires_at.as_deref().or(self.expires_at);
+        self.lease_until = ix.lease_until.as_deref().or(self.lease_until);
+        self.forward_claimed |= ix.forward_claimed;
+        self.upstream_status = ix.upstream_status.or(self.upstream_status);
+        self.last_seq = seq;
+        self.updated_at = time.to_string();
+    }
+}
+
+impl Sqlite {
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction (the write lock taken
+    /// before anything is read), committing if it succeeds. The statements
+    /// are cached: this runs for every commit of the record.
+    fn immediate<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let out = f(&self.conn).and_then(|out| {
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(out)
+        });
+        if out.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        out
+    }
+
+    /// Writes the folded index rows of one batch.
+    fn write_index(conn: &Connection, folded: &[Folded<'_>]) -> Result<(), StoreError> {
+        let mut index_new = conn.prepare_cached(
+            "INSERT OR IGNORE INTO actions (action_id, state, risk, route, method, path, agent, upstream_status,
+                created_at, updated_at, last_seq, expires_at, lease_until, forward_claimed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?;
+        let mut index_update = conn.prepare_cached(
+            "UPDATE actions SET state = COALESCE(?2, state), risk = COALESCE(?3, risk),
+                expires_at = COALESCE(?4, expires_at), lease_until = COALESCE(?5, lease_until),
+                forward_claimed = forward_claimed OR ?6, upstream_status = COALESCE(?7, upstream_status),
+                last_seq = ?8, updated_at = ?9
+             WHERE action_id = ?1",
+        )?;
+        for f in folded {
+            if let Some((s, created_at)) = &f.summary {
+                let inserted = index_new.execute(params![
+                    f.action_id,
+                    f.state.unwrap_or("pending"),
+                    f.risk,
+                    s.route,
+                    s.method,
+                    s.path,
+                    s.agent,
+                    f.upstream_status,
+                    created_at,
+                    f.updated_at,
+                    f.last_seq,
+                    f.expires_at,
+                    f.lease_until,
+                    f.forward_claimed,
+                ])?;
+                if inserted == 1 {
+                    continue;
+                }
+            }
+            // Policy records (`policy:<revision>`) have no row: this
+            // updates nothing for them.
+            index_update.execute(params![
+                f.action_id,
+                f.state,
+                f.risk,
+                f.expires_at,
+                f.lease_until,
+                f.forward_claimed,
+                f.upstream_status,
+                f.last_seq,
+                f.updated_at
+            ])?;
+        }
+        Ok(())
+    }
+}
+
 impl Backend for Sqlite {
     fn append(&mut self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
-        // IMMEDIATE: the write lock is taken before the head is read.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (mut seq, mut prev): (i64, String) = tx
-            .query_row(
-                "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .unwrap_or((0, GENESIS.to_string()));
-        let mut out = Vec::with_capacity(batch.len());
-        {
+        self.immediate(|tx| {
+            let (mut seq, mut prev): (i64, String) = tx
+                .prepare_cached("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .unwrap_or((0, GENESIS.to_string()));
+            let mut out = Vec::with_capacity(batch.len());
             // The action's newest record, from the records themselves (the
             // index is derived and must not decide a claim).
             let mut last_seq = tx
@@ -196,20 +313,10 @@ impl Backend for Sqlite {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO records (seq, time, action_id, kind, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            let mut index_new = tx.prepare_cached(
-                "INSERT OR IGNORE INTO actions (action_id, state, risk, route, method, path, agent, created_at, updated_at, expires_at, lease_until)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
-            )?;
-            let mut index_update = tx.prepare_cached(
-                "UPDATE actions SET state = COALESCE(?2, state), risk = COALESCE(?3, risk),
-                    expires_at = COALESCE(?4, expires_at), lease_until = COALESCE(?5, lease_until),
-                    forward_claimed = forward_claimed OR ?6, upstream_status = COALESCE(?7, upstream_status),
-                    last_seq = ?8, updated_at = ?9
-                 WHERE action_id = ?1",
-            )?;
             let mut seen = tx.prepare_cached(
                 "INSERT OR IGNORE INTO seen_messages (message_id, seen_at) VALUES (?1, ?2)",
             )?;
+            let mut folded: Vec<Folded<'_>> = Vec::new();
             for append in batch {
                 if let Some(m) = &append.message_id {
                     if seen.execute(params![m, now_rfc3339()])? == 0 {
@@ -234,47 +341,29 @@ impl Backend for Sqlite {
                     let kind = d.kind.as_str();
                     let hash = chain_hash(seq, &time, &d.action_id, kind, &prev, &payload);
                     insert.execute(params![seq, time, d.action_id, kind, payload, prev, hash])?;
-                    let ix = &d.index;
-                    let state = ix.state.map(|s| s.as_str());
-                    if let Some(s) = &ix.summary {
-                        index_new.execute(params![
-                            d.action_id,
-                            state.unwrap_or("pending"),
-                            ix.risk,
-                            s.route,
-                            s.method,
-                            s.path,
-                            s.agent,
-                            time,
-                            ix.expires_at,
-                            ix.lease_until,
-                        ])?;
-                    }
-                    index_update.execute(params![
-                        d.action_id,
-                        state,
-                        ix.risk,
-                        ix.expires_at,
-                        ix.lease_until,
-                        ix.forward_claimed,
-                        ix.upstream_status,
-                        seq,
-                        time
-                    ])?;
+                    let at = match folded.iter().position(|f| f.action_id == d.action_id) {
+                        Some(at) => at,
+                        None => {
+                            folded.push(Folded::new(&d.action_id));
+                            folded.len() - 1
+                        }
+                    };
+                    folded[at].apply(&d.index, seq, &time);
                     prev = hash;
                 }
                 // The contract: 0 for an empty append, not the chain's head.
                 let last = if append.drafts.is_empty() { 0 } else { seq };
                 out.push(Appended::Committed(last));
             }
-        }
-        if batch.iter().any(|a| a.message_id.is_some()) {
-            // Forget ids whose signatures can no longer verify.
-            let horizon = super::rfc3339(std::time::SystemTime::now() - super::REPLAY_WINDOW);
-            tx.execute("DELETE FROM seen_messages WHERE seen_at < ?1", [horizon])?;
-        }
-        tx.commit()?;
-        Ok(out)
+            Sqlite::write_index(tx, &folded)?;
+            if batch.iter().any(|a| a.message_id.is_some()) {
+                // Forget ids whose signatures can no longer verify.
+                let horizon = super::rfc3339(std::time::SystemTime::now() - super::REPLAY_WINDOW);
+                tx.prepare_cached("DELETE FROM seen_messages WHERE seen_at < ?1")?
+                    .execute([horizon])?;
+            }
+            Ok(out)
+        })
     }
 
     fn records_of(&mut self, action_id: &str) -> Result<Vec<Record>, StoreError> {
