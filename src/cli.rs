@@ -656,12 +656,15 @@ fn audit_list(
         }
     }
     let mut conn = open_record(record)?.1;
-    let rows = conn.list(&ListFilter {
+    // A running server keeps index rows back for a moment (and a crashed
+    // one may have lost some): the newest actions are read from the records.
+    let filter = ListFilter {
         state,
         risk,
         since,
         limit, // 0: no limit
-    })?;
+    };
+    let rows = crate::audit::store::list_caught_up(conn.as_mut(), &filter)?;
     if json {
         for r in rows {
             println!("{}", serde_json::to_string(&r)?);

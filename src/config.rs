@@ -399,6 +399,8 @@ struct RawAudit {
     #[serde(default)]
     lease: Option<String>,
     #[serde(default)]
+    index_lag: Option<String>,
+    #[serde(default)]
     checkpoint: Option<RawCheckpoint>,
 }
 
@@ -412,6 +414,7 @@ impl Default for RawAudit {
             ca_file: None,
             result_durability: None,
             lease: None,
+            index_lag: None,
             checkpoint: None,
         }
     }
@@ -993,6 +996,9 @@ pub struct AuditConfig {
     /// forwards before another process may mark it interrupted (shared
     /// stores only).
     pub lease: Duration,
+    /// How long the SQLite writer may keep the action index's rows back
+    /// to write them with a later commit (zero: with every commit).
+    pub index_lag: Duration,
     /// Signed checkpoints of the record, when configured.
     pub checkpoint: Option<CheckpointConfig>,
 }
@@ -1298,11 +1304,21 @@ impl Validator<'_> {
                 }
             },
             lease: duration("audit.lease", a.lease.as_deref().unwrap_or("30s"))?,
+            index_lag: match a.index_lag.as_deref() {
+                Some("0") => Duration::ZERO,
+                lag => duration("audit.index_lag", lag.unwrap_or("100ms"))?,
+            },
             checkpoint: match a.checkpoint {
                 Some(c) => Some(self.checkpoint(c)?),
                 None => None,
             },
         };
+        if audit.index_lag > Duration::from_secs(3600) {
+            return Err(format!(
+                "audit.index_lag: `{}` is longer than the 1h allowed",
+                a.index_lag.unwrap_or_default()
+            ));
+        }
         // SQLite takes the wait in milliseconds as a 32-bit number.
         if audit.busy_timeout > Duration::from_secs(3600) {
             return Err(format!(

@@ -98,6 +98,18 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+impl ListFilter {
+    /// Whether an action passes the filter (as `list` applies it).
+    pub fn admits(&self, a: &ActionSummary) -> bool {
+        self.state.as_ref().is_none_or(|s| *s == a.state)
+            && self
+                .risk
+                .as_ref()
+                .is_none_or(|r| a.risk.as_ref() == Some(r))
+            && self.since.as_ref().is_none_or(|t| a.created_at >= *t)
+    }
+}
+
 /// Actions that need someone to act on them, found through the index.
 /// Each is re-read and re-checked from its records before anything happens.
 #[derive(Debug, Clone, Default)]
@@ -154,6 +166,22 @@ pub trait Backend: Send + 'static {
 
     /// Replaces the index rows of these actions (rebuilding a derived index).
     fn put_index(&mut self, rows: &[IndexRow]) -> Result<(), StoreError>;
+
+    /// Lets this connection keep index rows back for up to `lag` and write
+    /// them with a later commit, so commits touch fewer pages (SQLite's
+    /// writer). A store that cannot (PostgreSQL: the fleet reads its index
+    /// at once) ignores it.
+    fn defer_index(&mut self, _lag: std::time::Duration) {}
+
+    /// Whether index rows are being kept back.
+    fn index_pending(&self) -> bool {
+        false
+    }
+
+    /// Writes the index rows kept back, now.
+    fn flush_index(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Up to `limit` (seq, hash) pairs with seq > `after`, by seq: the
     /// leaves of the record's Merkle tree, without the payloads.

@@ -100,6 +100,8 @@ struct Job {
     reply: Option<Reply>,
     /// The last job: commit what is queued, close the connection, exit.
     close: bool,
+    /// Write the index rows kept back before answering (a read follows).
+    flush_index: bool,
 }
 
 /// Why the store cannot commit, since when.
@@ -263,15 +265,15 @@ impl Store {
             StoreUrl::Sqlite(p) => (p.display().to_string(), "sqlite"),
             StoreUrl::Postgres { dsn } => (postgres::describe(dsn), "postgres"),
         };
-        let mut writer = connector(cfg, true)()?;
-        rebuild_index_if_behind(writer.as_mut())?;
         let connect = connector(cfg, false);
+        let writer = open_writer(&connector(cfg, true), cfg.index_lag)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let health = Arc::new(Health::default());
         let on_change: Arc<Mutex<Option<OnChange>>> = Arc::default();
         let w = Writer {
             conn: Some(writer),
             connect: connect.clone(),
+            index_lag: cfg.index_lag,
             metrics,
             retry: Vec::new(),
             health: health.clone(),
@@ -349,6 +351,7 @@ impl Store {
                 appends,
                 reply: Some(reply),
                 close: false,
+                flush_index: false,
             })
             .map_err(|_| Arc::new(StoreError::Closed))?;
         rx.await.map_err(|_| Arc::new(StoreError::Closed))?
@@ -405,6 +408,7 @@ impl Store {
             appends: vec![Append::records(drafts)],
             reply: None,
             close: false,
+            flush_index: false,
         };
         if self.tx.send(job).is_err() {
             tracing::error!("record store is shut down; a result record could not be queued");
@@ -417,6 +421,24 @@ impl Store {
         self.send(Vec::new()).await.map(|_| ())
     }
 
+    /// Has the writer write the index rows it keeps back, so a read of the
+    /// index that follows sees every action committed before this call. A
+    /// store that cannot commit is read as it is.
+    async fn catch_up_reads(&self) {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            appends: Vec::new(),
+            reply: Some(reply),
+            close: false,
+            flush_index: true,
+        };
+        if self.tx.send(job).is_ok() {
+            if let Ok(Err(e)) = rx.await {
+                tracing::debug!(error = %e, "index rows kept back could not be written before a read");
+            }
+        }
+    }
+
     /// Commits everything queued, then closes every connection and stops
     /// the writer; later commits fail with `Closed`. When it returns, a
     /// SQLite file is complete on its own (its write-ahead log folded back
@@ -427,6 +449,7 @@ impl Store {
             appends: Vec::new(),
             reply: Some(reply),
             close: true,
+            flush_index: true,
         };
         self.readers
             .idle
@@ -512,6 +535,7 @@ impl Store {
     /// index is derived: an edited row must not decide what happens next).
     /// Returns how many rows had to change.
     pub async fn reindex(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        self.catch_up_reads().await;
         self.read(move |b| {
             let mut rows = Vec::new();
             let mut changed = 0;
@@ -538,6 +562,7 @@ impl Store {
 
     /// Lists actions from the index.
     pub async fn list(&self, filter: ListFilter) -> Result<Vec<ActionSummary>, StoreError> {
+        self.catch_up_reads().await;
         self.read(move |b| b.list(&filter)).await
     }
 
@@ -558,6 +583,7 @@ impl Store {
     /// What needs attention now; approved actions count as unclaimed once
     /// nobody claimed their forward for `grace`.
     pub async fn due(&self, grace: Duration) -> Result<Due, StoreError> {
+        self.catch_up_reads().await;
         let now = SystemTime::now();
         let (n, g) = (rfc3339(now), rfc3339(now - grace));
         self.read(move |b| b.due(&n, &g)).await
@@ -627,17 +653,90 @@ pub fn verify_chain(b: &mut dyn Backend) -> Result<Verdict, StoreError> {
 
 /// The index is derived: when it is behind the records (a crash between
 /// versions, a restored file, a hand edit), rebuild it from the records.
-fn rebuild_index_if_behind(b: &mut dyn Backend) -> Result<(), StoreError> {
-    let (records, indexed) = b.heads()?;
-    if records == indexed {
-        return Ok(());
+/// A connection for the writer: its index caught up with the records (rows
+/// a crash or a broken connection lost are rebuilt), then allowed to keep
+/// index rows back for `index_lag` (`audit.index_lag`).
+fn open_writer(connect: &Connect, index_lag: Duration) -> Result<Box<dyn Backend>, StoreError> {
+    let mut conn = connect()?;
+    catch_up_index(conn.as_mut())?;
+    if !index_lag.is_zero() {
+        conn.defer_index(index_lag);
     }
-    tracing::warn!(
-        records,
-        indexed,
-        "the action index is behind the records; rebuilding it from the records"
+    Ok(conn)
+}
+
+/// Rebuilds, from their records, the index rows of every action with a
+/// record newer than the index (the index is written in order, so every
+/// record up to its newest `last_seq` is reflected in it).
+pub fn catch_up_index(b: &mut dyn Backend) -> Result<(), StoreError> {
+    let rows = rows_behind(b)?;
+    if !rows.is_empty() {
+        tracing::info!(
+            actions = rows.len(),
+            "catching the action index up with the records"
+        );
+        b.put_index(&rows)?;
+    }
+    Ok(())
+}
+
+/// The index rows of the actions with records newer than the index.
+fn rows_behind(b: &mut dyn Backend) -> Result<Vec<IndexRow>, StoreError> {
+    let (records, indexed) = b.heads()?;
+    if records <= indexed {
+        return Ok(Vec::new());
+    }
+    let mut ids: BTreeSet<String> = BTreeSet::new();
+    let mut after = indexed;
+    loop {
+        let page = b.scan(after, 5000)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        // Policy records (`policy:<revision>`) are in the chain, not actions.
+        ids.extend(
+            page.into_iter()
+                .map(|r| r.action_id)
+                .filter(|id| super::record::is_action_id(id)),
+        );
+    }
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let records = b.records_of(&id)?;
+        if !records.is_empty() {
+            rows.push(index_row(&records));
+        }
+    }
+    Ok(rows)
+}
+
+/// `list` on a connection of its own (the `audit` commands): the actions a
+/// running or crashed server committed but had not yet indexed are
+/// included, their rows computed from their records.
+pub fn list_caught_up(
+    b: &mut dyn Backend,
+    filter: &ListFilter,
+) -> Result<Vec<ActionSummary>, StoreError> {
+    let behind = rows_behind(b)?;
+    if behind.is_empty() {
+        return b.list(filter);
+    }
+    let mut wider = filter.clone();
+    if wider.limit > 0 {
+        wider.limit += behind.len();
+    }
+    let mut rows = b.list(&wider)?;
+    rows.retain(|r| !behind.iter().any(|n| n.summary.action_id == r.action_id));
+    rows.extend(
+        behind
+            .into_iter()
+            .map(|n| n.summary)
+            .filter(|s| filter.admits(s)),
     );
-    rebuild_index(b)
+    rows.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    if filter.limit > 0 {
+        rows.truncate(filter.limit);
+    }
+    Ok(rows)
 }
 
 /// Rebuilds every action's index row from its records.
@@ -714,6 +813,8 @@ pub fn index_row(records: &[Record]) -> IndexRow {
 struct Writer {
     conn: Option<Box<dyn Backend>>,
     connect: Connect,
+    /// `audit.index_lag`.
+    index_lag: Duration,
     metrics: Arc<Metrics>,
     /// Enqueued records that failed to commit; retried first, in order.
     retry: Vec<Draft>,
@@ -742,10 +843,25 @@ impl Writer {
         loop {
             // While failing, wake up on the backoff even with nothing queued,
             // to find out (by retrying or probing) when commits work again.
-            let first = if self.retry.is_empty() && !self.health.is_failing() {
+            let index_pending = self.conn.as_ref().is_some_and(|c| c.index_pending());
+            let first = if self.retry.is_empty() && !self.health.is_failing() && !index_pending {
                 match rx.recv() {
                     Ok(job) => Some(job),
                     Err(_) => return,
+                }
+            } else if self.retry.is_empty() && !self.health.is_failing() {
+                // Idle with index rows kept back: write them once the
+                // record has been quiet for the lag.
+                match rx.recv_timeout(self.index_lag) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.flush_index();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        self.flush_index();
+                        return;
+                    }
                 }
             } else {
                 match rx.recv_timeout(backoff) {
@@ -773,6 +889,7 @@ impl Writer {
             }
             // Answered last, once the connection is closed.
             let close = jobs.iter_mut().find(|j| j.close).map(|j| j.reply.take());
+            let flush_index = jobs.iter().any(|j| j.flush_index);
             let retry = std::mem::take(&mut self.retry);
             let mut batch = Vec::with_capacity(jobs.len() + 1);
             if !retry.is_empty() {
@@ -792,7 +909,13 @@ impl Writer {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
-            match self.write(&batch) {
+            let written = self.write(&batch).and_then(|outcomes| {
+                if flush_index {
+                    self.write_index_now()?;
+                }
+                Ok(outcomes)
+            });
+            match written {
                 Ok(outcomes) => {
                     backoff = Duration::from_millis(50);
                     if writes {
@@ -836,12 +959,33 @@ impl Writer {
                     tracing::error!(lost, "record store closed with uncommitted result records");
                     Err(Arc::new(StoreError::Closed))
                 };
+                self.flush_index();
                 self.conn = None;
                 if let Some(reply) = reply {
                     let _ = reply.send(out);
                 }
                 return;
             }
+        }
+    }
+
+    /// Writes the index rows kept back (a read is waiting for them).
+    fn write_index_now(&mut self) -> Result<(), StoreError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(()); // A new connection catches the index up.
+        };
+        let out = conn.flush_index();
+        if out.is_err() {
+            self.conn = None;
+        }
+        out
+    }
+
+    /// Writes the index rows kept back, when idle or closing; a failure
+    /// is logged (the next connection rebuilds them from the records).
+    fn flush_index(&mut self) {
+        if let Err(e) = self.write_index_now() {
+            tracing::warn!(error = %e, "index rows kept back could not be written yet");
         }
     }
 
@@ -857,7 +1001,9 @@ impl Writer {
         let started = Instant::now();
         let conn = match self.conn.as_mut() {
             Some(c) => c,
-            None => self.conn.insert((self.connect)()?),
+            None => self
+                .conn
+                .insert(open_writer(&self.connect, self.index_lag)?),
         };
         let out = conn.append(batch);
         if out.is_err() {
@@ -875,7 +1021,9 @@ impl Writer {
     fn probe(&mut self) -> Result<(), StoreError> {
         let conn = match self.conn.as_mut() {
             Some(c) => c,
-            None => self.conn.insert((self.connect)()?),
+            None => self
+                .conn
+                .insert(open_writer(&self.connect, self.index_lag)?),
         };
         let out = conn.probe();
         if out.is_err() {

@@ -41,6 +41,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// One connection to the SQLite file.
 pub struct Sqlite {
     conn: Connection,
+    /// Index rows kept back (the writer's connection only).
+    deferred: Option<Deferred>,
 }
 
 fn open_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -70,7 +72,10 @@ impl Sqlite {
         // No temp files: the container's root filesystem is read-only.
         conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(&err)?;
-        let mut db = Sqlite { conn };
+        let mut db = Sqlite {
+            conn,
+            deferred: None,
+        };
         db.migrate().map_err(|e| StoreError::Open {
             what: path.display().to_string(),
             why: e.to_string(),
@@ -102,7 +107,10 @@ impl Sqlite {
                 known: MIGRATIONS.len() as i64,
             });
         }
-        Ok(Sqlite { conn })
+        Ok(Sqlite {
+            conn,
+            deferred: None,
+        })
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -174,25 +182,25 @@ fn ids(
 }
 
 /// One action's index changes over a batch, folded in order: the
-/// action's row is then written once per commit, not once per record.
-struct Folded<'a> {
-    action_id: &'a str,
+/// action's row is then written once per batch, not once per record.
+struct IndexChange {
+    action_id: String,
     /// The first record's facts and time, when the action starts here.
-    summary: Option<(&'a crate::audit::record::Summary, String)>,
+    summary: Option<(crate::audit::record::Summary, String)>,
     state: Option<&'static str>,
-    risk: Option<&'a str>,
-    expires_at: Option<&'a str>,
-    lease_until: Option<&'a str>,
+    risk: Option<String>,
+    expires_at: Option<String>,
+    lease_until: Option<String>,
     forward_claimed: bool,
     upstream_status: Option<i64>,
     last_seq: i64,
     updated_at: String,
 }
 
-impl<'a> Folded<'a> {
-    fn new(action_id: &'a str) -> Folded<'a> {
-        Folded {
-            action_id,
+impl IndexChange {
+    fn new(action_id: &str) -> IndexChange {
+        IndexChange {
+            action_id: action_id.to_string(),
             summary: None,
             state: None,
             risk: None,
@@ -207,16 +215,22 @@ impl<'a> Folded<'a> {
 
     /// Applies one record's change: a later value replaces an earlier one,
     /// an absent value keeps it (as `COALESCE` in the update does).
-    fn apply(&mut self, ix: &'a crate::audit::record::IndexUpdate, seq: i64, time: &str) {
-        if let Some(s) = &ix.summary {
-            if self.summary.is_none() {
-                self.summary = Some((s, time.to_string()));
-            }
+    fn apply(&mut self, ix: &crate::audit::record::IndexUpdate, seq: i64, time: &str) {
+        if let (Some(s), None) = (&ix.summary, &self.summary) {
+            self.summary = Some((s.clone(), time.to_string()));
         }
-        self.state = ix.state.map(|s| s.as_str()).or(self.state);
-        self.risk = ix.risk.as_deref().or(self.risk);
-        self.expires_at = ix.expires_at.as_deref().or(self.expires_at);
-        self.lease_until = ix.lease_until.as_deref().or(self.lease_until);
+        if let Some(state) = ix.state {
+            self.state = Some(state.as_str());
+        }
+        if ix.risk.is_some() {
+            self.risk.clone_from(&ix.risk);
+        }
+        if ix.expires_at.is_some() {
+            self.expires_at.clone_from(&ix.expires_at);
+        }
+        if ix.lease_until.is_some() {
+            self.lease_until.clone_from(&ix.lease_until);
+        }
         self.forward_claimed |= ix.forward_claimed;
         self.upstream_status = ix.upstream_status.or(self.upstream_status);
         self.last_seq = seq;
@@ -224,82 +238,98 @@ impl<'a> Folded<'a> {
     }
 }
 
-impl Sqlite {
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction (the write lock taken
-    /// before anything is read), committing if it succeeds. The statements
-    /// are cached: this runs for every commit of the record.
-    fn immediate<T>(
-        &mut self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let out = f(&self.conn).and_then(|out| {
-            self.conn.prepare_cached("COMMIT")?.execute([])?;
-            Ok(out)
-        });
-        if out.is_err() && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-        out
-    }
+/// Index rows the writer keeps back to write with a later commit: the
+/// `actions` rows (four b-trees) then cost pages once per `lag`, not once
+/// per commit. The records are the truth and committed at once; a crash
+/// loses only rows that [`super::catch_up_index`] rebuilds from them.
+struct Deferred {
+    lag: std::time::Duration,
+    pending: Vec<IndexChange>,
+    /// When the oldest pending change was kept back.
+    since: Option<std::time::Instant>,
+}
 
-    /// Writes the folded index rows of one batch.
-    fn write_index(conn: &Connection, folded: &[Folded<'_>]) -> Result<(), StoreError> {
-        let mut index_new = conn.prepare_cached(
-            "INSERT OR IGNORE INTO actions (action_id, state, risk, route, method, path, agent, upstream_status,
-                created_at, updated_at, last_seq, expires_at, lease_until, forward_claimed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?;
-        let mut index_update = conn.prepare_cached(
-            "UPDATE actions SET state = COALESCE(?2, state), risk = COALESCE(?3, risk),
-                expires_at = COALESCE(?4, expires_at), lease_until = COALESCE(?5, lease_until),
-                forward_claimed = forward_claimed OR ?6, upstream_status = COALESCE(?7, upstream_status),
-                last_seq = ?8, updated_at = ?9
-             WHERE action_id = ?1",
-        )?;
-        for f in folded {
-            if let Some((s, created_at)) = &f.summary {
-                let inserted = index_new.execute(params![
-                    f.action_id,
-                    f.state.unwrap_or("pending"),
-                    f.risk,
-                    s.route,
-                    s.method,
-                    s.path,
-                    s.agent,
-                    f.upstream_status,
-                    created_at,
-                    f.updated_at,
-                    f.last_seq,
-                    f.expires_at,
-                    f.lease_until,
-                    f.forward_claimed,
-                ])?;
-                if inserted == 1 {
-                    continue;
-                }
-            }
-            // Policy records (`policy:<revision>`) have no row: this
-            // updates nothing for them.
-            index_update.execute(params![
-                f.action_id,
-                f.state,
-                f.risk,
-                f.expires_at,
-                f.lease_until,
-                f.forward_claimed,
-                f.upstream_status,
-                f.last_seq,
-                f.updated_at
-            ])?;
-        }
-        Ok(())
+impl Deferred {
+    fn due(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= self.lag)
     }
+}
+
+/// Runs `f` in one `BEGIN IMMEDIATE` transaction (the write lock taken
+/// before anything is read), committing if it succeeds. The statements are
+/// cached: this runs for every commit of the record.
+fn immediate<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let out = f(conn).and_then(|out| {
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(out)
+    });
+    if out.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    out
+}
+
+/// Writes index changes, in order.
+fn write_index(conn: &Connection, changes: &[IndexChange]) -> Result<(), StoreError> {
+    let mut index_new = conn.prepare_cached(
+        "INSERT OR IGNORE INTO actions (action_id, state, risk, route, method, path, agent, upstream_status,
+            created_at, updated_at, last_seq, expires_at, lease_until, forward_claimed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    let mut index_update = conn.prepare_cached(
+        "UPDATE actions SET state = COALESCE(?2, state), risk = COALESCE(?3, risk),
+            expires_at = COALESCE(?4, expires_at), lease_until = COALESCE(?5, lease_until),
+            forward_claimed = forward_claimed OR ?6, upstream_status = COALESCE(?7, upstream_status),
+            last_seq = ?8, updated_at = ?9
+         WHERE action_id = ?1",
+    )?;
+    for c in changes {
+        if let Some((s, created_at)) = &c.summary {
+            let inserted = index_new.execute(params![
+                c.action_id,
+                c.state.unwrap_or("pending"),
+                c.risk,
+                s.route,
+                s.method,
+                s.path,
+                s.agent,
+                c.upstream_status,
+                created_at,
+                c.updated_at,
+                c.last_seq,
+                c.expires_at,
+                c.lease_until,
+                c.forward_claimed,
+            ])?;
+            if inserted == 1 {
+                continue;
+            }
+        }
+        // Policy records (`policy:<revision>`) have no row: this updates
+        // nothing for them.
+        index_update.execute(params![
+            c.action_id,
+            c.state,
+            c.risk,
+            c.expires_at,
+            c.lease_until,
+            c.forward_claimed,
+            c.upstream_status,
+            c.last_seq,
+            c.updated_at
+        ])?;
+    }
+    Ok(())
 }
 
 impl Backend for Sqlite {
     fn append(&mut self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
-        self.immediate(|tx| {
+        let deferred = &self.deferred;
+        let (out, changes, wrote_pending) = immediate(&self.conn, |tx| {
             let (mut seq, mut prev): (i64, String) = tx
                 .prepare_cached("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")?
                 .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -316,7 +346,7 @@ impl Backend for Sqlite {
             let mut seen = tx.prepare_cached(
                 "INSERT OR IGNORE INTO seen_messages (message_id, seen_at) VALUES (?1, ?2)",
             )?;
-            let mut folded: Vec<Folded<'_>> = Vec::new();
+            let mut changes: Vec<IndexChange> = Vec::new();
             for append in batch {
                 if let Some(m) = &append.message_id {
                     if seen.execute(params![m, now_rfc3339()])? == 0 {
@@ -341,29 +371,77 @@ impl Backend for Sqlite {
                     let kind = d.kind.as_str();
                     let hash = chain_hash(seq, &time, &d.action_id, kind, &prev, &payload);
                     insert.execute(params![seq, time, d.action_id, kind, payload, prev, hash])?;
-                    let at = match folded.iter().position(|f| f.action_id == d.action_id) {
+                    let at = match changes.iter().position(|c| c.action_id == d.action_id) {
                         Some(at) => at,
                         None => {
-                            folded.push(Folded::new(&d.action_id));
-                            folded.len() - 1
+                            changes.push(IndexChange::new(&d.action_id));
+                            changes.len() - 1
                         }
                     };
-                    folded[at].apply(&d.index, seq, &time);
+                    changes[at].apply(&d.index, seq, &time);
                     prev = hash;
                 }
                 // The contract: 0 for an empty append, not the chain's head.
                 let last = if append.drafts.is_empty() { 0 } else { seq };
                 out.push(Appended::Committed(last));
             }
-            Sqlite::write_index(tx, &folded)?;
+            let wrote_pending = match deferred {
+                None => {
+                    write_index(tx, &changes)?;
+                    true
+                }
+                Some(d) if d.due() => {
+                    write_index(tx, &d.pending)?;
+                    write_index(tx, &changes)?;
+                    true
+                }
+                Some(_) => false,
+            };
             if batch.iter().any(|a| a.message_id.is_some()) {
                 // Forget ids whose signatures can no longer verify.
                 let horizon = super::rfc3339(std::time::SystemTime::now() - super::REPLAY_WINDOW);
                 tx.prepare_cached("DELETE FROM seen_messages WHERE seen_at < ?1")?
                     .execute([horizon])?;
             }
-            Ok(out)
-        })
+            Ok((out, changes, wrote_pending))
+        })?;
+        if let Some(d) = &mut self.deferred {
+            if wrote_pending {
+                d.pending.clear();
+                d.since = None;
+            } else if !changes.is_empty() {
+                d.pending.extend(changes);
+                d.since.get_or_insert_with(std::time::Instant::now);
+            }
+        }
+        Ok(out)
+    }
+
+    fn defer_index(&mut self, lag: std::time::Duration) {
+        if self.deferred.is_none() {
+            self.deferred = Some(Deferred {
+                lag,
+                pending: Vec::new(),
+                since: None,
+            });
+        }
+    }
+
+    fn index_pending(&self) -> bool {
+        self.deferred.as_ref().is_some_and(|d| d.since.is_some())
+    }
+
+    fn flush_index(&mut self) -> Result<(), StoreError> {
+        let Some(d) = &mut self.deferred else {
+            return Ok(());
+        };
+        if d.pending.is_empty() {
+            return Ok(());
+        }
+        immediate(&self.conn, |tx| write_index(tx, &d.pending))?;
+        d.pending.clear();
+        d.since = None;
+        Ok(())
     }
 
     fn records_of(&mut self, action_id: &str) -> Result<Vec<Record>, StoreError> {

@@ -263,3 +263,126 @@ async fn before_response_durability_records_the_result_before_the_agent_sees_it(
     }
     cs.stop().await;
 }
+
+/// The SQLite writer keeps the action index's rows back for a while
+/// (`audit.index_lag`); the records are committed at once. Killed before
+/// it wrote them, nothing is lost: `audit list` reads the newest actions
+/// from the records, and a restart rebuilds their rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_not_yet_indexed_are_listed_after_a_kill_and_a_restart() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "log: { format: json }\n");
+    let config = std::fs::read_to_string(d.config_path()).unwrap();
+    let config = config.replace(
+        "busy_timeout: 200ms }",
+        "busy_timeout: 200ms, index_lag: 1h }",
+    );
+    std::fs::write(d.config_path(), config).unwrap();
+    let cs = spawn_serve(&d);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let resp = client()
+            .post(format!("http://{}/v1/payouts", cs.proxy))
+            .header("x-agent-id", "ap-agent-7")
+            .body(format!("{{\"amount\": {i}}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        ids.push(action_id(&resp));
+    }
+    drop(cs); // SIGKILL, long before the index lag is over
+
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let indexed: i64 = conn
+        .query_row("SELECT count(*) FROM actions", [], |r| r.get(0))
+        .unwrap();
+    let decided: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM records WHERE kind = 'decided'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+    assert_eq!(
+        (indexed, decided),
+        (0, 3),
+        "the rows were kept back, the records were not"
+    );
+
+    // The CLI, with the server down: every action, from the records.
+    let out = countersign(&[
+        "audit",
+        "list",
+        "--config",
+        d.config_path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut listed_ids: Vec<&str> = listed
+        .iter()
+        .map(|a| a["action_id"].as_str().unwrap())
+        .collect();
+    listed_ids.sort();
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(listed_ids, want);
+    // With a filter and a limit, as the index would answer.
+    let out = countersign(&[
+        "audit",
+        "list",
+        "--config",
+        d.config_path().to_str().unwrap(),
+        "--json",
+        "--limit",
+        "1",
+    ]);
+    let newest: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(newest["action_id"], ids[2].as_str());
+    let out = countersign(&[
+        "audit",
+        "list",
+        "--config",
+        d.config_path().to_str().unwrap(),
+        "--json",
+        "--state",
+        "denied",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 0);
+
+    // Restarted: the rows are rebuilt, and the admin API lists them all.
+    let cs = spawn_serve(&d);
+    let list = client()
+        .get(format!("http://{}/v1/actions", cs.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let listed = list["actions"]
+        .as_array()
+        .unwrap_or_else(|| list.as_array().unwrap());
+    for id in &ids {
+        assert!(
+            listed.iter().any(|a| a["action_id"] == id.as_str()),
+            "{id} missing: {list}"
+        );
+    }
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let indexed: i64 = conn
+        .query_row("SELECT count(*) FROM actions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(indexed, 3, "the restart rebuilt the rows from the records");
+}
