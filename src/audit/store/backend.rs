@@ -168,13 +168,18 @@ pub trait Backend: Send + 'static {
     fn put_index(&mut self, rows: &[IndexRow]) -> Result<(), StoreError>;
 
     /// Lets this connection keep index rows back for up to `lag` and write
-    /// them with a later commit, so commits touch fewer pages (SQLite's
-    /// writer). A store that cannot (PostgreSQL: the fleet reads its index
+    /// them together later ([`Backend::flush_index`]), so record commits
+    /// touch fewer pages (SQLite's writer). A store that cannot (PostgreSQL: the fleet reads its index
     /// at once) ignores it.
     fn defer_index(&mut self, _lag: std::time::Duration) {}
 
     /// Whether index rows are being kept back.
     fn index_pending(&self) -> bool {
+        false
+    }
+
+    /// Whether index rows have been kept back for the whole lag.
+    fn index_due(&self) -> bool {
         false
     }
 

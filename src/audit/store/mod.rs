@@ -930,6 +930,11 @@ impl Writer {
                         at += n;
                     }
                     self.announce(&batch, &outcomes);
+                    // The callers have their answers: now the index rows
+                    // kept back, if their time has come.
+                    if self.conn.as_ref().is_some_and(|c| c.index_due()) {
+                        self.flush_index();
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "record store commit failed");

@@ -236,15 +236,34 @@ impl IndexChange {
         self.last_seq = seq;
         self.updated_at = time.to_string();
     }
+
+    /// Folds a later change of the same action into this one.
+    fn merge(&mut self, later: IndexChange) {
+        if self.summary.is_none() {
+            self.summary = later.summary;
+        }
+        self.state = later.state.or(self.state);
+        self.risk = later.risk.or(self.risk.take());
+        self.expires_at = later.expires_at.or(self.expires_at.take());
+        self.lease_until = later.lease_until.or(self.lease_until.take());
+        self.forward_claimed |= later.forward_claimed;
+        self.upstream_status = later.upstream_status.or(self.upstream_status);
+        self.last_seq = later.last_seq;
+        self.updated_at = later.updated_at;
+    }
 }
 
-/// Index rows the writer keeps back to write with a later commit: the
-/// `actions` rows (four b-trees) then cost pages once per `lag`, not once
-/// per commit. The records are the truth and committed at once; a crash
-/// loses only rows that [`super::catch_up_index`] rebuilds from them.
+/// Index rows the writer keeps back and writes together once `lag` has
+/// passed, in a transaction of their own: the `actions` rows (four
+/// b-trees) then cost pages once per `lag`, not once per commit, and no
+/// caller waits for them. The records are the truth and committed at once;
+/// a crash loses only rows that [`super::catch_up_index`] rebuilds from them.
 struct Deferred {
     lag: std::time::Duration,
+    /// One folded change per action, in the order the actions were seen.
     pending: Vec<IndexChange>,
+    /// Where each action's change is in `pending`.
+    position: std::collections::HashMap<String, usize>,
     /// When the oldest pending change was kept back.
     since: Option<std::time::Instant>,
 }
@@ -252,6 +271,26 @@ struct Deferred {
 impl Deferred {
     fn due(&self) -> bool {
         self.since.is_some_and(|t| t.elapsed() >= self.lag)
+    }
+
+    fn keep(&mut self, changes: Vec<IndexChange>) {
+        for change in changes {
+            match self.position.get(&change.action_id) {
+                Some(&at) => self.pending[at].merge(change),
+                None => {
+                    self.position
+                        .insert(change.action_id.clone(), self.pending.len());
+                    self.pending.push(change);
+                }
+            }
+        }
+        self.since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn clear(&mut self) {
+        self.pending.clear();
+        self.position.clear();
+        self.since = None;
     }
 }
 
@@ -329,7 +368,7 @@ fn write_index(conn: &Connection, changes: &[IndexChange]) -> Result<(), StoreEr
 impl Backend for Sqlite {
     fn append(&mut self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
         let deferred = &self.deferred;
-        let (out, changes, wrote_pending) = immediate(&self.conn, |tx| {
+        let (out, changes, wrote) = immediate(&self.conn, |tx| {
             let (mut seq, mut prev): (i64, String) = tx
                 .prepare_cached("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")?
                 .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -385,33 +424,21 @@ impl Backend for Sqlite {
                 let last = if append.drafts.is_empty() { 0 } else { seq };
                 out.push(Appended::Committed(last));
             }
-            let wrote_pending = match deferred {
-                None => {
-                    write_index(tx, &changes)?;
-                    true
-                }
-                Some(d) if d.due() => {
-                    write_index(tx, &d.pending)?;
-                    write_index(tx, &changes)?;
-                    true
-                }
-                Some(_) => false,
-            };
+            let wrote = deferred.is_none();
+            if wrote {
+                write_index(tx, &changes)?;
+            }
             if batch.iter().any(|a| a.message_id.is_some()) {
                 // Forget ids whose signatures can no longer verify.
                 let horizon = super::rfc3339(std::time::SystemTime::now() - super::REPLAY_WINDOW);
                 tx.prepare_cached("DELETE FROM seen_messages WHERE seen_at < ?1")?
                     .execute([horizon])?;
             }
-            Ok((out, changes, wrote_pending))
+            Ok((out, changes, wrote))
         })?;
-        if let Some(d) = &mut self.deferred {
-            if wrote_pending {
-                d.pending.clear();
-                d.since = None;
-            } else if !changes.is_empty() {
-                d.pending.extend(changes);
-                d.since.get_or_insert_with(std::time::Instant::now);
+        if let (Some(d), false) = (&mut self.deferred, wrote) {
+            if !changes.is_empty() {
+                d.keep(changes);
             }
         }
         Ok(out)
@@ -422,6 +449,7 @@ impl Backend for Sqlite {
             self.deferred = Some(Deferred {
                 lag,
                 pending: Vec::new(),
+                position: Default::default(),
                 since: None,
             });
         }
@@ -431,6 +459,10 @@ impl Backend for Sqlite {
         self.deferred.as_ref().is_some_and(|d| d.since.is_some())
     }
 
+    fn index_due(&self) -> bool {
+        self.deferred.as_ref().is_some_and(Deferred::due)
+    }
+
     fn flush_index(&mut self) -> Result<(), StoreError> {
         let Some(d) = &mut self.deferred else {
             return Ok(());
@@ -438,9 +470,14 @@ impl Backend for Sqlite {
         if d.pending.is_empty() {
             return Ok(());
         }
-        immediate(&self.conn, |tx| write_index(tx, &d.pending))?;
-        d.pending.clear();
-        d.since = None;
+        // Without an fsync of its own: the rows are derived, a crash that
+        // loses them loses nothing (they are rebuilt from the records), and
+        // the next record commit's fsync makes them durable anyway.
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = immediate(&self.conn, |tx| write_index(tx, &d.pending));
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        out?;
+        d.clear();
         Ok(())
     }
 
