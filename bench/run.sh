@@ -9,6 +9,10 @@
 #                     `decided` record is durable (SQLite WAL, synchronous=FULL, real
 #                     disk) before forwarding, the result recorded after
 #   cs-before         the same with audit.result_durability: before_response
+#   cs-lag0           the same with audit.index_lag: 0 (the action index written
+#                     with every commit, as before it was kept back)
+#   cs-baseline       with BASELINE=/path/to/an/older/countersign: that build, same
+#                     config (a before/after in one run; its memory is measured too)
 #   cs-pg             countersign on PostgreSQL (local socket, synchronous_commit on)
 #   cs-pg-x3          three countersign processes on that one PostgreSQL record,
 #                     the load split evenly between them
@@ -20,6 +24,7 @@
 # keep-alive connections.
 #
 #   bench/run.sh [DURATION] [CONNECTIONS...]      e.g. bench/run.sh 10s 4 32
+#   BASELINE=/tmp/countersign-old bench/run.sh 5s 4 32
 #
 # Needs nginx, wrk and python3 (apt-get install nginx wrk), and PostgreSQL 15
 # server binaries for the PostgreSQL rows (skipped with a note when absent).
@@ -94,9 +99,9 @@ if [ -n "$PGBIN" ] && [ -x "$PGBIN/initdb" ]; then
   PGDSN="postgres://postgres@%2F${WORK//\//%2F}%2Fpg:$((P + 40))/bench?sslmode=disable"
 fi
 
-# countersign: NAME LISTEN ADMIN [AUDIT-YAML] [POLICY-DIR]
+# countersign: NAME LISTEN ADMIN [AUDIT-YAML] [POLICY-DIR] [BINARY]
 start_countersign() {
-  local dir="$WORK/$1" audit=${4:-}
+  local dir="$WORK/$1" audit=${4:-} bin=${6:-target/release/countersign}
   [ -z "$audit" ] && audit='{ store: "sqlite://audit.db" }'
   mkdir -p "$dir"
   cp -r "${5:-examples/payments/policies}" "$dir/policies"
@@ -114,7 +119,7 @@ hold: { wait: 1h }
 limits: { max_connections: 20000 }
 log: { level: error }
 YAML
-  target/release/countersign serve --config "$dir/countersign.yaml" 2>"$dir/log" &
+  "$bin" serve --config "$dir/countersign.yaml" 2>"$dir/log" &
   PIDS+=($!)
   eval "PID_$(tr - _ <<<"$1")=$!"
   for _ in $(seq 100); do curl -fs -o /dev/null "http://$3/healthz" && return 0; sleep 0.1; done
@@ -122,6 +127,10 @@ YAML
 }
 start_countersign cs "$(port 3)" "$(port 1003)"
 start_countersign cs-before "$(port 6)" "$(port 1006)" '{ store: "sqlite://audit.db", result_durability: before_response }'
+start_countersign cs-lag0 "$(port 9)" "$(port 1009)" '{ store: "sqlite://audit.db", index_lag: 0 }'
+if [ -n "${BASELINE:-}" ]; then
+  start_countersign cs-baseline "$(port 4)" "$(port 1004)" "" "" "$BASELINE"
+fi
 if [ -n "$PGDSN" ]; then
   start_countersign cs-pg "$(port 7)" "$(port 1007)" "{ store: \"$PGDSN\" }"
   for i in 1 2 3; do
@@ -202,6 +211,8 @@ for c in "${CONNECTIONS[@]}"; do
   run nginx "$NGINX" "$c" "$(pgrep -d' ' -f "nginx: worker" || echo "$NGINX_PID")"
   run countersign "$(port 3)" "$c" "$PID_cs" split
   run cs-before "$(port 6)" "$c" "$PID_cs_before" split
+  run cs-lag0 "$(port 9)" "$c" "$PID_cs_lag0" split
+  [ -n "${BASELINE:-}" ] && run cs-baseline "$(port 4)" "$c" "$PID_cs_baseline" split
   if [ -n "$PGDSN" ]; then
     run cs-pg "$(port 7)" "$c" "$PID_cs_pg" split
     run cs-pg-x3 "$(port 11) $(port 12) $(port 13)" "$c" "$PID_cs_pg_x3_1 $PID_cs_pg_x3_2 $PID_cs_pg_x3_3" split
@@ -226,7 +237,7 @@ PY
 
 metric() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1==m {print $2}'; }
 mean_us() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1==m"_sum" {s=$2} $1==m"_count" {n=$2} END {if (n) printf "%.0f", s/n*1e6; else print "-"}'; }
-for pair in "countersign $(port 1003)" "cs-before $(port 1006)" ${PGDSN:+"cs-pg $(port 1007)"}; do
+for pair in "countersign $(port 1003)" "cs-before $(port 1006)" "cs-lag0 $(port 1009)" ${BASELINE:+"cs-baseline $(port 1004)"} ${PGDSN:+"cs-pg $(port 1007)"}; do
   set -- $pair
   calls=$(curl -fs "http://$2/metrics" | awk '/^countersign_decisions_total/ {s+=$2} END {print s+0}')
   commits=$(metric "$2" countersign_record_commit_seconds_count)
@@ -251,10 +262,9 @@ import rego.v1
 decision := {"action": "hold", "risk": "high", "reasons": ["bench"], "rules": ["bench.hold"],
   "approval": {"reviewers": ["alice"], "min": 1, "expires_in": "1h"}}
 REGO
-start_countersign cs-mem "$(port 8)" "$(port 1008)" "" "$WORK/hold-policy"
-python3 - "$PID_cs_mem" "$((P + 8))" <<'PY'
+cat > "$WORK/memory.py" <<'PY'
 import asyncio, resource, sys
-pid, port = int(sys.argv[1]), int(sys.argv[2])
+pid, port, label = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -293,10 +303,17 @@ async def main():
         conns += await asyncio.gather(*(hold_one(b'{"amount": %d}' % j) for j in range(i, min(i + 500, want))))
     await asyncio.sleep(3)
     held = rss_mb()
-    print(f"memory: idle {idle0:.0f} MB; 1,000 idle keep-alive connections: +{kept - idle0:.1f} MB; "
+    print(f"memory ({label}): idle {idle0:.0f} MB; 1,000 idle keep-alive connections: +{kept - idle0:.1f} MB; "
           f"{want} held calls waiting: {held:.0f} MB")
     for _, w in conns:
         w.close()
 
 asyncio.run(main())
 PY
+start_countersign cs-mem "$(port 8)" "$(port 1008)" "" "$WORK/hold-policy"
+python3 "$WORK/memory.py" "$PID_cs_mem" "$((P + 8))" countersign
+if [ -n "${BASELINE:-}" ]; then
+  kill "$PID_cs_mem"
+  start_countersign cs-mem-baseline "$(port 14)" "$(port 1014)" "" "$WORK/hold-policy" "$BASELINE"
+  python3 "$WORK/memory.py" "$PID_cs_mem_baseline" "$((P + 14))" cs-baseline
+fi
