@@ -351,12 +351,12 @@ pub async fn handle(
         }
     };
     if recorded {
-        shared.store.enqueue(vec![answered(
-            &action_id,
-            &response,
-            own_body,
-            &trace.secrets,
-        )]);
+        let mut drafts = Vec::with_capacity(2);
+        if let Some(ResultRecord(completed)) = response.extensions_mut().remove() {
+            drafts.push(completed);
+        }
+        drafts.push(answered(&action_id, &response, own_body, &trace.secrets));
+        shared.store.enqueue(drafts);
     }
     if let Ok(v) = HeaderValue::from_str(&action_id) {
         response.headers_mut().insert("x-countersign-action-id", v);
@@ -383,6 +383,11 @@ struct Trace {
     /// answered the MCP way.
     mcp: Option<super::mcp::Seen>,
 }
+
+/// The `completed` record of a relayed upstream answer, riding on the
+/// response to `handle`, which queues it with the `answered` record.
+#[derive(Clone)]
+struct ResultRecord(Draft);
 
 /// Marks a response countersign wrote itself (not the upstream's), with
 /// its JSON body, so the `answered` record can keep what the agent got.
@@ -1042,13 +1047,16 @@ async fn forward(
         };
         capture.push(&bytes);
         let completed = result.completed(action_id, capture, None, shared);
-        match shared.config.audit.result_durability {
-            ResultDurability::AfterResponse => shared.store.enqueue(vec![completed]),
+        let response = match shared.config.audit.result_durability {
+            // Handed to the writer by `handle`, with the `answered` record:
+            // one hand-off for both.
+            ResultDurability::AfterResponse => response.extension(ResultRecord(completed)),
             // The agent sees the answer only once its record is durable.
             ResultDurability::BeforeResponse => {
-                shared.store.commit_until_durable(vec![completed]).await
+                shared.store.commit_until_durable(vec![completed]).await;
+                response
             }
-        }
+        };
         return response
             .body(crate::http::full(bytes))
             .map_err(|e| Outcome::UpstreamFailed(e.to_string()));
