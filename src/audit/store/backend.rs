@@ -169,8 +169,8 @@ pub trait Backend: Send + 'static {
 
     /// Lets this connection keep index rows back for up to `lag` and write
     /// them together later ([`Backend::flush_index`]), so record commits
-    /// touch fewer pages (SQLite's writer). A store that cannot (PostgreSQL: the fleet reads its index
-    /// at once) ignores it.
+    /// touch fewer pages (SQLite's writer). PostgreSQL ignores it: the
+    /// other processes of a fleet read its index at once.
     fn defer_index(&mut self, _lag: std::time::Duration) {}
 
     /// Whether index rows are being kept back.

@@ -651,8 +651,6 @@ pub fn verify_chain(b: &mut dyn Backend) -> Result<Verdict, StoreError> {
     }
 }
 
-/// The index is derived: when it is behind the records (a crash between
-/// versions, a restored file, a hand edit), rebuild it from the records.
 /// A connection for the writer: its index caught up with the records (rows
 /// a crash or a broken connection lost are rebuilt), then allowed to keep
 /// index rows back for `index_lag` (`audit.index_lag`).
@@ -665,9 +663,11 @@ fn open_writer(connect: &Connect, index_lag: Duration) -> Result<Box<dyn Backend
     Ok(conn)
 }
 
-/// Rebuilds, from their records, the index rows of every action with a
-/// record newer than the index (the index is written in order, so every
-/// record up to its newest `last_seq` is reflected in it).
+/// The index is derived: when it is behind the records (rows kept back
+/// when the process died, a restored file, a hand edit), this rebuilds,
+/// from their records, the rows of every action with a record newer than
+/// the index (the index is written in record order, so every record up to
+/// its newest `last_seq` is reflected in it).
 pub fn catch_up_index(b: &mut dyn Backend) -> Result<(), StoreError> {
     let rows = rows_behind(b)?;
     if !rows.is_empty() {
@@ -909,14 +909,14 @@ impl Writer {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
-            let written = self.write(&batch).and_then(|outcomes| {
-                if flush_index {
-                    self.write_index_now()?;
-                }
-                Ok(outcomes)
-            });
-            match written {
+            match self.write(&batch) {
                 Ok(outcomes) => {
+                    // A read waits for the rows kept back. Failing to write
+                    // them fails nothing: the batch is committed, and the
+                    // read sees the index as it is.
+                    if flush_index {
+                        self.flush_index();
+                    }
                     backoff = Duration::from_millis(50);
                     if writes {
                         self.health.record(Ok(()));
