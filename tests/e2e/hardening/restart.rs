@@ -150,6 +150,9 @@ async fn an_index_row_flipped_back_to_pending_is_not_obeyed() {
         url: format!("http://{}", cs.admin),
     };
     assert_eq!(a.review(&id, "alice", "reject").await.0, 200);
+    // A list writes the index rows kept back: the row to edit is on disk,
+    // and the index is not behind the records at the next start.
+    assert!(!a.pending().await.contains(&id));
     drop(cs);
     sql(
         &d,
