@@ -98,10 +98,19 @@ type Reply = oneshot::Sender<Result<Vec<Appended>, Arc<StoreError>>>;
 struct Job {
     appends: Vec<Append>,
     reply: Option<Reply>,
-    /// The last job: commit what is queued, close the connection, exit.
-    close: bool,
+    /// What the writer does after committing it.
+    then: Then,
+}
+
+/// What the writer does after committing a job's appends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Nothing more.
+    Reply,
     /// Write the index rows kept back before answering (a read follows).
-    flush_index: bool,
+    WriteIndex,
+    /// Write them, close the connection and exit: the last job.
+    Close,
 }
 
 /// Why the store cannot commit, since when.
@@ -345,13 +354,20 @@ impl Store {
     }
 
     async fn send(&self, appends: Vec<Append>) -> Result<Vec<Appended>, Arc<StoreError>> {
+        self.send_then(appends, Then::Reply).await
+    }
+
+    async fn send_then(
+        &self,
+        appends: Vec<Append>,
+        then: Then,
+    ) -> Result<Vec<Appended>, Arc<StoreError>> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
                 appends,
                 reply: Some(reply),
-                close: false,
-                flush_index: false,
+                then,
             })
             .map_err(|_| Arc::new(StoreError::Closed))?;
         rx.await.map_err(|_| Arc::new(StoreError::Closed))?
@@ -407,8 +423,7 @@ impl Store {
         let job = Job {
             appends: vec![Append::records(drafts)],
             reply: None,
-            close: false,
-            flush_index: false,
+            then: Then::Reply,
         };
         if self.tx.send(job).is_err() {
             tracing::error!("record store is shut down; a result record could not be queued");
@@ -425,17 +440,8 @@ impl Store {
     /// index that follows sees every action committed before this call. A
     /// store that cannot commit is read as it is.
     async fn catch_up_reads(&self) {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            appends: Vec::new(),
-            reply: Some(reply),
-            close: false,
-            flush_index: true,
-        };
-        if self.tx.send(job).is_ok() {
-            if let Ok(Err(e)) = rx.await {
-                tracing::debug!(error = %e, "index rows kept back could not be written before a read");
-            }
+        if let Err(e) = self.send_then(Vec::new(), Then::WriteIndex).await {
+            tracing::debug!(error = %e, "index rows kept back could not be written before a read");
         }
     }
 
@@ -444,24 +450,12 @@ impl Store {
     /// SQLite file is complete on its own (its write-ahead log folded back
     /// in), so it can be copied or read by another process at once.
     pub async fn close(&self) -> Result<(), Arc<StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            appends: Vec::new(),
-            reply: Some(reply),
-            close: true,
-            flush_index: true,
-        };
         self.readers
             .idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        if self.tx.send(job).is_err() {
-            return Ok(()); // Already closed.
-        }
-        rx.await
-            .map_err(|_| Arc::new(StoreError::Closed))?
-            .map(|_| ())
+        self.send_then(Vec::new(), Then::Close).await.map(|_| ())
     }
 
     /// Runs a read on a pooled connection, off the async threads.
@@ -888,8 +882,11 @@ impl Writer {
                 }
             }
             // Answered last, once the connection is closed.
-            let close = jobs.iter_mut().find(|j| j.close).map(|j| j.reply.take());
-            let flush_index = jobs.iter().any(|j| j.flush_index);
+            let close = jobs
+                .iter_mut()
+                .find(|j| j.then == Then::Close)
+                .map(|j| j.reply.take());
+            let flush_index = jobs.iter().any(|j| j.then != Then::Reply);
             let retry = std::mem::take(&mut self.retry);
             let mut batch = Vec::with_capacity(jobs.len() + 1);
             if !retry.is_empty() {
@@ -974,23 +971,17 @@ impl Writer {
         }
     }
 
-    /// Writes the index rows kept back (a read is waiting for them).
-    fn write_index_now(&mut self) -> Result<(), StoreError> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(()); // A new connection catches the index up.
-        };
-        let out = conn.flush_index();
-        if out.is_err() {
-            self.conn = None;
-        }
-        out
-    }
-
-    /// Writes the index rows kept back, when idle or closing; a failure
-    /// is logged (the next connection rebuilds them from the records).
+    /// Writes the index rows kept back: when idle, when their time has
+    /// come, before a read, and when closing. A failure is logged and the
+    /// connection dropped; the next connection rebuilds the rows from the
+    /// records.
     fn flush_index(&mut self) {
-        if let Err(e) = self.write_index_now() {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let Err(e) = conn.flush_index() {
             tracing::warn!(error = %e, "index rows kept back could not be written yet");
+            self.conn = None;
         }
     }
 
