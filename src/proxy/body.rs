@@ -117,23 +117,47 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Whether a reader that ignores the content type could take `body` for
 /// JSON: its first character (after a BOM and blanks) opens an object or an
-/// array.
+/// array, in UTF-8 or, as encoding-sniffing parsers read it (RFC 4627), in
+/// UTF-16 or UTF-32. Such a body must parse strictly here too (wide JSON
+/// cannot: it is not UTF-8, so it is refused). Binary bodies with NULs
+/// (gzip, MP4, protobuf) open with no such character and pass untouched.
 fn looks_like_json(body: &[u8]) -> bool {
-    // JSON in UTF-16 or UTF-32 (a byte order mark, or a NUL among the first
-    // four bytes, as RFC 4627 detects the encoding): parsers that sniff the
-    // encoding read it as JSON, so it must parse strictly here too (it
-    // cannot: it is not UTF-8, so it is refused).
-    const WIDE_BOMS: [&[u8]; 4] = [
-        &[0xFF, 0xFE],
-        &[0xFE, 0xFF],
-        &[0x00, 0x00, 0xFE, 0xFF],
-        &[0xFF, 0xFE, 0x00, 0x00],
-    ];
-    if WIDE_BOMS.iter().any(|bom| body.starts_with(bom)) || body.iter().take(4).any(|b| *b == 0) {
-        return true;
-    }
     let rest = body.strip_prefix(BOM).unwrap_or(body);
-    matches!(rest.trim_ascii_start().first(), Some(b'{' | b'['))
+    matches!(rest.trim_ascii_start().first(), Some(b'{' | b'[')) || looks_like_wide_json(body)
+}
+
+/// The UTF-16/32 forms, each with or without its byte order mark: (mark,
+/// bytes per code unit, big-endian).
+const WIDE_FORMS: [(&[u8], usize, bool); 8] = [
+    (&[0x00, 0x00, 0xFE, 0xFF], 4, true),
+    (&[0xFF, 0xFE, 0x00, 0x00], 4, false),
+    (&[0xFE, 0xFF], 2, true),
+    (&[0xFF, 0xFE], 2, false),
+    (&[], 4, true),
+    (&[], 4, false),
+    (&[], 2, true),
+    (&[], 2, false),
+];
+
+fn looks_like_wide_json(body: &[u8]) -> bool {
+    WIDE_FORMS.iter().any(|&(mark, width, big_endian)| {
+        let Some(rest) = body.strip_prefix(mark) else {
+            return false;
+        };
+        let first = rest
+            .chunks_exact(width)
+            .map(|unit| {
+                let n = unit.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b));
+                if big_endian {
+                    n
+                } else {
+                    n.swap_bytes() >> (32 - 8 * width as u32)
+                }
+            })
+            .take(64)
+            .find(|c| !matches!(c, 0x20 | 0x09 | 0x0A | 0x0D));
+        matches!(first, Some(0x7B | 0x5B))
+    })
 }
 
 /// One JSON value, strictly (see the module docs).
@@ -333,6 +357,33 @@ mod tests {
 
     fn json_ct() -> Vec<String> {
         vec!["application/json; charset=utf-8".into()]
+    }
+
+    #[test]
+    fn wide_json_is_told_from_binary_bodies_with_nuls() {
+        // UTF-16/32 JSON, with and without a byte order mark, either order.
+        for wide in [
+            &b"\xFF\xFE{\x00}\x00"[..],
+            b"\xFE\xFF\x00[\x00]",
+            b"\x00{\x00}",
+            b"{\x00}\x00",
+            b"\x00\x00\x00 \x00\x00\x00{",
+            b"{\x00\x00\x00}\x00\x00\x00",
+            b"\xFF\xFE\x00\x00[\x00\x00\x00]\x00\x00\x00",
+        ] {
+            assert!(looks_like_json(wide), "{wide:?}");
+        }
+        // gzip, an MP4 box (size 0x20: a blank as UTF-32), protobuf, a
+        // UTF-16 text that is not JSON: opaque, forwarded as they are.
+        for binary in [
+            &b"\x1f\x8b\x08\x00\x00\x00\x00\x00"[..],
+            b"\x00\x00\x00\x20ftypisom",
+            b"\x08\x00\x12\x04abcd",
+            b"\xFF\xFEh\x00i\x00",
+        ] {
+            assert!(!looks_like_json(binary), "{binary:?}");
+            assert!(matches!(parse(&[], binary), Ok(Parsed::Opaque)));
+        }
     }
 
     #[test]

@@ -641,6 +641,17 @@ async fn json_bodies_parse_strictly_or_are_refused() {
         (&[json_ct], b"", Value::Null),
         (&[], br#"{"amount": 5}"#, json!({"amount": 5})),
         (&[b"content-type: text/plain"], b"pay 5 to A", Value::Null),
+        // Binary bodies with NULs near the start are not wide JSON.
+        (
+            &[b"content-type: application/octet-stream"],
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03",
+            Value::Null,
+        ),
+        (
+            &[],
+            b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00",
+            Value::Null,
+        ),
     ] {
         let answer = send_raw(cs.proxy_addr, &raw("POST", b"/v1/payouts", headers, body)).await;
         assert_eq!(answer.status, 200);
