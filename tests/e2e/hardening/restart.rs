@@ -315,53 +315,43 @@ async fn actions_not_yet_indexed_are_listed_after_a_kill_and_a_restart() {
     );
 
     // The CLI, with the server down: every action, from the records.
-    let out = countersign(&[
-        "audit",
-        "list",
-        "--config",
-        d.config_path().to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let mut listed_ids: Vec<&str> = listed
-        .iter()
-        .map(|a| a["action_id"].as_str().unwrap())
-        .collect();
-    listed_ids.sort();
-    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let config = d.config_path();
+    let list = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "audit",
+            "list",
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = countersign(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["action_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let mut want = ids.clone();
     want.sort();
-    assert_eq!(listed_ids, want);
+    let mut listed = list(&[]);
+    listed.sort();
+    assert_eq!(listed, want);
     // With a filter and a limit, as the index would answer.
-    let out = countersign(&[
-        "audit",
-        "list",
-        "--config",
-        d.config_path().to_str().unwrap(),
-        "--json",
-        "--limit",
-        "1",
-    ]);
-    let newest: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    assert_eq!(newest["action_id"], ids[2].as_str());
-    let out = countersign(&[
-        "audit",
-        "list",
-        "--config",
-        d.config_path().to_str().unwrap(),
-        "--json",
-        "--state",
-        "denied",
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 0);
+    assert_eq!(list(&["--limit", "1"]), vec![ids[2].clone()]);
+    let mut low = list(&["--risk", "low"]);
+    low.sort();
+    assert_eq!(low, want);
+    assert_eq!(list(&["--state", "denied"]), Vec::<String>::new());
 
     // Restarted: the rows are rebuilt, and the admin API lists them all.
     let cs = spawn_serve(&d);

@@ -150,6 +150,11 @@ async fn the_upstream_credential_never_comes_back_to_the_agent_or_into_the_recor
             format!("Bearer {cred}"),
             "the upstream gets the credential, not the agent's header"
         );
+        assert_eq!(
+            s.headers.get_all("authorization").iter().count(),
+            1,
+            "the credential replaces the agent's header, never joins it"
+        );
         assert_eq!(s.headers["accept-encoding"], "identity");
     }
     for id in &ids {

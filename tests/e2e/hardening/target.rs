@@ -181,6 +181,7 @@ import rego.v1
 decision := {"action": "allow", "risk": "low", "rules": ["echo"], "reasons": [json.marshal({
 	"path": input.request.path, "target": input.request.target, "query": input.request.query,
 	"body": input.request.body, "body_format": input.request.body_format,
+	"headers": input.request.headers,
 	"envoy_path": object.get(input, ["attributes", "request", "http", "path"], null),
 	"parsed_path": object.get(input, "parsed_path", null),
 })]}
@@ -792,6 +793,24 @@ async fn agent_headers_are_sent_once_named_and_small_or_refused() {
     assert_eq!(saw["headers"].get("x-dry-run"), None, "{saw}");
     assert_eq!(saw["headers"].get("idempotency-key"), None, "{saw}");
     assert_eq!(decided["request"]["headers"].get("idempotency-key"), None);
+    // The same headers, not named in `Connection`: judged, kept, forwarded.
+    let headers: &[&[u8]] = &[b"x-dry-run: true", b"idempotency-key: pay-42"];
+    let answer = send_raw(
+        cs.proxy_addr,
+        &raw("DELETE", b"/v1/accounts/7", headers, b""),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let head = upstream.seen().last().unwrap().head.to_ascii_lowercase();
+    assert!(
+        head.contains("x-dry-run: true") && head.contains("idempotency-key: pay-42"),
+        "{head}"
+    );
+    let decided = payload_of(&d.db_path(), &answer.action_id(), "decided");
+    let saw = policy_saw(&decided);
+    assert_eq!(saw["headers"]["x-dry-run"], "true", "{saw}");
+    assert_eq!(saw["headers"]["idempotency-key"], "pay-42", "{saw}");
+    assert_eq!(decided["request"]["headers"]["idempotency-key"], "pay-42");
     cs.stop().await;
 }
 
