@@ -161,11 +161,6 @@ impl Checkpointer {
         self.stopped = Some(why);
     }
 
-    /// Why checkpointing stopped, if it did.
-    pub fn stopped(&self) -> Option<&str> {
-        self.stopped.as_deref()
-    }
-
     /// Runs until shutdown; one last checkpoint on the way out.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         loop {

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use self::backend::{ActionSummary, Append, Appended, Backend, Due, IndexRow, ListFilter};
 use super::lifecycle::{verify, Lifecycle};
-use super::record::{Draft, Record, GENESIS};
+use super::record::{Draft, Record};
 use crate::config::{AuditConfig, StoreUrl};
 use crate::metrics::Metrics;
 
@@ -589,62 +589,6 @@ impl Store {
 /// signature would still verify.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(11 * 60);
 
-/// The result of walking the chain.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Every record checks out.
-    Intact {
-        /// How many records.
-        records: i64,
-    },
-    /// The first record that does not.
-    Broken {
-        /// Its seq (or the seq that should have come next).
-        seq: i64,
-        /// What is wrong.
-        why: String,
-    },
-}
-
-/// Walks the whole chain in seq order and recomputes every hash.
-pub fn verify_chain(b: &mut dyn Backend) -> Result<Verdict, StoreError> {
-    let mut expected = 1i64;
-    let mut prev = GENESIS.to_string();
-    loop {
-        let page = b.scan(expected - 1, 5000)?;
-        if page.is_empty() {
-            return Ok(Verdict::Intact {
-                records: expected - 1,
-            });
-        }
-        for r in page {
-            if r.seq != expected {
-                return Ok(Verdict::Broken {
-                    seq: expected,
-                    why: format!(
-                        "record {expected} is missing (the next record is {})",
-                        r.seq
-                    ),
-                });
-            }
-            if r.prev_hash != prev {
-                return Ok(Verdict::Broken {
-                    seq: r.seq,
-                    why: "its prev_hash does not match the previous record's hash (records removed or reordered)".into(),
-                });
-            }
-            if !r.hash_matches() {
-                return Ok(Verdict::Broken {
-                    seq: r.seq,
-                    why: "its content does not match its hash (the record was altered)".into(),
-                });
-            }
-            prev = r.hash.clone();
-            expected += 1;
-        }
-    }
-}
-
 /// A connection for the writer: its index caught up with the records (rows
 /// a crash or a broken connection lost are rebuilt), then allowed to keep
 /// index rows back for `index_lag` (`audit.index_lag`).
@@ -662,7 +606,7 @@ fn open_writer(connect: &Connect, index_lag: Duration) -> Result<Box<dyn Backend
 /// from their records, the rows of every action with a record newer than
 /// the index (the index is written in record order, so every record up to
 /// its newest `last_seq` is reflected in it).
-pub fn catch_up_index(b: &mut dyn Backend) -> Result<(), StoreError> {
+fn catch_up_index(b: &mut dyn Backend) -> Result<(), StoreError> {
     let rows = rows_behind(b)?;
     if !rows.is_empty() {
         tracing::info!(
@@ -731,26 +675,6 @@ pub fn list_caught_up(
         rows.truncate(filter.limit);
     }
     Ok(rows)
-}
-
-/// Rebuilds every action's index row from its records.
-pub fn rebuild_index(b: &mut dyn Backend) -> Result<(), StoreError> {
-    let mut by_action: std::collections::BTreeMap<String, Vec<Record>> = Default::default();
-    let mut after = 0;
-    loop {
-        let page = b.scan(after, 5000)?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        // Policy records (`policy:<revision>`) are in the chain, not actions.
-        for r in page
-            .into_iter()
-            .filter(|r| super::record::is_action_id(&r.action_id))
-        {
-            by_action.entry(r.action_id.clone()).or_default().push(r);
-        }
-    }
-    let rows: Vec<IndexRow> = by_action.values().map(|rs| index_row(rs)).collect();
-    b.put_index(&rows)
 }
 
 /// An action's index row, from its records.
