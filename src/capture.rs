@@ -28,17 +28,11 @@ pub const REDACTED: &str = "[redacted]";
 /// allowlist: the record keeps them elsewhere anyway (`host`, `body_size`)
 /// or they only describe the connection. Scrubbing their values from text
 /// would blank the recorded host and common words, protecting nothing.
-const NOT_SECRET: [&str; 15] = [
-    // Media types, and MCP's protocol framing (the version, the method,
-    // the tool and the session): the policy reads them, a held MCP call
-    // is forwarded with them (proxy::mcp::PROTOCOL_HEADERS), and none is a
-    // credential. Scrubbed as secrets, `tools/call` would vanish from the record.
-    "accept",
-    "content-type",
-    "mcp-protocol-version",
-    "mcp-method",
-    "mcp-name",
-    "mcp-session-id",
+/// MCP's protocol framing and the media types
+/// ([`crate::proxy::mcp::PROTOCOL_HEADERS`]) are not secrets either: the
+/// policy reads them, a held MCP call is forwarded with them, and scrubbed
+/// as secrets `tools/call` would vanish from the record.
+const NOT_SECRET: [&str; 9] = [
     "host",
     "content-length",
     "connection",
@@ -331,7 +325,10 @@ impl CapturedRequest {
     pub fn secrets(&self, cfg: &CaptureConfig) -> SecretsBuilder {
         let mut b = Secrets::builder();
         for (name, value) in &self.headers {
-            if !cfg.headers_allow.contains(name) && !NOT_SECRET.contains(&name.as_str()) {
+            if !cfg.headers_allow.contains(name)
+                && !NOT_SECRET.contains(&name.as_str())
+                && !crate::proxy::mcp::PROTOCOL_HEADERS.contains(&name.as_str())
+            {
                 b.value(value);
             }
         }
