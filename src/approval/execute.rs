@@ -259,7 +259,7 @@ async fn claim_and_send(
     };
     let mut capture = ResponseCapture::new(shared.config.capture.max_response_bytes, secrets);
     capture.push(&body);
-    let recorded = capture.finish(status, &upstream_headers, &shared.config.capture);
+    let recorded = capture.finish(status, &upstream_headers, &shared.config.capture, mcp);
     let took = started.elapsed().as_secs_f64() * 1e3;
     let completed = Draft::completed(action_id, recorded, took, None).redacted(secrets);
     shared.store.commit_until_durable(vec![completed]).await;

@@ -359,6 +359,7 @@ impl ResponseCapture {
         status: u16,
         headers: &HeaderMap,
         cfg: &CaptureConfig,
+        mcp: bool,
     ) -> serde_json::Value {
         let kept_headers: serde_json::Map<String, serde_json::Value> = headers
             .iter()
@@ -385,9 +386,10 @@ impl ResponseCapture {
             "body_sha256": hex::encode(self.hasher.finalize()),
             "body_size": self.size,
         });
-        // A JSON-RPC answer (MCP), whether a JSON body or one event of a
-        // stream, is pulled out as the call's result.
-        if let Some(answer) = super::mcp::result_view(&response) {
+        // On an MCP route, the JSON-RPC answer (a JSON body or one event of
+        // a stream) is pulled out as the call's result; other routes do not
+        // pay for looking.
+        if let Some(answer) = mcp.then(|| super::mcp::result_view(&response)).flatten() {
             response["jsonrpc"] = answer;
         }
         response

@@ -1017,6 +1017,7 @@ async fn forward(
         headers: upstream_headers,
         upstream_ms,
         secrets,
+        mcp: route.config.protocol == Protocol::Mcp,
     };
 
     if upstream.content_length().is_some_and(|n| n <= BUFFER_LIMIT) {
@@ -1129,6 +1130,8 @@ struct ResultFacts {
     headers: hyper::HeaderMap,
     upstream_ms: f64,
     secrets: Secrets,
+    /// On an MCP route: the JSON-RPC answer is pulled out for the record.
+    mcp: bool,
 }
 
 impl ResultFacts {
@@ -1140,7 +1143,7 @@ impl ResultFacts {
         error: Option<String>,
         shared: &Shared,
     ) -> Draft {
-        let response = capture.finish(self.status, &self.headers, &shared.config.capture);
+        let response = capture.finish(self.status, &self.headers, &shared.config.capture, self.mcp);
         Draft::completed(action_id, response, self.upstream_ms, error).redacted(&self.secrets)
     }
 }
