@@ -201,6 +201,7 @@ async fn claim_and_send(
             path_and_query,
             &headers,
             |_| false,
+            &[],
             hold.forward.body.clone(),
             action_id,
         )

@@ -246,12 +246,15 @@ impl Upstream {
 
     /// Sends the request and waits for the response headers. The request
     /// line carries `path_and_query` byte for byte ([`Upstream::checked_url`]).
+    /// The agent's headers go without hop-by-hop ones and those `strip`
+    /// names; `set` (the policy's) is added after that filter.
     pub async fn send(
         &self,
         method: &str,
         path_and_query: &str,
         agent_headers: &HeaderMap,
         strip: impl Fn(&str) -> bool,
+        set: &[(HeaderName, HeaderValue)],
         body: Bytes,
         action_id: &str,
     ) -> Result<reqwest::Response, ForwardError> {
@@ -270,6 +273,9 @@ impl Upstream {
             if !dropped {
                 headers.append(name.clone(), value.clone());
             }
+        }
+        for (name, value) in set {
+            headers.append(name.clone(), value.clone());
         }
         if let Some((name, value)) = &self.auth {
             headers.insert(name.clone(), value.clone());

@@ -849,41 +849,24 @@ async fn run(
             }
             Ok(Ran::Held(Box::new(HeldCall { hold, mcp_call })))
         }
-        Action::Allow => match &decision.envoy {
-            None => {
-                let forwarded = Box::pin(forward(
-                    shared,
-                    action_id,
-                    route,
-                    &parts.headers,
-                    request,
-                    secrets,
-                ));
-                forwarded.await.map(Ran::Answered)
-            }
-            Some(e) => {
-                // opa-envoy's allowed result: its `headers` go upstream (in
-                // place of any the agent sent by those names), its
-                // `request_headers_to_remove` do not, and its
-                // `response_headers_to_add` come back to the agent.
-                let mut headers = parts.headers.clone();
-                for name in &e.request_headers_to_remove {
-                    headers.remove(name);
-                }
-                for (name, _) in &e.headers {
-                    headers.remove(name);
-                }
-                for (name, value) in &e.headers {
-                    headers.append(name.clone(), value.clone());
-                }
-                let forwarded = Box::pin(forward(
-                    shared, action_id, route, &headers, request, secrets,
-                ));
-                let mut response = forwarded.await?;
+        Action::Allow => {
+            let envoy = decision.envoy.as_ref();
+            let forwarded = Box::pin(forward(
+                shared,
+                action_id,
+                route,
+                &parts.headers,
+                envoy,
+                request,
+                secrets,
+            ));
+            let mut response = forwarded.await?;
+            // opa-envoy's `response_headers_to_add` come back to the agent.
+            if let Some(e) = envoy {
                 add_headers(response.headers_mut(), &e.response_headers_to_add);
-                Ok(Ran::Answered(response))
             }
-        },
+            Ok(Ran::Answered(response))
+        }
     }
 }
 
@@ -947,6 +930,7 @@ async fn forward(
     action_id: &str,
     route: &Route,
     agent_headers: &hyper::HeaderMap,
+    envoy: Option<&crate::policy::decision::EnvoyResult>,
     request: CapturedRequest,
     secrets: Secrets,
 ) -> Result<Response<Body>, Outcome> {
@@ -958,7 +942,20 @@ async fn forward(
             .get(*h)
             .is_some_and(|v| shared.identity.consumes(h, v.as_bytes()))
     });
-    let strip = |n: &str| names.is_agent_header(n) || token_header == Some(n);
+    // opa-envoy's allowed result: its `headers` go upstream in place of
+    // any the agent sent by those names, its `request_headers_to_remove`
+    // do not. They are added after the agent's hop-by-hop headers are
+    // dropped, so an agent cannot name them in `Connection` to drop them.
+    let (set, removed): (&[_], &[_]) = match envoy {
+        Some(e) => (&e.headers, &e.request_headers_to_remove),
+        None => (&[], &[]),
+    };
+    let strip = |n: &str| {
+        names.is_agent_header(n)
+            || token_header == Some(n)
+            || removed.iter().any(|r| r == n)
+            || set.iter().any(|(s, _)| s == n)
+    };
     let started = Instant::now();
     let sent = route
         .upstream
@@ -967,6 +964,7 @@ async fn forward(
             &request.path_and_query(),
             agent_headers,
             strip,
+            set,
             request.body.clone(),
             action_id,
         )

@@ -896,3 +896,54 @@ async fn the_shipped_library_denies_method_and_path_overrides() {
     assert!(upstream.seen().is_empty());
     cs.stop().await;
 }
+
+/// An opa-envoy allow that sets one header upstream and removes another.
+const ENVOY_SETS_A_HEADER: &str = r#"package envoy.authz
+import rego.v1
+allow := {
+	"allowed": true,
+	"headers": {"x-on-behalf": "carol-as-verified"},
+	"request_headers_to_remove": ["cookie"],
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_an_envoy_policy_sets_reach_the_upstream_whatever_the_agent_names_in_connection() {
+    let upstream = RawUpstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        ENVOY_SETS_A_HEADER,
+        "policy: { entrypoint: data.envoy.authz.allow, input: envoy }\n",
+    );
+    let cs = d.start().await;
+    // The agent sends its own value for the header the policy sets, and
+    // names it (and the removed one) in `Connection`, hoping the proxy drops
+    // them as hop-by-hop after the policy's value went in.
+    let headers: &[&[u8]] = &[
+        b"x-on-behalf: agent-forged",
+        b"cookie: session=agent",
+        b"connection: keep-alive, x-on-behalf, cookie",
+    ];
+    let answer = send_raw(cs.proxy_addr, &raw("POST", b"/v1/payouts", headers, b"{}")).await;
+    assert_eq!(answer.status, 200);
+    let head = upstream.seen().last().unwrap().head.clone();
+    assert_eq!(
+        head.matches("x-on-behalf:").count(),
+        1,
+        "exactly the policy's value: {head}"
+    );
+    assert!(head.contains("x-on-behalf: carol-as-verified"), "{head}");
+    assert!(
+        !head.contains("agent-forged") && !head.contains("cookie"),
+        "{head}"
+    );
+    // Without `Connection` games: the same.
+    let headers: &[&[u8]] = &[b"x-on-behalf: agent-forged", b"cookie: session=agent"];
+    let answer = send_raw(cs.proxy_addr, &raw("POST", b"/v1/payouts", headers, b"{}")).await;
+    assert_eq!(answer.status, 200);
+    let head = upstream.seen().last().unwrap().head.clone();
+    assert_eq!(head.matches("x-on-behalf:").count(), 1, "{head}");
+    assert!(head.contains("x-on-behalf: carol-as-verified"), "{head}");
+    assert!(!head.contains("cookie"), "{head}");
+    cs.stop().await;
+}
