@@ -20,7 +20,7 @@ use crate::audit::lifecycle::Lifecycle;
 use crate::audit::record::{Draft, Kind, State};
 use crate::audit::redact::Secrets;
 use crate::audit::store::rfc3339;
-use crate::proxy::forward::{end_to_end_headers, ForwardError, ResponseCapture};
+use crate::proxy::forward::{end_to_end_headers, ForwardError, Outgoing, ResponseCapture};
 
 /// What became of one attempt to forward an approved action.
 pub enum Forwarded {
@@ -197,12 +197,14 @@ async fn claim_and_send(
     let sent = route
         .upstream
         .send(
-            &hold.forward.method,
-            path_and_query,
+            Outgoing {
+                method: &hold.forward.method,
+                path_and_query,
+                body: hold.forward.body.clone(),
+            },
             &headers,
             |_| false,
             &[],
-            hold.forward.body.clone(),
             action_id,
         )
         .await;

@@ -161,6 +161,16 @@ pub fn outbound_client_trusting(
         .map_err(|e| err(e.to_string()))
 }
 
+/// The call as it goes upstream: method, canonical target, body.
+pub struct Outgoing<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The canonical path and query, sent byte for byte.
+    pub path_and_query: &'a str,
+    /// The body.
+    pub body: Bytes,
+}
+
 impl Upstream {
     /// Builds the client for a route, reading its credential now.
     pub fn new(route: &RouteConfig) -> Result<Upstream, ClientError> {
@@ -250,14 +260,17 @@ impl Upstream {
     /// names; `set` (the policy's) is added after that filter.
     pub async fn send(
         &self,
-        method: &str,
-        path_and_query: &str,
+        call: Outgoing<'_>,
         agent_headers: &HeaderMap,
         strip: impl Fn(&str) -> bool,
         set: &[(HeaderName, HeaderValue)],
-        body: Bytes,
         action_id: &str,
     ) -> Result<reqwest::Response, ForwardError> {
+        let Outgoing {
+            method,
+            path_and_query,
+            body,
+        } = call;
         let url = self.checked_url(path_and_query)?;
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| ForwardError::Target(format!("bad method: {e}")))?;

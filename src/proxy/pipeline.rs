@@ -19,7 +19,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::body::{BodyError, Parsed};
-use super::forward::{end_to_end_headers, ForwardError, ResponseCapture};
+use super::forward::{end_to_end_headers, ForwardError, Outgoing, ResponseCapture};
 use super::receive::{self, ReceiveError};
 use super::target::{Target, TargetError};
 use super::Route;
@@ -960,12 +960,14 @@ async fn forward(
     let sent = route
         .upstream
         .send(
-            &request.method,
-            &request.path_and_query(),
+            Outgoing {
+                method: &request.method,
+                path_and_query: &request.path_and_query(),
+                body: request.body.clone(),
+            },
             agent_headers,
             strip,
             set,
-            request.body.clone(),
             action_id,
         )
         .await;
