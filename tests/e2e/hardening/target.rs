@@ -771,46 +771,40 @@ async fn agent_headers_are_sent_once_named_and_small_or_refused() {
     );
 
     // A header named in `Connection` is not forwarded, so the policy and
-    // the record do not see it either: what was judged is what ran.
-    let headers: &[&[u8]] = &[
-        b"x-dry-run: true",
-        b"idempotency-key: pay-42",
-        b"connection: keep-alive, x-dry-run, idempotency-key",
-    ];
-    let answer = send_raw(
-        cs.proxy_addr,
-        &raw("DELETE", b"/v1/accounts/7", headers, b""),
-    )
-    .await;
-    assert_eq!(answer.status, 200);
-    let head = upstream.seen().last().unwrap().head.to_ascii_lowercase();
-    assert!(
-        !head.contains("x-dry-run") && !head.contains("idempotency-key"),
-        "{head}"
-    );
-    let decided = payload_of(&d.db_path(), &answer.action_id(), "decided");
-    let saw = policy_saw(&decided);
-    assert_eq!(saw["headers"].get("x-dry-run"), None, "{saw}");
-    assert_eq!(saw["headers"].get("idempotency-key"), None, "{saw}");
-    assert_eq!(decided["request"]["headers"].get("idempotency-key"), None);
-    // The same headers, not named in `Connection`: judged, kept, forwarded.
-    let headers: &[&[u8]] = &[b"x-dry-run: true", b"idempotency-key: pay-42"];
-    let answer = send_raw(
-        cs.proxy_addr,
-        &raw("DELETE", b"/v1/accounts/7", headers, b""),
-    )
-    .await;
-    assert_eq!(answer.status, 200);
-    let head = upstream.seen().last().unwrap().head.to_ascii_lowercase();
-    assert!(
-        head.contains("x-dry-run: true") && head.contains("idempotency-key: pay-42"),
-        "{head}"
-    );
-    let decided = payload_of(&d.db_path(), &answer.action_id(), "decided");
-    let saw = policy_saw(&decided);
-    assert_eq!(saw["headers"]["x-dry-run"], "true", "{saw}");
-    assert_eq!(saw["headers"]["idempotency-key"], "pay-42", "{saw}");
-    assert_eq!(decided["request"]["headers"]["idempotency-key"], "pay-42");
+    // the record do not see it either: what was judged is what ran. The
+    // same headers, not named there, are judged, kept and forwarded.
+    for named_in_connection in [true, false] {
+        let mut headers: Vec<&[u8]> = vec![b"x-dry-run: true", b"idempotency-key: pay-42"];
+        if named_in_connection {
+            headers.push(b"connection: keep-alive, x-dry-run, idempotency-key");
+        }
+        let answer = send_raw(
+            cs.proxy_addr,
+            &raw("DELETE", b"/v1/accounts/7", &headers, b""),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        let head = upstream.seen().last().unwrap().head.to_ascii_lowercase();
+        let decided = payload_of(&d.db_path(), &answer.action_id(), "decided");
+        let saw = policy_saw(&decided);
+        let kept = !named_in_connection;
+        if named_in_connection {
+            assert!(
+                !head.contains("x-dry-run") && !head.contains("idempotency-key"),
+                "{head}"
+            );
+        }
+        assert_eq!(head.contains("x-dry-run: true"), kept, "{head}");
+        assert_eq!(head.contains("idempotency-key: pay-42"), kept, "{head}");
+        let (dry_run, key) = if kept {
+            (json!("true"), json!("pay-42"))
+        } else {
+            (Value::Null, Value::Null)
+        };
+        assert_eq!(saw["headers"]["x-dry-run"], dry_run, "{saw}");
+        assert_eq!(saw["headers"]["idempotency-key"], key, "{saw}");
+        assert_eq!(decided["request"]["headers"]["idempotency-key"], key);
+    }
     cs.stop().await;
 }
 
