@@ -811,13 +811,19 @@ impl Writer {
                 .find(|j| j.then == Then::Close)
                 .map(|j| j.reply.take());
             let flush_index = jobs.iter().any(|j| j.then != Then::Reply);
-            let retry = std::mem::take(&mut self.retry);
+            // The batch owns the records (moved, not copied: this runs for
+            // every commit); each job remembers how many appends were its.
+            let retrying = !self.retry.is_empty();
             let mut batch = Vec::with_capacity(jobs.len() + 1);
-            if !retry.is_empty() {
-                batch.push(Append::records(retry.clone()));
+            if retrying {
+                batch.push(Append::records(std::mem::take(&mut self.retry)));
             }
             let offset = batch.len();
-            batch.extend(jobs.iter().flat_map(|j| j.appends.iter().cloned()));
+            let mut counts = Vec::with_capacity(jobs.len());
+            for job in &mut jobs {
+                counts.push(job.appends.len());
+                batch.append(&mut job.appends);
+            }
             let writes = batch
                 .iter()
                 .any(|a| !a.drafts.is_empty() || a.message_id.is_some());
@@ -843,8 +849,7 @@ impl Writer {
                         self.health.record(Ok(()));
                     }
                     let mut at = offset;
-                    for job in jobs {
-                        let n = job.appends.len();
+                    for (job, n) in jobs.into_iter().zip(counts) {
                         if let Some(reply) = job.reply {
                             let _ = reply.send(Ok(outcomes[at..at + n].to_vec()));
                         }
@@ -862,16 +867,19 @@ impl Writer {
                     self.metrics.record_commit_failures.inc();
                     self.health.record(Err(&e));
                     let e = Arc::new(e);
-                    self.retry = retry;
-                    for job in jobs {
+                    let mut appends = batch.into_iter();
+                    if retrying {
+                        self.retry = appends.next().map(|a| a.drafts).unwrap_or_default();
+                    }
+                    for (job, n) in jobs.into_iter().zip(counts) {
+                        let mine = appends.by_ref().take(n);
                         match job.reply {
                             // The caller refuses its request: nothing was forwarded.
                             Some(reply) => {
+                                mine.for_each(drop);
                                 let _ = reply.send(Err(e.clone()));
                             }
-                            None => self
-                                .retry
-                                .extend(job.appends.into_iter().flat_map(|a| a.drafts)),
+                            None => self.retry.extend(mine.flat_map(|a| a.drafts)),
                         }
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(2));
