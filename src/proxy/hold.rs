@@ -247,8 +247,8 @@ fn accepted(action_id: &str) -> Response<Body> {
 }
 
 /// `GET /.countersign/actions/<id>`: the state and, once completed, the
-/// upstream's status, headers and body (as recorded). The 128-bit action id
-/// is the capability: only the agent that got it can ask.
+/// upstream's status, headers and body (as recorded). The action id (80
+/// random bits) is the capability: only the agent that got it can ask.
 pub async fn status(shared: &Shared, id: &str) -> Response<Body> {
     let not_found = || json_response(StatusCode::NOT_FOUND, &json!({"error": "no such action"}));
     let records = match shared.store.action_records(id).await {
