@@ -371,10 +371,12 @@ pub fn listener_tls(
 fn instance_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_default();
     let id = crate::audit::record::new_action_id();
+    // The id's last 12 characters are random (its first 12 are the time).
+    let random = &id[id.len() - 12..];
     if host.is_empty() {
-        id[..12].to_string()
+        random.to_string()
     } else {
-        format!("{host}/{}", &id[..12])
+        format!("{host}/{random}")
     }
 }
 

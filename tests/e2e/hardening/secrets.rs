@@ -17,7 +17,7 @@ use crate::support::*;
 /// A value found nowhere unless it leaked.
 fn canary(what: &str) -> String {
     let id = countersign::audit::record::new_action_id();
-    format!("{what}-CANARY-{}", &id[..16])
+    format!("{what}-CANARY-{}", &id[16..])
 }
 
 /// Adds the route's `upstream_auth` (header `authorization`, from `env`).
