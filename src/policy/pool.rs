@@ -20,10 +20,10 @@
 //!   builtin call runs to its end first. Work whose caller has already
 //!   given up is skipped when a thread takes it from the queue.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use regorus::Value;
@@ -50,25 +50,76 @@ struct Job {
 /// The evaluation threads and their queue; cheap to share behind an `Arc`.
 /// The threads end when the pool is dropped.
 pub struct Pool {
-    queue: SyncSender<Job>,
+    queue: Arc<Queue>,
     capacity: usize,
+}
+
+/// The jobs waiting for a thread. A condition variable wakes exactly one
+/// idle thread per job; a channel's receiver behind a mutex woke two (the
+/// thread waiting in `recv`, then the next one waiting for the mutex) and
+/// a thread switch costs more than most evaluations here.
+struct Queue {
+    state: Mutex<Waiting>,
+    ready: Condvar,
+}
+
+struct Waiting {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next job, waiting for one; `None` once the pool is dropped.
+    fn take(&self) -> Option<Job> {
+        let mut waiting = self.lock();
+        loop {
+            if waiting.closed {
+                return None;
+            }
+            if let Some(job) = waiting.jobs.pop_front() {
+                return Some(job);
+            }
+            waiting = self.ready.wait(waiting).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
+    }
 }
 
 impl Pool {
     /// Starts `workers` threads sharing a queue of `capacity` evaluations.
     pub fn start(workers: usize, capacity: usize) -> std::io::Result<Pool> {
-        let (queue, jobs) = mpsc::sync_channel::<Job>(capacity);
-        let jobs = Arc::new(Mutex::new(jobs));
+        let queue = Arc::new(Queue {
+            state: Mutex::new(Waiting {
+                jobs: VecDeque::with_capacity(capacity),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
+        let pool = Pool {
+            queue: queue.clone(),
+            capacity,
+        };
         for i in 0..workers.max(1) {
-            let jobs = jobs.clone();
+            let queue = queue.clone();
+            // On failure `pool` drops and ends the threads already started.
             std::thread::Builder::new()
                 .name(format!("countersign-policy-{i}"))
-                .spawn(move || work(&jobs))?;
+                .spawn(move || work(&queue))?;
         }
-        Ok(Pool { queue, capacity })
+        Ok(pool)
     }
 
-    /// Evaluates `policy` for one input on a pool thread and waits at most
+/// Evaluates `policy` for one input on a pool thread and waits at most
     /// its time limit plus [`DEADLINE_MARGIN`].
     pub async fn evaluate(&self, policy: Arc<Policy>, input: Value) -> Answer {
         let limit = policy.timeout();
@@ -81,13 +132,14 @@ impl Pool {
             started: started.clone(),
             reply,
         };
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(PolicyError::Overloaded(self.capacity)),
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(PolicyError::Eval("the policy workers have stopped".into()))
+        {
+            let mut waiting = self.queue.lock();
+            if waiting.jobs.len() >= self.capacity {
+                return Err(PolicyError::Overloaded(self.capacity));
             }
+            waiting.jobs.push_back(job);
         }
+        self.queue.ready.notify_one();
         match tokio::time::timeout(limit + DEADLINE_MARGIN, answer).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(PolicyError::Eval(
@@ -102,13 +154,8 @@ impl Pool {
 }
 
 /// One pool thread: takes jobs until the pool is dropped.
-fn work(jobs: &Mutex<Receiver<Job>>) {
-    loop {
-        // The lock is held only while waiting for the next job.
-        let job = match jobs.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
+fn work(queue: &Queue) {
+    while let Some(job) = queue.take() {
         if job.reply.is_closed() {
             continue; // the caller stopped waiting while this sat in the queue
         }
