@@ -394,8 +394,7 @@ pub fn new_action_id() -> String {
     bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
     // The OS generator failing means the machine cannot make secrets at all;
     // nothing sensible can continue.
-    getrandom::getrandom(&mut bytes[6..])
-        .expect("the operating system's random generator failed");
+    getrandom::getrandom(&mut bytes[6..]).expect("the operating system's random generator failed");
     hex::encode(bytes)
 }
 

@@ -119,7 +119,7 @@ impl Pool {
         Ok(pool)
     }
 
-/// Evaluates `policy` for one input on a pool thread and waits at most
+    /// Evaluates `policy` for one input on a pool thread and waits at most
     /// its time limit plus [`DEADLINE_MARGIN`].
     pub async fn evaluate(&self, policy: Arc<Policy>, input: Value) -> Answer {
         let limit = policy.timeout();
