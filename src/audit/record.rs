@@ -301,8 +301,9 @@ pub fn chain_hash(
 pub fn canonical_json(v: &Value) -> String {
     let mut out = Vec::with_capacity(512);
     write_canonical(v, &mut out);
-    // Only serde_json's own output and ASCII punctuation were written.
-    String::from_utf8(out).unwrap_or_default()
+    // Only serde_json's own output (UTF-8) and ASCII punctuation were
+    // written; were that ever not so, the text would still say what it is.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Writes `v` with its keys in byte order. Every record's payload passes
