@@ -129,6 +129,11 @@ fn header_pairs(
     for (name, value) in obj {
         let n = hyper::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("`{field}` names `{name}`, which is not a header name"))?;
+        if crate::proxy::forward::is_proxy_owned(n.as_str()) {
+            return Err(format!(
+                "`{field}` sets `{n}`, which only countersign writes (hop-by-hop headers, `host` and `content-length` route and frame the message)"
+            ));
+        }
         let values: Vec<&str> = match value {
             Value::String(s) => vec![s.as_str()],
             Value::Array(items) => items

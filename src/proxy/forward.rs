@@ -50,6 +50,14 @@ pub struct ClientError {
     message: String,
 }
 
+/// Headers only the proxy writes on a forwarded call or an answer: the
+/// hop-by-hop ones, and `host` and `content-length`, which route and frame
+/// the message (the client sets them from the URL and the body). Neither
+/// an agent nor a policy result may supply them.
+pub fn is_proxy_owned(name: &str) -> bool {
+    is_hop_by_hop(name, &[]) || name == "host" || name == "content-length"
+}
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -256,8 +264,10 @@ impl Upstream {
 
     /// Sends the request and waits for the response headers. The request
     /// line carries `path_and_query` byte for byte ([`Upstream::checked_url`]).
-    /// The agent's headers go without hop-by-hop ones and those `strip`
-    /// names; `set` (the policy's) is added after that filter.
+    /// The agent's headers go without the [`is_proxy_owned`] ones, those its
+    /// `Connection` names and those `strip` names; `set` (the policy's,
+    /// which the decision contract keeps off the proxy-owned names) is
+    /// added after that filter.
     pub async fn send(
         &self,
         call: Outgoing<'_>,
@@ -278,9 +288,8 @@ impl Upstream {
         let mut headers = HeaderMap::with_capacity(agent_headers.len() + 2);
         for (name, value) in agent_headers {
             let n = name.as_str();
-            let dropped = is_hop_by_hop(n, &tokens)
-                || n == "host"
-                || n == "content-length"
+            let dropped = is_proxy_owned(n)
+                || tokens.iter().any(|t| t == n)
                 || strip(n)
                 || self.auth.as_ref().is_some_and(|(a, _)| a == name);
             if !dropped {

@@ -941,3 +941,57 @@ async fn headers_an_envoy_policy_sets_reach_the_upstream_whatever_the_agent_name
     assert!(!head.contains("cookie"), "{head}");
     cs.stop().await;
 }
+
+/// An opa-envoy allow that sets upstream whichever header the agent names
+/// in `x-which`.
+const ENVOY_SETS_THE_NAMED_HEADER: &str = r#"package envoy.authz
+import rego.v1
+allow := {
+	"allowed": true,
+	"headers": {input.attributes.request.http.headers["x-which"]: "evil.example"},
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_policy_cannot_set_the_headers_that_route_and_frame_the_call() {
+    let upstream = RawUpstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        ENVOY_SETS_THE_NAMED_HEADER,
+        "policy: { entrypoint: data.envoy.authz.allow, input: envoy }\n",
+    );
+    let cs = d.start().await;
+    // Set after the agent's headers are filtered, these would switch the
+    // upstream's virtual host or reframe the body: the result breaks the
+    // contract, and nothing goes upstream.
+    for name in [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+    ] {
+        let which = format!("x-which: {name}");
+        let answer = send_raw(
+            cs.proxy_addr,
+            &raw("POST", b"/v1/payouts", &[which.as_bytes()], b"{}"),
+        )
+        .await;
+        assert_eq!(answer.status, 503, "{name}");
+        let error = answer.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(&format!("sets `{name}`")), "{name}: {error}");
+        assert!(upstream.seen().is_empty(), "{name} reached the upstream");
+    }
+    // Any other header is the policy's to set.
+    let answer = send_raw(
+        cs.proxy_addr,
+        &raw("POST", b"/v1/payouts", &[b"x-which: x-tenant"], b"{}"),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let head = upstream.seen().last().unwrap().head.clone();
+    assert!(head.contains("x-tenant: evil.example"), "{head}");
+    assert!(!head.contains("host: evil.example"), "{head}");
+    cs.stop().await;
+}
