@@ -12,7 +12,9 @@
 //! - A body of another or no content type whose first character (after a
 //!   BOM and blanks) is `{` or `[` is held to the same rules: an upstream
 //!   that ignores the content type could read it as JSON the policy never
-//!   saw.
+//!   saw. That holds in UTF-16 and UTF-32 too (with or without a BOM), as
+//!   encoding-sniffing parsers read them; such a body is not UTF-8, so it
+//!   is refused.
 //! - `application/x-www-form-urlencoded` bodies become name → [values], as
 //!   `request.query` does; malformed escapes, bytes that do not decode to
 //!   UTF-8 and `;` (a separator to some frameworks) are refused.
@@ -154,7 +156,7 @@ fn looks_like_wide_json(body: &[u8]) -> bool {
                     n.swap_bytes() >> (32 - 8 * width as u32)
                 }
             })
-            .take(64)
+            // As many blanks as the UTF-8 form may have: all of them.
             .find(|c| !matches!(c, 0x20 | 0x09 | 0x0A | 0x0D));
         matches!(first, Some(0x7B | 0x5B))
     })
@@ -373,6 +375,14 @@ mod tests {
         ] {
             assert!(looks_like_json(wide), "{wide:?}");
         }
+        // However many blanks come first.
+        let padded: Vec<u8> = " "
+            .repeat(1000)
+            .bytes()
+            .chain(*b"{}")
+            .flat_map(|b| [b, 0])
+            .collect();
+        assert!(looks_like_json(&padded));
         // gzip, an MP4 box (size 0x20: a blank as UTF-32), protobuf, a
         // UTF-16 text that is not JSON: opaque, forwarded as they are.
         for binary in [

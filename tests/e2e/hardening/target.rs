@@ -530,6 +530,12 @@ async fn json_bodies_parse_strictly_or_are_refused() {
     let d = Deployment::new(&upstream.url(), ECHO, "");
     let cs = d.start().await;
     let json_ct: &[u8] = b"content-type: application/json";
+    let padded_utf16: Vec<u8> = " "
+        .repeat(100)
+        .bytes()
+        .chain(*b"{}")
+        .flat_map(|b| [b, 0])
+        .collect();
     let refused: &[(Headers, &[u8], &str)] = &[
         (
             &[json_ct],
@@ -593,7 +599,8 @@ async fn json_bodies_parse_strictly_or_are_refused() {
             br#"{"amount": 5, "AMOUNT": 50000}"#,
             "without case",
         ),
-        // JSON in UTF-16 and UTF-32, which encoding-sniffing parsers read.
+        // JSON in UTF-16 and UTF-32, which encoding-sniffing parsers read
+        // (the RFC 4627 byte patterns, or a byte order mark).
         (
             &[b"content-type: text/plain"],
             b"\xFF\xFE{\x00\"\x00a\x00\"\x00:\x001\x00}\x00",
@@ -605,6 +612,11 @@ async fn json_bodies_parse_strictly_or_are_refused() {
             b"\xFF\xFE\x00\x00{\x00\x00\x00}\x00\x00\x00",
             "strict JSON",
         ),
+        // Without a byte order mark, little-endian UTF-16 and big-endian UTF-32.
+        (&[], b"{\x00\"\x00a\x00\"\x00:\x001\x00}\x00", "strict JSON"),
+        (&[], b"\x00\x00\x00{\x00\x00\x00}", "strict JSON"),
+        // After more blanks than a sniffer of a few bytes would look at.
+        (&[], &padded_utf16, "strict JSON"),
     ];
     for (headers, body, why) in refused {
         let shown = String::from_utf8_lossy(body);
@@ -979,7 +991,10 @@ async fn an_envoy_policy_cannot_set_the_headers_that_route_and_frame_the_call() 
         )
         .await;
         assert_eq!(answer.status, 503, "{name}");
-        let error = answer.json()["error"].as_str().unwrap_or_default().to_string();
+        let error = answer.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert!(error.contains(&format!("sets `{name}`")), "{name}: {error}");
         assert!(upstream.seen().is_empty(), "{name} reached the upstream");
     }
