@@ -30,9 +30,14 @@ fn bad(bundle: &Path, message: String) -> PolicyError {
     }
 }
 
-/// The bundle's policy files (tests left out unless `include_tests`) and
-/// data documents, sorted by name, each shown as `BUNDLE:NAME`.
-pub fn read(bundle: &Path, include_tests: bool) -> Result<Vec<(String, Source)>, PolicyError> {
+/// The bundle's policy files (tests left out) and data documents, chosen
+/// and ordered as in a directory (names starting with `.` skipped, the
+/// root `.manifest` checked; sorted by path), each shown as `BUNDLE:NAME`.
+pub fn read(bundle: &Path) -> Result<Vec<(String, Source)>, PolicyError> {
+    read_within(bundle, MAX_BYTES)
+}
+
+fn read_within(bundle: &Path, max_bytes: u64) -> Result<Vec<(String, Source)>, PolicyError> {
     let file = std::fs::File::open(bundle).map_err(|e| bad(bundle, format!("cannot open: {e}")))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let entries = archive
@@ -66,26 +71,32 @@ pub fn read(bundle: &Path, include_tests: bool) -> Result<Vec<(String, Source)>,
                 }
             }
         }
-        let name = parts.join("/");
-        let base = parts.last().cloned().unwrap_or_default();
-        let wanted = base.ends_with(".rego") && (include_tests || !base.ends_with("_test.rego"))
-            || super::is_data_file(&name)
-            || base == ".manifest";
-        if !wanted {
-            continue;
-        }
+        // Every file counts: those skipped are unpacked to get past them.
         total += entry.size();
-        if total > MAX_BYTES {
+        if total > max_bytes {
             return Err(bad(
                 bundle,
-                format!("unpacks to more than {MAX_BYTES} bytes"),
+                format!("unpacks to more than {max_bytes} bytes"),
             ));
+        }
+        let name = parts.join("/");
+        let base = parts.last().cloned().unwrap_or_default();
+        let manifest = name == ".manifest";
+        // As `walk` reads a directory: hidden names (macOS `._*` files,
+        // ConfigMap `..data`) are not policies.
+        let hidden = parts.iter().any(|p| p.starts_with('.'));
+        let wanted = manifest
+            || !hidden
+                && (base.ends_with(".rego") && !base.ends_with("_test.rego")
+                    || super::is_data_file(&name));
+        if !wanted {
+            continue;
         }
         let mut text = String::new();
         entry
             .read_to_string(&mut text)
             .map_err(|e| bad(bundle, format!("entry `{name}` is not UTF-8 text: {e}")))?;
-        if base == ".manifest" {
+        if manifest {
             // Checked for shape only: its `revision` and `roots` describe
             // the bundle; the revision countersign records is its own.
             serde_json::from_str::<serde_json::Value>(&text)
@@ -97,9 +108,44 @@ pub fn read(bundle: &Path, include_tests: bool) -> Result<Vec<(String, Source)>,
             Source { path: name, text },
         ));
     }
-    out.sort_by(|a, b| a.1.path.cmp(&b.1.path));
+    // By path components, as a directory's files are (`a/x` before `a-b/x`).
+    out.sort_by(|a, b| Path::new(&a.1.path).cmp(Path::new(&b.1.path)));
     if !out.iter().any(|(_, s)| s.path.ends_with(".rego")) {
         return Err(PolicyError::Empty(bundle.display().to_string()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, entries: &[(&str, &[u8])]) {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        for (name, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, name, *data).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn entries_skipped_count_toward_the_unpacked_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.tar.gz");
+        let big = vec![b'x'; 4096];
+        write(
+            &path,
+            &[("p.rego", b"package p\nx := 1\n"), ("README.md", &big)],
+        );
+        let err = read_within(&path, 1024).unwrap_err().to_string();
+        assert!(err.contains("unpacks to more than 1024 bytes"), "{err}");
+        assert_eq!(read_within(&path, 8192).unwrap().len(), 1);
+    }
 }

@@ -320,12 +320,23 @@ fn sources_only(read: &[(String, Source)]) -> Vec<Source> {
 /// The revision the files in `dir` have now, without compiling them (the
 /// reloader's cheap change check).
 pub fn revision_on_disk(dir: &Path) -> Result<String, PolicyError> {
-    let read = if bundle::is_bundle(dir) {
-        bundle::read(dir, false)?
-    } else {
-        read_sources(&policy_files(dir, false)?, dir)?
-    };
-    Ok(revision_of(&sources_only(&read)))
+    Ok(revision_of(&sources_only(&read_policy(dir)?)))
+}
+
+/// The policy files and data documents of `dir` (a directory or a
+/// bundle), tests left out; at least one `.rego` file.
+fn read_policy(dir: &Path) -> Result<Vec<(String, Source)>, PolicyError> {
+    if bundle::is_bundle(dir) {
+        return bundle::read(dir);
+    }
+    let files = policy_files(dir, false)?;
+    if !files
+        .iter()
+        .any(|f| f.extension().is_some_and(|e| e == "rego"))
+    {
+        return Err(PolicyError::Empty(dir.display().to_string()));
+    }
+    read_sources(&files, dir)
 }
 
 /// Reads the files, computes the revision and adds them to a fresh engine.
@@ -414,18 +425,7 @@ impl Policy {
     /// Loads every non-test `.rego` file in `dir` and compiles `entrypoint`.
     pub fn load(settings: &PolicyConfig) -> Result<Policy, PolicyError> {
         let dir = settings.dir.as_path();
-        if bundle::is_bundle(dir) {
-            let read = bundle::read(dir, false)?;
-            return Policy::compile(read, &dir.display().to_string(), settings);
-        }
-        let files = policy_files(dir, false)?;
-        if !files
-            .iter()
-            .any(|f| f.extension().is_some_and(|e| e == "rego"))
-        {
-            return Err(PolicyError::Empty(dir.display().to_string()));
-        }
-        let read = read_sources(&files, dir)?;
+        let read = read_policy(dir)?;
         Policy::compile(read, &dir.display().to_string(), settings)
     }
 

@@ -343,7 +343,9 @@ decision := {"action": "allow", "risk": "low", "reasons": ["within the bundle's 
 "#;
 
 /// An OPA bundle (`.tar.gz` with `.manifest`) loads from a file path: its
-/// policies and data documents decide, its text is the recorded revision.
+/// policies and data documents decide, hidden entries are skipped as in a
+/// directory, and the recorded revision is the same files' revision as a
+/// directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opa_bundle_file_is_the_policy() {
     let upstream = Upstream::start().await;
@@ -360,15 +362,38 @@ async fn an_opa_bundle_file_is_the_policy() {
                 r#"{"revision": "v1", "roots": ["countersign", "limits"]}"#,
             ),
             ("countersign/policy.rego", BUNDLE_POLICY),
+            // What macOS tar adds beside each file: not a policy.
+            ("countersign/._policy.rego", "Mac OS X resource fork"),
             ("limits/data.json", r#"{"max": 100}"#),
         ],
     );
-    let out = countersign(&["check", "--config", d.config_path().to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let revision_checked = |config: &std::path::Path| {
+        let out = countersign(&["check", "--config", config.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let at = stdout.find("policy revision ").expect(&stdout) + "policy revision ".len();
+        stdout[at..]
+            .split([' ', ',', ')'])
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let bundle_revision = revision_checked(&d.config_path());
+    // The same files as a directory.
+    let dir = d.dir.path().join("as-dir");
+    std::fs::create_dir_all(dir.join("countersign")).unwrap();
+    std::fs::create_dir_all(dir.join("limits")).unwrap();
+    std::fs::write(dir.join("countersign/policy.rego"), BUNDLE_POLICY).unwrap();
+    std::fs::write(dir.join("limits/data.json"), r#"{"max": 100}"#).unwrap();
+    let as_dir = d.dir.path().join("as-dir.yaml");
+    let yaml = std::fs::read_to_string(d.config_path()).unwrap();
+    assert!(yaml.contains("dir: bundle.tar.gz"), "{yaml}");
+    std::fs::write(&as_dir, yaml.replace("dir: bundle.tar.gz", "dir: as-dir")).unwrap();
+    assert_eq!(revision_checked(&as_dir), bundle_revision);
     let cs = d.start().await;
     let call = |amount: u64| {
         client()
@@ -391,6 +416,7 @@ async fn an_opa_bundle_file_is_the_policy() {
         decided["decision"]["rules"],
         serde_json::json!(["bundle.limit"])
     );
+    assert_eq!(decided["policy"]["revision"], bundle_revision.as_str());
     assert_eq!(upstream.seen().len(), 1);
     cs.stop().await;
 
