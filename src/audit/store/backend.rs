@@ -173,17 +173,14 @@ pub trait Backend: Send + 'static {
     /// other processes of a fleet read its index at once.
     fn defer_index(&mut self, _lag: std::time::Duration) {}
 
-    /// Whether index rows are being kept back.
-    fn index_pending(&self) -> bool {
-        false
+    /// How long until the index rows kept back are due to be written
+    /// (zero: now); `None` when none are kept back.
+    fn index_due_in(&self) -> Option<std::time::Duration> {
+        None
     }
 
-    /// Whether index rows have been kept back for the whole lag.
-    fn index_due(&self) -> bool {
-        false
-    }
-
-    /// Writes the index rows kept back, now.
+    /// Writes the index rows kept back, now. On `Err` the connection may be
+    /// left in any state: drop it (a new one catches the index up).
     fn flush_index(&mut self) -> Result<(), StoreError> {
         Ok(())
     }

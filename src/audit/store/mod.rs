@@ -175,6 +175,9 @@ pub struct Store {
     health: Arc<Health>,
     on_change: Arc<Mutex<Option<OnChange>>>,
     tampered: Arc<Mutex<BTreeSet<String>>>,
+    /// Whether the writer keeps index rows back (SQLite, `audit.index_lag`
+    /// above zero), so reads of the index first ask for them.
+    defers_index: bool,
 }
 
 /// A few read connections, opened lazily and replaced when they break.
@@ -240,7 +243,8 @@ fn password_source(cfg: &AuditConfig) -> postgres::PasswordSource {
         Some(s) => s
             .read()
             .map(Some)
-            .map_err(|why| format!("audit.password: {why}")),
+            // The connection names the setting (`audit.password: …`).
+            .map_err(|why| why.to_string()),
         None => Ok(None),
     })
 }
@@ -313,6 +317,7 @@ impl Store {
             health,
             on_change,
             tampered: Arc::default(),
+            defers_index: kind == "sqlite" && !cfg.index_lag.is_zero(),
         })
     }
 
@@ -440,6 +445,11 @@ impl Store {
     /// index that follows sees every action committed before this call. A
     /// store that cannot commit is read as it is.
     async fn catch_up_reads(&self) {
+        // Nothing is kept back on PostgreSQL or with `index_lag: 0`, and a
+        // store that cannot commit is read as it is: no hand-off then.
+        if !self.defers_index || self.health.is_failing() {
+            return;
+        }
         if let Err(e) = self.send_then(Vec::new(), Then::WriteIndex).await {
             tracing::debug!(error = %e, "index rows kept back could not be written before a read");
         }
@@ -602,10 +612,13 @@ fn open_writer(connect: &Connect, index_lag: Duration) -> Result<Box<dyn Backend
 }
 
 /// The index is derived: when it is behind the records (rows kept back
-/// when the process died, a restored file, a hand edit), this rebuilds,
-/// from their records, the rows of every action with a record newer than
-/// the index (the index is written in record order, so every record up to
-/// its newest `last_seq` is reflected in it).
+/// when the process died, a restored file), this rebuilds, from their
+/// records, the rows of every action with a record newer than the index.
+/// It relies on the index being written in record order (only the writer
+/// writes it while serving), so that every record up to its newest
+/// `last_seq` is reflected in it. A row edited by hand is not found here;
+/// the rows of unfinished actions are rebuilt at start instead
+/// (`approval::sweep::on_start` → [`Store::reindex`]).
 fn catch_up_index(b: &mut dyn Backend) -> Result<(), StoreError> {
     let rows = rows_behind(b)?;
     if !rows.is_empty() {
@@ -761,16 +774,16 @@ impl Writer {
         loop {
             // While failing, wake up on the backoff even with nothing queued,
             // to find out (by retrying or probing) when commits work again.
-            let index_pending = self.conn.as_ref().is_some_and(|c| c.index_pending());
-            let first = if self.retry.is_empty() && !self.health.is_failing() && !index_pending {
+            let healthy = self.retry.is_empty() && !self.health.is_failing();
+            let index_due_in = self.conn.as_ref().and_then(|c| c.index_due_in());
+            let first = if let (true, None) = (healthy, index_due_in) {
                 match rx.recv() {
                     Ok(job) => Some(job),
                     Err(_) => return,
                 }
-            } else if self.retry.is_empty() && !self.health.is_failing() {
-                // Idle with index rows kept back: write them once the
-                // record has been quiet for the lag.
-                match rx.recv_timeout(self.index_lag) {
+            } else if let (true, Some(wait)) = (healthy, index_due_in) {
+                // Idle with index rows kept back: write them when due.
+                match rx.recv_timeout(wait) {
                     Ok(job) => Some(job),
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         self.flush_index();
@@ -858,7 +871,8 @@ impl Writer {
                     self.announce(&batch, &outcomes);
                     // The callers have their answers: now the index rows
                     // kept back, if their time has come.
-                    if self.conn.as_ref().is_some_and(|c| c.index_due()) {
+                    let due = self.conn.as_ref().and_then(|c| c.index_due_in());
+                    if due == Some(Duration::ZERO) {
                         self.flush_index();
                     }
                 }
@@ -904,9 +918,10 @@ impl Writer {
     }
 
     /// Writes the index rows kept back: when idle, when their time has
-    /// come, before a read, and when closing. A failure is logged and the
-    /// connection dropped; the next connection rebuilds the rows from the
-    /// records.
+    /// come, before a read, and when closing. On a failure the connection
+    /// is replaced at once: opening one rebuilds the rows from the records,
+    /// so the reads that follow do not see a stale index until some later
+    /// commit reconnects.
     fn flush_index(&mut self) {
         let Some(conn) = self.conn.as_mut() else {
             return;
@@ -914,6 +929,12 @@ impl Writer {
         if let Err(e) = conn.flush_index() {
             tracing::warn!(error = %e, "index rows kept back could not be written yet");
             self.conn = None;
+            match open_writer(&self.connect, self.index_lag) {
+                Ok(fresh) => self.conn = Some(fresh),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the record store could not be reopened to catch its index up")
+                }
+            }
         }
     }
 

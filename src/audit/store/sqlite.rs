@@ -269,10 +269,6 @@ struct Deferred {
 }
 
 impl Deferred {
-    fn due(&self) -> bool {
-        self.since.is_some_and(|t| t.elapsed() >= self.lag)
-    }
-
     fn keep(&mut self, changes: Vec<IndexChange>) {
         for change in changes {
             match self.position.get(&change.action_id) {
@@ -386,6 +382,7 @@ impl Backend for Sqlite {
                 "INSERT OR IGNORE INTO seen_messages (message_id, seen_at) VALUES (?1, ?2)",
             )?;
             let mut changes: Vec<IndexChange> = Vec::new();
+            let mut position: std::collections::HashMap<&str, usize> = Default::default();
             for append in batch {
                 if let Some(m) = &append.message_id {
                     if seen.execute(params![m, now_rfc3339()])? == 0 {
@@ -410,13 +407,10 @@ impl Backend for Sqlite {
                     let kind = d.kind.as_str();
                     let hash = chain_hash(seq, &time, &d.action_id, kind, &prev, &payload);
                     insert.execute(params![seq, time, d.action_id, kind, payload, prev, hash])?;
-                    let at = match changes.iter().position(|c| c.action_id == d.action_id) {
-                        Some(at) => at,
-                        None => {
-                            changes.push(IndexChange::new(&d.action_id));
-                            changes.len() - 1
-                        }
-                    };
+                    let at = *position.entry(&d.action_id).or_insert_with(|| {
+                        changes.push(IndexChange::new(&d.action_id));
+                        changes.len() - 1
+                    });
                     changes[at].apply(&d.index, seq, &time);
                     prev = hash;
                 }
@@ -455,12 +449,9 @@ impl Backend for Sqlite {
         }
     }
 
-    fn index_pending(&self) -> bool {
-        self.deferred.as_ref().is_some_and(|d| d.since.is_some())
-    }
-
-    fn index_due(&self) -> bool {
-        self.deferred.as_ref().is_some_and(Deferred::due)
+    fn index_due_in(&self) -> Option<std::time::Duration> {
+        let d = self.deferred.as_ref()?;
+        Some(d.lag.saturating_sub(d.since?.elapsed()))
     }
 
     fn flush_index(&mut self) -> Result<(), StoreError> {
