@@ -1304,18 +1304,20 @@ impl Validator<'_> {
                 }
             },
             lease: duration("audit.lease", a.lease.as_deref().unwrap_or("30s"))?,
-            index_lag: match a.index_lag.as_deref() {
-                Some("0") => Duration::ZERO,
-                lag => duration("audit.index_lag", lag.unwrap_or("100ms"))?,
-            },
+            index_lag: duration(
+                "audit.index_lag",
+                a.index_lag.as_deref().unwrap_or("100ms"),
+            )?,
             checkpoint: match a.checkpoint {
                 Some(c) => Some(self.checkpoint(c)?),
                 None => None,
             },
         };
-        if audit.index_lag > Duration::from_secs(3600) {
+        // The sweep reads the index every second and has the rows kept
+        // back written first: a longer lag would not be kept.
+        if audit.index_lag > Duration::from_secs(1) {
             return Err(format!(
-                "audit.index_lag: `{}` is longer than the 1h allowed",
+                "audit.index_lag: `{}` is longer than the 1s allowed (the expiry sweep writes the rows kept back every second)",
                 a.index_lag.unwrap_or_default()
             ));
         }
@@ -1976,6 +1978,18 @@ mod tests {
         assert_eq!(c.routes[0].timeout, Duration::from_secs(30));
         assert_eq!(c.capture.max_recorded_body_bytes, 64 * 1024);
         assert!(c.capture.redact_query.contains("api_key"));
+    }
+
+    #[test]
+    fn the_index_lag_is_zero_to_a_second() {
+        let lag = |v: &str| parse(&format!("{MINIMAL}audit: {{ index_lag: {v} }}\n"));
+        assert_eq!(lag("0").unwrap().audit.index_lag, Duration::ZERO);
+        assert_eq!(lag("1s").unwrap().audit.index_lag, Duration::from_secs(1));
+        let e = lag("2s").unwrap_err().to_string();
+        assert!(
+            e.contains("audit.index_lag") && e.contains("1s allowed"),
+            "{e}"
+        );
     }
 
     #[test]
