@@ -185,6 +185,8 @@ struct Readers {
     idle: Mutex<Vec<Box<dyn Backend>>>,
     permits: tokio::sync::Semaphore,
     connect: Connect,
+    /// Set by [`Store::close`]: no connection is opened or kept after it.
+    closed: AtomicBool,
 }
 
 impl Readers {
@@ -192,14 +194,18 @@ impl Readers {
         &self,
         f: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
         let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match conn {
             Some(c) => c,
             None => (self.connect)()?,
         };
         let out = f(conn.as_mut());
-        // A connection that failed may be broken: open a fresh one next time.
-        if out.is_ok() {
+        // A connection that failed may be broken: open a fresh one next
+        // time. None is kept once the store is closed.
+        if out.is_ok() && !self.closed.load(Ordering::Acquire) {
             self.idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -311,6 +317,7 @@ impl Store {
                 idle: Mutex::new(Vec::new()),
                 permits: tokio::sync::Semaphore::new(4),
                 connect,
+                closed: AtomicBool::new(false),
             }),
             describe: Arc::new(describe),
             kind,
@@ -460,6 +467,7 @@ impl Store {
     /// SQLite file is complete on its own (its write-ahead log folded back
     /// in), so it can be copied or read by another process at once.
     pub async fn close(&self) -> Result<(), Arc<StoreError>> {
+        self.readers.closed.store(true, Ordering::Release);
         self.readers
             .idle
             .lock()
@@ -900,7 +908,18 @@ impl Writer {
                 }
             }
             if let Some(reply) = close {
-                let lost = self.retry.len();
+                // Jobs sent after the close was taken find no writer: each
+                // caller is told, and records enqueued without one count
+                // as lost.
+                let mut lost = self.retry.len();
+                while let Ok(late) = rx.try_recv() {
+                    match late.reply {
+                        Some(r) => {
+                            let _ = r.send(Err(Arc::new(StoreError::Closed)));
+                        }
+                        None => lost += late.appends.iter().map(|a| a.drafts.len()).sum::<usize>(),
+                    }
+                }
                 let out = if lost == 0 {
                     Ok(Vec::new())
                 } else {
@@ -999,5 +1018,48 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{new_action_id, Kind};
+    use crate::config::{ResultDurability, StoreUrl};
+
+    fn sqlite(dir: &std::path::Path) -> AuditConfig {
+        AuditConfig {
+            store: StoreUrl::Sqlite(dir.join("audit.db")),
+            busy_timeout: Duration::from_secs(1),
+            password: None,
+            ca_file: None,
+            result_durability: ResultDurability::AfterResponse,
+            lease: Duration::from_secs(30),
+            index_lag: Duration::from_millis(100),
+            checkpoint: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_commits_and_reads_nothing_more_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&sqlite(dir.path()), Arc::default()).unwrap();
+        let id = new_action_id();
+        let draft = || Draft::new(&id, Kind::Decided, serde_json::json!({}), None);
+        store.commit(vec![draft()]).await.unwrap();
+        assert_eq!(store.action_records(&id).await.unwrap().len(), 1);
+        store.close().await.unwrap();
+        assert!(!dir.path().join("audit.db-wal").exists());
+
+        assert!(matches!(
+            store.commit(vec![draft()]).await.unwrap_err().as_ref(),
+            StoreError::Closed
+        ));
+        // A read neither opens a connection on the closed file nor answers.
+        assert!(matches!(
+            store.action_records(&id).await,
+            Err(StoreError::Closed)
+        ));
+        assert!(!dir.path().join("audit.db-wal").exists());
     }
 }
