@@ -578,11 +578,20 @@ pub async fn metrics_text(admin: &str) -> String {
         .unwrap()
 }
 
-/// The value of one exact series, 0 when absent.
+/// The value of one exact series, 0 when absent (a counter whose labels
+/// have not been counted yet).
 pub async fn metric(admin: &str, series: &str) -> f64 {
-    metrics_text(admin)
-        .await
-        .lines()
+    series_value(&metrics_text(admin).await, series).unwrap_or(0.0)
+}
+
+/// The value of a series that is always exported (a gauge): a renamed or
+/// missing one fails the test instead of reading as 0.
+pub async fn gauge(admin: &str, series: &str) -> f64 {
+    let text = metrics_text(admin).await;
+    series_value(&text, series).unwrap_or_else(|| panic!("{series} is not exported:\n{text}"))
+}
+
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }

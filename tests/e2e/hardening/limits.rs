@@ -45,6 +45,15 @@ async fn metric(admin: SocketAddr, series: &str) -> f64 {
     crate::support::metric(&format!("http://{admin}"), series).await
 }
 
+/// The bytes of request bodies buffered now (a gauge, always exported).
+async fn buffered_bytes(admin: SocketAddr) -> f64 {
+    crate::support::gauge(
+        &format!("http://{admin}"),
+        "countersign_buffered_body_bytes",
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_policy_is_cut_off_at_its_limit_and_never_stalls_health_or_reviews() {
     let upstream = Upstream::start().await;
@@ -316,7 +325,7 @@ fn a_thousand_unfinished_uploads_stay_within_the_body_budget() {
         open.push(s);
     }
     let during_kb = memory_kb(pid, "VmRSS");
-    let buffered = rt.block_on(metric(cs.admin, "countersign_buffered_body_bytes"));
+    let buffered = rt.block_on(buffered_bytes(cs.admin));
     assert!(buffered <= 16777216.0, "buffered {buffered} bytes");
     let refused = rt.block_on(metric(
         cs.admin,
@@ -361,7 +370,7 @@ fn a_thousand_unfinished_uploads_stay_within_the_body_budget() {
     drop(open);
     drop(extra);
     let freed = rt.block_on(eventually(
-        async || metric(cs.admin, "countersign_buffered_body_bytes").await,
+        async || buffered_bytes(cs.admin).await,
         |b| *b == 0.0,
     ));
     assert_eq!(freed, 0.0, "the budget is given back when uploads end");
