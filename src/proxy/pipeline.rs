@@ -300,9 +300,11 @@ pub async fn handle(
         }
     }
     let mut trace = Trace::default();
-    // Boxed, as are the larger steps inside: a call's future then holds
-    // only what its current step needs (a held call waits for minutes).
-    // Boxed in a statement of its own: a temporary lives to the end of its
+    // Boxed: the connection's future then holds only what the current
+    // stage needs, and a held call waits (for minutes) after `run` and all
+    // it kept are gone. (Boxing the steps inside `run` too only adds
+    // allocations: `run` is gone before anything waits long.) Boxed in a
+    // statement of its own: a temporary lives to the end of its
     // statement, so `Box::pin(step()).await` would keep room for the
     // unboxed future across the await.
     let ran = Box::pin(run(&shared, &action_id, req, scheme, target, &mut trace));
@@ -593,9 +595,11 @@ async fn run(
         .extensions
         .get::<crate::http::PeerCertificate>()
         .map(|p| p.0.clone());
-    let verified = Box::pin(shared.identity.verify(&parts.headers, presented.as_deref()));
-    let verified = verified.await;
-    match verified {
+    match shared
+        .identity
+        .verify(&parts.headers, presented.as_deref())
+        .await
+    {
         Ok(Some(verified)) => head.agent.verified = Some(Arc::new(verified)),
         Ok(None) if route.config.identity_required => {
             let bearer = shared.identity.jwt().is_some();
@@ -620,7 +624,7 @@ async fn run(
         let budget = &shared.body_budget;
         let receiving = tokio::time::timeout(
             capture_cfg.body_timeout,
-            Box::pin(receive::receive(body, declared, max, budget)),
+            receive::receive(body, declared, max, budget),
         );
         match receiving.await {
             Ok(Ok(received)) => Ok(received),
@@ -790,12 +794,11 @@ async fn run(
         index,
     }
     .redacted(&secrets);
-    let committed = Box::pin(
-        shared
-            .revisions
-            .commit_decided(&shared.store, &policy, decided),
-    );
-    if let Err(e) = committed.await {
+    let committed = shared
+        .revisions
+        .commit_decided(&shared.store, &policy, decided)
+        .await;
+    if let Err(e) = committed {
         trace.decision_lost = true;
         return Err(Outcome::StoreUnavailable(e.to_string()));
     }
@@ -851,7 +854,7 @@ async fn run(
         }
         Action::Allow => {
             let envoy = decision.envoy.as_ref();
-            let forwarded = Box::pin(forward(
+            let mut response = forward(
                 shared,
                 action_id,
                 route,
@@ -859,8 +862,8 @@ async fn run(
                 envoy,
                 request,
                 secrets,
-            ));
-            let mut response = forwarded.await?;
+            )
+            .await?;
             // opa-envoy's `response_headers_to_add` come back to the agent.
             if let Some(e) = envoy {
                 add_headers(response.headers_mut(), &e.response_headers_to_add);
@@ -890,8 +893,7 @@ async fn await_review(
     action_id: &str,
     HeldCall { hold, mcp_call }: HeldCall,
 ) -> Result<Response<Body>, Outcome> {
-    let answer = Box::pin(super::hold::wait(shared, action_id, &hold));
-    match (&mcp_call, answer.await) {
+    match (&mcp_call, super::hold::wait(shared, action_id, &hold).await) {
         // Not decided within hold.wait: the MCP client gets a tool error
         // naming the action; the call stays held.
         (Some(call), Ok(r)) if r.status() == StatusCode::ACCEPTED => Ok(super::mcp::still_held(
