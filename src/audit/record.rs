@@ -239,6 +239,31 @@ pub struct IndexUpdate {
     pub upstream_status: Option<i64>,
 }
 
+impl IndexUpdate {
+    /// Folds a later update of the same action into this one, so that the
+    /// index row after the folded update is the row after each in turn:
+    /// every field a later update sets replaces this one's, the first
+    /// summary stays, and a claimed forward stays claimed. Both stores fold
+    /// a batch's updates with it before writing a row once.
+    pub fn absorb(&mut self, later: &IndexUpdate) {
+        if self.summary.is_none() {
+            self.summary.clone_from(&later.summary);
+        }
+        self.state = later.state.or(self.state);
+        if later.risk.is_some() {
+            self.risk.clone_from(&later.risk);
+        }
+        if later.expires_at.is_some() {
+            self.expires_at.clone_from(&later.expires_at);
+        }
+        if later.lease_until.is_some() {
+            self.lease_until.clone_from(&later.lease_until);
+        }
+        self.forward_claimed |= later.forward_claimed;
+        self.upstream_status = later.upstream_status.or(self.upstream_status);
+    }
+}
+
 /// First-record facts about an action.
 #[derive(Debug, Clone)]
 pub struct Summary {

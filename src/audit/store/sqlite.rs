@@ -10,7 +10,7 @@ use super::backend::{
     ActionSummary, Append, Appended, Backend, Due, IndexRow, Links, ListFilter, StoredCheckpoint,
 };
 use super::{now_rfc3339, StoreError};
-use crate::audit::record::{canonical_json, chain_hash, Record, GENESIS};
+use crate::audit::record::{canonical_json, chain_hash, IndexUpdate, Record, GENESIS};
 
 /// Schema versions, applied in order; `PRAGMA user_version` says how many ran.
 /// Version 1 is the first release's schema (created with IF NOT EXISTS, so
@@ -181,18 +181,15 @@ fn ids(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// One action's index changes over a batch, folded in order: the
-/// action's row is then written once per batch, not once per record.
+/// One action's index changes over a batch, folded in order
+/// ([`IndexUpdate::absorb`]): the action's row is then written once per
+/// batch, not once per record.
 struct IndexChange {
     action_id: String,
-    /// The first record's facts and time, when the action starts here.
-    summary: Option<(crate::audit::record::Summary, String)>,
-    state: Option<&'static str>,
-    risk: Option<String>,
-    expires_at: Option<String>,
-    lease_until: Option<String>,
-    forward_claimed: bool,
-    upstream_status: Option<i64>,
+    update: IndexUpdate,
+    /// The time of the record that brought the summary (the row's
+    /// `created_at`), when the action starts here.
+    created_at: Option<String>,
     last_seq: i64,
     updated_at: String,
 }
@@ -201,53 +198,29 @@ impl IndexChange {
     fn new(action_id: &str) -> IndexChange {
         IndexChange {
             action_id: action_id.to_string(),
-            summary: None,
-            state: None,
-            risk: None,
-            expires_at: None,
-            lease_until: None,
-            forward_claimed: false,
-            upstream_status: None,
+            update: IndexUpdate::default(),
+            created_at: None,
             last_seq: 0,
             updated_at: String::new(),
         }
     }
 
-    /// Applies one record's change: a later value replaces an earlier one,
-    /// an absent value keeps it (as `COALESCE` in the update does).
-    fn apply(&mut self, ix: &crate::audit::record::IndexUpdate, seq: i64, time: &str) {
-        if let (Some(s), None) = (&ix.summary, &self.summary) {
-            self.summary = Some((s.clone(), time.to_string()));
+    /// Applies one record's change.
+    fn apply(&mut self, ix: &IndexUpdate, seq: i64, time: &str) {
+        if self.created_at.is_none() && ix.summary.is_some() {
+            self.created_at = Some(time.to_string());
         }
-        if let Some(state) = ix.state {
-            self.state = Some(state.as_str());
-        }
-        if ix.risk.is_some() {
-            self.risk.clone_from(&ix.risk);
-        }
-        if ix.expires_at.is_some() {
-            self.expires_at.clone_from(&ix.expires_at);
-        }
-        if ix.lease_until.is_some() {
-            self.lease_until.clone_from(&ix.lease_until);
-        }
-        self.forward_claimed |= ix.forward_claimed;
-        self.upstream_status = ix.upstream_status.or(self.upstream_status);
+        self.update.absorb(ix);
         self.last_seq = seq;
         self.updated_at = time.to_string();
     }
 
     /// Folds a later change of the same action into this one.
     fn merge(&mut self, later: IndexChange) {
-        if self.summary.is_none() {
-            self.summary = later.summary;
+        if self.created_at.is_none() {
+            self.created_at = later.created_at;
         }
-        self.state = later.state.or(self.state);
-        self.risk = later.risk.or(self.risk.take());
-        self.expires_at = later.expires_at.or(self.expires_at.take());
-        self.lease_until = later.lease_until.or(self.lease_until.take());
-        self.forward_claimed |= later.forward_claimed;
-        self.upstream_status = later.upstream_status.or(self.upstream_status);
+        self.update.absorb(&later.update);
         self.last_seq = later.last_seq;
         self.updated_at = later.updated_at;
     }
@@ -323,22 +296,24 @@ fn write_index(conn: &Connection, changes: &[IndexChange]) -> Result<(), StoreEr
          WHERE action_id = ?1",
     )?;
     for c in changes {
-        if let Some((s, created_at)) = &c.summary {
+        let u = &c.update;
+        let state = u.state.map(|s| s.as_str());
+        if let (Some(s), Some(created_at)) = (&u.summary, &c.created_at) {
             let inserted = index_new.execute(params![
                 c.action_id,
-                c.state.unwrap_or("pending"),
-                c.risk,
+                state.unwrap_or("pending"),
+                u.risk,
                 s.route,
                 s.method,
                 s.path,
                 s.agent,
-                c.upstream_status,
+                u.upstream_status,
                 created_at,
                 c.updated_at,
                 c.last_seq,
-                c.expires_at,
-                c.lease_until,
-                c.forward_claimed,
+                u.expires_at,
+                u.lease_until,
+                u.forward_claimed,
             ])?;
             if inserted == 1 {
                 continue;
@@ -348,12 +323,12 @@ fn write_index(conn: &Connection, changes: &[IndexChange]) -> Result<(), StoreEr
         // nothing for them.
         index_update.execute(params![
             c.action_id,
-            c.state,
-            c.risk,
-            c.expires_at,
-            c.lease_until,
-            c.forward_claimed,
-            c.upstream_status,
+            state,
+            u.risk,
+            u.expires_at,
+            u.lease_until,
+            u.forward_claimed,
+            u.upstream_status,
             c.last_seq,
             c.updated_at
         ])?;

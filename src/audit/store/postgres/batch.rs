@@ -53,36 +53,6 @@ pub(super) struct Step<'a> {
     pub(super) index: &'a IndexUpdate,
 }
 
-/// The net effect of consecutive index updates: the newest value of each
-/// field that any of them set, sticky `forward_claimed`.
-#[derive(Default)]
-struct Net<'a> {
-    state: Option<&'static str>,
-    risk: Option<&'a str>,
-    expires_at: Option<&'a str>,
-    lease_until: Option<&'a str>,
-    forward_claimed: bool,
-    upstream_status: Option<i64>,
-    last_seq: i64,
-    updated_at: &'a str,
-}
-
-fn net<'a>(steps: &'a [Step<'a>]) -> Net<'a> {
-    let mut n = Net::default();
-    for s in steps {
-        let u = s.index;
-        n.state = u.state.map(|st| st.as_str()).or(n.state);
-        n.risk = u.risk.as_deref().or(n.risk);
-        n.expires_at = u.expires_at.as_deref().or(n.expires_at);
-        n.lease_until = u.lease_until.as_deref().or(n.lease_until);
-        n.forward_claimed |= u.forward_claimed;
-        n.upstream_status = u.upstream_status.or(n.upstream_status);
-        n.last_seq = s.seq;
-        n.updated_at = &s.time;
-    }
-    n
-}
-
 /// Updates the index rows of the actions a batch touched, with the same
 /// result as applying each record's update in turn: a record with a
 /// summary creates the row if absent, then every record updates it.
@@ -143,16 +113,22 @@ pub(super) fn index(
         } else {
             0
         };
-        let n = net(&t.steps[from..]);
+        // The net effect of those records' updates.
+        let steps = &t.steps[from..];
+        let mut n = IndexUpdate::default();
+        for s in steps {
+            n.absorb(s.index);
+        }
+        let (last_seq, updated_at) = steps.last().map_or((0, ""), |s| (s.seq, s.time.as_str()));
         up.action_id.push(t.action_id);
-        up.state.push(n.state);
+        up.state.push(n.state.map(|st| st.as_str()));
         up.risk.push(n.risk);
         up.expires_at.push(n.expires_at);
         up.lease_until.push(n.lease_until);
         up.forward_claimed.push(n.forward_claimed);
         up.upstream_status.push(n.upstream_status);
-        up.last_seq.push(n.last_seq);
-        up.updated_at.push(n.updated_at);
+        up.last_seq.push(last_seq);
+        up.updated_at.push(updated_at);
     }
     tx.execute(
         &st.update_index,
@@ -189,10 +165,10 @@ struct NewRows<'a> {
 #[derive(Default)]
 struct UpdateRows<'a> {
     action_id: Vec<&'a str>,
-    state: Vec<Option<&'a str>>,
-    risk: Vec<Option<&'a str>>,
-    expires_at: Vec<Option<&'a str>>,
-    lease_until: Vec<Option<&'a str>>,
+    state: Vec<Option<&'static str>>,
+    risk: Vec<Option<String>>,
+    expires_at: Vec<Option<String>>,
+    lease_until: Vec<Option<String>>,
     forward_claimed: Vec<bool>,
     upstream_status: Vec<Option<i64>>,
     last_seq: Vec<i64>,
