@@ -577,7 +577,7 @@ async fn a_jwks_url_rotation_is_picked_up_and_an_outage_keeps_the_last_good_keys
     .await;
     assert!(failed_fetches >= before + 2, "countersign kept asking");
     assert_eq!(status(&k2).await, 200);
-    let ready = get_json(&format!("http://{}/readyz", cs.admin_addr)).await;
+    let ready = readyz(cs.admin_addr).await;
     assert!(
         ready.to_string().contains("jwks"),
         "the failing refresh shows: {ready}"

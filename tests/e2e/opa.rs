@@ -150,17 +150,6 @@ decision := {"action": "allow", "risk": "low", "rules": ["vendor.known"]} if {
 default decision := {"action": "deny", "risk": "medium", "rules": ["vendor.unknown"]}
 "#;
 
-async fn readyz(admin: std::net::SocketAddr) -> Value {
-    client()
-        .get(format!("http://{admin}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_documents_decide_make_the_revision_reload_and_replay() {
     let upstream = Upstream::start().await;

@@ -455,6 +455,40 @@ pub async fn get_json(url: &str) -> Value {
     json_of(client().get(url)).await
 }
 
+/// The action ids `countersign audit list --json` prints for this config,
+/// with `extra` options, in its order (newest first); the command must
+/// succeed.
+pub fn audit_list_ids(config: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "audit",
+        "list",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = countersign(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["action_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// `GET /readyz` on an admin listener (`host:port`), as JSON.
+pub async fn readyz(admin: impl std::fmt::Display) -> Value {
+    get_json(&format!("http://{admin}/readyz")).await
+}
+
 async fn json_of(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
 }

@@ -2,7 +2,6 @@
 //! protects: edited held requests, edited index rows and calls cut off by a
 //! crash never lead to an unapproved or repeated forward.
 
-use serde_json::Value;
 
 use crate::cli::{spawn_serve, HOLD_FOR_ALICE_AND_BOB};
 use crate::holds::Admin;
@@ -45,10 +44,6 @@ fn decided(d: &Deployment, id: &str) -> (i64, String, String) {
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )
     .unwrap()
-}
-
-async fn readyz(admin: &str) -> Value {
-    get_json(&format!("http://{admin}/readyz")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,31 +321,7 @@ async fn actions_not_yet_indexed_are_listed_after_a_kill_and_a_restart() {
 
     // The CLI, with the server down: every action, from the records.
     let config = d.config_path();
-    let list = |extra: &[&str]| -> Vec<String> {
-        let mut args = vec![
-            "audit",
-            "list",
-            "--config",
-            config.to_str().unwrap(),
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let out = countersign(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["action_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
+    let list = |extra: &[&str]| audit_list_ids(&config, extra);
     let mut want = ids.clone();
     want.sort();
     let mut listed = list(&[]);
