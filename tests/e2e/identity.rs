@@ -199,12 +199,6 @@ async fn echoed_agent(resp: reqwest::Response) -> Value {
     serde_json::from_str(body["reasons"][0].as_str().unwrap()).unwrap()
 }
 
-fn edit_config(d: &Deployment, from: &str, to: &str) {
-    let yaml = std::fs::read_to_string(d.config_path()).unwrap();
-    assert!(yaml.contains(from), "{from} is in the config");
-    std::fs::write(d.config_path(), yaml.replacen(from, to, 1)).unwrap();
-}
-
 /// The refusal record of a call answered 401.
 async fn refused(d: &Deployment, resp: reqwest::Response, reason: &str) -> Value {
     assert_eq!(resp.status(), 401, "{reason}");
@@ -439,8 +433,7 @@ async fn a_route_that_requires_identity_refuses_calls_that_prove_none() {
     let upstream = Upstream::start().await;
     let key = SigningKey::es256("k1");
     let d = jwt_deployment(&upstream.url(), &[&key], "");
-    edit_config(
-        &d,
+    d.edit_config(
         "    timeout: 1s\n",
         "    timeout: 1s\n    identity: { required: true }\n",
     );
@@ -983,8 +976,7 @@ async fn a_loopback_sidecar_asserts_its_pod_and_a_token_still_takes_precedence()
     );
     let key = SigningKey::es256("k1");
     let d = jwt_deployment(&upstream.url(), &[&key], "");
-    edit_config(
-        &d,
+    d.edit_config(
         "leeway: 5s }\n",
         "leeway: 5s }\n  pod: { subject_env: CS_TEST_POD_IDENTITY }\n",
     );
@@ -1001,7 +993,7 @@ async fn a_loopback_sidecar_asserts_its_pod_and_a_token_still_takes_precedence()
     cs.stop().await;
 
     // Not on a loopback listener: refused at load.
-    edit_config(&d, "listen: 127.0.0.1:0", "listen: 0.0.0.0:0");
+    d.edit_config("listen: 127.0.0.1:0", "listen: 0.0.0.0:0");
     let out = countersign(&["check", "--config", d.config_path().to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

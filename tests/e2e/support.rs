@@ -304,6 +304,17 @@ audit: {{ store: \"sqlite://audit.db\", busy_timeout: 200ms }}
         self.dir.path().join("audit.db")
     }
 
+    /// Replaces the first `from` in the config with `to`; `from` must be
+    /// there (an edit that finds nothing would test the defaults).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let yaml = std::fs::read_to_string(self.config_path()).unwrap();
+        assert!(
+            yaml.contains(from),
+            "`{from}` is not in the config:\n{yaml}"
+        );
+        std::fs::write(self.config_path(), yaml.replacen(from, to, 1)).unwrap();
+    }
+
     pub async fn start(&self) -> countersign::app::Running {
         std::env::set_var("CS_TEST_ADMIN_TOKEN", ADMIN_TOKEN);
         let config = countersign::config::Config::load(&self.config_path()).unwrap();

@@ -216,13 +216,6 @@ fn memory_kb(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
-/// Replaces `from` in the deployment's config.
-fn edit_config(d: &Deployment, from: &str, to: &str) {
-    let yaml = std::fs::read_to_string(d.config_path()).unwrap();
-    assert!(yaml.contains(from), "{from} is not in the config");
-    std::fs::write(d.config_path(), yaml.replace(from, to)).unwrap();
-}
-
 /// `countersign serve` as a real process, killed when dropped.
 struct Serve {
     child: std::process::Child,
@@ -301,8 +294,7 @@ fn a_thousand_unfinished_uploads_stay_within_the_body_budget() {
         ALLOW_ALL,
         "limits: { max_buffered_body_bytes: 16777216 }\nlog: { format: json }\n",
     );
-    edit_config(
-        &d,
+    d.edit_config(
         "max_body_bytes: 4096",
         &format!("max_body_bytes: {DECLARED}"),
     );
@@ -627,7 +619,7 @@ async fn readyz_reports_a_full_disk_until_space_is_freed() {
         eprintln!("skipped: mounting a tmpfs needs CAP_SYS_ADMIN; the lock-based readiness test covers the mechanism");
         return;
     };
-    edit_config(&d, "sqlite://audit.db", "sqlite://disk/audit.db");
+    d.edit_config("sqlite://audit.db", "sqlite://disk/audit.db");
     let cs = d.start().await;
     let (status, _, _, body) = post(cs.proxy_addr, "/v1/payouts").await;
     assert_eq!(status, 201, "{body}");

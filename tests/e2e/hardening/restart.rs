@@ -2,7 +2,6 @@
 //! protects: edited held requests, edited index rows and calls cut off by a
 //! crash never lead to an unapproved or repeated forward.
 
-
 use crate::cli::{spawn_serve, HOLD_FOR_ALICE_AND_BOB};
 use crate::holds::Admin;
 use crate::support::*;

@@ -22,19 +22,12 @@ fn canary(what: &str) -> String {
 
 /// Adds the route's `upstream_auth` (header `authorization`, from `env`).
 fn with_credential(d: &Deployment, env: &str) {
-    edit_config(
-        d,
+    d.edit_config(
         "    timeout: 1s\n",
         &format!(
             "    timeout: 1s\n    upstream_auth: {{ header: authorization, value_env: {env} }}\n"
         ),
     );
-}
-
-fn edit_config(d: &Deployment, from: &str, to: &str) {
-    let yaml = std::fs::read_to_string(d.config_path()).unwrap();
-    assert!(yaml.contains(from), "{from} is in the config");
-    std::fs::write(d.config_path(), yaml.replacen(from, to, 1)).unwrap();
 }
 
 fn assert_nowhere(canaries: &[&str], places: &[(&str, &[u8])]) {
@@ -471,7 +464,7 @@ async fn request_bodies_are_recorded_up_to_the_cap_and_held_ones_once_whole() {
         DENY_OR_HOLD_FOR_ALICE,
         "hold: { wait: 10s }\n",
     );
-    edit_config(&d, "max_body_bytes: 4096", "max_body_bytes: 2097152");
+    d.edit_config("max_body_bytes: 4096", "max_body_bytes: 2097152");
     let cs = d.start().await;
     let proxy = cs.proxy_addr;
     let body = format!(r#"{{"blob": "{}"}}"#, "b".repeat(1024 * 1024));

@@ -1010,3 +1010,73 @@ async fn an_envoy_policy_cannot_set_the_headers_that_route_and_frame_the_call() 
     assert!(!head.contains("host: evil.example"), "{head}");
     cs.stop().await;
 }
+
+/// The route's own credential replaces whatever the agent sent in its
+/// place, and nothing that describes the agent's connection, or claims to
+/// be countersign's, reaches the upstream, however the agent spells it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_gets_the_routes_credential_and_none_of_the_agents_connection_headers() {
+    let upstream = RawUpstream::start().await;
+    std::env::set_var("TARGET_TEST_CREDENTIAL", "Bearer route-secret");
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
+    d.edit_config(
+        "    timeout: 1s\n",
+        "    timeout: 1s\n    upstream_auth: { header: authorization, value_env: TARGET_TEST_CREDENTIAL }\n",
+    );
+    let cs = d.start().await;
+    let headers: &[&[u8]] = &[
+        b"authorization: Bearer agent-one",
+        b"Authorization: Bearer agent-two",
+        b"proxy-authorization: Basic YWdlbnQ6cHc=",
+        b"te: trailers",
+        b"upgrade: h2c",
+        b"connection: keep-alive, upgrade, te, x-hop",
+        b"x-hop: dropped-as-named",
+        b"keep-alive: timeout=5",
+        b"x-countersign-action-id: forged",
+        b"x-kept: yes",
+    ];
+    let answer = send_raw(
+        cs.proxy_addr,
+        &raw("POST", b"/v1/payouts", headers, b"{\"a\":1}"),
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    let head = &seen[0].head;
+    assert_eq!(head.matches("authorization:").count(), 1, "{head}");
+    assert!(
+        head.contains("authorization: bearer route-secret"),
+        "{head}"
+    );
+    for gone in [
+        "agent-one",
+        "agent-two",
+        "proxy-authorization",
+        "te:",
+        "upgrade",
+        "x-hop",
+        "keep-alive: timeout",
+        "forged",
+    ] {
+        assert!(!head.contains(gone), "{gone} reached the upstream: {head}");
+    }
+    assert_eq!(
+        head.matches("x-countersign-action-id:").count(),
+        1,
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("x-countersign-action-id: {}", answer.action_id())),
+        "{head}"
+    );
+    assert!(head.contains("x-kept: yes"), "{head}");
+    assert_eq!(seen[0].body, b"{\"a\":1}");
+    cs.stop().await;
+}
