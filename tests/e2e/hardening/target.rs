@@ -820,6 +820,8 @@ async fn agent_headers_are_sent_once_named_and_small_or_refused() {
     cs.stop().await;
 }
 
+const HELD_BODY: &[u8] = br#"{"amount": 5000, "currency": "EUR"}"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_hold_forwards_the_canonical_target_it_was_judged_on() {
     let upstream = RawUpstream::start().await;
@@ -832,11 +834,17 @@ async fn an_approved_hold_forwards_the_canonical_target_it_was_judged_on() {
             b"content-type: application/json",
             b"x-agent-id: ap-agent-7",
             b"x-evidence-invoice: INV-204",
+            b"x-session: agent-cookie",
+            b"x-countersign-action-id: forged",
         ];
-        let body = br#"{"amount": 5000, "currency": "EUR"}"#;
         send_raw(
             proxy,
-            &raw("POST", b"/v1/invoices/%2E%2E/payouts?x=%41", headers, body),
+            &raw(
+                "POST",
+                b"/v1/invoices/%2E%2E/payouts?x=%41",
+                headers,
+                HELD_BODY,
+            ),
         )
         .await
     });
@@ -848,6 +856,18 @@ async fn an_approved_hold_forwards_the_canonical_target_it_was_judged_on() {
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].line, "POST /v1/payouts?x=A HTTP/1.1");
+    // The body byte for byte; the agent's own headers and anything off the
+    // allowlist stay behind (a held call forwards what the record kept).
+    assert_eq!(seen[0].body, HELD_BODY);
+    let head = &seen[0].head;
+    assert!(head.contains("content-type: application/json"), "{head}");
+    for gone in ["x-agent-id", "x-evidence", "agent-cookie", "forged"] {
+        assert!(!head.contains(gone), "{gone} reached the upstream: {head}");
+    }
+    assert!(
+        head.contains(&format!("x-countersign-action-id: {id}")),
+        "{head}"
+    );
     let decided = payload_of(&d.db_path(), &id, "decided");
     assert_eq!(decided["request"]["target"], "/v1/payouts?x=A");
     assert_eq!(
