@@ -802,28 +802,24 @@ async fn run(
         trace.decision_lost = true;
         return Err(Outcome::StoreUnavailable(e.to_string()));
     }
-    let rules: Vec<String> = decision
-        .rules
-        .iter()
-        .map(|r| secrets.scrub_str(r).unwrap_or_else(|| r.clone()))
-        .collect();
     // Allowed calls are the bulk of the traffic and the record has them:
-    // the system log names them at debug, denials and holds at info.
+    // the system log names them at debug, denials and holds at info. (The
+    // fields, the scrubbed rules among them, are built only for a line
+    // that is written.)
     macro_rules! decided {
         ($level:ident) => {
             tracing::$level!(action_id, route = %route.config.name, method = %request.method,
                 path = %request.path, action = decision.action.as_str(), risk = %decision.risk,
-                ?rules, "decided")
+                rules = ?scrubbed(&decision.rules, &secrets), "decided")
         };
     }
     match decision.action {
-        Action::Allow => decided!(debug),
-        Action::Deny | Action::Hold => decided!(info),
-    }
-
-    match decision.action {
-        Action::Deny => Err(Outcome::Denied(Box::new(decision))),
+        Action::Deny => {
+            decided!(info);
+            Err(Outcome::Denied(Box::new(decision)))
+        }
         Action::Hold => {
+            decided!(info);
             let hold = hold.expect("the contract requires approval with hold");
             shared.sealed.keep(
                 action_id,
@@ -853,6 +849,7 @@ async fn run(
             Ok(Ran::Held(Box::new(HeldCall { hold, mcp_call })))
         }
         Action::Allow => {
+            decided!(debug);
             let envoy = decision.envoy.as_ref();
             let mut response = forward(
                 shared,
@@ -903,6 +900,14 @@ async fn await_review(
         )),
         (_, answer) => answer,
     }
+}
+
+/// Rule ids as the system log may show them: the call's secrets scrubbed.
+fn scrubbed(rules: &[String], secrets: &Secrets) -> Vec<String> {
+    rules
+        .iter()
+        .map(|r| secrets.scrub_str(r).unwrap_or_else(|| r.clone()))
+        .collect()
 }
 
 /// Appends policy-given headers to an answer; a list gives one header per value.
