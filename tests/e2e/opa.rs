@@ -409,13 +409,20 @@ async fn an_opa_bundle_file_is_the_policy() {
     assert_eq!(upstream.seen().len(), 1);
     cs.stop().await;
 
-    // An entry that climbs out of the bundle is refused by name.
-    write_bundle(
-        &d.dir.path().join("bundle.tar.gz"),
-        &[("../evil.rego", BUNDLE_POLICY)],
-    );
-    let out = countersign(&["check", "--config", d.config_path().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("climbs out of the bundle"), "{err}");
+    // An entry that climbs out of the bundle, or an absolute one, is
+    // refused by name.
+    for name in ["../evil.rego", "/etc/evil.rego"] {
+        write_bundle(
+            &d.dir.path().join("bundle.tar.gz"),
+            &[(name, BUNDLE_POLICY)],
+        );
+        let out = countersign(&["check", "--config", d.config_path().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("absolute or climbs out of the bundle"),
+            "{name}: {err}"
+        );
+        assert!(err.contains(name), "{name}: {err}");
+    }
 }
