@@ -110,9 +110,6 @@ fn read_within(bundle: &Path, max_bytes: u64) -> Result<Vec<(String, Source)>, P
     }
     // By path components, as a directory's files are (`a/x` before `a-b/x`).
     out.sort_by(|a, b| Path::new(&a.1.path).cmp(Path::new(&b.1.path)));
-    if !out.iter().any(|(_, s)| s.path.ends_with(".rego")) {
-        return Err(PolicyError::Empty(bundle.display().to_string()));
-    }
     Ok(out)
 }
 

@@ -324,19 +324,14 @@ pub fn revision_on_disk(dir: &Path) -> Result<String, PolicyError> {
 }
 
 /// The policy files and data documents of `dir` (a directory or a
-/// bundle), tests left out; at least one `.rego` file.
+/// bundle), tests left out. (Without a `.rego` file among them this still
+/// has a revision, so the reloader tries it and reports it refused.)
 fn read_policy(dir: &Path) -> Result<Vec<(String, Source)>, PolicyError> {
     if bundle::is_bundle(dir) {
-        return bundle::read(dir);
+        bundle::read(dir)
+    } else {
+        read_sources(&policy_files(dir, false)?, dir)
     }
-    let files = policy_files(dir, false)?;
-    if !files
-        .iter()
-        .any(|f| f.extension().is_some_and(|e| e == "rego"))
-    {
-        return Err(PolicyError::Empty(dir.display().to_string()));
-    }
-    read_sources(&files, dir)
 }
 
 /// Reads the files, computes the revision and adds them to a fresh engine.
@@ -426,6 +421,9 @@ impl Policy {
     pub fn load(settings: &PolicyConfig) -> Result<Policy, PolicyError> {
         let dir = settings.dir.as_path();
         let read = read_policy(dir)?;
+        if !read.iter().any(|(_, s)| s.path.ends_with(".rego")) {
+            return Err(PolicyError::Empty(dir.display().to_string()));
+        }
         Policy::compile(read, &dir.display().to_string(), settings)
     }
 

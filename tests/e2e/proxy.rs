@@ -674,6 +674,29 @@ async fn policy_changes_reload_and_a_broken_one_keeps_the_last_good_in_force() {
         metrics.contains("countersign_reload_failures_total{what=\"policy\"} 1"),
         "{metrics}"
     );
+
+    // Emptied (every .rego file gone): refused and reported the same way.
+    std::fs::remove_file(d.dir.path().join("policies/broken.rego")).unwrap();
+    std::fs::remove_file(d.dir.path().join("policies/policy.rego")).unwrap();
+    let status = eventually(ready, |s| {
+        s["policy"]["reload_error"]
+            .as_str()
+            .is_some_and(|e| !e.contains("broken.rego"))
+    })
+    .await;
+    let error = status["policy"]["reload_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains(".rego"), "{status}");
+    assert_eq!(status["policy"]["revision"], second, "{status}");
+    assert_eq!(
+        c.get(format!("http://{}/v1/balance", cs.proxy_addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
     cs.stop().await;
 }
 
