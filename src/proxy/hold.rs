@@ -24,12 +24,33 @@ use crate::http::{full, json as json_response, Body};
 /// Path prefix of the status URLs on the proxy listener.
 pub const STATUS_PREFIX: &str = "/.countersign/actions/";
 
-/// Cancels the action if the agent's request is dropped (the agent hung
-/// up) while `hold.on_wait_timeout` is `cancel`.
-struct CancelOnDrop {
+/// Cancels the action if the agent's call is dropped (the agent hung up)
+/// while `hold.on_wait_timeout` is `cancel`. The pipeline arms it before
+/// the hold's `decided` record is sent to the store, not when the wait
+/// begins: hyper drops a call's future as soon as it sees the agent's
+/// end close, possibly before polling it again after that commit, and a
+/// guard made later would then never exist.
+pub struct CancelOnDrop {
     shared: Arc<Shared>,
     action_id: String,
     armed: bool,
+}
+
+impl CancelOnDrop {
+    /// A guard for `action_id`, armed if the configuration cancels holds
+    /// whose agent stops waiting.
+    pub fn new(shared: &Arc<Shared>, action_id: &str) -> CancelOnDrop {
+        CancelOnDrop {
+            shared: shared.clone(),
+            action_id: action_id.to_string(),
+            armed: shared.config.hold.on_wait_timeout == OnWaitTimeout::Cancel,
+        }
+    }
+
+    /// The call is answered (or was never held): dropping cancels nothing.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for CancelOnDrop {
@@ -37,6 +58,10 @@ impl Drop for CancelOnDrop {
         if self.armed {
             let (shared, id) = (self.shared.clone(), self.action_id.clone());
             tokio::spawn(async move {
+                // The `decided` record may still be on its way to the
+                // store (the call was dropped while committing it): wait
+                // for what is queued, so the cancel finds the action.
+                let _ = shared.store.flush().await;
                 if approval::cancel(&shared, &id, "the agent hung up while waiting").await {
                     tracing::info!(action_id = %id, "agent hung up; hold cancelled");
                 }
@@ -53,19 +78,18 @@ const POLL_SHARED: Duration = Duration::from_secs(1);
 /// the reviews; this one wakes whenever the store says the action changed,
 /// forwards it itself once approved (so the agent gets the whole answer),
 /// and expires it on time.
+///
+/// `guard` is the call's hang-up guard (armed by the pipeline before the
+/// hold was committed); it is disarmed here once the agent has an answer.
 pub async fn wait(
     shared: &Arc<Shared>,
     action_id: &str,
     hold: &Hold,
+    mut guard: CancelOnDrop,
 ) -> Result<Response<Body>, Outcome> {
     let cfg = &shared.config.hold;
     let registration = shared.waiters.register(action_id);
     let waiter = registration.waiter.clone();
-    let mut guard = CancelOnDrop {
-        shared: shared.clone(),
-        action_id: action_id.to_string(),
-        armed: cfg.on_wait_timeout == OnWaitTimeout::Cancel,
-    };
     let deadline = tokio::time::Instant::now() + cfg.wait;
     let expiry = tokio::time::Instant::now()
         + hold
@@ -78,7 +102,7 @@ pub async fn wait(
         let looked = Box::pin(look(shared, action_id, &waiter));
         let looked = looked.await;
         if let Some(answer) = looked {
-            guard.armed = false;
+            guard.disarm();
             return answer;
         }
         let now = tokio::time::Instant::now();
@@ -101,14 +125,16 @@ pub async fn wait(
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
-    guard.armed = false;
     if cfg.on_wait_timeout == OnWaitTimeout::Cancel {
+        // Still armed while the cancellation commits: an agent that hangs
+        // up now is cancelled by the guard instead.
         let cancelled = Box::pin(approval::cancel(
             shared,
             action_id,
             "not decided within hold.wait (on_wait_timeout: cancel)",
         ));
         let cancelled = cancelled.await;
+        guard.disarm();
         if cancelled {
             return Err(Outcome::WaitCancelled);
         }

@@ -794,11 +794,19 @@ async fn run(
         index,
     }
     .redacted(&secrets);
+    // A held call is guarded from here: if the agent hangs up while the
+    // hold commits, or before the wait begins, the hold is still cancelled
+    // (under `on_wait_timeout: cancel`).
+    let mut hang_up = (decision.action == Action::Hold)
+        .then(|| super::hold::CancelOnDrop::new(shared, action_id));
     let committed = shared
         .revisions
         .commit_decided(&shared.store, &policy, decided)
         .await;
     if let Err(e) = committed {
+        if let Some(g) = &mut hang_up {
+            g.disarm();
+        }
         trace.decision_lost = true;
         return Err(Outcome::StoreUnavailable(e.to_string()));
     }
@@ -821,6 +829,7 @@ async fn run(
         Action::Hold => {
             decided!(info);
             let hold = hold.expect("the contract requires approval with hold");
+            let hang_up = hang_up.expect("armed with the hold");
             shared.sealed.keep(
                 action_id,
                 approval::Sealed {
@@ -838,7 +847,7 @@ async fn run(
             {
                 let interval = shared.config.hold.progress_interval;
                 let (shared, id) = (shared.clone(), action_id.to_string());
-                let wait = async move { super::hold::wait(&shared, &id, &hold).await };
+                let wait = async move { super::hold::wait(&shared, &id, &hold, hang_up).await };
                 return Ok(Ran::Answered(super::mcp::hold_with_progress(
                     call.clone(),
                     action_id.to_string(),
@@ -846,7 +855,11 @@ async fn run(
                     wait,
                 )));
             }
-            Ok(Ran::Held(Box::new(HeldCall { hold, mcp_call })))
+            Ok(Ran::Held(Box::new(HeldCall {
+                hold,
+                mcp_call,
+                hang_up,
+            })))
         }
         Action::Allow => {
             decided!(debug);
@@ -881,6 +894,8 @@ enum Ran {
 struct HeldCall {
     hold: Hold,
     mcp_call: Option<super::mcp::Call>,
+    /// Cancels the hold if the agent hangs up (armed before the commit).
+    hang_up: super::hold::CancelOnDrop,
 }
 
 /// Waits for the reviewers' verdict on a held call (up to `hold.wait`) and
@@ -888,9 +903,16 @@ struct HeldCall {
 async fn await_review(
     shared: &Arc<Shared>,
     action_id: &str,
-    HeldCall { hold, mcp_call }: HeldCall,
+    HeldCall {
+        hold,
+        mcp_call,
+        hang_up,
+    }: HeldCall,
 ) -> Result<Response<Body>, Outcome> {
-    match (&mcp_call, super::hold::wait(shared, action_id, &hold).await) {
+    match (
+        &mcp_call,
+        super::hold::wait(shared, action_id, &hold, hang_up).await,
+    ) {
         // Not decided within hold.wait: the MCP client gets a tool error
         // naming the action; the call stays held.
         (Some(call), Ok(r)) if r.status() == StatusCode::ACCEPTED => Ok(super::mcp::still_held(

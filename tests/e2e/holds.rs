@@ -483,6 +483,56 @@ async fn on_wait_timeout_cancel_answers_504_and_cancels() {
     cs.stop().await;
 }
 
+/// An agent that sends a held call and hangs up at once. hyper drops the
+/// call's future wherever it is when it sees the close: evaluating,
+/// committing the hold, or about to wait (possibly without polling it
+/// again after the commit). However far each call got, none is left
+/// pending, and nothing is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_hangs_up_at_any_moment_leaves_no_hold_pending() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        ONE_APPROVER,
+        "hold: { wait: 30s, on_wait_timeout: cancel }\n",
+    );
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    let body = r#"{"amount": 10, "currency": "EUR", "to": "Globex"}"#;
+    let request = format!(
+        "POST /v1/payouts HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         x-agent-id: ap-agent-7\r\ncontent-length: {}\r\n\r\n{body}",
+        cs.proxy_addr,
+        body.len()
+    );
+    // Hang-ups spread over the first few milliseconds of each call.
+    for i in 0..40u64 {
+        let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
+        agent.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_micros(i * 150)).await;
+        drop(agent);
+    }
+    let settled = |rows: &Vec<(i64, String, String, Value)>| {
+        let decided = rows.iter().filter(|r| r.2 == "decided").count();
+        let cancelled = rows.iter().filter(|r| r.2 == "cancelled").count();
+        decided > 0 && decided == cancelled
+    };
+    let rows = eventually(async || records(&d.db_path()), settled).await;
+    let decided: Vec<&String> = rows
+        .iter()
+        .filter(|r| r.2 == "decided")
+        .map(|r| &r.1)
+        .collect();
+    assert!(!decided.is_empty(), "no call got as far as its hold");
+    for id in decided {
+        assert_eq!(kinds_of(&d.db_path(), id), ["decided", "cancelled"], "{id}");
+    }
+    assert!(admin.pending().await.is_empty());
+    assert!(upstream.seen().is_empty());
+    cs.stop().await;
+}
+
 /// An independent Standard Webhooks check: HMAC-SHA256 (RFC 2104) over
 /// `id.timestamp.body` with the base64-decoded secret, written from the spec
 /// rather than taken from the library countersign uses.
