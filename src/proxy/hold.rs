@@ -170,7 +170,12 @@ async fn look(
             None
         }
         State::Approved if life.claim.is_none() => {
-            match execute::forward(shared, action_id).await {
+            // In a task of its own, as the webhook's and the sweep's
+            // forwards are: an agent that hangs up mid-forward does not
+            // cut it short, and its result is still recorded.
+            let (s, id) = (shared.clone(), action_id.to_string());
+            let forwarding = tokio::spawn(async move { execute::forward(&s, &id).await });
+            match forwarding.await.unwrap_or(Forwarded::NotOurs) {
                 Forwarded::Delivered(d) => Some(Ok(relay(&d))),
                 Forwarded::Failed { error, status, .. } => {
                     Some(Err(upstream_failure(error, status)))

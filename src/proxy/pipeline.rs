@@ -863,19 +863,18 @@ async fn run(
         }
         Action::Allow => {
             decided!(debug);
-            let envoy = decision.envoy.as_ref();
-            let mut response = forward(
+            let mut response = forward_to_end(
                 shared,
                 action_id,
                 route,
-                &parts.headers,
-                envoy,
+                parts.headers,
+                decision.envoy.clone(),
                 request,
                 secrets,
             )
             .await?;
             // opa-envoy's `response_headers_to_add` come back to the agent.
-            if let Some(e) = envoy {
+            if let Some(e) = &decision.envoy {
                 add_headers(response.headers_mut(), &e.response_headers_to_add);
             }
             Ok(Ran::Answered(response))
@@ -948,6 +947,53 @@ fn failed(action_id: &str, stage: &str, outcome: &Outcome, secrets: &Secrets) ->
         outcome.status().as_u16(),
     )
     .redacted(secrets)
+}
+
+/// Forwards an allowed call in a task of its own, so that it runs to its
+/// end even if the agent hangs up (hyper then drops the call's future):
+/// once the request may have reached the upstream, its result is
+/// recorded, not left for the sweep to mark interrupted. An answer nobody
+/// is left to hear still has its `completed` record written.
+async fn forward_to_end(
+    shared: &Arc<Shared>,
+    action_id: &str,
+    route: &Route,
+    agent_headers: hyper::HeaderMap,
+    envoy: Option<crate::policy::decision::EnvoyResult>,
+    request: CapturedRequest,
+    secrets: Secrets,
+) -> Result<Response<Body>, Outcome> {
+    let route_at = shared
+        .routes
+        .iter()
+        .position(|r| std::ptr::eq(r, route))
+        .expect("the call's route is one of this process's routes");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (shared, id) = (shared.clone(), action_id.to_string());
+    tokio::spawn(async move {
+        let route = &shared.routes[route_at];
+        let out = forward(
+            &shared,
+            &id,
+            route,
+            &agent_headers,
+            envoy.as_ref(),
+            request,
+            secrets,
+        )
+        .await;
+        if let Err(Ok(mut unheard)) = tx.send(out) {
+            if let Some(ResultRecord(completed)) = unheard.extensions_mut().remove() {
+                shared.store.enqueue(vec![completed]);
+            }
+            tracing::info!(action_id = %id, "the agent hung up before its answer; the result is recorded");
+        }
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err(Outcome::UpstreamFailed(
+            "the forward stopped unexpectedly; see the system log".into(),
+        ))
+    })
 }
 
 /// Responses up to this size are read whole before answering; larger or

@@ -533,6 +533,41 @@ async fn an_agent_that_hangs_up_at_any_moment_leaves_no_hold_pending() {
     cs.stop().await;
 }
 
+/// An agent that hangs up while its approved call is upstream (this
+/// process forwards it for the waiting agent): the forward runs to its
+/// end and its result is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_hangs_up_mid_approved_forward_still_gets_the_result_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ONE_APPROVER, "hold: { wait: 30s }\n");
+    // /slow answers after 3 s.
+    d.edit_config("    timeout: 1s\n", "    timeout: 10s\n");
+    let cs = d.start().await;
+    let admin = Admin::of(&cs);
+    let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
+    let request = format!(
+        "POST /slow HTTP/1.1\r\nhost: {}\r\ncontent-length: 2\r\n\r\n{{}}",
+        cs.proxy_addr
+    );
+    agent.write_all(request.as_bytes()).await.unwrap();
+    let id = admin.wait_pending(1).await.remove(0);
+    let (s, _) = admin.review(&id, "alice", "approve").await;
+    assert_eq!(s, 200);
+    eventually(async || upstream.seen().len(), |n| *n == 1).await;
+    drop(agent);
+    wait_for_records(&d.db_path(), &id, 5).await;
+    assert_eq!(
+        kinds_of(&d.db_path(), &id),
+        ["decided", "reviewed", "approved", "forwarded", "completed"]
+    );
+    assert_eq!(
+        payload_of(&d.db_path(), &id, "completed")["response"]["status"],
+        201
+    );
+    cs.stop().await;
+}
+
 /// An independent Standard Webhooks check: HMAC-SHA256 (RFC 2104) over
 /// `id.timestamp.body` with the base64-decoded secret, written from the spec
 /// rather than taken from the library countersign uses.

@@ -224,6 +224,42 @@ async fn slow_upstream_gets_504_and_is_recorded_failed() {
     cs.stop().await;
 }
 
+/// An agent that hangs up while its allowed call is upstream: the forward
+/// runs to its end and the upstream's answer is recorded (not left for the
+/// sweep to mark interrupted, which would say only that nobody knows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_hangs_up_mid_forward_still_gets_the_result_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
+    // /slow answers after 3 s.
+    d.edit_config("    timeout: 1s\n", "    timeout: 10s\n");
+    let cs = d.start().await;
+    let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
+    let request = format!("GET /slow HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
+    agent.write_all(request.as_bytes()).await.unwrap();
+    eventually(async || upstream.seen().len(), |n| *n == 1).await;
+    drop(agent);
+    let ids = eventually(
+        async || {
+            let rows = records(&d.db_path());
+            rows.iter()
+                .filter(|r| r.2 == "completed")
+                .map(|r| r.1.clone())
+                .collect::<Vec<_>>()
+        },
+        |ids| !ids.is_empty(),
+    )
+    .await;
+    assert_eq!(ids.len(), 1, "the answer nobody heard is recorded");
+    assert_eq!(kinds_of(&d.db_path(), &ids[0]), ["decided", "completed"]);
+    assert_eq!(
+        payload_of(&d.db_path(), &ids[0], "completed")["response"]["status"],
+        201
+    );
+    cs.stop().await;
+}
+
 /// Sends a payout the policy cannot decide; returns the `failed` record.
 async fn refused_by_policy(policy: &str, extra: &str, expect_in_error: &str) -> Value {
     let upstream = Upstream::start().await;
