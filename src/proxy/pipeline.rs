@@ -354,7 +354,11 @@ pub async fn handle(
     };
     if recorded {
         let mut drafts = Vec::with_capacity(2);
-        if let Some(ResultRecord(completed)) = response.extensions_mut().remove() {
+        if let Some(completed) = response
+            .extensions_mut()
+            .remove::<ResultRecord>()
+            .and_then(|r| r.take())
+        {
             drafts.push(completed);
         }
         drafts.push(answered(&action_id, &response, own_body, &trace.secrets));
@@ -387,9 +391,42 @@ struct Trace {
 }
 
 /// The `completed` record of a relayed upstream answer, riding on the
-/// response to `handle`, which queues it with the `answered` record.
+/// response to `handle`, which queues it with the `answered` record. If
+/// the response is dropped instead (the agent hung up as it was handed
+/// over, and hyper dropped the call before `handle` ran again), the
+/// record is queued on its own: an answer nobody heard is still recorded.
 #[derive(Clone)]
-struct ResultRecord(Draft);
+struct ResultRecord(Arc<UnqueuedResult>);
+
+struct UnqueuedResult {
+    draft: std::sync::Mutex<Option<Draft>>,
+    store: crate::audit::store::Store,
+}
+
+impl ResultRecord {
+    fn new(draft: Draft, shared: &Shared) -> ResultRecord {
+        ResultRecord(Arc::new(UnqueuedResult {
+            draft: std::sync::Mutex::new(Some(draft)),
+            store: shared.store.clone(),
+        }))
+    }
+
+    /// The record, for `handle` to queue (once).
+    fn take(&self) -> Option<Draft> {
+        let mut d = self.0.draft.lock().unwrap_or_else(|e| e.into_inner());
+        d.take()
+    }
+}
+
+impl Drop for UnqueuedResult {
+    fn drop(&mut self) {
+        let d = self.draft.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(completed) = d.take() {
+            tracing::info!(action_id = %completed.action_id, "the agent hung up before its answer; the result is recorded");
+            self.store.enqueue(vec![completed]);
+        }
+    }
+}
 
 /// Marks a response countersign wrote itself (not the upstream's), with
 /// its JSON body, so the `answered` record can keep what the agent got.
@@ -794,17 +831,23 @@ async fn run(
         index,
     }
     .redacted(&secrets);
-    // A held call is guarded from here: if the agent hangs up while the
-    // hold commits, or before the wait begins, the hold is still cancelled
-    // (under `on_wait_timeout: cancel`).
+    // Guarded from here, before the record is sent (hyper drops the call
+    // when the agent hangs up, possibly without polling it again after the
+    // commit): a held call is still cancelled (under `on_wait_timeout:
+    // cancel`), an allowed one is recorded as never sent.
     let mut hang_up = (decision.action == Action::Hold)
         .then(|| super::hold::CancelOnDrop::new(shared, action_id));
+    let mut unsent =
+        (decision.action == Action::Allow).then(|| UnsentOnDrop::new(shared, action_id));
     let committed = shared
         .revisions
         .commit_decided(&shared.store, &policy, decided)
         .await;
     if let Err(e) = committed {
         if let Some(g) = &mut hang_up {
+            g.disarm();
+        }
+        if let Some(g) = &mut unsent {
             g.disarm();
         }
         trace.decision_lost = true;
@@ -864,8 +907,7 @@ async fn run(
         Action::Allow => {
             decided!(debug);
             let mut response = forward_to_end(
-                shared,
-                action_id,
+                unsent.expect("armed with the allow"),
                 route,
                 parts.headers,
                 decision.envoy.clone(),
@@ -949,30 +991,82 @@ fn failed(action_id: &str, stage: &str, outcome: &Outcome, secrets: &Secrets) ->
     .redacted(secrets)
 }
 
+/// Records an allowed call as never sent if the agent hangs up after its
+/// `decided` record went to the store but before the forward began.
+/// Without it the sweep would later mark the call `forward_interrupted`
+/// (whether the upstream acted is unknown) when nothing was sent.
+struct UnsentOnDrop {
+    shared: Arc<Shared>,
+    action_id: String,
+    armed: bool,
+}
+
+const UNSENT: &str = "the agent hung up before the call was forwarded; nothing was sent upstream";
+
+impl UnsentOnDrop {
+    fn new(shared: &Arc<Shared>, action_id: &str) -> UnsentOnDrop {
+        UnsentOnDrop {
+            shared: shared.clone(),
+            action_id: action_id.to_string(),
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for UnsentOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (shared, id) = (self.shared.clone(), std::mem::take(&mut self.action_id));
+        tokio::spawn(async move {
+            // The `decided` record may still be queued: let it commit first.
+            let _ = shared.store.flush().await;
+            let Ok(Some(life)) = shared.store.action(&id).await else {
+                return;
+            };
+            if life.state != State::Allowed || life.ending.is_some() {
+                return;
+            }
+            // 499: nginx's "client closed request"; nobody got an answer.
+            let d = Draft::failed(&id, "forward", "agent_hung_up", UNSENT, 499);
+            if let Ok(true) = shared.store.commit_if(&id, life.last_seq, vec![d]).await {
+                tracing::info!(action_id = %id, "agent hung up before the forward; recorded as not sent");
+            }
+        });
+    }
+}
+
 /// Forwards an allowed call in a task of its own, so that it runs to its
 /// end even if the agent hangs up (hyper then drops the call's future):
 /// once the request may have reached the upstream, its result is
 /// recorded, not left for the sweep to mark interrupted. An answer nobody
-/// is left to hear still has its `completed` record written.
+/// is left to hear still has its `completed` record written. (`unsent`
+/// guards the call until then, and names it.)
 async fn forward_to_end(
-    shared: &Arc<Shared>,
-    action_id: &str,
+    mut unsent: UnsentOnDrop,
     route: &Route,
     agent_headers: hyper::HeaderMap,
     envoy: Option<crate::policy::decision::EnvoyResult>,
     request: CapturedRequest,
     secrets: Secrets,
 ) -> Result<Response<Body>, Outcome> {
+    let (shared, id) = (unsent.shared.clone(), unsent.action_id.clone());
     let route_at = shared
         .routes
         .iter()
         .position(|r| std::ptr::eq(r, route))
         .expect("the call's route is one of this process's routes");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (shared, id) = (shared.clone(), action_id.to_string());
-    tokio::spawn(async move {
+    // Dropping the handle (the agent hung up) leaves the task running; the
+    // answer it returns then drops with its `ResultRecord`, which queues
+    // the record.
+    let forwarding = tokio::spawn(async move {
         let route = &shared.routes[route_at];
-        let out = forward(
+        forward(
             &shared,
             &id,
             route,
@@ -981,15 +1075,11 @@ async fn forward_to_end(
             request,
             secrets,
         )
-        .await;
-        if let Err(Ok(mut unheard)) = tx.send(out) {
-            if let Some(ResultRecord(completed)) = unheard.extensions_mut().remove() {
-                shared.store.enqueue(vec![completed]);
-            }
-            tracing::info!(action_id = %id, "the agent hung up before its answer; the result is recorded");
-        }
+        .await
     });
-    rx.await.unwrap_or_else(|_| {
+    // From here the forward's own task records how it ends.
+    unsent.disarm();
+    forwarding.await.unwrap_or_else(|_| {
         Err(Outcome::UpstreamFailed(
             "the forward stopped unexpectedly; see the system log".into(),
         ))
@@ -1126,7 +1216,9 @@ async fn forward(
         let response = match shared.config.audit.result_durability {
             // Handed to the writer by `handle`, with the `answered` record:
             // one hand-off for both.
-            ResultDurability::AfterResponse => response.extension(ResultRecord(completed)),
+            ResultDurability::AfterResponse => {
+                response.extension(ResultRecord::new(completed, shared))
+            }
             // The agent sees the answer only once its record is durable.
             ResultDurability::BeforeResponse => {
                 shared.store.commit_until_durable(vec![completed]).await;

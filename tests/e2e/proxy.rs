@@ -260,6 +260,61 @@ async fn an_agent_that_hangs_up_mid_forward_still_gets_the_result_recorded() {
     cs.stop().await;
 }
 
+/// Agents that hang up at every moment of an allowed call. Each action
+/// ends at once and says what happened upstream: `completed` if the
+/// upstream got it (it sees the action id), `failed` / `agent_hung_up` if
+/// nothing was sent; never left for the sweep to call "unknown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_that_hang_up_at_any_moment_leave_an_exact_record() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
+    let cs = d.start().await;
+    let body = r#"{"amount": 10}"#;
+    let request = format!(
+        "POST /v1/payouts HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        cs.proxy_addr,
+        body.len()
+    );
+    for i in 0..40u64 {
+        let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
+        agent.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_micros(i * 100)).await;
+        drop(agent);
+    }
+    let ended = |rows: &Vec<(i64, String, String, Value)>| {
+        let decided = rows.iter().filter(|r| r.2 == "decided").count();
+        let ends = rows
+            .iter()
+            .filter(|r| r.2 == "completed" || r.2 == "failed")
+            .count();
+        decided > 0 && decided == ends
+    };
+    let rows = eventually(async || records(&d.db_path()), ended).await;
+    assert!(ended(&rows), "an action was left unended");
+    let sent: Vec<String> = upstream
+        .seen()
+        .iter()
+        .map(|s| {
+            s.headers["x-countersign-action-id"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for (_, id, _, _) in rows.iter().filter(|r| r.2 == "decided") {
+        if sent.contains(id) {
+            assert_eq!(kinds_of(&d.db_path(), id), ["decided", "completed"], "{id}");
+        } else {
+            assert_eq!(kinds_of(&d.db_path(), id), ["decided", "failed"], "{id}");
+            let failed = payload_of(&d.db_path(), id, "failed");
+            assert_eq!(failed["reason"], "agent_hung_up", "{id}");
+        }
+    }
+    cs.stop().await;
+}
+
 /// Sends a payout the policy cannot decide; returns the `failed` record.
 async fn refused_by_policy(policy: &str, extra: &str, expect_in_error: &str) -> Value {
     let upstream = Upstream::start().await;
