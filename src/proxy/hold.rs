@@ -14,7 +14,7 @@ use super::pipeline::Outcome;
 use crate::app::Shared;
 use crate::approval::execute::{self, Forwarded};
 use crate::approval::{self, Delivered, Waiter};
-use crate::audit::lifecycle::{Ending, Hold, Lifecycle};
+use crate::audit::lifecycle::{Ending, Lifecycle};
 use crate::audit::record::State;
 use crate::audit::store::StoreError;
 use crate::audit::view::action_json;
@@ -84,7 +84,7 @@ const POLL_SHARED: Duration = Duration::from_secs(1);
 pub async fn wait(
     shared: &Arc<Shared>,
     action_id: &str,
-    hold: &Hold,
+    expires_at: SystemTime,
     mut guard: CancelOnDrop,
 ) -> Result<Response<Body>, Outcome> {
     let cfg = &shared.config.hold;
@@ -92,8 +92,7 @@ pub async fn wait(
     let waiter = registration.waiter.clone();
     let deadline = tokio::time::Instant::now() + cfg.wait;
     let expiry = tokio::time::Instant::now()
-        + hold
-            .expires_at
+        + expires_at
             .duration_since(SystemTime::now())
             .unwrap_or_default();
     loop {
@@ -106,23 +105,30 @@ pub async fn wait(
             return answer;
         }
         let now = tokio::time::Instant::now();
-        let poll = if shared.store.is_shared() {
-            now + POLL_SHARED
-        } else {
-            deadline.max(expiry) // local changes always poke
-        };
-        // Past the expiry (the expiry could not be recorded yet: the store
-        // is failing), look again now and then rather than in a tight loop.
-        let expiry_wake = if now < expiry {
-            expiry
-        } else {
-            now + Duration::from_millis(200)
-        };
+        if now >= deadline {
+            break;
+        }
+        // One timer, for the first of: the end of the wait; the expiry, if
+        // it comes first (past it, when the expiry could not be recorded
+        // yet because the store is failing, now and then rather than in a
+        // tight loop); on a shared store, the next poll (its notifications
+        // can be lost with a connection; local changes always notify).
+        // Ten thousand held calls each keep this future while they wait.
+        let mut wake = deadline;
+        if expiry < deadline {
+            let expiry_wake = if now < expiry {
+                expiry
+            } else {
+                now + Duration::from_millis(200)
+            };
+            wake = wake.min(expiry_wake);
+        }
+        if shared.store.is_shared() {
+            wake = wake.min(now + POLL_SHARED);
+        }
         tokio::select! {
             _ = waiter.changed.notified() => {}
-            _ = tokio::time::sleep_until(poll) => {}
-            _ = tokio::time::sleep_until(expiry_wake), if expiry < deadline => {}
-            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
     if cfg.on_wait_timeout == OnWaitTimeout::Cancel {

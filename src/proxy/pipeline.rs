@@ -890,7 +890,9 @@ async fn run(
             {
                 let interval = shared.config.hold.progress_interval;
                 let (shared, id) = (shared.clone(), action_id.to_string());
-                let wait = async move { super::hold::wait(&shared, &id, &hold, hang_up).await };
+                let expires_at = hold.expires_at;
+                let wait =
+                    async move { super::hold::wait(&shared, &id, expires_at, hang_up).await };
                 return Ok(Ran::Answered(super::mcp::hold_with_progress(
                     call.clone(),
                     action_id.to_string(),
@@ -899,7 +901,7 @@ async fn run(
                 )));
             }
             Ok(Ran::Held(Box::new(HeldCall {
-                hold,
+                expires_at: hold.expires_at,
                 mcp_call,
                 hang_up,
             })))
@@ -933,7 +935,8 @@ enum Ran {
 
 /// What a held call needs while it waits.
 struct HeldCall {
-    hold: Hold,
+    /// When the hold expires (the rest of it is in the record).
+    expires_at: SystemTime,
     mcp_call: Option<super::mcp::Call>,
     /// Cancels the hold if the agent hangs up (armed before the commit).
     hang_up: super::hold::CancelOnDrop,
@@ -945,14 +948,14 @@ async fn await_review(
     shared: &Arc<Shared>,
     action_id: &str,
     HeldCall {
-        hold,
+        expires_at,
         mcp_call,
         hang_up,
     }: HeldCall,
 ) -> Result<Response<Body>, Outcome> {
     match (
         &mcp_call,
-        super::hold::wait(shared, action_id, &hold, hang_up).await,
+        super::hold::wait(shared, action_id, expires_at, hang_up).await,
     ) {
         // Not decided within hold.wait: the MCP client gets a tool error
         // naming the action; the call stays held.
