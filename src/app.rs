@@ -61,6 +61,10 @@ pub struct Shared {
     pub admin_tls: Option<TlsSource>,
     /// How callers prove who they are.
     pub identity: crate::identity::Identity,
+    /// Work that runs to its end even if the call that began it is
+    /// dropped (the agent hung up): forwards, a hold's commit, the records
+    /// of a hang-up. Shutdown waits for it before closing the store.
+    pub detached: tokio_util::task::TaskTracker,
     /// Why the newest files on disk were refused, by what (policy,
     /// reviewers, tls), while they are.
     reload_errors: RwLock<BTreeMap<&'static str, String>>,
@@ -156,6 +160,17 @@ impl Running {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        // Forwards whose agents hung up, and the records of hang-ups, are
+        // not connections: they are waited for here, within the same grace.
+        self.shared.detached.close();
+        if tokio::time::timeout(GRACE, self.shared.detached.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "calls still forwarding after the grace period; they will be marked forward_interrupted at the next start"
+            );
         }
         if let Err(e) = self.shared.store.close().await {
             tracing::error!(error = %e, "some result records could not be committed before exit");
@@ -278,6 +293,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tls: tls.clone(),
         admin_tls: admin_tls.clone(),
         identity,
+        detached: tokio_util::task::TaskTracker::new(),
         reload_errors: RwLock::new(BTreeMap::new()),
     });
     // Changed actions (ours, or other processes' on a shared store) wake

@@ -57,7 +57,7 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed {
             let (shared, id) = (self.shared.clone(), self.action_id.clone());
-            tokio::spawn(async move {
+            self.shared.detached.spawn(async move {
                 // The `decided` record may still be on its way to the
                 // store (the call was dropped while committing it): wait
                 // for what is queued, so the cancel finds the action.
@@ -180,8 +180,20 @@ async fn look(
             // forwards are: an agent that hangs up mid-forward does not
             // cut it short, and its result is still recorded.
             let (s, id) = (shared.clone(), action_id.to_string());
-            let forwarding = tokio::spawn(async move { execute::forward(&s, &id).await });
-            match forwarding.await.unwrap_or(Forwarded::NotOurs) {
+            let forwarding = shared
+                .detached
+                .spawn(async move { execute::forward(&s, &id).await });
+            let forwarded = forwarding.await.unwrap_or_else(|e| {
+                tracing::error!(action_id, error = %e, "the approved forward stopped unexpectedly");
+                Forwarded::Failed {
+                    reason: "forward_interrupted".into(),
+                    error:
+                        "the forward stopped unexpectedly; whether the upstream acted is unknown"
+                            .into(),
+                    status: 502,
+                }
+            });
+            match forwarded {
                 Forwarded::Delivered(d) => Some(Ok(relay(&d))),
                 Forwarded::Failed { error, status, .. } => {
                     Some(Err(upstream_failure(error, status)))

@@ -839,10 +839,41 @@ async fn run(
         .then(|| super::hold::CancelOnDrop::new(shared, action_id));
     let mut unsent =
         (decision.action == Action::Allow).then(|| UnsentOnDrop::new(shared, action_id));
-    let committed = shared
-        .revisions
-        .commit_decided(&shared.store, &policy, decided)
-        .await;
+    let committed = match (&hold, decision.action) {
+        // A hold's commit, and what must follow it (keeping the real query
+        // for the forward, notifying the reviewers), run to their end in a
+        // task of their own: an agent that hangs up while the hold commits
+        // still leaves a hold its reviewers hear of and can have forwarded.
+        (Some(held), Action::Hold) => {
+            let sealed = approval::Sealed {
+                path_and_query: held.forward.path_and_query.clone(),
+                secrets: secrets.clone(),
+                keep_until: held.expires_at + route.config.timeout + shared.config.audit.lease,
+            };
+            let notice = notice(shared, action_id, held, &decision, &story);
+            let (shared, id, policy) = (shared.clone(), action_id.to_string(), policy.clone());
+            let announced = shared.detached.clone().spawn(async move {
+                let committed = shared
+                    .revisions
+                    .commit_decided(&shared.store, &policy, decided)
+                    .await;
+                if committed.is_ok() {
+                    shared.sealed.keep(&id, sealed);
+                    approval::notify::spawn(&shared, &id, notice);
+                }
+                committed.map_err(|e| e.to_string())
+            });
+            announced.await.unwrap_or_else(|e| {
+                tracing::error!(action_id, error = %e, "the hold's commit stopped unexpectedly");
+                Err("the hold's commit stopped unexpectedly; see the system log".into())
+            })
+        }
+        _ => shared
+            .revisions
+            .commit_decided(&shared.store, &policy, decided)
+            .await
+            .map_err(|e| e.to_string()),
+    };
     if let Err(e) = committed {
         if let Some(g) = &mut hang_up {
             g.disarm();
@@ -851,7 +882,7 @@ async fn run(
             g.disarm();
         }
         trace.decision_lost = true;
-        return Err(Outcome::StoreUnavailable(e.to_string()));
+        return Err(Outcome::StoreUnavailable(e));
     }
     // Allowed calls are the bulk of the traffic and the record has them:
     // the system log names them at debug, denials and holds at info. (The
@@ -873,16 +904,6 @@ async fn run(
             decided!(info);
             let hold = hold.expect("the contract requires approval with hold");
             let hang_up = hang_up.expect("armed with the hold");
-            shared.sealed.keep(
-                action_id,
-                approval::Sealed {
-                    path_and_query: hold.forward.path_and_query.clone(),
-                    secrets: secrets.clone(),
-                    keep_until: hold.expires_at + route.config.timeout + shared.config.audit.lease,
-                },
-            );
-            let notice = notice(shared, action_id, &hold, &decision, &story);
-            approval::notify::spawn(shared, action_id, notice);
             // An MCP client that sent a progress token hears from us while it waits.
             if let Some(call) = mcp_call
                 .as_ref()
@@ -1026,7 +1047,7 @@ impl Drop for UnsentOnDrop {
             return;
         }
         let (shared, id) = (self.shared.clone(), std::mem::take(&mut self.action_id));
-        tokio::spawn(async move {
+        self.shared.detached.spawn(async move {
             // The `decided` record may still be queued: let it commit first.
             let _ = shared.store.flush().await;
             let Ok(Some(life)) = shared.store.action(&id).await else {
@@ -1067,7 +1088,7 @@ async fn forward_to_end(
     // Dropping the handle (the agent hung up) leaves the task running; the
     // answer it returns then drops with its `ResultRecord`, which queues
     // the record.
-    let forwarding = tokio::spawn(async move {
+    let forwarding = shared.detached.clone().spawn(async move {
         let route = &shared.routes[route_at];
         forward(
             &shared,
@@ -1082,9 +1103,12 @@ async fn forward_to_end(
     });
     // From here the forward's own task records how it ends.
     unsent.disarm();
-    forwarding.await.unwrap_or_else(|_| {
+    forwarding.await.unwrap_or_else(|e| {
+        // No result record: the sweep marks the call `forward_interrupted`
+        // once its lease runs out (the upstream may have acted).
+        tracing::error!(action_id = %unsent.action_id, error = %e, "the forward stopped unexpectedly");
         Err(Outcome::UpstreamFailed(
-            "the forward stopped unexpectedly; see the system log".into(),
+            "the forward stopped unexpectedly; whether the upstream acted is unknown".into(),
         ))
     })
 }

@@ -513,12 +513,25 @@ async fn an_agent_that_hangs_up_at_any_moment_leaves_no_hold_pending() {
         tokio::time::sleep(Duration::from_micros(i * 150)).await;
         drop(agent);
     }
-    let settled = |rows: &Vec<(i64, String, String, Value)>| {
+    // Settled: every hold cancelled and none pending; probed again after a
+    // pause, since a late call may still have been on its way to its hold.
+    let settled = |(rows, pending): &(Vec<Row>, Vec<String>)| {
         let decided = rows.iter().filter(|r| r.2 == "decided").count();
         let cancelled = rows.iter().filter(|r| r.2 == "cancelled").count();
-        decided > 0 && decided == cancelled
+        decided > 0 && decided == cancelled && pending.is_empty()
     };
-    let rows = eventually(async || records(&d.db_path()), settled).await;
+    eventually(
+        async || (records(&d.db_path()), admin.pending().await),
+        settled,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rows, pending) = eventually(
+        async || (records(&d.db_path()), admin.pending().await),
+        settled,
+    )
+    .await;
+    assert!(pending.is_empty(), "holds left pending: {pending:?}");
     let decided: Vec<&String> = rows
         .iter()
         .filter(|r| r.2 == "decided")
@@ -528,7 +541,6 @@ async fn an_agent_that_hangs_up_at_any_moment_leaves_no_hold_pending() {
     for id in decided {
         assert_eq!(kinds_of(&d.db_path(), id), ["decided", "cancelled"], "{id}");
     }
-    assert!(admin.pending().await.is_empty());
     assert!(upstream.seen().is_empty());
     cs.stop().await;
 }

@@ -283,7 +283,7 @@ async fn agents_that_hang_up_at_any_moment_leave_an_exact_record() {
         tokio::time::sleep(std::time::Duration::from_micros(i * 100)).await;
         drop(agent);
     }
-    let ended = |rows: &Vec<(i64, String, String, Value)>| {
+    let ended = |rows: &Vec<Row>| {
         let decided = rows.iter().filter(|r| r.2 == "decided").count();
         let ends = rows
             .iter()
@@ -312,6 +312,77 @@ async fn agents_that_hang_up_at_any_moment_leave_an_exact_record() {
             assert_eq!(failed["reason"], "agent_hung_up", "{id}");
         }
     }
+    cs.stop().await;
+}
+
+/// The moment the sweeps above can only hope to hit, made certain: the
+/// agents hang up while their decisions wait for the store (the test holds
+/// SQLite's write lock). Once the lock is released, the allowed call ends
+/// `failed` / `agent_hung_up` and nothing reaches the upstream; the held
+/// call is cancelled (under `on_wait_timeout: cancel`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_that_hang_up_while_their_decision_commits_are_recorded_exactly() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let policy = r#"package countersign
+import rego.v1
+default decision := {"action": "allow", "risk": "low"}
+decision := {"action": "hold", "risk": "medium", "reasons": ["held"], "rules": ["test.hold"],
+  "approval": {"reviewers": ["alice"], "min": 1}} if startswith(input.request.path, "/v1/held")
+"#;
+    let d = Deployment::new(
+        &upstream.url(),
+        policy,
+        "hold: { wait: 30s, on_wait_timeout: cancel }\n",
+    );
+    d.edit_config("busy_timeout: 200ms", "busy_timeout: 10s");
+    let cs = d.start().await;
+    let lock = rusqlite::Connection::open(d.db_path()).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut agents = Vec::new();
+    for path in ["/v1/allowed", "/v1/held"] {
+        let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
+        agent.write_all(request.as_bytes()).await.unwrap();
+        agents.push(agent);
+    }
+    // Both decisions are made (and go to the store straight after) and
+    // wait on the lock; then the agents go.
+    let admin = format!("http://{}", cs.admin_addr);
+    let evaluated = eventually(
+        async || gauge(&admin, "countersign_policy_eval_seconds_count").await,
+        |n| *n >= 2.0,
+    )
+    .await;
+    assert_eq!(evaluated, 2.0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(agents);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    lock.execute_batch("COMMIT").unwrap();
+    let kinds = |path: &'static str| {
+        let db = d.db_path();
+        async move {
+            let rows = records(&db);
+            let Some(id) = rows
+                .iter()
+                .find(|r| r.2 == "decided" && r.3["request"]["path"] == path)
+                .map(|r| r.1.clone())
+            else {
+                return (String::new(), Vec::new());
+            };
+            let kinds = kinds_of(&db, &id);
+            (id, kinds)
+        }
+    };
+    let (allowed, k) = eventually(async || kinds("/v1/allowed").await, |(_, k)| k.len() == 2).await;
+    assert_eq!(k, ["decided", "failed"]);
+    assert_eq!(
+        payload_of(&d.db_path(), &allowed, "failed")["reason"],
+        "agent_hung_up"
+    );
+    let (_, k) = eventually(async || kinds("/v1/held").await, |(_, k)| k.len() == 2).await;
+    assert_eq!(k, ["decided", "cancelled"]);
+    assert!(upstream.seen().is_empty(), "nothing was forwarded");
     cs.stop().await;
 }
 

@@ -382,8 +382,11 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
-/// Every record in the SQLite file, in seq order: (seq, action_id, kind, payload).
-pub fn records(db: &Path) -> Vec<(i64, String, String, Value)> {
+/// One record as the tests read it: (seq, action_id, kind, payload).
+pub type Row = (i64, String, String, Value);
+
+/// Every record in the SQLite file, in seq order.
+pub fn records(db: &Path) -> Vec<Row> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut stmt = conn
         .prepare("SELECT seq, action_id, kind, payload FROM records ORDER BY seq")
