@@ -34,6 +34,10 @@ pub struct CancelOnDrop {
     shared: Arc<Shared>,
     action_id: String,
     armed: bool,
+    /// Set when it fires, for the task committing the hold: a cancel that
+    /// ran before the hold was in the store found nothing to cancel, so
+    /// that task cancels once it has committed ([`CancelOnDrop::fired`]).
+    gone: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CancelOnDrop {
@@ -44,6 +48,24 @@ impl CancelOnDrop {
             shared: shared.clone(),
             action_id: action_id.to_string(),
             armed: shared.config.hold.on_wait_timeout == OnWaitTimeout::Cancel,
+            gone: Arc::default(),
+        }
+    }
+
+    /// For the task that commits the hold: whether the guard has fired (the
+    /// agent hung up while armed). Checked after the commit, so between it
+    /// and the guard's own cancel one of the two finds the hold.
+    pub fn fired(&self) -> impl Fn() -> bool + Send + 'static {
+        let gone = self.gone.clone();
+        move || gone.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Cancels the hold for an agent that hung up, once queued records
+    /// are in (the `decided` record may still be on its way).
+    pub async fn cancel_for_hang_up(shared: &Arc<Shared>, action_id: &str) {
+        let _ = shared.store.flush().await;
+        if approval::cancel(shared, action_id, "the agent hung up while waiting").await {
+            tracing::info!(action_id, "agent hung up; hold cancelled");
         }
     }
 
@@ -56,16 +78,11 @@ impl CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed {
+            self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
             let (shared, id) = (self.shared.clone(), self.action_id.clone());
-            self.shared.detached.spawn(async move {
-                // The `decided` record may still be on its way to the
-                // store (the call was dropped while committing it): wait
-                // for what is queued, so the cancel finds the action.
-                let _ = shared.store.flush().await;
-                if approval::cancel(&shared, &id, "the agent hung up while waiting").await {
-                    tracing::info!(action_id = %id, "agent hung up; hold cancelled");
-                }
-            });
+            self.shared
+                .detached
+                .spawn(async move { CancelOnDrop::cancel_for_hang_up(&shared, &id).await });
         }
     }
 }

@@ -851,6 +851,7 @@ async fn run(
                 keep_until: held.expires_at + route.config.timeout + shared.config.audit.lease,
             };
             let notice = notice(shared, action_id, held, &decision, &story);
+            let gone = hang_up.as_ref().map(|g| g.fired());
             let (shared, id, policy) = (shared.clone(), action_id.to_string(), policy.clone());
             let announced = shared.detached.clone().spawn(async move {
                 let committed = shared
@@ -860,6 +861,11 @@ async fn run(
                 if committed.is_ok() {
                     shared.sealed.keep(&id, sealed);
                     approval::notify::spawn(&shared, &id, notice);
+                    // The agent hung up before this commit landed: the
+                    // guard's own cancel may have found nothing yet.
+                    if gone.is_some_and(|gone| gone()) {
+                        super::hold::CancelOnDrop::cancel_for_hang_up(&shared, &id).await;
+                    }
                 }
                 committed.map_err(|e| e.to_string())
             });
