@@ -190,7 +190,10 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One connection's place under the listener's limit, held for the
-/// connection's life and counted in the open-connections gauge.
+/// connection's life and counted in the open-connections gauge. Each
+/// request carries it ([`ConnectionSlot`]), so work that outlives its
+/// connection (a forward whose agent hung up) keeps the place until it
+/// ends: hanging up cannot put more calls upstream than the limit.
 struct Slot {
     _permit: OwnedSemaphorePermit,
     metrics: Arc<ListenerMetrics>,
@@ -205,6 +208,10 @@ impl Slot {
         }
     }
 }
+
+/// A request's share of its connection's [`Slot`] (a request extension).
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<Slot>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -259,11 +266,12 @@ pub async fn serve(
         let Some((stream, peer)) = accept(&listener, &mut shutdown, what).await else {
             break;
         };
-        let slot = Slot::new(permit, limits.metrics.clone());
+        let slot = ConnectionSlot(Arc::new(Slot::new(permit, limits.metrics.clone())));
         let _ = stream.set_nodelay(true);
         match &tls {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service(&handler, None));
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service(&handler, None, slot.clone()));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _slot = slot;
@@ -279,7 +287,7 @@ pub async fn serve(
                 let handshake_timeout = limits.header_read_timeout;
                 let handler = handler.clone();
                 tokio::spawn(async move {
-                    let _slot = slot;
+                    let _slot = slot.clone();
                     let stream =
                         match tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream))
                             .await
@@ -296,10 +304,10 @@ pub async fn serve(
                         c.check(stream.get_ref().1.peer_certificates())
                             .map(|p| PeerCertificate(Arc::new(p)))
                     });
-                    let conn = watcher.watch(
-                        builder
-                            .serve_connection(TokioIo::new(stream), service(&handler, presented)),
-                    );
+                    let conn = watcher.watch(builder.serve_connection(
+                        TokioIo::new(stream),
+                        service(&handler, presented, slot),
+                    ));
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -319,6 +327,7 @@ pub async fn serve(
 fn service(
     handler: &Handler,
     presented: Option<PeerCertificate>,
+    slot: ConnectionSlot,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -330,6 +339,7 @@ fn service(
         if let Some(p) = &presented {
             req.extensions_mut().insert(p.clone());
         }
+        req.extensions_mut().insert(slot.clone());
         let answer = handler(req);
         async move { Ok::<_, Infallible>(answer.await) }
     })

@@ -299,7 +299,7 @@ impl Metrics {
                 "countersign_reload_failures_total{{what=\"{what}\"}} {n}"
             );
         }
-        out.push_str("# HELP countersign_open_connections Connections open now, by listener.\n# TYPE countersign_open_connections gauge\n");
+        out.push_str("# HELP countersign_open_connections Connections open now, by listener (with forwards that outlive their connection).\n# TYPE countersign_open_connections gauge\n");
         for (listener, m) in [
             ("proxy", &self.proxy_listener),
             ("admin", &self.admin_listener),

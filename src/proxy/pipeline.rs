@@ -935,9 +935,13 @@ async fn run(
         }
         Action::Allow => {
             decided!(debug);
+            let slot = parts
+                .extensions
+                .get::<crate::http::ConnectionSlot>()
+                .cloned();
             let mut response = forward_to_end(
                 unsent.expect("armed with the allow"),
-                route,
+                (route, slot),
                 parts.headers,
                 decision.envoy.clone(),
                 request,
@@ -1077,9 +1081,12 @@ impl Drop for UnsentOnDrop {
 /// recorded, not left for the sweep to mark interrupted. An answer nobody
 /// is left to hear still has its `completed` record written. (`unsent`
 /// guards the call until then, and names it.)
+///
+/// The connection's slot goes with the forward: an agent cannot put more
+/// calls upstream than `limits.max_connections` by hanging up.
 async fn forward_to_end(
     mut unsent: UnsentOnDrop,
-    route: &Route,
+    (route, slot): (&Route, Option<crate::http::ConnectionSlot>),
     agent_headers: hyper::HeaderMap,
     envoy: Option<crate::policy::decision::EnvoyResult>,
     request: CapturedRequest,
@@ -1095,6 +1102,7 @@ async fn forward_to_end(
     // answer it returns then drops with its `ResultRecord`, which queues
     // the record.
     let forwarding = shared.detached.clone().spawn(async move {
+        let _slot = slot;
         let route = &shared.routes[route_at];
         forward(
             &shared,

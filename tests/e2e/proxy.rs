@@ -260,6 +260,46 @@ async fn an_agent_that_hangs_up_mid_forward_still_gets_the_result_recorded() {
     cs.stop().await;
 }
 
+/// A forward whose agent hung up keeps its connection's place under
+/// `limits.max_connections`: hanging up cannot put more calls upstream
+/// than the limit allows. With a limit of one, the next agent is served
+/// only once the forward it would overtake has its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_whose_agent_hung_up_still_counts_against_the_connection_limit() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        ALLOW_ALL,
+        "limits: { max_connections: 1 }\n",
+    );
+    // /slow answers after 3 s.
+    d.edit_config("    timeout: 1s\n", "    timeout: 10s\n");
+    let cs = d.start().await;
+    let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
+    let request = format!("GET /slow HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
+    agent.write_all(request.as_bytes()).await.unwrap();
+    eventually(async || upstream.seen().len(), |n| *n == 1).await;
+    drop(agent);
+    let next = client()
+        .get(format!("http://{}/v1/next", cs.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 201);
+    let completed: Vec<Row> = records(&d.db_path())
+        .into_iter()
+        .filter(|r| r.2 == "completed")
+        .collect();
+    assert!(
+        completed
+            .iter()
+            .any(|r| r.3["response"]["status"] == 201 && r.1 != action_id(&next)),
+        "the next agent was served before the hung-up forward ended"
+    );
+    cs.stop().await;
+}
+
 /// Agents that hang up at every moment of an allowed call. Each action
 /// ends at once and says what happened upstream: `completed` if the
 /// upstream got it (it sees the action id), `failed` / `agent_hung_up` if
