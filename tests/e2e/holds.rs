@@ -490,7 +490,6 @@ async fn on_wait_timeout_cancel_answers_504_and_cancels() {
 /// pending, and nothing is forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_hangs_up_at_any_moment_leaves_no_hold_pending() {
-    use tokio::io::AsyncWriteExt;
     let upstream = Upstream::start().await;
     let d = Deployment::new(
         &upstream.url(),
@@ -508,8 +507,7 @@ async fn an_agent_that_hangs_up_at_any_moment_leaves_no_hold_pending() {
     );
     // Hang-ups spread over the first few milliseconds of each call.
     for i in 0..40u64 {
-        let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
-        agent.write_all(request.as_bytes()).await.unwrap();
+        let agent = raw_agent(cs.proxy_addr, &request).await;
         tokio::time::sleep(Duration::from_micros(i * 150)).await;
         drop(agent);
     }
@@ -550,19 +548,17 @@ async fn an_agent_that_hangs_up_at_any_moment_leaves_no_hold_pending() {
 /// end and its result is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_hangs_up_mid_approved_forward_still_gets_the_result_recorded() {
-    use tokio::io::AsyncWriteExt;
     let upstream = Upstream::start().await;
     let d = Deployment::new(&upstream.url(), ONE_APPROVER, "hold: { wait: 30s }\n");
     // /slow answers after 3 s.
     d.edit_config("    timeout: 1s\n", "    timeout: 10s\n");
     let cs = d.start().await;
     let admin = Admin::of(&cs);
-    let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
     let request = format!(
         "POST /slow HTTP/1.1\r\nhost: {}\r\ncontent-length: 2\r\n\r\n{{}}",
         cs.proxy_addr
     );
-    agent.write_all(request.as_bytes()).await.unwrap();
+    let agent = raw_agent(cs.proxy_addr, &request).await;
     let id = admin.wait_pending(1).await.remove(0);
     let (s, _) = admin.review(&id, "alice", "approve").await;
     assert_eq!(s, 200);

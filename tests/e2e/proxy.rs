@@ -229,15 +229,13 @@ async fn slow_upstream_gets_504_and_is_recorded_failed() {
 /// sweep to mark interrupted, which would say only that nobody knows).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_hangs_up_mid_forward_still_gets_the_result_recorded() {
-    use tokio::io::AsyncWriteExt;
     let upstream = Upstream::start().await;
     let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
     // /slow answers after 3 s.
     d.edit_config("    timeout: 1s\n", "    timeout: 10s\n");
     let cs = d.start().await;
-    let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
     let request = format!("GET /slow HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
-    agent.write_all(request.as_bytes()).await.unwrap();
+    let agent = raw_agent(cs.proxy_addr, &request).await;
     eventually(async || upstream.seen().len(), |n| *n == 1).await;
     drop(agent);
     let ids = eventually(
@@ -266,7 +264,6 @@ async fn an_agent_that_hangs_up_mid_forward_still_gets_the_result_recorded() {
 /// only once the forward it would overtake has its result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_whose_agent_hung_up_still_counts_against_the_connection_limit() {
-    use tokio::io::AsyncWriteExt;
     let upstream = Upstream::start().await;
     let d = Deployment::new(
         &upstream.url(),
@@ -276,9 +273,8 @@ async fn a_forward_whose_agent_hung_up_still_counts_against_the_connection_limit
     // /slow answers after 3 s.
     d.edit_config("    timeout: 1s\n", "    timeout: 10s\n");
     let cs = d.start().await;
-    let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
     let request = format!("GET /slow HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
-    agent.write_all(request.as_bytes()).await.unwrap();
+    let agent = raw_agent(cs.proxy_addr, &request).await;
     eventually(async || upstream.seen().len(), |n| *n == 1).await;
     drop(agent);
     let next = client()
@@ -306,7 +302,6 @@ async fn a_forward_whose_agent_hung_up_still_counts_against_the_connection_limit
 /// nothing was sent; never left for the sweep to call "unknown".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_that_hang_up_at_any_moment_leave_an_exact_record() {
-    use tokio::io::AsyncWriteExt;
     let upstream = Upstream::start().await;
     let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
     let cs = d.start().await;
@@ -318,8 +313,7 @@ async fn agents_that_hang_up_at_any_moment_leave_an_exact_record() {
         body.len()
     );
     for i in 0..40u64 {
-        let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
-        agent.write_all(request.as_bytes()).await.unwrap();
+        let agent = raw_agent(cs.proxy_addr, &request).await;
         tokio::time::sleep(std::time::Duration::from_micros(i * 100)).await;
         drop(agent);
     }
@@ -362,7 +356,6 @@ async fn agents_that_hang_up_at_any_moment_leave_an_exact_record() {
 /// call is cancelled (under `on_wait_timeout: cancel`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_that_hang_up_while_their_decision_commits_are_recorded_exactly() {
-    use tokio::io::AsyncWriteExt;
     let upstream = Upstream::start().await;
     let policy = r#"package countersign
 import rego.v1
@@ -390,9 +383,8 @@ decision := {"action": "hold", "risk": "medium", "reasons": ["held"], "rules": [
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let mut agents = Vec::new();
     for path in ["/v1/allowed", "/v1/held"] {
-        let mut agent = tokio::net::TcpStream::connect(cs.proxy_addr).await.unwrap();
         let request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
-        agent.write_all(request.as_bytes()).await.unwrap();
+        let agent = raw_agent(cs.proxy_addr, &request).await;
         agents.push(agent);
     }
     // Both decisions are made (and go to the store straight after) and

@@ -382,6 +382,15 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// An agent on a raw socket that has sent `request` (the exact bytes) and
+/// not read anything yet: dropping it hangs up.
+pub async fn raw_agent(proxy: SocketAddr, request: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut agent = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    agent.write_all(request.as_bytes()).await.unwrap();
+    agent
+}
+
 /// One record as the tests read it: (seq, action_id, kind, payload).
 pub type Row = (i64, String, String, Value);
 
