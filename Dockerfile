@@ -11,6 +11,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
+COPY vendor ./vendor
 RUN cargo build --release --locked --bin countersign \
  && strip target/release/countersign
 

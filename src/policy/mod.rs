@@ -5,6 +5,16 @@
 //! its own engine state (a clone of a warmed-up engine, or a fresh VM over a
 //! shared program), so no lock sits on the request path. The proxy runs
 //! evaluations on [`pool`]'s threads, never on the async workers.
+//!
+//! The VM fails closed only with help. Rego makes a rule body whose
+//! expression errors (a division by zero, a builtin given the wrong type)
+//! simply fail, and regorus's VM does so silently, where its interpreter
+//! reports the error. A silent failure can flip a decision: `not high_risk`
+//! becomes true, a `default allow` decides. countersign's vendored regorus
+//! counts the errors a VM evaluation absorbed (vendor/regorus/COUNTERSIGN.md);
+//! an evaluation that absorbed any is evaluated again on the interpreter,
+//! whose answer (an error, so the call is refused) is the one used. Only
+//! error-free VM evaluations are trusted, and those are the fast path.
 
 pub mod bundle;
 pub mod decision;
@@ -136,10 +146,19 @@ pub struct Policy {
     sources: Vec<Source>,
     timer: ExecutionTimerConfig,
     timeout: Duration,
-    vm: Option<(CompiledPolicy, Arc<Program>)>,
+    vm: Option<Vm>,
     engine: Engine,
     loaded_at: String,
     vm_fallback_reason: Option<String>,
+}
+
+/// What the VM needs per evaluation: the compiled policy (for its default
+/// rules), the program, and the data documents (`data.json`, `data.yaml`),
+/// which the interpreter engine holds but a VM must be given.
+struct Vm {
+    compiled: CompiledPolicy,
+    program: Arc<Program>,
+    data: Value,
 }
 
 /// The files a policy directory serves from: every `.rego` file but
@@ -488,19 +507,30 @@ impl Policy {
                 vm_fallback_reason = Some("policy.engine is interpreter".to_string());
                 None
             }
-            Ok(program) if settings.engine == EngineChoice::Vm => Some((compiled, program)),
-            Ok(_) if !vm_fails_closed() => {
+            Ok(program) if settings.engine == EngineChoice::Vm => Some(Vm {
+                compiled,
+                program,
+                data: engine.get_data(),
+            }),
+            Ok(_) if !vm_reports_absorbed_errors() => {
                 vm_fallback_reason = Some(
-                    "this regorus VM turns evaluation errors into undefined, which lets a default rule decide (fail open); \
+                    "this regorus VM does not report the evaluation errors it turns into undefined, which would let a default rule decide (fail open); \
                      set policy.engine: vm to use it anyway"
                         .to_string(),
                 );
                 None
             }
             Ok(program) => {
-                let candidate = (compiled, program);
+                let candidate = Vm {
+                    compiled,
+                    program,
+                    data: engine.get_data(),
+                };
                 match (run_vm(&candidate, probe, timer), &interpreted) {
-                    (Ok(v), Ok(i)) if v == *i => Some(candidate),
+                    (Ok((v, 0)), Ok(i)) if v == *i => Some(candidate),
+                    // An evaluation that absorbed an error is answered by
+                    // the interpreter, so it agrees by construction.
+                    (Ok((_, absorbed)), _) if absorbed > 0 => Some(candidate),
                     (Err(_), Err(_)) => Some(candidate),
                     (Ok(_), _) => {
                         vm_fallback_reason = Some(
@@ -614,13 +644,31 @@ impl Policy {
             limit: limit.min(self.timeout),
             ..self.timer
         };
+        let interpret = |input: Value, timer: ExecutionTimerConfig| {
+            let mut engine = self.engine.clone();
+            engine.set_execution_timer_config(timer);
+            engine.set_input(input);
+            engine.eval_rule(self.entrypoint.clone())
+        };
         let result = match &self.vm {
-            Some(vm) => run_vm(vm, input, timer),
-            None => {
-                let mut engine = self.engine.clone();
-                engine.set_execution_timer_config(timer);
-                engine.set_input(input);
-                engine.eval_rule(self.entrypoint.clone())
+            None => interpret(input, timer),
+            Some(vm) => {
+                let started = std::time::Instant::now();
+                match run_vm(vm, input.clone(), timer) {
+                    // Every rule body ran without an error: the VM's answer
+                    // is the policy's.
+                    Ok((value, 0)) => Ok(value),
+                    // Some body failed on an error the VM absorbed; what it
+                    // answered may rest on that. The interpreter reports
+                    // such errors, so its answer stands, within what is
+                    // left of the time limit.
+                    Ok((_, _absorbed)) => {
+                        VM_CONFIRMATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let left = timer.limit.saturating_sub(started.elapsed());
+                        interpret(input, ExecutionTimerConfig { limit: left, ..timer })
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
         let value = result.map_err(|e| {
@@ -636,6 +684,16 @@ impl Policy {
         serde_json::to_value(&value)
             .map_err(|e| PolicyError::Eval(format!("the result is not JSON: {e}")))
     }
+}
+
+/// VM evaluations run again on the interpreter because a rule body
+/// absorbed an error (process-wide, across revisions).
+static VM_CONFIRMATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many VM evaluations were confirmed on the interpreter so far (the
+/// metric `countersign_policy_vm_confirmations_total`).
+pub fn vm_confirmations() -> u64 {
+    VM_CONFIRMATIONS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether some loaded module defines a rule at `entrypoint` (or below it),
@@ -674,12 +732,14 @@ fn is_time_limit(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Whether the VM reports an evaluation error as an error. Checked once per
-/// process on a canary policy whose only non-default path divides by zero:
-/// the interpreter errors (fail closed); a VM that answers with the default
-/// would let a `default decision := allow` policy allow a call its deny rule
-/// could not evaluate.
-fn vm_fails_closed() -> bool {
+/// Whether the VM reports the evaluation errors its rule bodies absorb.
+/// Checked once per process on a canary policy whose only non-default path
+/// divides by zero: the interpreter errors (fail closed); the VM answers
+/// with the default, and must count the error it absorbed so that
+/// [`Policy::evaluate_within`] confirms the answer on the interpreter. A
+/// regorus without countersign's patch answers the default and counts
+/// nothing, and its VM is then not used.
+fn vm_reports_absorbed_errors() -> bool {
     static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ANSWER.get_or_init(|| {
         let canary = "package canary\nimport rego.v1\ndefault d := \"open\"\nd := \"closed\" if { 1 / count(input.zero) > 0 }\n";
@@ -693,15 +753,25 @@ fn vm_fails_closed() -> bool {
         };
         let timer = ExecutionTimerConfig { limit: Duration::from_secs(1), check_interval: NonZeroU32::MIN };
         let input = Value::from(serde_json::json!({"zero": []}));
-        run_vm(&(compiled, program), input, timer).is_err()
+        let data = Value::new_object();
+        match run_vm(&Vm { compiled, program, data }, input, timer) {
+            Err(_) => true,
+            Ok((_, absorbed)) => absorbed > 0,
+        }
     })
 }
 
+/// Runs the VM: its answer, and how many errors rule bodies absorbed on the
+/// way to it (a nonzero count means the answer may rest on an error).
 fn run_vm(
-    (compiled, program): &(CompiledPolicy, Arc<Program>),
+    Vm {
+        compiled,
+        program,
+        data,
+    }: &Vm,
     input: Value,
     timer: ExecutionTimerConfig,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<(Value, usize)> {
     let mut vm = RegoVM::new_with_policy(compiled.clone());
     vm.load_program(program.clone());
     // The wall-clock timer is the real bound; the instruction cap only stops
@@ -711,10 +781,11 @@ fn run_vm(
     // Undefined could let a `default` rule decide and fail open.
     vm.set_strict_builtin_errors(true);
     vm.set_execution_timer_config(Some(timer));
-    vm.set_data(Value::new_object())?;
+    vm.set_data(data.clone())?;
     vm.set_input(input);
     // Only the entrypoint was compiled, so it is entry point 0.
-    Ok(vm.execute_entry_point_by_index(0)?)
+    let value = vm.execute_entry_point_by_index(0)?;
+    Ok((value, vm.absorbed_errors()))
 }
 
 #[cfg(test)]
