@@ -665,7 +665,13 @@ impl Policy {
                     Ok((_, _absorbed)) => {
                         VM_CONFIRMATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let left = timer.limit.saturating_sub(started.elapsed());
-                        interpret(input, ExecutionTimerConfig { limit: left, ..timer })
+                        interpret(
+                            input,
+                            ExecutionTimerConfig {
+                                limit: left,
+                                ..timer
+                            },
+                        )
                     }
                     Err(e) => Err(e),
                 }

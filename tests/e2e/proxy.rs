@@ -512,7 +512,10 @@ async fn errors_the_vm_absorbs_are_confirmed_on_the_interpreter_and_fail_closed(
         let resp = payout(&client(), cs.proxy_addr, 100, Some("INV-1")).await;
         assert_eq!(resp.status(), 503, "{rules}");
         let body: Value = resp.json().await.unwrap();
-        assert!(body["error"].as_str().unwrap().contains(expect), "{rules}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(expect),
+            "{rules}: {body}"
+        );
         assert!(upstream.seen().is_empty(), "{rules}: nothing is forwarded");
         let after = metric(&admin, "countersign_policy_vm_confirmations_total").await;
         assert!(after > before, "{rules}: the confirmation is counted");
@@ -540,8 +543,16 @@ decision := {\"action\": \"deny\", \"risk\": \"high\"} if input.request.body.amo
             .body(format!(r#"{{"amount": {amount}, "to": "ACME GmbH"}}"#))
             .send()
     };
-    assert_eq!(send("250").await.unwrap().status(), 201, "a number under the limit");
-    assert_eq!(send("\"250\"").await.unwrap().status(), 403, "a string is over it");
+    assert_eq!(
+        send("250").await.unwrap().status(),
+        201,
+        "a number under the limit"
+    );
+    assert_eq!(
+        send("\"250\"").await.unwrap().status(),
+        403,
+        "a string is over it"
+    );
     let paths = upstream.seen().len();
     assert_eq!(paths, 1, "only the numeric payout was forwarded");
     cs.stop().await;
