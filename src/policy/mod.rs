@@ -628,18 +628,14 @@ impl Policy {
     /// Evaluates the entrypoint for one input and returns its raw value as
     /// JSON (`null` when the rule is undefined).
     pub fn evaluate(&self, input: Value) -> Result<serde_json::Value, PolicyError> {
-        self.evaluate_within(input, self.timeout)
+        self.evaluate_within(input, self.timeout).answer
     }
 
     /// [`Policy::evaluate`] with regorus's timer set to `limit` (at most
     /// `policy.timeout`): what is left of a caller's deadline after the
     /// evaluation waited for a thread, so no thread works for a caller that
     /// has already given up.
-    pub fn evaluate_within(
-        &self,
-        input: Value,
-        limit: Duration,
-    ) -> Result<serde_json::Value, PolicyError> {
+    pub fn evaluate_within(&self, input: Value, limit: Duration) -> Evaluation {
         let timer = ExecutionTimerConfig {
             limit: limit.min(self.timeout),
             ..self.timer
@@ -650,14 +646,14 @@ impl Policy {
             engine.set_input(input);
             engine.eval_rule(self.entrypoint.clone())
         };
-        let result = match &self.vm {
-            None => interpret(input, timer),
+        let (result, engine) = match &self.vm {
+            None => (interpret(input, timer), EngineKind::Interpreter),
             Some(vm) => {
                 let started = std::time::Instant::now();
                 match run_vm(vm, input.clone(), timer) {
                     // Every rule body ran without an error: the VM's answer
                     // is the policy's.
-                    Ok((value, 0)) => Ok(value),
+                    Ok((value, 0)) => (Ok(value), EngineKind::Vm),
                     // Some body failed on an error the VM absorbed; what it
                     // answered may rest on that. The interpreter reports
                     // such errors, so its answer stands, within what is
@@ -665,31 +661,45 @@ impl Policy {
                     Ok((_, _absorbed)) => {
                         VM_CONFIRMATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let left = timer.limit.saturating_sub(started.elapsed());
-                        interpret(
-                            input,
-                            ExecutionTimerConfig {
-                                limit: left,
-                                ..timer
-                            },
-                        )
+                        let limited = ExecutionTimerConfig {
+                            limit: left,
+                            ..timer
+                        };
+                        (interpret(input, limited), EngineKind::Interpreter)
                     }
-                    Err(e) => Err(e),
+                    Err(e) => (Err(e), EngineKind::Vm),
                 }
             }
         };
-        let value = result.map_err(|e| {
-            if is_time_limit(&e) {
-                PolicyError::Timeout(self.timeout)
-            } else {
-                PolicyError::Eval(one_line(&e.to_string()))
-            }
-        })?;
-        if value == Value::Undefined {
-            return Ok(serde_json::Value::Null);
-        }
-        serde_json::to_value(&value)
-            .map_err(|e| PolicyError::Eval(format!("the result is not JSON: {e}")))
+        let answer = result
+            .map_err(|e| {
+                if is_time_limit(&e) {
+                    PolicyError::Timeout(self.timeout)
+                } else {
+                    PolicyError::Eval(one_line(&e.to_string()))
+                }
+            })
+            .and_then(|value| {
+                if value == Value::Undefined {
+                    return Ok(serde_json::Value::Null);
+                }
+                serde_json::to_value(&value)
+                    .map_err(|e| PolicyError::Eval(format!("the result is not JSON: {e}")))
+            });
+        Evaluation { answer, engine }
     }
+}
+
+/// One evaluation: the entrypoint's value as JSON (`null` when undefined)
+/// or why there is none, and the evaluator whose answer it is. That is the
+/// interpreter when a VM evaluation was confirmed on it, so the record
+/// names the evaluator that actually decided.
+#[derive(Debug)]
+pub struct Evaluation {
+    /// The value, or the error.
+    pub answer: Result<serde_json::Value, PolicyError>,
+    /// Which evaluator gave it.
+    pub engine: EngineKind,
 }
 
 /// VM evaluations run again on the interpreter because a rule body

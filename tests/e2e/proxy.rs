@@ -543,18 +543,22 @@ decision := {\"action\": \"deny\", \"risk\": \"high\"} if input.request.body.amo
             .body(format!(r#"{{"amount": {amount}, "to": "ACME GmbH"}}"#))
             .send()
     };
+    let number = send("250").await.unwrap();
+    assert_eq!(number.status(), 201, "a number under the limit");
+    let string = send("\"250\"").await.unwrap();
+    assert_eq!(string.status(), 403, "a string is over it");
     assert_eq!(
-        send("250").await.unwrap().status(),
-        201,
-        "a number under the limit"
+        upstream.seen().len(),
+        1,
+        "only the numeric payout was forwarded"
     );
-    assert_eq!(
-        send("\"250\"").await.unwrap().status(),
-        403,
-        "a string is over it"
-    );
-    let paths = upstream.seen().len();
-    assert_eq!(paths, 1, "only the numeric payout was forwarded");
+    // The record names the evaluator whose answer decided.
+    for (resp, engine) in [(number, "vm"), (string, "interpreter")] {
+        let id = action_id(&resp);
+        wait_for_records(&d.db_path(), &id, 1).await;
+        let decided = payload_of(&d.db_path(), &id, "decided");
+        assert_eq!(decided["policy"]["engine"], engine, "{decided}");
+    }
     cs.stop().await;
 }
 
