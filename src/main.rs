@@ -7,6 +7,26 @@ use clap::Parser;
 /// small, short-lived allocations (measured in docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay`, from the C header of the version
+/// the sys crate builds (the crate does not name it; a test below checks
+/// that the option the crate names after it still follows it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Return freed memory to the system at once rather than after mimalloc's
+/// purge delay (up to a second, and only on later allocator activity).
+/// A proxy holding many calls frees and reuses memory in waves; with the
+/// delay, 10,000 held calls measured 195–210 MB, without it 176 MB, at no
+/// CPU cost measured per call (docs/benchmarks.md). An operator's own
+/// `MIMALLOC_PURGE_DELAY` is left in force.
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one integer option of the allocator; mimalloc reads
+        // it on its next purge, and any value is valid.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 use countersign::cli::{Cli, Command};
 use countersign::config::{Config, LogFormat};
 
@@ -26,6 +46,7 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn serve(config: &std::path::Path) -> anyhow::Result<()> {
+    purge_freed_memory_at_once();
     let config = Config::load(config)?;
     init_logging(config.log.format, &config.log.level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -44,5 +65,25 @@ fn main() {
         // `{:#}` prints the context chain on one line: "file: field: cause".
         eprintln!("countersign: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_purge_delay_option_is_the_one_between_its_neighbours() {
+        // mimalloc.h: ..., mi_option_eager_commit_delay (deprecated in v3,
+        // and not named by the sys crate then), mi_option_purge_delay,
+        // mi_option_use_numa_nodes, ...
+        assert_eq!(
+            libmimalloc_sys::mi_option_use_numa_nodes - 1,
+            super::MI_OPTION_PURGE_DELAY
+        );
+        super::purge_freed_memory_at_once();
+        // SAFETY: reads one integer option.
+        let now = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(now, 0);
+        }
     }
 }
