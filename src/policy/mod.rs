@@ -1,12 +1,14 @@
 //! Policies: a directory of `.rego` files compiled once per revision and
-//! evaluated per call. The bytecode VM (regorus `rvm`) is used where the
-//! policy compiles to it and agrees with the interpreter on a probe input;
-//! otherwise the tree-walking interpreter. Either way each evaluation runs on
+//! evaluated per call, on regorus's tree-walking interpreter unless
+//! `policy.engine: vm` asks for its bytecode VM (`rvm`), which must then
+//! compile the policy and agree with the interpreter on a probe input. Either way each evaluation runs on
 //! its own engine state (a clone of a warmed-up engine, or a fresh VM over a
 //! shared program), so no lock sits on the request path. The proxy runs
 //! evaluations on [`pool`]'s threads, never on the async workers.
 //!
-//! The VM fails closed only with help. Rego makes a rule body whose
+//! The VM is not the default: it can answer differently from the
+//! interpreter without any error ([`AUTO_STAYS_ON_THE_INTERPRETER`]). And
+//! it fails closed on errors only with help. Rego makes a rule body whose
 //! expression errors (a division by zero, a builtin given the wrong type)
 //! simply fail, and regorus's VM does so silently, where its interpreter
 //! reports the error. A silent failure can flip a decision: `not high_risk`
@@ -499,69 +501,53 @@ impl Policy {
             .map_err(|e| e.to_string());
 
         let mut vm_fallback_reason = None;
-        let vm = match regorus::languages::rego::compiler::Compiler::compile_from_policy(
-            &compiled,
-            &[entrypoint],
-        ) {
-            _ if settings.engine == EngineChoice::Interpreter => {
+        let refuse = |why: String| PolicyError::Compile {
+            file: dir.to_string(),
+            message: format!("policy.engine is vm, but {why}"),
+        };
+        let vm = match settings.engine {
+            EngineChoice::Interpreter => {
                 vm_fallback_reason = Some("policy.engine is interpreter".to_string());
                 None
             }
-            Ok(program) if settings.engine == EngineChoice::Vm => Some(Vm {
-                compiled,
-                program,
-                data: engine.get_data(),
-            }),
-            Ok(_) if !vm_reports_absorbed_errors() => {
-                vm_fallback_reason = Some(
-                    "this regorus VM does not report the evaluation errors it turns into undefined, which would let a default rule decide (fail open); \
-                     set policy.engine: vm to use it anyway"
-                        .to_string(),
-                );
+            EngineChoice::Auto => {
+                vm_fallback_reason = Some(AUTO_STAYS_ON_THE_INTERPRETER.to_string());
                 None
             }
-            Ok(program) => {
-                let candidate = Vm {
+            EngineChoice::Vm => {
+                let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+                    &compiled,
+                    &[entrypoint],
+                )
+                .map_err(|e| {
+                    refuse(format!(
+                        "the policy does not compile to the VM: {}",
+                        one_line(&e.to_string())
+                    ))
+                })?;
+                if !vm_reports_absorbed_errors() {
+                    return Err(refuse(
+                        "this regorus VM does not report the evaluation errors it absorbs, so it would fail open".into(),
+                    ));
+                }
+                let vm = Vm {
                     compiled,
                     program,
                     data: engine.get_data(),
                 };
-                match (run_vm(&candidate, probe, timer), &interpreted) {
-                    (Ok((v, 0)), Ok(i)) if v == *i => Some(candidate),
-                    // An evaluation that absorbed an error is answered by
-                    // the interpreter, so it agrees by construction.
-                    (Ok((_, absorbed)), _) if absorbed > 0 => Some(candidate),
-                    (Err(_), Err(_)) => Some(candidate),
-                    (Ok(_), _) => {
-                        vm_fallback_reason = Some(
-                            "the VM and the interpreter disagree on the probe input".to_string(),
-                        );
-                        None
+                match (run_vm(&vm, probe, timer), &interpreted) {
+                    (Ok((v, 0)), Ok(i)) if v != *i => {
+                        return Err(refuse(
+                            "the VM and the interpreter disagree on the probe input".into(),
+                        ))
                     }
-                    (Err(e), Ok(_)) => {
-                        vm_fallback_reason = Some(format!(
-                            "the VM failed on the probe input: {}",
-                            one_line(&e.to_string())
-                        ));
-                        None
+                    (Ok((_, 0)), Err(e)) => {
+                        return Err(refuse(format!(
+                            "the VM answers the probe input where the interpreter fails: {e}"
+                        )))
                     }
+                    _ => Some(vm),
                 }
-            }
-            Err(e) if settings.engine == EngineChoice::Vm => {
-                return Err(PolicyError::Compile {
-                    file: dir.to_string(),
-                    message: format!(
-                        "policy.engine is vm, but the policy does not compile to the VM: {}",
-                        one_line(&e.to_string())
-                    ),
-                })
-            }
-            Err(e) => {
-                vm_fallback_reason = Some(format!(
-                    "the policy does not compile to the VM: {}",
-                    one_line(&e.to_string())
-                ));
-                None
             }
         };
         let kind = if vm.is_some() {
@@ -712,6 +698,13 @@ pub fn vm_confirmations() -> u64 {
     VM_CONFIRMATIONS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Why `policy.engine: auto` runs the interpreter (shown by `/readyz`,
+/// `countersign check` and the log).
+const AUTO_STAYS_ON_THE_INTERPRETER: &str = "regorus 0.14's VM can answer differently from the interpreter \
+without any error (a complete rule whose body yields several values, an object key produced twice, \
+user functions of more than 8 arguments), which can turn a refusal into an allow; \
+set policy.engine: vm to use it anyway (faster; evaluation errors are still confirmed on the interpreter)";
+
 /// Whether some loaded module defines a rule at `entrypoint` (or below it),
 /// or is the package `entrypoint` names. Asked only after the entrypoint
 /// failed to compile, to tell a misspelt name from a broken policy; when
@@ -833,6 +826,66 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn load_in(name: &str, rego: &str, engine: EngineChoice) -> Result<Policy, PolicyError> {
+        let dir = std::env::temp_dir().join(format!("countersign-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.rego"), rego).unwrap();
+        let settings = PolicyConfig {
+            dir: dir.clone(),
+            entrypoint: "data.countersign.decision".into(),
+            input: crate::config::InputShape::Native,
+            timeout: Duration::from_secs(1),
+            engine,
+        };
+        let policy = Policy::load(&settings);
+        std::fs::remove_dir_all(&dir).unwrap();
+        policy
+    }
+
+    /// Two of the ways regorus 0.14's VM answers differently from the
+    /// interpreter without an error, and what the vendored patch makes of
+    /// them under `policy.engine: vm`: counted and confirmed, or refused at
+    /// load. Without the patch each of these allows.
+    #[test]
+    fn the_vm_never_allows_where_the_interpreter_would_not() {
+        let allow = r#"{"action": "allow", "risk": "low"}"#;
+        // Two definitions disagree: the interpreter errors; the VM made
+        // `deny` undefined, so `not deny` held.
+        let conflicting = format!(
+            "package countersign\nimport rego.v1\n\
+             deny := \"banned\" if input.u.banned\n\
+             deny := \"suspended\" if input.u.suspended\n\
+             decision := {allow} if not deny\n"
+        );
+        let policy = load_in("conflict", &conflicting, EngineChoice::Vm).unwrap();
+        assert_eq!(policy.engine_kind(), EngineKind::Vm);
+        let input = Value::from(serde_json::json!({"u": {"banned": true, "suspended": true}}));
+        let evaluation = policy.evaluate_within(input, Duration::from_secs(1));
+        assert!(evaluation.answer.is_err(), "{:?}", evaluation.answer);
+        assert_eq!(evaluation.engine, EngineKind::Interpreter);
+        let input = Value::from(serde_json::json!({"u": {}}));
+        let evaluation = policy.evaluate_within(input, Duration::from_secs(1));
+        assert!(evaluation.answer.is_ok(), "{:?}", evaluation.answer);
+        assert_eq!(
+            evaluation.engine,
+            EngineKind::Vm,
+            "no conflict, no confirmation"
+        );
+
+        // `k, v in c`: the VM ignored the key. Not compiled to the VM.
+        let keyed = format!(
+            "package countersign\nimport rego.v1\n\
+             decision := {allow} if {{ \"role\", \"admin\" in input.claims }}\n"
+        );
+        let refused = load_in("keyed", &keyed, EngineChoice::Vm).err().unwrap();
+        assert!(
+            refused.to_string().contains("does not compile to the VM"),
+            "{refused}"
+        );
+        let auto = load_in("keyed-auto", &keyed, EngineChoice::Auto).unwrap();
+        assert_eq!(auto.engine_kind(), EngineKind::Interpreter);
     }
 
     #[test]

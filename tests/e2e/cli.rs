@@ -35,7 +35,7 @@ fn check_accepts_the_shipped_example() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("vm engine"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("interpreter engine"));
 }
 
 #[test]

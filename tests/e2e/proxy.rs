@@ -477,7 +477,7 @@ decision := {\"action\": \"deny\", \"risk\": \"high\"} if { 10 / (count(input.ev
     refused_by_policy(policy, "", "divide by zero").await;
 }
 
-/// The policy runs on the VM (`auto` picks it), whose rule bodies absorb
+/// The policy runs on the VM (`policy.engine: vm`), whose rule bodies absorb
 /// evaluation errors silently: each policy here would let the VM alone
 /// answer allow. The evaluation must be confirmed on the interpreter, so
 /// the call is refused with its error, nothing is forwarded, and the
@@ -496,7 +496,7 @@ async fn errors_the_vm_absorbs_are_confirmed_on_the_interpreter_and_fail_closed(
     for (rules, expect) in cases {
         let upstream = Upstream::start().await;
         let policy = format!("package countersign\nimport rego.v1\n{rules}\n");
-        let d = Deployment::new(&upstream.url(), &policy, "");
+        let d = Deployment::new(&upstream.url(), &policy, "policy: { engine: vm }\n");
         let cs = d.start().await;
         let admin = format!("http://{}", cs.admin_addr);
         let ready: Value = client()
@@ -533,7 +533,7 @@ async fn a_comparison_the_vm_cannot_make_gets_the_interpreters_answer() {
     let policy = "package countersign\nimport rego.v1\n
 default decision := {\"action\": \"allow\", \"risk\": \"low\"}
 decision := {\"action\": \"deny\", \"risk\": \"high\"} if input.request.body.amount > 1000\n";
-    let d = Deployment::new(&upstream.url(), policy, "");
+    let d = Deployment::new(&upstream.url(), policy, "policy: { engine: vm }\n");
     let cs = d.start().await;
     let send = |amount: &'static str| {
         client()
@@ -778,9 +778,12 @@ async fn admin_api_needs_the_token_and_rebuilds_the_action() {
         .json()
         .await
         .unwrap();
-    // The payments policy compiles to the VM and agrees with the interpreter.
-    assert_eq!(ready["policy"]["engine"], "vm");
-    assert!(ready["policy"]["vm_fallback_reason"].is_null());
+    // `auto` stays on the interpreter (the VM can answer differently without an error) and says why.
+    assert_eq!(ready["policy"]["engine"], "interpreter");
+    assert!(ready["policy"]["vm_fallback_reason"]
+        .as_str()
+        .unwrap()
+        .contains("set policy.engine: vm"));
     assert_eq!(
         client()
             .get(format!("{admin}/v1/actions"))

@@ -92,6 +92,16 @@ impl<'a> Compiler<'a> {
                 }
             }
             Expr::RefDot { .. } | Expr::RefBrack { .. } => self.compile_chained_ref(expr, span)?,
+            // countersign patch: the VM's membership test ignores the key
+            // (`k, v in c` would hold whenever `v` is any value of `c`),
+            // where Rego asks `c[k] == v`. Refused, so such a policy runs
+            // on the interpreter.
+            Expr::Membership { key: Some(_), .. } => {
+                return Err(CompilerError::General {
+                    message: "`key, value in collection` is not compiled to the VM (countersign patch)".into(),
+                }
+                .at(span));
+            }
             Expr::Membership {
                 value, collection, ..
             } => self.compile_membership(value, collection, span)?,
