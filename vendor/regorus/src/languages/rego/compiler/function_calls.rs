@@ -152,6 +152,15 @@ impl<'a> Compiler<'a> {
 
         match call_target {
             CallTarget::User { rule_index, .. } => {
+                // countersign patch: a call keeps at most 8 argument
+                // registers and dropped the rest. Refused instead, so such
+                // a policy runs on the interpreter.
+                if arg_regs.len() > 8 {
+                    return Err(CompilerError::General {
+                        message: "a user function of more than 8 arguments is not compiled to the VM (countersign patch)".into(),
+                    }
+                    .at(&span));
+                }
                 let mut args_array = [0u8; 8];
                 let num_args = arg_regs.len().min(8) as u8;
                 for (i, &reg) in arg_regs.iter().take(8).enumerate() {

@@ -298,7 +298,10 @@ impl<'a> Compiler<'a> {
         }
 
         let body_stmts = &remaining_stmts[0..];
-        self.compile_hoisted_loops(body_stmts, remaining_loops)?;
+        self.foreach_depth = self.foreach_depth.saturating_add(1);
+        let body = self.compile_hoisted_loops(body_stmts, remaining_loops);
+        self.foreach_depth = self.foreach_depth.saturating_sub(1);
+        body?;
 
         self.emit_instruction(
             Instruction::LoopNext {
@@ -466,7 +469,10 @@ impl<'a> Compiler<'a> {
             }
         }
 
-        self.hoist_loops_and_compile_statements(loop_body_stmts)?;
+        self.foreach_depth = self.foreach_depth.saturating_add(1);
+        let body = self.hoist_loops_and_compile_statements(loop_body_stmts);
+        self.foreach_depth = self.foreach_depth.saturating_sub(1);
+        body?;
 
         self.emit_instruction(
             Instruction::LoopNext {

@@ -134,6 +134,9 @@ pub struct Compiler<'a> {
     rule_result_registers: Vec<u8>,
     rule_num_registers: Vec<u8>,
     context_stack: Vec<CompilationContext>,
+    /// countersign patch: how many `ForEach` loops enclose the code being
+    /// compiled (a yield inside one can run once per element).
+    pub(super) foreach_depth: u32,
     loop_expr_register_map: BTreeMap<ExprRef, Register>,
     source_to_index: BTreeMap<String, usize>,
     builtin_index_map: BTreeMap<String, u16>,
@@ -173,6 +176,7 @@ impl<'a> Compiler<'a> {
             rule_result_registers: Vec::new(),
             rule_num_registers: Vec::new(),
             context_stack: vec![],
+            foreach_depth: 0,
             loop_expr_register_map: BTreeMap::new(),
             source_to_index: BTreeMap::new(),
             builtin_index_map: BTreeMap::new(),

@@ -147,6 +147,31 @@ impl<'a> Compiler<'a> {
 
     pub(super) fn emit_context_yield(&mut self) -> Result<()> {
         if let Some(context) = self.context_stack.last().cloned() {
+            // countersign patch: a complete rule (or function) whose value is
+            // yielded inside a loop can yield several values; the
+            // interpreter reports that as an error, the VM kept the last.
+            // Refused unless the value is a scalar literal (or the implicit
+            // `true`), which cannot differ between iterations.
+            let scalar = match &context.value_expr {
+                None => true,
+                Some(e) => matches!(
+                    e.as_ref(),
+                    ast::Expr::String { .. }
+                        | ast::Expr::RawString { .. }
+                        | ast::Expr::Number { .. }
+                        | ast::Expr::Bool { .. }
+                        | ast::Expr::Null { .. }
+                ),
+            };
+            if matches!(context.context_type, ContextType::Rule(RuleType::Complete))
+                && self.foreach_depth > 0
+                && !scalar
+            {
+                return Err(CompilerError::General {
+                    message: "a complete rule whose value is produced inside a loop is not compiled to the VM (countersign patch)".into(),
+                }
+                .at(&context.span));
+            }
             let dest_register = context.dest_register;
             let span = &context.span;
             let value_register = match context.value_expr {
