@@ -9,6 +9,8 @@
 #                     `decided` record is durable (SQLite WAL, synchronous=FULL, real
 #                     disk) before forwarding, the result recorded after
 #   cs-before         the same with audit.result_durability: before_response
+#   cs-vm             the same with policy.engine: vm (regorus's bytecode VM, opt-in;
+#                     evaluations that meet an error are confirmed on the interpreter)
 #   cs-lag0           the same with audit.index_lag: 0 (the action index written
 #                     with every commit, as before it was kept back)
 #   cs-baseline       with BASELINE=/path/to/an/older/countersign: that build, same
@@ -99,7 +101,7 @@ if [ -n "$PGBIN" ] && [ -x "$PGBIN/initdb" ]; then
   PGDSN="postgres://postgres@%2F${WORK//\//%2F}%2Fpg:$((P + 40))/bench?sslmode=disable"
 fi
 
-# countersign: NAME LISTEN ADMIN [AUDIT-YAML] [POLICY-DIR] [BINARY]
+# countersign: NAME LISTEN ADMIN [AUDIT-YAML] [POLICY-DIR] [BINARY] [POLICY-YAML-FIELDS]
 start_countersign() {
   local dir="$WORK/$1" audit=${4:-} bin=${6:-target/release/countersign}
   [ -z "$audit" ] && audit='{ store: "sqlite://audit.db" }'
@@ -110,7 +112,7 @@ listen: $2
 admin: { listen: $3 }
 routes:
   - { name: payments, match: { path_prefix: /v1 }, upstream: "http://$UP" }
-policy: { dir: policies }
+policy: { dir: policies${7:-} }
 reviewers:
   alice: { key_env: BENCH_KEY_ALICE, groups: [finance-approvers] }
   bob: { key_env: BENCH_KEY_BOB, groups: [finance-approvers] }
@@ -128,6 +130,7 @@ YAML
 start_countersign cs "$(port 3)" "$(port 1003)"
 start_countersign cs-before "$(port 6)" "$(port 1006)" '{ store: "sqlite://audit.db", result_durability: before_response }'
 start_countersign cs-lag0 "$(port 9)" "$(port 1009)" '{ store: "sqlite://audit.db", index_lag: 0 }'
+start_countersign cs-vm "$(port 14)" "$(port 1014)" "" "" "" ", engine: vm"
 if [ -n "${BASELINE:-}" ]; then
   start_countersign cs-baseline "$(port 4)" "$(port 1004)" "" "" "$BASELINE"
 fi
@@ -212,6 +215,7 @@ for c in "${CONNECTIONS[@]}"; do
   run countersign "$(port 3)" "$c" "$PID_cs" split
   run cs-before "$(port 6)" "$c" "$PID_cs_before" split
   run cs-lag0 "$(port 9)" "$c" "$PID_cs_lag0" split
+  run cs-vm "$(port 14)" "$c" "$PID_cs_vm" split
   [ -n "${BASELINE:-}" ] && run cs-baseline "$(port 4)" "$c" "$PID_cs_baseline" split
   if [ -n "$PGDSN" ]; then
     run cs-pg "$(port 7)" "$c" "$PID_cs_pg" split
@@ -237,7 +241,7 @@ PY
 
 metric() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1==m {print $2}'; }
 mean_us() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1==m"_sum" {s=$2} $1==m"_count" {n=$2} END {if (n) printf "%.0f", s/n*1e6; else print "-"}'; }
-for pair in "countersign $(port 1003)" "cs-before $(port 1006)" "cs-lag0 $(port 1009)" ${BASELINE:+"cs-baseline $(port 1004)"} ${PGDSN:+"cs-pg $(port 1007)"}; do
+for pair in "countersign $(port 1003)" "cs-before $(port 1006)" "cs-lag0 $(port 1009)" "cs-vm $(port 1014)" ${BASELINE:+"cs-baseline $(port 1004)"} ${PGDSN:+"cs-pg $(port 1007)"}; do
   set -- $pair
   calls=$(curl -fs "http://$2/metrics" | awk '/^countersign_decisions_total/ {s+=$2} END {print s+0}')
   commits=$(metric "$2" countersign_record_commit_seconds_count)
