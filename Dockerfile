@@ -11,7 +11,6 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
-COPY vendor ./vendor
 RUN cargo build --release --locked --bin countersign \
  && strip target/release/countersign
 

@@ -718,12 +718,9 @@ pub enum InputShape {
 /// Which regorus evaluator runs the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineChoice {
-    /// The interpreter: regorus 0.14's VM can answer differently from it
-    /// without an error (docs/reference.md, "Engine").
+    /// The VM where the policy compiles to it and agrees with the interpreter.
     Auto,
-    /// The bytecode VM (load fails if the policy does not compile to it or
-    /// disagrees with the interpreter on a probe input); evaluations that
-    /// meet an error are confirmed on the interpreter.
+    /// The bytecode VM only (load fails if the policy does not compile to it).
     Vm,
     /// The tree-walking interpreter only.
     Interpreter,

@@ -328,11 +328,6 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP countersign_policy_vm_confirmations_total VM evaluations that absorbed an evaluation error and were run again on the interpreter, whose answer was used.\n# TYPE countersign_policy_vm_confirmations_total counter\ncountersign_policy_vm_confirmations_total {}",
-            crate::policy::vm_confirmations()
-        );
-        let _ = writeln!(
-            out,
             "# HELP countersign_policy_info The policy revision in force.\n# TYPE countersign_policy_info gauge\ncountersign_policy_info{{revision=\"{policy_revision}\",engine=\"{policy_engine}\"}} 1"
         );
         out

@@ -1,22 +1,10 @@
 //! Policies: a directory of `.rego` files compiled once per revision and
-//! evaluated per call, on regorus's tree-walking interpreter unless
-//! `policy.engine: vm` asks for its bytecode VM (`rvm`), which must then
-//! compile the policy and agree with the interpreter on a probe input. Either way each evaluation runs on
+//! evaluated per call. The bytecode VM (regorus `rvm`) is used where the
+//! policy compiles to it and agrees with the interpreter on a probe input;
+//! otherwise the tree-walking interpreter. Either way each evaluation runs on
 //! its own engine state (a clone of a warmed-up engine, or a fresh VM over a
 //! shared program), so no lock sits on the request path. The proxy runs
 //! evaluations on [`pool`]'s threads, never on the async workers.
-//!
-//! The VM is not the default: it can answer differently from the
-//! interpreter without any error ([`AUTO_STAYS_ON_THE_INTERPRETER`]). And
-//! it fails closed on errors only with help. Rego makes a rule body whose
-//! expression errors (a division by zero, a builtin given the wrong type)
-//! simply fail, and regorus's VM does so silently, where its interpreter
-//! reports the error. A silent failure can flip a decision: `not high_risk`
-//! becomes true, a `default allow` decides. countersign's vendored regorus
-//! counts the errors a VM evaluation absorbed (vendor/regorus/COUNTERSIGN.md);
-//! an evaluation that absorbed any is evaluated again on the interpreter,
-//! whose answer (an error, so the call is refused) is the one used. Only
-//! error-free VM evaluations are trusted, and those are the fast path.
 
 pub mod bundle;
 pub mod decision;
@@ -148,19 +136,10 @@ pub struct Policy {
     sources: Vec<Source>,
     timer: ExecutionTimerConfig,
     timeout: Duration,
-    vm: Option<Vm>,
+    vm: Option<(CompiledPolicy, Arc<Program>)>,
     engine: Engine,
     loaded_at: String,
     vm_fallback_reason: Option<String>,
-}
-
-/// What the VM needs per evaluation: the compiled policy (for its default
-/// rules), the program, and the data documents (`data.json`, `data.yaml`),
-/// which the interpreter engine holds but a VM must be given.
-struct Vm {
-    compiled: CompiledPolicy,
-    program: Arc<Program>,
-    data: Value,
 }
 
 /// The files a policy directory serves from: every `.rego` file but
@@ -501,53 +480,58 @@ impl Policy {
             .map_err(|e| e.to_string());
 
         let mut vm_fallback_reason = None;
-        let refuse = |why: String| PolicyError::Compile {
-            file: dir.to_string(),
-            message: format!("policy.engine is vm, but {why}"),
-        };
-        let vm = match settings.engine {
-            EngineChoice::Interpreter => {
+        let vm = match regorus::languages::rego::compiler::Compiler::compile_from_policy(
+            &compiled,
+            &[entrypoint],
+        ) {
+            _ if settings.engine == EngineChoice::Interpreter => {
                 vm_fallback_reason = Some("policy.engine is interpreter".to_string());
                 None
             }
-            EngineChoice::Auto => {
-                vm_fallback_reason = Some(AUTO_STAYS_ON_THE_INTERPRETER.to_string());
+            Ok(program) if settings.engine == EngineChoice::Vm => Some((compiled, program)),
+            Ok(_) if !vm_fails_closed() => {
+                vm_fallback_reason = Some(
+                    "this regorus VM turns evaluation errors into undefined, which lets a default rule decide (fail open); \
+                     set policy.engine: vm to use it anyway"
+                        .to_string(),
+                );
                 None
             }
-            EngineChoice::Vm => {
-                let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
-                    &compiled,
-                    &[entrypoint],
-                )
-                .map_err(|e| {
-                    refuse(format!(
-                        "the policy does not compile to the VM: {}",
+            Ok(program) => {
+                let candidate = (compiled, program);
+                match (run_vm(&candidate, probe, timer), &interpreted) {
+                    (Ok(v), Ok(i)) if v == *i => Some(candidate),
+                    (Err(_), Err(_)) => Some(candidate),
+                    (Ok(_), _) => {
+                        vm_fallback_reason = Some(
+                            "the VM and the interpreter disagree on the probe input".to_string(),
+                        );
+                        None
+                    }
+                    (Err(e), Ok(_)) => {
+                        vm_fallback_reason = Some(format!(
+                            "the VM failed on the probe input: {}",
+                            one_line(&e.to_string())
+                        ));
+                        None
+                    }
+                }
+            }
+            Err(e) if settings.engine == EngineChoice::Vm => {
+                return Err(PolicyError::Compile {
+                    file: dir.to_string(),
+                    message: format!(
+                        "policy.engine is vm, but the policy does not compile to the VM: {}",
                         one_line(&e.to_string())
-                    ))
-                })?;
-                if !vm_reports_absorbed_errors() {
-                    return Err(refuse(
-                        "this regorus VM does not report the evaluation errors it absorbs, so it would fail open".into(),
-                    ));
-                }
-                let vm = Vm {
-                    compiled,
-                    program,
-                    data: engine.get_data(),
-                };
-                match (run_vm(&vm, probe, timer), &interpreted) {
-                    (Ok((v, 0)), Ok(i)) if v != *i => {
-                        return Err(refuse(
-                            "the VM and the interpreter disagree on the probe input".into(),
-                        ))
-                    }
-                    (Ok((_, 0)), Err(e)) => {
-                        return Err(refuse(format!(
-                            "the VM answers the probe input where the interpreter fails: {e}"
-                        )))
-                    }
-                    _ => Some(vm),
-                }
+                    ),
+                })
+            }
+            Err(e) => {
+                vm_fallback_reason = Some(format!(
+                    "the policy does not compile to the VM: {}",
+                    one_line(&e.to_string())
+                ));
+                None
             }
         };
         let kind = if vm.is_some() {
@@ -614,96 +598,45 @@ impl Policy {
     /// Evaluates the entrypoint for one input and returns its raw value as
     /// JSON (`null` when the rule is undefined).
     pub fn evaluate(&self, input: Value) -> Result<serde_json::Value, PolicyError> {
-        self.evaluate_within(input, self.timeout).answer
+        self.evaluate_within(input, self.timeout)
     }
 
     /// [`Policy::evaluate`] with regorus's timer set to `limit` (at most
     /// `policy.timeout`): what is left of a caller's deadline after the
     /// evaluation waited for a thread, so no thread works for a caller that
     /// has already given up.
-    pub fn evaluate_within(&self, input: Value, limit: Duration) -> Evaluation {
+    pub fn evaluate_within(
+        &self,
+        input: Value,
+        limit: Duration,
+    ) -> Result<serde_json::Value, PolicyError> {
         let timer = ExecutionTimerConfig {
             limit: limit.min(self.timeout),
             ..self.timer
         };
-        let interpret = |input: Value, timer: ExecutionTimerConfig| {
-            let mut engine = self.engine.clone();
-            engine.set_execution_timer_config(timer);
-            engine.set_input(input);
-            engine.eval_rule(self.entrypoint.clone())
-        };
-        let (result, engine) = match &self.vm {
-            None => (interpret(input, timer), EngineKind::Interpreter),
-            Some(vm) => {
-                let started = std::time::Instant::now();
-                match run_vm(vm, input.clone(), timer) {
-                    // Every rule body ran without an error: the VM's answer
-                    // is the policy's.
-                    Ok((value, 0)) => (Ok(value), EngineKind::Vm),
-                    // Some body failed on an error the VM absorbed; what it
-                    // answered may rest on that. The interpreter reports
-                    // such errors, so its answer stands, within what is
-                    // left of the time limit.
-                    Ok((_, _absorbed)) => {
-                        VM_CONFIRMATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let left = timer.limit.saturating_sub(started.elapsed());
-                        let limited = ExecutionTimerConfig {
-                            limit: left,
-                            ..timer
-                        };
-                        (interpret(input, limited), EngineKind::Interpreter)
-                    }
-                    Err(e) => (Err(e), EngineKind::Vm),
-                }
+        let result = match &self.vm {
+            Some(vm) => run_vm(vm, input, timer),
+            None => {
+                let mut engine = self.engine.clone();
+                engine.set_execution_timer_config(timer);
+                engine.set_input(input);
+                engine.eval_rule(self.entrypoint.clone())
             }
         };
-        let answer = result
-            .map_err(|e| {
-                if is_time_limit(&e) {
-                    PolicyError::Timeout(self.timeout)
-                } else {
-                    PolicyError::Eval(one_line(&e.to_string()))
-                }
-            })
-            .and_then(|value| {
-                if value == Value::Undefined {
-                    return Ok(serde_json::Value::Null);
-                }
-                serde_json::to_value(&value)
-                    .map_err(|e| PolicyError::Eval(format!("the result is not JSON: {e}")))
-            });
-        Evaluation { answer, engine }
+        let value = result.map_err(|e| {
+            if is_time_limit(&e) {
+                PolicyError::Timeout(self.timeout)
+            } else {
+                PolicyError::Eval(one_line(&e.to_string()))
+            }
+        })?;
+        if value == Value::Undefined {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::to_value(&value)
+            .map_err(|e| PolicyError::Eval(format!("the result is not JSON: {e}")))
     }
 }
-
-/// One evaluation: the entrypoint's value as JSON (`null` when undefined)
-/// or why there is none, and the evaluator whose answer it is. That is the
-/// interpreter when a VM evaluation was confirmed on it, so the record
-/// names the evaluator that actually decided.
-#[derive(Debug)]
-pub struct Evaluation {
-    /// The value, or the error.
-    pub answer: Result<serde_json::Value, PolicyError>,
-    /// Which evaluator gave it.
-    pub engine: EngineKind,
-}
-
-/// VM evaluations run again on the interpreter because a rule body
-/// absorbed an error (process-wide, across revisions).
-static VM_CONFIRMATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// How many VM evaluations were confirmed on the interpreter so far (the
-/// metric `countersign_policy_vm_confirmations_total`).
-pub fn vm_confirmations() -> u64 {
-    VM_CONFIRMATIONS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Why `policy.engine: auto` runs the interpreter (shown by `/readyz`,
-/// `countersign check` and the log).
-const AUTO_STAYS_ON_THE_INTERPRETER: &str = "regorus 0.14's VM has answered differently from the interpreter \
-without any error (a review found six such cases, some of which allow; countersign's patch handles those \
-it knows of, there may be others); set policy.engine: vm to use it (faster; checked against the interpreter \
-on a probe input at load, and every evaluation that meets an error is confirmed on the interpreter)";
 
 /// Whether some loaded module defines a rule at `entrypoint` (or below it),
 /// or is the package `entrypoint` names. Asked only after the entrypoint
@@ -741,14 +674,12 @@ fn is_time_limit(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Whether the VM reports the evaluation errors its rule bodies absorb.
-/// Checked once per process on a canary policy whose only non-default path
-/// divides by zero: the interpreter errors (fail closed); the VM answers
-/// with the default, and must count the error it absorbed so that
-/// [`Policy::evaluate_within`] confirms the answer on the interpreter. A
-/// regorus without countersign's patch answers the default and counts
-/// nothing, and its VM is then not used.
-fn vm_reports_absorbed_errors() -> bool {
+/// Whether the VM reports an evaluation error as an error. Checked once per
+/// process on a canary policy whose only non-default path divides by zero:
+/// the interpreter errors (fail closed); a VM that answers with the default
+/// would let a `default decision := allow` policy allow a call its deny rule
+/// could not evaluate.
+fn vm_fails_closed() -> bool {
     static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ANSWER.get_or_init(|| {
         let canary = "package canary\nimport rego.v1\ndefault d := \"open\"\nd := \"closed\" if { 1 / count(input.zero) > 0 }\n";
@@ -762,25 +693,15 @@ fn vm_reports_absorbed_errors() -> bool {
         };
         let timer = ExecutionTimerConfig { limit: Duration::from_secs(1), check_interval: NonZeroU32::MIN };
         let input = Value::from(serde_json::json!({"zero": []}));
-        let data = Value::new_object();
-        match run_vm(&Vm { compiled, program, data }, input, timer) {
-            Err(_) => true,
-            Ok((_, absorbed)) => absorbed > 0,
-        }
+        run_vm(&(compiled, program), input, timer).is_err()
     })
 }
 
-/// Runs the VM: its answer, and how many errors rule bodies absorbed on the
-/// way to it (a nonzero count means the answer may rest on an error).
 fn run_vm(
-    Vm {
-        compiled,
-        program,
-        data,
-    }: &Vm,
+    (compiled, program): &(CompiledPolicy, Arc<Program>),
     input: Value,
     timer: ExecutionTimerConfig,
-) -> anyhow::Result<(Value, usize)> {
+) -> anyhow::Result<Value> {
     let mut vm = RegoVM::new_with_policy(compiled.clone());
     vm.load_program(program.clone());
     // The wall-clock timer is the real bound; the instruction cap only stops
@@ -790,11 +711,10 @@ fn run_vm(
     // Undefined could let a `default` rule decide and fail open.
     vm.set_strict_builtin_errors(true);
     vm.set_execution_timer_config(Some(timer));
-    vm.set_data(data.clone())?;
+    vm.set_data(Value::new_object())?;
     vm.set_input(input);
     // Only the entrypoint was compiled, so it is entry point 0.
-    let value = vm.execute_entry_point_by_index(0)?;
-    Ok((value, vm.absorbed_errors()))
+    Ok(vm.execute_entry_point_by_index(0)?)
 }
 
 #[cfg(test)]
@@ -826,128 +746,6 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn load_in(name: &str, rego: &str, engine: EngineChoice) -> Result<Policy, PolicyError> {
-        let dir = std::env::temp_dir().join(format!("countersign-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("p.rego"), rego).unwrap();
-        let settings = PolicyConfig {
-            dir: dir.clone(),
-            entrypoint: "data.countersign.decision".into(),
-            input: crate::config::InputShape::Native,
-            timeout: Duration::from_secs(1),
-            engine,
-        };
-        let policy = Policy::load(&settings);
-        std::fs::remove_dir_all(&dir).unwrap();
-        policy
-    }
-
-    /// Two of the ways regorus 0.14's VM answers differently from the
-    /// interpreter without an error, and what the vendored patch makes of
-    /// them under `policy.engine: vm`: counted and confirmed, or refused at
-    /// load. Without the patch each of these allows.
-    #[test]
-    fn the_vm_never_allows_where_the_interpreter_would_not() {
-        let allow = r#"{"action": "allow", "risk": "low"}"#;
-        // Two definitions disagree: the interpreter errors; the VM made
-        // `deny` undefined, so `not deny` held.
-        let conflicting = format!(
-            "package countersign\nimport rego.v1\n\
-             deny := \"banned\" if input.u.banned\n\
-             deny := \"suspended\" if input.u.suspended\n\
-             decision := {allow} if not deny\n"
-        );
-        let policy = load_in("conflict", &conflicting, EngineChoice::Vm).unwrap();
-        assert_eq!(policy.engine_kind(), EngineKind::Vm);
-        let input = Value::from(serde_json::json!({"u": {"banned": true, "suspended": true}}));
-        let evaluation = policy.evaluate_within(input, Duration::from_secs(1));
-        assert!(evaluation.answer.is_err(), "{:?}", evaluation.answer);
-        assert_eq!(evaluation.engine, EngineKind::Interpreter);
-        let input = Value::from(serde_json::json!({"u": {}}));
-        let evaluation = policy.evaluate_within(input, Duration::from_secs(1));
-        assert!(evaluation.answer.is_ok(), "{:?}", evaluation.answer);
-        assert_eq!(
-            evaluation.engine,
-            EngineKind::Vm,
-            "no conflict, no confirmation"
-        );
-
-        // `k, v in c`: the VM ignored the key. Not compiled to the VM.
-        let keyed = format!(
-            "package countersign\nimport rego.v1\n\
-             decision := {allow} if {{ \"role\", \"admin\" in input.claims }}\n"
-        );
-        let refused = load_in("keyed", &keyed, EngineChoice::Vm).err().unwrap();
-        assert!(
-            refused.to_string().contains("does not compile to the VM"),
-            "{refused}"
-        );
-        let auto = load_in("keyed-auto", &keyed, EngineChoice::Auto).unwrap();
-        assert_eq!(auto.engine_kind(), EngineKind::Interpreter);
-
-        // A complete rule yielding inside a loop: the VM kept the last
-        // value, the interpreter errors on several. Not compiled.
-        let last_wins = format!(
-            "package countersign\nimport rego.v1\n\
-             role := r if {{ some r in input.roles }}\n\
-             decision := {allow} if role == \"admin\"\n"
-        );
-        let refused = load_in("last-wins", &last_wins, EngineChoice::Vm)
-            .err()
-            .unwrap();
-        assert!(refused.to_string().contains("inside a loop"), "{refused}");
-        // ... but the common `allow if { some x in xs; ... }` still is.
-        let any = format!(
-            "package countersign\nimport rego.v1\n\
-             admin if {{ some r in input.roles; r == \"admin\" }}\n\
-             decision := {allow} if admin\n"
-        );
-        assert_eq!(
-            load_in("any", &any, EngineChoice::Vm)
-                .unwrap()
-                .engine_kind(),
-            EngineKind::Vm
-        );
-
-        // A key produced twice with different values: counted, confirmed.
-        let twice = format!(
-            "package countersign\nimport rego.v1\n\
-             decision := {allow} if {{ lv := {{g.user: g.level | some g in input.grants}}; lv[input.user] == \"admin\" }}\n"
-        );
-        let policy = load_in("twice", &twice, EngineChoice::Vm).unwrap();
-        let input = Value::from(serde_json::json!({"user": "eve", "grants": [
-            {"user": "eve", "level": "read"}, {"user": "eve", "level": "admin"}]}));
-        let evaluation = policy.evaluate_within(input, Duration::from_secs(1));
-        assert!(evaluation.answer.is_err(), "{:?}", evaluation.answer);
-        assert_eq!(evaluation.engine, EngineKind::Interpreter);
-
-        // More than 8 arguments: the VM dropped the ninth. Not compiled.
-        let nine = format!(
-            "package countersign\nimport rego.v1\n\
-             blocked(a, b, c, d, e, f, g, h, u) if u in [\"mallory\"]\n\
-             decision := {allow} if not blocked(1, 2, 3, 4, 5, 6, 7, 8, input.user)\n"
-        );
-        let refused = load_in("nine", &nine, EngineChoice::Vm).err().unwrap();
-        assert!(
-            refused.to_string().contains("more than 8 arguments"),
-            "{refused}"
-        );
-    }
-
-    #[test]
-    fn the_shipped_policy_compiles_to_the_vm() {
-        let settings = PolicyConfig {
-            dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("examples/payments/policies"),
-            entrypoint: "data.countersign.decision".into(),
-            input: crate::config::InputShape::Native,
-            timeout: Duration::from_secs(1),
-            engine: EngineChoice::Vm,
-        };
-        let policy = Policy::load(&settings).unwrap();
-        assert_eq!(policy.engine_kind(), EngineKind::Vm);
     }
 
     #[test]

@@ -29,11 +29,13 @@ use std::time::{Duration, Instant};
 use regorus::Value;
 use tokio::sync::oneshot;
 
-use super::{Evaluation, Policy, PolicyError};
+use super::{Policy, PolicyError};
 
 /// How much longer than `policy.timeout` a caller waits: regorus checks its
 /// timer between steps, so a timely evaluation may overrun it a little.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
+type Answer = Result<serde_json::Value, PolicyError>;
 
 struct Job {
     policy: Arc<Policy>,
@@ -42,7 +44,7 @@ struct Job {
     deadline: Instant,
     /// Set when a thread starts the evaluation (tells a timeout from a wait).
     started: Arc<AtomicBool>,
-    reply: oneshot::Sender<Evaluation>,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// The evaluation threads and their queue; cheap to share behind an `Arc`.
@@ -119,13 +121,8 @@ impl Pool {
 
     /// Evaluates `policy` for one input on a pool thread and waits at most
     /// its time limit plus [`DEADLINE_MARGIN`].
-    pub async fn evaluate(&self, policy: Arc<Policy>, input: Value) -> Evaluation {
+    pub async fn evaluate(&self, policy: Arc<Policy>, input: Value) -> Answer {
         let limit = policy.timeout();
-        let engine = policy.engine_kind();
-        let failed = |e: PolicyError| Evaluation {
-            answer: Err(e),
-            engine,
-        };
         let (reply, answer) = oneshot::channel();
         let started = Arc::new(AtomicBool::new(false));
         let job = Job {
@@ -138,20 +135,20 @@ impl Pool {
         {
             let mut waiting = self.queue.lock();
             if waiting.jobs.len() >= self.capacity {
-                return failed(PolicyError::Overloaded(self.capacity));
+                return Err(PolicyError::Overloaded(self.capacity));
             }
             waiting.jobs.push_back(job);
         }
         self.queue.ready.notify_one();
         match tokio::time::timeout(limit + DEADLINE_MARGIN, answer).await {
-            Ok(Ok(evaluation)) => evaluation,
-            Ok(Err(_)) => failed(PolicyError::Eval(
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(PolicyError::Eval(
                 "the policy worker stopped before answering".into(),
             )),
             // Dropping `answer` closes the channel: a thread that has not
             // started this job yet skips it.
-            Err(_) if started.load(Ordering::Acquire) => failed(PolicyError::Timeout(limit)),
-            Err(_) => failed(PolicyError::NoWorkerInTime(limit)),
+            Err(_) if started.load(Ordering::Acquire) => Err(PolicyError::Timeout(limit)),
+            Err(_) => Err(PolicyError::NoWorkerInTime(limit)),
         }
     }
 }
@@ -164,22 +161,19 @@ fn work(queue: &Queue) {
         }
         let left = job.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let _ = job.reply.send(Evaluation {
-                answer: Err(PolicyError::NoWorkerInTime(job.policy.timeout())),
-                engine: job.policy.engine_kind(),
-            });
+            let _ = job
+                .reply
+                .send(Err(PolicyError::NoWorkerInTime(job.policy.timeout())));
             continue;
         }
         job.started.store(true, Ordering::Release);
         let (policy, input) = (job.policy, job.input);
         // A panic inside the engine fails this call closed and keeps the thread.
-        let engine = policy.engine_kind();
-        let evaluation =
+        let answer =
             std::panic::catch_unwind(AssertUnwindSafe(|| policy.evaluate_within(input, left)))
-                .unwrap_or_else(|_| Evaluation {
-                    answer: Err(PolicyError::Eval("the policy evaluation panicked".into())),
-                    engine,
+                .unwrap_or_else(|_| {
+                    Err(PolicyError::Eval("the policy evaluation panicked".into()))
                 });
-        let _ = job.reply.send(evaluation);
+        let _ = job.reply.send(answer);
     }
 }

@@ -714,6 +714,7 @@ async fn run(
 
     // 3. Decide.
     let policy = shared.policy();
+    let revision = (policy.revision(), policy.engine_kind().as_str());
     let time = now_rfc3339();
     let ctx = input::Context {
         action_id,
@@ -732,10 +733,7 @@ async fn run(
     let eval_started = Instant::now();
     // On the policy threads, never here: a slow policy must not stall the
     // async workers. The wait is bounded by policy.timeout whatever happens.
-    let evaluation = shared.policy_pool.evaluate(policy.clone(), doc).await;
-    // The record names the evaluator whose answer decided.
-    let revision = (policy.revision(), evaluation.engine.as_str());
-    let raw = evaluation.answer;
+    let raw = shared.policy_pool.evaluate(policy.clone(), doc).await;
     let eval_time = eval_started.elapsed();
     shared
         .metrics
