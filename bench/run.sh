@@ -9,8 +9,9 @@
 #                     `decided` record is durable (SQLite WAL, synchronous=FULL, real
 #                     disk) before forwarding, the result recorded after
 #   cs-before         the same with audit.result_durability: before_response
-#   cs-vm             the same with policy.engine: vm (regorus's bytecode VM, opt-in;
-#                     evaluations that meet an error are confirmed on the interpreter)
+#   cs-vm             the same with policy.engine: vm (regorus's bytecode VM: what the
+#                     policy's evaluation would cost on it; not safe to serve, see
+#                     docs/reference.md "Engine")
 #   cs-lag0           the same with audit.index_lag: 0 (the action index written
 #                     with every commit, as before it was kept back)
 #   cs-baseline       with BASELINE=/path/to/an/older/countersign: that build, same

@@ -189,8 +189,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             config.file.display()
         )
     })?;
-    if let Some(why) = policy.vm_fallback_reason() {
-        tracing::warn!(reason = why, "policy runs on the interpreter, not the VM");
+    if policy.engine_kind() == crate::policy::EngineKind::Vm {
+        tracing::warn!(
+            "policy.engine is vm: regorus's VM answers differently from the interpreter in ways that can allow what the interpreter refuses (docs/reference.md, Engine); use it to compare, not to serve"
+        );
+    } else if let Some(why) = policy.vm_fallback_reason() {
+        tracing::debug!(reason = why, "policy runs on the interpreter, not the VM");
     }
     tracing::info!(
         revision = policy.revision(),

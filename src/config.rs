@@ -718,9 +718,11 @@ pub enum InputShape {
 /// Which regorus evaluator runs the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineChoice {
-    /// The VM where the policy compiles to it and agrees with the interpreter.
+    /// The interpreter: regorus 0.14's VM answers differently from it in
+    /// ways that can allow (docs/reference.md, "Engine").
     Auto,
-    /// The bytecode VM only (load fails if the policy does not compile to it).
+    /// The bytecode VM (load fails if the policy does not compile to it);
+    /// for comparing the engines, not for serving.
     Vm,
     /// The tree-walking interpreter only.
     Interpreter,

@@ -1,7 +1,8 @@
 //! Policies: a directory of `.rego` files compiled once per revision and
-//! evaluated per call. The bytecode VM (regorus `rvm`) is used where the
-//! policy compiles to it and agrees with the interpreter on a probe input;
-//! otherwise the tree-walking interpreter. Either way each evaluation runs on
+//! evaluated per call on regorus's tree-walking interpreter. Its bytecode VM
+//! (`rvm`) runs only when `policy.engine: vm` asks for it, to compare the
+//! two: it answers differently from the interpreter in ways that can allow
+//! what the interpreter refuses ([`AUTO_STAYS_ON_THE_INTERPRETER`]). Either way each evaluation runs on
 //! its own engine state (a clone of a warmed-up engine, or a fresh VM over a
 //! shared program), so no lock sits on the request path. The proxy runs
 //! evaluations on [`pool`]'s threads, never on the async workers.
@@ -136,7 +137,7 @@ pub struct Policy {
     sources: Vec<Source>,
     timer: ExecutionTimerConfig,
     timeout: Duration,
-    vm: Option<(CompiledPolicy, Arc<Program>)>,
+    vm: Option<(CompiledPolicy, Arc<Program>, Value)>,
     engine: Engine,
     loaded_at: String,
     vm_fallback_reason: Option<String>,
@@ -472,66 +473,35 @@ impl Policy {
 
         // Warm the interpreter engine: its first evaluation prepares shared
         // state that every clone then reuses. A policy may legitimately fail
-        // on the probe (it is not a real call), so only agreement matters.
-        let probe = input::probe();
-        engine.set_input(probe.clone());
-        let interpreted = engine
-            .eval_rule(entrypoint.to_string())
-            .map_err(|e| e.to_string());
+        // on the probe (it is not a real call).
+        engine.set_input(input::probe());
+        let _ = engine.eval_rule(entrypoint.to_string());
 
         let mut vm_fallback_reason = None;
-        let vm = match regorus::languages::rego::compiler::Compiler::compile_from_policy(
-            &compiled,
-            &[entrypoint],
-        ) {
-            _ if settings.engine == EngineChoice::Interpreter => {
+        let vm = match settings.engine {
+            EngineChoice::Interpreter => {
                 vm_fallback_reason = Some("policy.engine is interpreter".to_string());
                 None
             }
-            Ok(program) if settings.engine == EngineChoice::Vm => Some((compiled, program)),
-            Ok(_) if !vm_fails_closed() => {
-                vm_fallback_reason = Some(
-                    "this regorus VM turns evaluation errors into undefined, which lets a default rule decide (fail open); \
-                     set policy.engine: vm to use it anyway"
-                        .to_string(),
-                );
+            EngineChoice::Auto => {
+                vm_fallback_reason = Some(AUTO_STAYS_ON_THE_INTERPRETER.to_string());
                 None
             }
-            Ok(program) => {
-                let candidate = (compiled, program);
-                match (run_vm(&candidate, probe, timer), &interpreted) {
-                    (Ok(v), Ok(i)) if v == *i => Some(candidate),
-                    (Err(_), Err(_)) => Some(candidate),
-                    (Ok(_), _) => {
-                        vm_fallback_reason = Some(
-                            "the VM and the interpreter disagree on the probe input".to_string(),
-                        );
-                        None
-                    }
-                    (Err(e), Ok(_)) => {
-                        vm_fallback_reason = Some(format!(
-                            "the VM failed on the probe input: {}",
-                            one_line(&e.to_string())
-                        ));
-                        None
-                    }
-                }
-            }
-            Err(e) if settings.engine == EngineChoice::Vm => {
-                return Err(PolicyError::Compile {
+            EngineChoice::Vm => {
+                let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+                    &compiled,
+                    &[entrypoint],
+                )
+                .map_err(|e| PolicyError::Compile {
                     file: dir.to_string(),
                     message: format!(
                         "policy.engine is vm, but the policy does not compile to the VM: {}",
                         one_line(&e.to_string())
                     ),
-                })
-            }
-            Err(e) => {
-                vm_fallback_reason = Some(format!(
-                    "the policy does not compile to the VM: {}",
-                    one_line(&e.to_string())
-                ));
-                None
+                })?;
+                // The VM does not see the engine's data documents unless
+                // given them: without, `data.limits.max` is undefined.
+                Some((compiled, program, engine.get_data()))
             }
         };
         let kind = if vm.is_some() {
@@ -674,31 +644,15 @@ fn is_time_limit(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Whether the VM reports an evaluation error as an error. Checked once per
-/// process on a canary policy whose only non-default path divides by zero:
-/// the interpreter errors (fail closed); a VM that answers with the default
-/// would let a `default decision := allow` policy allow a call its deny rule
-/// could not evaluate.
-fn vm_fails_closed() -> bool {
-    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ANSWER.get_or_init(|| {
-        let canary = "package canary\nimport rego.v1\ndefault d := \"open\"\nd := \"closed\" if { 1 / count(input.zero) > 0 }\n";
-        let mut engine = Engine::new();
-        let compiled = engine
-            .add_policy("canary.rego".into(), canary.into())
-            .and_then(|_| engine.compile_with_entrypoint(&regorus::Rc::from("data.canary.d")));
-        let Ok(compiled) = compiled else { return false };
-        let Ok(program) = regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &["data.canary.d"]) else {
-            return false;
-        };
-        let timer = ExecutionTimerConfig { limit: Duration::from_secs(1), check_interval: NonZeroU32::MIN };
-        let input = Value::from(serde_json::json!({"zero": []}));
-        run_vm(&(compiled, program), input, timer).is_err()
-    })
-}
+/// Why `policy.engine: auto` runs the interpreter (shown by `/readyz`,
+/// `countersign check` and the log).
+const AUTO_STAYS_ON_THE_INTERPRETER: &str =
+    "regorus 0.14's VM answers differently from the interpreter \
+in ways that can allow what the interpreter refuses (docs/reference.md, Engine); \
+policy.engine: vm is for comparing the two, not for serving";
 
 fn run_vm(
-    (compiled, program): &(CompiledPolicy, Arc<Program>),
+    (compiled, program, data): &(CompiledPolicy, Arc<Program>, Value),
     input: Value,
     timer: ExecutionTimerConfig,
 ) -> anyhow::Result<Value> {
@@ -711,7 +665,7 @@ fn run_vm(
     // Undefined could let a `default` rule decide and fail open.
     vm.set_strict_builtin_errors(true);
     vm.set_execution_timer_config(Some(timer));
-    vm.set_data(Value::new_object())?;
+    vm.set_data(data.clone())?;
     vm.set_input(input);
     // Only the entrypoint was compiled, so it is entry point 0.
     Ok(vm.execute_entry_point_by_index(0)?)
@@ -744,6 +698,33 @@ mod tests {
                 matches!(result, Err(PolicyError::Timeout(_))),
                 "{engine:?}: {result:?}"
             );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The VM is given the data documents (it ran with empty data, so
+    /// `data.limits.max` was undefined there and the two engines differed).
+    #[test]
+    fn both_engines_read_the_data_documents() {
+        let dir = std::env::temp_dir().join(format!("countersign-data-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("limits")).unwrap();
+        std::fs::write(dir.join("limits/data.json"), r#"{"max": 100}"#).unwrap();
+        let rego = "package countersign\nimport rego.v1\n\
+            default decision := {\"action\": \"deny\", \"risk\": \"high\"}\n\
+            decision := {\"action\": \"allow\", \"risk\": \"low\"} if input.amount <= data.limits.max\n";
+        std::fs::write(dir.join("p.rego"), rego).unwrap();
+        for engine in [EngineChoice::Vm, EngineChoice::Interpreter] {
+            let settings = PolicyConfig {
+                dir: dir.clone(),
+                entrypoint: "data.countersign.decision".into(),
+                input: crate::config::InputShape::Native,
+                timeout: Duration::from_secs(1),
+                engine,
+            };
+            let policy = Policy::load(&settings).unwrap();
+            let input = Value::from(serde_json::json!({"amount": 50}));
+            let decided = policy.evaluate(input).unwrap();
+            assert_eq!(decided["action"], "allow", "{engine:?}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
