@@ -131,7 +131,7 @@ YAML
 start_countersign cs "$(port 3)" "$(port 1003)"
 start_countersign cs-before "$(port 6)" "$(port 1006)" '{ store: "sqlite://audit.db", result_durability: before_response }'
 start_countersign cs-lag0 "$(port 9)" "$(port 1009)" '{ store: "sqlite://audit.db", index_lag: 0 }'
-start_countersign cs-vm "$(port 14)" "$(port 1014)" "" "" "" ", engine: vm"
+start_countersign cs-vm "$(port 15)" "$(port 1015)" "" "" "" ", engine: vm"
 if [ -n "${BASELINE:-}" ]; then
   start_countersign cs-baseline "$(port 4)" "$(port 1004)" "" "" "$BASELINE"
 fi
@@ -216,7 +216,7 @@ for c in "${CONNECTIONS[@]}"; do
   run countersign "$(port 3)" "$c" "$PID_cs" split
   run cs-before "$(port 6)" "$c" "$PID_cs_before" split
   run cs-lag0 "$(port 9)" "$c" "$PID_cs_lag0" split
-  run cs-vm "$(port 14)" "$c" "$PID_cs_vm" split
+  run cs-vm "$(port 15)" "$c" "$PID_cs_vm" split
   [ -n "${BASELINE:-}" ] && run cs-baseline "$(port 4)" "$c" "$PID_cs_baseline" split
   if [ -n "$PGDSN" ]; then
     run cs-pg "$(port 7)" "$c" "$PID_cs_pg" split
@@ -242,7 +242,7 @@ PY
 
 metric() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1==m {print $2}'; }
 mean_us() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1==m"_sum" {s=$2} $1==m"_count" {n=$2} END {if (n) printf "%.0f", s/n*1e6; else print "-"}'; }
-for pair in "countersign $(port 1003)" "cs-before $(port 1006)" "cs-lag0 $(port 1009)" "cs-vm $(port 1014)" ${BASELINE:+"cs-baseline $(port 1004)"} ${PGDSN:+"cs-pg $(port 1007)"}; do
+for pair in "countersign $(port 1003)" "cs-before $(port 1006)" "cs-lag0 $(port 1009)" "cs-vm $(port 1015)" ${BASELINE:+"cs-baseline $(port 1004)"} ${PGDSN:+"cs-pg $(port 1007)"}; do
   set -- $pair
   calls=$(curl -fs "http://$2/metrics" | awk '/^countersign_decisions_total/ {s+=$2} END {print s+0}')
   commits=$(metric "$2" countersign_record_commit_seconds_count)
