@@ -16,9 +16,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Return freed memory to the system at once rather than after mimalloc's
 /// purge delay (up to a second, and only on later allocator activity).
 /// A proxy holding many calls frees and reuses memory in waves; with the
-/// delay, 10,000 held calls measured 195–210 MB, without it 176 MB, at no
-/// CPU cost measured per call (docs/benchmarks.md). An operator's own
-/// `MIMALLOC_PURGE_DELAY` is left in force.
+/// delay, 10,000 held calls measured 203–208 MB, without it 181–187 MB,
+/// and CPU per call did not differ beyond the noise (docs/benchmarks.md).
+/// An operator's own `MIMALLOC_PURGE_DELAY` is left in force.
 fn purge_freed_memory_at_once() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option of the allocator; mimalloc reads

@@ -1,11 +1,12 @@
 //! Policies: a directory of `.rego` files compiled once per revision and
-//! evaluated per call on regorus's tree-walking interpreter. Its bytecode VM
-//! (`rvm`) runs only when `policy.engine: vm` asks for it, to compare the
-//! two: it answers differently from the interpreter in ways that can allow
-//! what the interpreter refuses ([`AUTO_STAYS_ON_THE_INTERPRETER`]). Either way each evaluation runs on
-//! its own engine state (a clone of a warmed-up engine, or a fresh VM over a
-//! shared program), so no lock sits on the request path. The proxy runs
-//! evaluations on [`pool`]'s threads, never on the async workers.
+//! evaluated per call on regorus's tree-walking interpreter. Its bytecode
+//! VM (`rvm`) runs only when `policy.engine: vm` asks for it, to compare
+//! the two: it answers differently from the interpreter in ways that can
+//! allow what the interpreter refuses ([`AUTO_STAYS_ON_THE_INTERPRETER`]).
+//! Either way each evaluation runs on its own engine state (a clone of a
+//! warmed-up engine, or a fresh VM over a shared program), so no lock sits
+//! on the request path. The proxy runs evaluations on [`pool`]'s threads,
+//! never on the async workers.
 
 pub mod bundle;
 pub mod decision;
