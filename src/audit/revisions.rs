@@ -105,7 +105,9 @@ impl Revisions {
         Ok(())
     }
 
-    fn is_known(&self, revision: &str) -> bool {
+    /// Whether this process knows `revision` to be in the record (then
+    /// [`Revisions::commit_decided`] is one commit, with no wait before it).
+    pub fn is_known(&self, revision: &str) -> bool {
         self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())

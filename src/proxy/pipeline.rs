@@ -874,11 +874,36 @@ async fn run(
                 Err("the hold's commit stopped unexpectedly; see the system log".into())
             })
         }
-        _ => shared
+        _ if shared.revisions.is_known(policy.revision()) => shared
             .revisions
             .commit_decided(&shared.store, &policy, decided)
             .await
             .map_err(|e| e.to_string()),
+        // The first calls of a revision wait (for each other, and to learn
+        // whether the record has the revision) before their `decided`
+        // record goes to the store. An agent that hangs up then drops the
+        // call before that: the commit runs in a task of its own, so the
+        // evaluation is recorded whatever the agent does.
+        _ => {
+            let gone = unsent.as_ref().map(UnsentOnDrop::fired);
+            let (shared, id, policy) = (shared.clone(), action_id.to_string(), policy.clone());
+            let committing = shared.detached.clone().spawn(async move {
+                let committed = shared
+                    .revisions
+                    .commit_decided(&shared.store, &policy, decided)
+                    .await;
+                // The agent hung up before this commit landed: the guard's
+                // own record may have found no action yet.
+                if committed.is_ok() && gone.is_some_and(|gone| gone()) {
+                    UnsentOnDrop::record(&shared, &id).await;
+                }
+                committed.map_err(|e| e.to_string())
+            });
+            committing.await.unwrap_or_else(|e| {
+                tracing::error!(action_id, error = %e, "the decision's commit stopped unexpectedly");
+                Err("the decision's commit stopped unexpectedly; see the system log".into())
+            })
+        }
     };
     if let Err(e) = committed {
         if let Some(g) = &mut hang_up {
@@ -1033,6 +1058,8 @@ struct UnsentOnDrop {
     shared: Arc<Shared>,
     action_id: String,
     armed: bool,
+    /// Set when the guard fires, for a task still committing the decision.
+    gone: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const UNSENT: &str = "the agent hung up before the call was forwarded; nothing was sent upstream";
@@ -1043,11 +1070,39 @@ impl UnsentOnDrop {
             shared: shared.clone(),
             action_id: action_id.to_string(),
             armed: true,
+            gone: Default::default(),
         }
     }
 
     fn disarm(&mut self) {
         self.armed = false;
+    }
+
+    /// For a task that commits the decision: whether the guard has fired.
+    /// Checked after the commit, so between it and the guard's own record
+    /// one of the two finds the action.
+    fn fired(&self) -> impl Fn() -> bool + Send + 'static {
+        let gone = self.gone.clone();
+        move || gone.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records the action as never sent, once queued records are in, if it
+    /// is still allowed and unended (so the guard and a committing task
+    /// can both try: one record at most).
+    async fn record(shared: &Arc<Shared>, id: &str) {
+        // The `decided` record may still be queued: let it commit first.
+        let _ = shared.store.flush().await;
+        let Ok(Some(life)) = shared.store.action(id).await else {
+            return;
+        };
+        if life.state != State::Allowed || life.ending.is_some() {
+            return;
+        }
+        // 499: nginx's "client closed request"; nobody got an answer.
+        let d = Draft::failed(id, "forward", "agent_hung_up", UNSENT, 499);
+        if let Ok(true) = shared.store.commit_if(id, life.last_seq, vec![d]).await {
+            tracing::info!(action_id = %id, "agent hung up before the forward; recorded as not sent");
+        }
     }
 }
 
@@ -1056,22 +1111,11 @@ impl Drop for UnsentOnDrop {
         if !self.armed {
             return;
         }
+        self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
         let (shared, id) = (self.shared.clone(), std::mem::take(&mut self.action_id));
-        self.shared.detached.spawn(async move {
-            // The `decided` record may still be queued: let it commit first.
-            let _ = shared.store.flush().await;
-            let Ok(Some(life)) = shared.store.action(&id).await else {
-                return;
-            };
-            if life.state != State::Allowed || life.ending.is_some() {
-                return;
-            }
-            // 499: nginx's "client closed request"; nobody got an answer.
-            let d = Draft::failed(&id, "forward", "agent_hung_up", UNSENT, 499);
-            if let Ok(true) = shared.store.commit_if(&id, life.last_seq, vec![d]).await {
-                tracing::info!(action_id = %id, "agent hung up before the forward; recorded as not sent");
-            }
-        });
+        self.shared
+            .detached
+            .spawn(async move { UnsentOnDrop::record(&shared, &id).await });
     }
 }
 

@@ -370,9 +370,9 @@ decision := {"action": "hold", "risk": "medium", "reasons": ["held"], "rules": [
     );
     d.edit_config("busy_timeout: 200ms", "busy_timeout: 10s");
     let cs = d.start().await;
-    // One call first, so the policy's revision is in the record: the first
-    // call of a revision commits it before its decision, and an agent that
-    // hangs up during that commit leaves no decision at all.
+    // One call first, so the policy's revision is in the record and these
+    // decisions go straight to the (locked) store; the first calls of a
+    // revision are the next test's.
     let warm = client()
         .get(format!("http://{}/v1/warm", cs.proxy_addr))
         .send()
@@ -431,6 +431,67 @@ decision := {"action": "hold", "risk": "medium", "reasons": ["held"], "rules": [
     assert_eq!(
         paths,
         ["/v1/warm"],
+        "nothing of the agents that hung up was forwarded"
+    );
+    cs.stop().await;
+}
+
+/// The first calls of a policy revision wait for each other (one of them
+/// records the revision) before their decisions go to the store. Agents
+/// that hang up while they wait still leave their decisions in the record,
+/// each ended `failed` / `agent_hung_up`, and nothing reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_that_hang_up_during_a_new_revisions_first_calls_are_recorded() {
+    let upstream = Upstream::start().await;
+    let policy = "package countersign\nimport rego.v1\ndecision := {\"action\": \"allow\", \"risk\": \"low\"}\n";
+    let d = Deployment::new(&upstream.url(), policy, "");
+    d.edit_config("busy_timeout: 200ms", "busy_timeout: 10s");
+    let cs = d.start().await;
+    // No call before: the revision is not in the record yet.
+    let lock = rusqlite::Connection::open(d.db_path()).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut agents = Vec::new();
+    for path in ["/v1/first", "/v1/second", "/v1/third"] {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
+        agents.push(raw_agent(cs.proxy_addr, &request).await);
+    }
+    // All three are decided: the first waits on the lock to record the
+    // revision with its decision, the others wait for it.
+    let admin = format!("http://{}", cs.admin_addr);
+    let evaluated = eventually(
+        async || gauge(&admin, "countersign_policy_eval_seconds_count").await,
+        |n| *n >= 3.0,
+    )
+    .await;
+    assert_eq!(evaluated, 3.0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(agents);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    lock.execute_batch("COMMIT").unwrap();
+    for path in ["/v1/first", "/v1/second", "/v1/third"] {
+        let db = d.db_path();
+        let ended = eventually(
+            async || {
+                let rows = records(&db);
+                let id = rows
+                    .iter()
+                    .find(|r| r.2 == "decided" && r.3["request"]["path"] == path)
+                    .map(|r| r.1.clone());
+                id.map(|id| (kinds_of(&db, &id), id))
+            },
+            |found| found.as_ref().is_some_and(|(k, _)| k.len() == 2),
+        )
+        .await;
+        let (kinds, id) = ended.unwrap_or_else(|| panic!("no decision recorded for {path}"));
+        assert_eq!(kinds, ["decided", "failed"], "{path}");
+        assert_eq!(
+            payload_of(&db, &id, "failed")["reason"],
+            "agent_hung_up",
+            "{path}"
+        );
+    }
+    assert!(
+        upstream.seen().is_empty(),
         "nothing of the agents that hung up was forwarded"
     );
     cs.stop().await;
