@@ -676,6 +676,18 @@ fn run_vm(
 mod tests {
     use super::*;
 
+    /// Loads the policy in `dir` with the default entrypoint and input.
+    fn load(dir: &Path, engine: EngineChoice, timeout: Duration) -> Policy {
+        let settings = PolicyConfig {
+            dir: dir.to_path_buf(),
+            entrypoint: "data.countersign.decision".into(),
+            input: crate::config::InputShape::Native,
+            timeout,
+            engine,
+        };
+        Policy::load(&settings).unwrap()
+    }
+
     #[test]
     fn both_engines_report_a_runaway_evaluation_as_a_timeout() {
         let dir = std::env::temp_dir().join(format!("countersign-timeout-{}", std::process::id()));
@@ -685,14 +697,7 @@ mod tests {
             decision := {\"action\": \"allow\", \"risk\": \"low\", \"reasons\": [sprintf(\"%v\", [spin])]}\n";
         std::fs::write(dir.join("spin.rego"), spin).unwrap();
         for engine in [EngineChoice::Vm, EngineChoice::Interpreter] {
-            let settings = PolicyConfig {
-                dir: dir.clone(),
-                entrypoint: "data.countersign.decision".into(),
-                input: crate::config::InputShape::Native,
-                timeout: Duration::from_millis(20),
-                engine,
-            };
-            let policy = Policy::load(&settings).unwrap();
+            let policy = load(&dir, engine, Duration::from_millis(20));
             let input = Value::from(serde_json::json!({"request": {"method": "POST"}}));
             let result = policy.evaluate(input);
             assert!(
@@ -715,14 +720,7 @@ mod tests {
             decision := {\"action\": \"allow\", \"risk\": \"low\"} if input.amount <= data.limits.max\n";
         std::fs::write(dir.join("p.rego"), rego).unwrap();
         for engine in [EngineChoice::Vm, EngineChoice::Interpreter] {
-            let settings = PolicyConfig {
-                dir: dir.clone(),
-                entrypoint: "data.countersign.decision".into(),
-                input: crate::config::InputShape::Native,
-                timeout: Duration::from_secs(1),
-                engine,
-            };
-            let policy = Policy::load(&settings).unwrap();
+            let policy = load(&dir, engine, Duration::from_secs(1));
             let input = Value::from(serde_json::json!({"amount": 50}));
             let decided = policy.evaluate(input).unwrap();
             assert_eq!(decided["action"], "allow", "{engine:?}");

@@ -24,69 +24,6 @@ use crate::http::{full, json as json_response, Body};
 /// Path prefix of the status URLs on the proxy listener.
 pub const STATUS_PREFIX: &str = "/.countersign/actions/";
 
-/// Cancels the action if the agent's call is dropped (the agent hung up)
-/// while `hold.on_wait_timeout` is `cancel`. The pipeline arms it before
-/// the hold's `decided` record is sent to the store, not when the wait
-/// begins: hyper drops a call's future as soon as it sees the agent's
-/// end close, possibly before polling it again after that commit, and a
-/// guard made later would then never exist.
-pub struct CancelOnDrop {
-    shared: Arc<Shared>,
-    action_id: String,
-    armed: bool,
-    /// Set when it fires, for the task committing the hold: a cancel that
-    /// ran before the hold was in the store found nothing to cancel, so
-    /// that task cancels once it has committed ([`CancelOnDrop::fired`]).
-    gone: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl CancelOnDrop {
-    /// A guard for `action_id`, armed if the configuration cancels holds
-    /// whose agent stops waiting.
-    pub fn new(shared: &Arc<Shared>, action_id: &str) -> CancelOnDrop {
-        CancelOnDrop {
-            shared: shared.clone(),
-            action_id: action_id.to_string(),
-            armed: shared.config.hold.on_wait_timeout == OnWaitTimeout::Cancel,
-            gone: Arc::default(),
-        }
-    }
-
-    /// For the task that commits the hold: whether the guard has fired (the
-    /// agent hung up while armed). Checked after the commit, so between it
-    /// and the guard's own cancel one of the two finds the hold.
-    pub fn fired(&self) -> impl Fn() -> bool + Send + 'static {
-        let gone = self.gone.clone();
-        move || gone.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Cancels the hold for an agent that hung up, once queued records
-    /// are in (the `decided` record may still be on its way).
-    pub async fn cancel_for_hang_up(shared: &Arc<Shared>, action_id: &str) {
-        let _ = shared.store.flush().await;
-        if approval::cancel(shared, action_id, "the agent hung up while waiting").await {
-            tracing::info!(action_id, "agent hung up; hold cancelled");
-        }
-    }
-
-    /// The call is answered (or was never held): dropping cancels nothing.
-    pub fn disarm(&mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
-            let (shared, id) = (self.shared.clone(), self.action_id.clone());
-            self.shared
-                .detached
-                .spawn(async move { CancelOnDrop::cancel_for_hang_up(&shared, &id).await });
-        }
-    }
-}
-
 /// How often a waiting agent re-reads its action from a shared store even
 /// without a notification (notifications can be lost with a connection).
 const POLL_SHARED: Duration = Duration::from_secs(1);
@@ -102,7 +39,7 @@ pub async fn wait(
     shared: &Arc<Shared>,
     action_id: &str,
     expires_at: SystemTime,
-    mut guard: CancelOnDrop,
+    mut guard: super::hang_up::Guard,
 ) -> Result<Response<Body>, Outcome> {
     let cfg = &shared.config.hold;
     let registration = shared.waiters.register(action_id);

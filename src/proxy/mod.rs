@@ -2,11 +2,13 @@
 //! arrival to answer; [`target`] puts the request target in its one
 //! canonical form; [`receive`] takes in request bodies within the shared
 //! [`budget`]; [`body`] reads them for the policy; [`forward`] talks to
-//! upstreams; [`mcp`] reads and answers MCP calls on `protocol: mcp` routes.
+//! upstreams; [`mcp`] reads and answers MCP calls on `protocol: mcp` routes;
+//! [`hang_up`] keeps the record whole when an agent hangs up mid-call.
 
 pub mod body;
 pub mod budget;
 pub mod forward;
+pub mod hang_up;
 pub mod hold;
 pub mod mcp;
 pub mod pipeline;

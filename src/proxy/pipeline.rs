@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::body::{BodyError, Parsed};
 use super::forward::{end_to_end_headers, ForwardError, Outgoing, ResponseCapture};
+use super::hang_up::{self, Guard};
 use super::receive::{self, ReceiveError};
 use super::target::{Target, TargetError};
 use super::Route;
@@ -835,44 +836,28 @@ async fn run(
     // when the agent hangs up, possibly without polling it again after the
     // commit): a held call is still cancelled (under `on_wait_timeout:
     // cancel`), an allowed one is recorded as never sent.
-    let mut hang_up = (decision.action == Action::Hold)
-        .then(|| super::hold::CancelOnDrop::new(shared, action_id));
-    let mut unsent =
-        (decision.action == Action::Allow).then(|| UnsentOnDrop::new(shared, action_id));
-    let committed = match (&hold, decision.action) {
+    let mut guard = match decision.action {
+        Action::Hold => Some(Guard::cancelling_hold(shared, action_id)),
+        Action::Allow => Some(Guard::recording_unsent(shared, action_id)),
+        Action::Deny => None,
+    };
+    let committed = match &hold {
         // A hold's commit, and what must follow it (keeping the real query
         // for the forward, notifying the reviewers), run to their end in a
         // task of their own: an agent that hangs up while the hold commits
         // still leaves a hold its reviewers hear of and can have forwarded.
-        (Some(held), Action::Hold) => {
+        Some(held) if decision.action == Action::Hold => {
             let sealed = approval::Sealed {
                 path_and_query: held.forward.path_and_query.clone(),
                 secrets: secrets.clone(),
                 keep_until: held.expires_at + route.config.timeout + shared.config.audit.lease,
             };
             let notice = notice(shared, action_id, held, &decision, &story);
-            let gone = hang_up.as_ref().map(|g| g.fired());
-            let (shared, id, policy) = (shared.clone(), action_id.to_string(), policy.clone());
-            let announced = shared.detached.clone().spawn(async move {
-                let committed = shared
-                    .revisions
-                    .commit_decided(&shared.store, &policy, decided)
-                    .await;
-                if committed.is_ok() {
-                    shared.sealed.keep(&id, sealed);
-                    approval::notify::spawn(&shared, &id, notice);
-                    // The agent hung up before this commit landed: the
-                    // guard's own cancel may have found nothing yet.
-                    if gone.is_some_and(|gone| gone()) {
-                        super::hold::CancelOnDrop::cancel_for_hang_up(&shared, &id).await;
-                    }
-                }
-                committed.map_err(|e| e.to_string())
-            });
-            announced.await.unwrap_or_else(|e| {
-                tracing::error!(action_id, error = %e, "the hold's commit stopped unexpectedly");
-                Err("the hold's commit stopped unexpectedly; see the system log".into())
-            })
+            let announce = move |shared: &Arc<Shared>, id: &str| {
+                shared.sealed.keep(id, sealed);
+                approval::notify::spawn(shared, id, notice);
+            };
+            hang_up::commit_in_task(shared, &policy, decided, guard.as_ref(), announce).await
         }
         _ if shared.revisions.is_known(policy.revision()) => shared
             .revisions
@@ -881,35 +866,12 @@ async fn run(
             .map_err(|e| e.to_string()),
         // The first calls of a revision wait (for each other, and to learn
         // whether the record has the revision) before their `decided`
-        // record goes to the store. An agent that hangs up then drops the
-        // call before that: the commit runs in a task of its own, so the
-        // evaluation is recorded whatever the agent does.
-        _ => {
-            let gone = unsent.as_ref().map(UnsentOnDrop::fired);
-            let (shared, id, policy) = (shared.clone(), action_id.to_string(), policy.clone());
-            let committing = shared.detached.clone().spawn(async move {
-                let committed = shared
-                    .revisions
-                    .commit_decided(&shared.store, &policy, decided)
-                    .await;
-                // The agent hung up before this commit landed: the guard's
-                // own record may have found no action yet.
-                if committed.is_ok() && gone.is_some_and(|gone| gone()) {
-                    UnsentOnDrop::record(&shared, &id).await;
-                }
-                committed.map_err(|e| e.to_string())
-            });
-            committing.await.unwrap_or_else(|e| {
-                tracing::error!(action_id, error = %e, "the decision's commit stopped unexpectedly");
-                Err("the decision's commit stopped unexpectedly; see the system log".into())
-            })
-        }
+        // record goes to the store; an agent that hangs up then would drop
+        // the call before it.
+        _ => hang_up::commit_in_task(shared, &policy, decided, guard.as_ref(), |_, _| {}).await,
     };
     if let Err(e) = committed {
-        if let Some(g) = &mut hang_up {
-            g.disarm();
-        }
-        if let Some(g) = &mut unsent {
+        if let Some(g) = &mut guard {
             g.disarm();
         }
         trace.decision_lost = true;
@@ -934,7 +896,7 @@ async fn run(
         Action::Hold => {
             decided!(info);
             let hold = hold.expect("the contract requires approval with hold");
-            let hang_up = hang_up.expect("armed with the hold");
+            let hang_up = guard.expect("made for the hold");
             // An MCP client that sent a progress token hears from us while it waits.
             if let Some(call) = mcp_call
                 .as_ref()
@@ -965,7 +927,8 @@ async fn run(
                 .get::<crate::http::ConnectionSlot>()
                 .cloned();
             let mut response = forward_to_end(
-                unsent.expect("armed with the allow"),
+                (shared, action_id),
+                guard.expect("made for the allow"),
                 (route, slot),
                 parts.headers,
                 decision.envoy.clone(),
@@ -995,7 +958,7 @@ struct HeldCall {
     expires_at: SystemTime,
     mcp_call: Option<super::mcp::Call>,
     /// Cancels the hold if the agent hangs up (armed before the commit).
-    hang_up: super::hold::CancelOnDrop,
+    hang_up: Guard,
 }
 
 /// Waits for the reviewers' verdict on a held call (up to `hold.wait`) and
@@ -1050,93 +1013,24 @@ fn failed(action_id: &str, stage: &str, outcome: &Outcome, secrets: &Secrets) ->
     .redacted(secrets)
 }
 
-/// Records an allowed call as never sent if the agent hangs up after its
-/// `decided` record went to the store but before the forward began.
-/// Without it the sweep would later mark the call `forward_interrupted`
-/// (whether the upstream acted is unknown) when nothing was sent.
-struct UnsentOnDrop {
-    shared: Arc<Shared>,
-    action_id: String,
-    armed: bool,
-    /// Set when the guard fires, for a task still committing the decision.
-    gone: Arc<std::sync::atomic::AtomicBool>,
-}
-
-const UNSENT: &str = "the agent hung up before the call was forwarded; nothing was sent upstream";
-
-impl UnsentOnDrop {
-    fn new(shared: &Arc<Shared>, action_id: &str) -> UnsentOnDrop {
-        UnsentOnDrop {
-            shared: shared.clone(),
-            action_id: action_id.to_string(),
-            armed: true,
-            gone: Default::default(),
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.armed = false;
-    }
-
-    /// For a task that commits the decision: whether the guard has fired.
-    /// Checked after the commit, so between it and the guard's own record
-    /// one of the two finds the action.
-    fn fired(&self) -> impl Fn() -> bool + Send + 'static {
-        let gone = self.gone.clone();
-        move || gone.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Records the action as never sent, once queued records are in, if it
-    /// is still allowed and unended (so the guard and a committing task
-    /// can both try: one record at most).
-    async fn record(shared: &Arc<Shared>, id: &str) {
-        // The `decided` record may still be queued: let it commit first.
-        let _ = shared.store.flush().await;
-        let Ok(Some(life)) = shared.store.action(id).await else {
-            return;
-        };
-        if life.state != State::Allowed || life.ending.is_some() {
-            return;
-        }
-        // 499: nginx's "client closed request"; nobody got an answer.
-        let d = Draft::failed(id, "forward", "agent_hung_up", UNSENT, 499);
-        if let Ok(true) = shared.store.commit_if(id, life.last_seq, vec![d]).await {
-            tracing::info!(action_id = %id, "agent hung up before the forward; recorded as not sent");
-        }
-    }
-}
-
-impl Drop for UnsentOnDrop {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
-        let (shared, id) = (self.shared.clone(), std::mem::take(&mut self.action_id));
-        self.shared
-            .detached
-            .spawn(async move { UnsentOnDrop::record(&shared, &id).await });
-    }
-}
-
 /// Forwards an allowed call in a task of its own, so that it runs to its
 /// end even if the agent hangs up (hyper then drops the call's future):
 /// once the request may have reached the upstream, its result is
 /// recorded, not left for the sweep to mark interrupted. An answer nobody
 /// is left to hear still has its `completed` record written. (`unsent`
-/// guards the call until then, and names it.)
+/// guards the call until then.)
 ///
 /// The connection's slot goes with the forward: an agent cannot put more
 /// calls upstream than `limits.max_connections` by hanging up.
 async fn forward_to_end(
-    mut unsent: UnsentOnDrop,
+    (shared, action_id): (&Arc<Shared>, &str),
+    mut unsent: Guard,
     (route, slot): (&Route, Option<crate::http::ConnectionSlot>),
     agent_headers: hyper::HeaderMap,
     envoy: Option<crate::policy::decision::EnvoyResult>,
     request: CapturedRequest,
     secrets: Secrets,
 ) -> Result<Response<Body>, Outcome> {
-    let (shared, id) = (unsent.shared.clone(), unsent.action_id.clone());
     let route_at = shared
         .routes
         .iter()
@@ -1145,6 +1039,7 @@ async fn forward_to_end(
     // Dropping the handle (the agent hung up) leaves the task running; the
     // answer it returns then drops with its `ResultRecord`, which queues
     // the record.
+    let (shared, id) = (shared.clone(), action_id.to_string());
     let forwarding = shared.detached.clone().spawn(async move {
         let _slot = slot;
         let route = &shared.routes[route_at];
@@ -1164,7 +1059,7 @@ async fn forward_to_end(
     forwarding.await.unwrap_or_else(|e| {
         // No result record: the sweep marks the call `forward_interrupted`
         // once its lease runs out (the upstream may have acted).
-        tracing::error!(action_id = %unsent.action_id, error = %e, "the forward stopped unexpectedly");
+        tracing::error!(action_id, error = %e, "the forward stopped unexpectedly");
         Err(Outcome::UpstreamFailed(
             "the forward stopped unexpectedly; whether the upstream acted is unknown".into(),
         ))
