@@ -224,6 +224,64 @@ async fn slow_upstream_gets_504_and_is_recorded_failed() {
     cs.stop().await;
 }
 
+/// Sends `GET /slow` (answered after 3 s) on a raw socket and hangs up
+/// once the upstream has the call.
+async fn hang_up_once_upstream_has_it(proxy: std::net::SocketAddr, upstream: &Upstream) {
+    let request = format!("GET /slow HTTP/1.1\r\nhost: {proxy}\r\n\r\n");
+    let agent = raw_agent(proxy, &request).await;
+    eventually(async || upstream.seen().len(), |n| *n == 1).await;
+    drop(agent);
+}
+
+/// Holds SQLite's write lock while raw agents send `GET` for each of
+/// `paths`, waits until the process has made `evaluations` decisions in
+/// all (they then wait on the lock), hangs every agent up, and releases
+/// the lock.
+async fn hang_up_while_the_store_is_locked(
+    d: &Deployment,
+    cs: &countersign::app::Running,
+    paths: &[&str],
+    evaluations: f64,
+) {
+    let lock = rusqlite::Connection::open(d.db_path()).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut agents = Vec::new();
+    for path in paths {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
+        agents.push(raw_agent(cs.proxy_addr, &request).await);
+    }
+    let admin = format!("http://{}", cs.admin_addr);
+    let evaluated = eventually(
+        async || gauge(&admin, "countersign_policy_eval_seconds_count").await,
+        |n| *n >= evaluations,
+    )
+    .await;
+    assert_eq!(evaluated, evaluations);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(agents);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    lock.execute_batch("COMMIT").unwrap();
+}
+
+/// The action decided for a call to `path`, once it has `n` records: its
+/// id and its record kinds. Fails the test if no decision was recorded.
+async fn decided_at(db: &std::path::Path, path: &str, n: usize) -> (String, Vec<String>) {
+    let found = eventually(
+        async || {
+            let rows = records(db);
+            let id = rows
+                .iter()
+                .find(|r| r.2 == "decided" && r.3["request"]["path"] == path)
+                .map(|r| r.1.clone());
+            id.map(|id| (kinds_of(db, &id), id))
+        },
+        |found| found.as_ref().is_some_and(|(k, _)| k.len() == n),
+    )
+    .await;
+    let (kinds, id) = found.unwrap_or_else(|| panic!("no decision recorded for {path}"));
+    (id, kinds)
+}
+
 /// An agent that hangs up while its allowed call is upstream: the forward
 /// runs to its end and the upstream's answer is recorded (not left for the
 /// sweep to mark interrupted, which would say only that nobody knows).
@@ -234,10 +292,7 @@ async fn an_agent_that_hangs_up_mid_forward_still_gets_the_result_recorded() {
     // /slow answers after 3 s.
     d.edit_config("    timeout: 1s\n", "    timeout: 10s\n");
     let cs = d.start().await;
-    let request = format!("GET /slow HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
-    let agent = raw_agent(cs.proxy_addr, &request).await;
-    eventually(async || upstream.seen().len(), |n| *n == 1).await;
-    drop(agent);
+    hang_up_once_upstream_has_it(cs.proxy_addr, &upstream).await;
     let ids = eventually(
         async || {
             let rows = records(&d.db_path());
@@ -273,10 +328,7 @@ async fn a_forward_whose_agent_hung_up_still_counts_against_the_connection_limit
     // /slow answers after 3 s.
     d.edit_config("    timeout: 1s\n", "    timeout: 10s\n");
     let cs = d.start().await;
-    let request = format!("GET /slow HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
-    let agent = raw_agent(cs.proxy_addr, &request).await;
-    eventually(async || upstream.seen().len(), |n| *n == 1).await;
-    drop(agent);
+    hang_up_once_upstream_has_it(cs.proxy_addr, &upstream).await;
     let next = client()
         .get(format!("http://{}/v1/next", cs.proxy_addr))
         .send()
@@ -379,49 +431,16 @@ decision := {"action": "hold", "risk": "medium", "reasons": ["held"], "rules": [
         .await
         .unwrap();
     assert_eq!(warm.status(), 201);
-    let lock = rusqlite::Connection::open(d.db_path()).unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let mut agents = Vec::new();
-    for path in ["/v1/allowed", "/v1/held"] {
-        let request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
-        let agent = raw_agent(cs.proxy_addr, &request).await;
-        agents.push(agent);
-    }
     // Both decisions are made (and go to the store straight after) and
-    // wait on the lock; then the agents go.
-    let admin = format!("http://{}", cs.admin_addr);
-    let evaluated = eventually(
-        async || gauge(&admin, "countersign_policy_eval_seconds_count").await,
-        |n| *n >= 3.0,
-    )
-    .await;
-    assert_eq!(evaluated, 3.0);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    drop(agents);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    lock.execute_batch("COMMIT").unwrap();
-    let kinds = |path: &'static str| {
-        let db = d.db_path();
-        async move {
-            let rows = records(&db);
-            let Some(id) = rows
-                .iter()
-                .find(|r| r.2 == "decided" && r.3["request"]["path"] == path)
-                .map(|r| r.1.clone())
-            else {
-                return (String::new(), Vec::new());
-            };
-            let kinds = kinds_of(&db, &id);
-            (id, kinds)
-        }
-    };
-    let (allowed, k) = eventually(async || kinds("/v1/allowed").await, |(_, k)| k.len() == 2).await;
+    // wait on the lock; then the agents go. (The warm-up was the first.)
+    hang_up_while_the_store_is_locked(&d, &cs, &["/v1/allowed", "/v1/held"], 3.0).await;
+    let (allowed, k) = decided_at(&d.db_path(), "/v1/allowed", 2).await;
     assert_eq!(k, ["decided", "failed"]);
     assert_eq!(
         payload_of(&d.db_path(), &allowed, "failed")["reason"],
         "agent_hung_up"
     );
-    let (_, k) = eventually(async || kinds("/v1/held").await, |(_, k)| k.len() == 2).await;
+    let (_, k) = decided_at(&d.db_path(), "/v1/held", 2).await;
     assert_eq!(k, ["decided", "cancelled"]);
     let paths: Vec<String> = upstream
         .seen()
@@ -447,45 +466,16 @@ async fn agents_that_hang_up_during_a_new_revisions_first_calls_are_recorded() {
     let d = Deployment::new(&upstream.url(), policy, "");
     d.edit_config("busy_timeout: 200ms", "busy_timeout: 10s");
     let cs = d.start().await;
-    // No call before: the revision is not in the record yet.
-    let lock = rusqlite::Connection::open(d.db_path()).unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let mut agents = Vec::new();
-    for path in ["/v1/first", "/v1/second", "/v1/third"] {
-        let request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", cs.proxy_addr);
-        agents.push(raw_agent(cs.proxy_addr, &request).await);
-    }
-    // All three are decided: the first waits on the lock to record the
-    // revision with its decision, the others wait for it.
-    let admin = format!("http://{}", cs.admin_addr);
-    let evaluated = eventually(
-        async || gauge(&admin, "countersign_policy_eval_seconds_count").await,
-        |n| *n >= 3.0,
-    )
-    .await;
-    assert_eq!(evaluated, 3.0);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    drop(agents);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    lock.execute_batch("COMMIT").unwrap();
-    for path in ["/v1/first", "/v1/second", "/v1/third"] {
-        let db = d.db_path();
-        let ended = eventually(
-            async || {
-                let rows = records(&db);
-                let id = rows
-                    .iter()
-                    .find(|r| r.2 == "decided" && r.3["request"]["path"] == path)
-                    .map(|r| r.1.clone());
-                id.map(|id| (kinds_of(&db, &id), id))
-            },
-            |found| found.as_ref().is_some_and(|(k, _)| k.len() == 2),
-        )
-        .await;
-        let (kinds, id) = ended.unwrap_or_else(|| panic!("no decision recorded for {path}"));
+    // No call before: the revision is not in the record yet. All three
+    // are decided: the first waits on the lock to record the revision with
+    // its decision, the others wait for it.
+    let paths = ["/v1/first", "/v1/second", "/v1/third"];
+    hang_up_while_the_store_is_locked(&d, &cs, &paths, 3.0).await;
+    for path in paths {
+        let (id, kinds) = decided_at(&d.db_path(), path, 2).await;
         assert_eq!(kinds, ["decided", "failed"], "{path}");
         assert_eq!(
-            payload_of(&db, &id, "failed")["reason"],
+            payload_of(&d.db_path(), &id, "failed")["reason"],
             "agent_hung_up",
             "{path}"
         );
