@@ -105,8 +105,9 @@ impl Revisions {
         Ok(())
     }
 
-    /// Whether this process knows `revision` to be in the record (then
-    /// [`Revisions::commit_decided`] is one commit, with no wait before it).
+    /// Whether this process knows `revision` to be in the record: then a
+    /// call's `decided` record needs only its own commit, which is all
+    /// [`Revisions::commit_decided`] would do.
     pub fn is_known(&self, revision: &str) -> bool {
         self.known
             .lock()

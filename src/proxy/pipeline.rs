@@ -859,9 +859,10 @@ async fn run(
             };
             hang_up::commit_in_task(shared, &policy, decided, guard.as_ref(), announce).await
         }
+        // The revision is in the record: the decision is one commit.
         _ if shared.revisions.is_known(policy.revision()) => shared
-            .revisions
-            .commit_decided(&shared.store, &policy, decided)
+            .store
+            .commit(vec![decided])
             .await
             .map_err(|e| e.to_string()),
         // The first calls of a revision wait (for each other, and to learn
