@@ -22,7 +22,8 @@
 #
 # For every row: requests/s, p50, p99, non-2xx, and the proxy's CPU µs per
 # call from /proc (countersign split per thread: tokio workers, policy
-# threads, record writer, the rest). Then: the disk's fsync time, records and
+# threads, record writer, the rest). Then: the disk's fsync time, the CPU of
+# one policy evaluation alone on each engine (tools/policy-bench), records and
 # commits per call, and memory: 10,000 held calls waiting, 1,000 idle
 # keep-alive connections.
 #
@@ -43,7 +44,7 @@ for tool in nginx wrk python3 curl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing; install it with: apt-get install nginx wrk python3 curl" >&2; exit 1; }
 done
 
-cargo build --release --quiet --bin countersign --example payments-api --example bare-proxy
+cargo build --release --quiet --bin countersign --example payments-api --example bare-proxy --example policy-bench
 # The record lives on the real disk (not a tmpfs), beside the checkout.
 mkdir -p target/bench
 WORK=$(mktemp -d -p "$PWD/target/bench")
@@ -239,6 +240,10 @@ took = (time.perf_counter() - start) / n
 os.close(fd)
 print(f"disk: write+fsync of 4 KiB: {took * 1e6:.0f} µs mean over {n}")
 PY
+
+# The policy alone, in one thread with nothing else running: the CPU per
+# call no change to the proxy or the record can take below.
+target/release/examples/policy-bench | sed -n '2,$s/^/policy alone: /p'
 
 metric() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1==m {print $2}'; }
 mean_us() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1==m"_sum" {s=$2} $1==m"_count" {n=$2} END {if (n) printf "%.0f", s/n*1e6; else print "-"}'; }
