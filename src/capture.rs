@@ -139,6 +139,9 @@ pub struct CapturedRequest {
     pub body_parsed: Parsed,
     /// Every `Content-Type` value, to refuse more than one.
     content_types: Vec<String>,
+    /// What [`CapturedRequest::refused_early`] withheld from a refused
+    /// target (parameter values, user info): secrets for the record.
+    withheld: Vec<String>,
 }
 
 impl CapturedRequest {
@@ -169,13 +172,41 @@ impl CapturedRequest {
     }
 
     /// Captures the head of a request refused before its target was
-    /// checked (a refused method or target), for its record: the path and
-    /// query as sent, agent headers taken as far as they are valid.
+    /// checked (a refused method or target), for its record: the target as
+    /// sent, but for what may be secret in it ([`withhold`]), and agent
+    /// headers taken as far as they are valid.
     pub fn refused_early(parts: &Parts, scheme: &str, cfg: &CaptureConfig) -> CapturedRequest {
         let mut request = CapturedRequest::head(parts, scheme, cfg);
-        request.path = parts.uri.path().to_string();
-        request.query = parts.uri.query().map(str::to_string);
-        request.as_sent = Some(parts.uri.to_string());
+        let mut withheld = Vec::new();
+        request.path = withhold(parts.uri.path(), Piece::Path, &mut withheld);
+        request.query = parts
+            .uri
+            .query()
+            .map(|q| withhold(q, Piece::Query, &mut withheld));
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| match a.as_str().rsplit_once('@') {
+                Some((user_info, host)) => {
+                    withheld.push(user_info.to_string());
+                    if let Some((_, password)) = user_info.split_once(':') {
+                        withheld.push(password.to_string());
+                    }
+                    format!("{REDACTED}@{host}")
+                }
+                None => a.to_string(),
+            });
+        request.as_sent = Some(format!(
+            "{}{}{}",
+            parts
+                .uri
+                .scheme_str()
+                .map(|s| format!("{s}://"))
+                .unwrap_or_default(),
+            authority.unwrap_or_default(),
+            request.path_and_query()
+        ));
+        request.withheld = withheld;
         if request.take_agent_headers(parts, cfg).is_err() {
             request.agent = Agent::default();
             request.evidence.clear();
@@ -238,6 +269,7 @@ impl CapturedRequest {
             body_sha256: hex::encode(Sha256::digest([])),
             body_parsed: Parsed::Opaque,
             content_types,
+            withheld: Vec::new(),
         }
     }
 
@@ -344,6 +376,14 @@ impl CapturedRequest {
         for (name, raw) in query_pairs(self.query.as_deref().unwrap_or_default()) {
             if cfg.redact_query.contains(&name.to_ascii_lowercase()) {
                 b.form(raw);
+            }
+        }
+        // As sent and decoded: a message may quote either.
+        for raw in &self.withheld {
+            b.form(raw);
+            if let Some((_, decoded)) = form_urlencoded::parse(format!("x={raw}").as_bytes()).next()
+            {
+                b.value(&decoded);
             }
         }
         b
@@ -470,6 +510,71 @@ pub fn body_view_of(kept: &[u8], truncated: bool) -> Value {
         }
     }
     text_or_base64(kept, truncated)
+}
+
+/// Which part of a refused target [`withhold`] reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Piece {
+    Path,
+    Query,
+}
+
+/// A path or query of a refused target as the record may keep it. Such a
+/// target was refused because readers disagree on where its parts begin
+/// and end (`;` separates query parameters to some frameworks, and path
+/// parameters such as `;jsessionid=` to Java servers), so no per-name rule
+/// (`capture.redact_query`) can tell which value is secret: every query
+/// value and every path parameter is `[redacted]` (pushed to `withheld`),
+/// names are kept. A query piece without `=` may be a bare token: it goes
+/// whole.
+fn withhold(raw: &str, piece: Piece, withheld: &mut Vec<String>) -> String {
+    let mut out = String::with_capacity(raw.len());
+    match piece {
+        Piece::Path => {
+            for (i, segment) in raw.split('/').enumerate() {
+                if i > 0 {
+                    out.push('/');
+                }
+                match segment.split_once(';') {
+                    Some((name, params)) => {
+                        withheld.extend(params.split(';').map(str::to_string));
+                        out.push_str(name);
+                        out.push(';');
+                        out.push_str(REDACTED);
+                    }
+                    None => out.push_str(segment),
+                }
+            }
+        }
+        Piece::Query => {
+            let mut rest = raw;
+            loop {
+                let end = rest.find(['&', ';']).unwrap_or(rest.len());
+                let field = &rest[..end];
+                match field.split_once('=') {
+                    Some((name, value)) => {
+                        withheld.push(value.to_string());
+                        out.push_str(name);
+                        out.push('=');
+                        out.push_str(REDACTED);
+                    }
+                    None if field.is_empty() => {}
+                    None => {
+                        withheld.push(field.to_string());
+                        out.push_str(REDACTED);
+                    }
+                }
+                match rest[end..].chars().next() {
+                    Some(sep) => {
+                        out.push(sep);
+                        rest = &rest[end + 1..];
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `path_and_query` with the values of query parameters named in `names`

@@ -65,6 +65,7 @@ pub mod audit;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod fold;
 pub mod http;
 pub mod identity;
 pub mod metrics;

@@ -15,32 +15,15 @@
 //! other domain with no way to undo it. Aliases are explicit, reviewed with
 //! the config, and named in the refusal that cites them.
 
-use std::borrow::Cow;
-
-use icu_normalizer::ComposingNormalizerBorrowed;
-use icu_properties::props::DefaultIgnorableCodePoint;
-use icu_properties::CodePointSetData;
-
-/// The normal form two names are compared in:
-///
-/// 1. invisible characters (Unicode default-ignorable code points such as
-///    zero-width spaces, joiners, soft hyphens, variation selectors and
-///    bidi controls) are removed;
-/// 2. NFKC normalisation, so compatibility forms (full-width `Ａｌｉｃｅ`,
-///    ligatures, superscripts) become their plain letters;
-/// 3. case is folded: upper-cased then lower-cased, which also folds
-///    `ß`/`SS` and final sigma the way full case folding does, then NFKC
-///    again (case mapping can leave decomposed sequences);
-/// 4. leading and trailing white space is trimmed and inner runs of white
-///    space become one space.
+/// The normal form two names are compared in: [`crate::fold::fold`]
+/// (invisible characters removed, NFKC, case folded), then leading and
+/// trailing white space trimmed and inner runs of white space made one
+/// space.
 pub fn normalise(name: &str) -> String {
-    let ignorable = CodePointSetData::new::<DefaultIgnorableCodePoint>();
-    let visible: String = name.chars().filter(|c| !ignorable.contains(*c)).collect();
-    let nfkc = ComposingNormalizerBorrowed::new_nfkc();
-    let composed = nfkc.normalize(&visible);
-    let folded = composed.to_uppercase().to_lowercase();
-    let folded: Cow<'_, str> = nfkc.normalize(&folded);
-    folded.split_whitespace().collect::<Vec<_>>().join(" ")
+    crate::fold::fold(name)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Why a reviewer counts as a party to the action: which of their names

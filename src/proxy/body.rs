@@ -9,10 +9,11 @@
 //!   order mark, with no duplicate key in any object, with every integer
 //!   within 64 bits (`i64` or `u64`) and every number a finite `f64`, and
 //!   nothing but whitespace after it. Anything else is refused.
-//! - A body of another or no content type whose first character (after a
-//!   BOM and blanks) is `{` or `[` is held to the same rules: an upstream
-//!   that ignores the content type could read it as JSON the policy never
-//!   saw. That holds in UTF-16 and UTF-32 too (with or without a BOM), as
+//! - A body of another or no content type that opens with `{` or `[`
+//!   (after a BOM, blanks, and what lenient readers also skip: comments and
+//!   the `)]}'` prefix) is held to the same rules: an upstream that ignores
+//!   the content type could read it as JSON the policy never saw. That
+//!   holds in UTF-16 and UTF-32 too (with or without a BOM), as
 //!   encoding-sniffing parsers read them; such a body is not UTF-8, so it
 //!   is refused.
 //! - `application/x-www-form-urlencoded` bodies become name → [values], as
@@ -118,14 +119,59 @@ pub fn parse(content_types: &[String], body: &[u8]) -> Result<Parsed, BodyError>
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Whether a reader that ignores the content type could take `body` for
-/// JSON: its first character (after a BOM and blanks) opens an object or an
-/// array, in UTF-8 or, as encoding-sniffing parsers read it (RFC 4627), in
-/// UTF-16 or UTF-32. Such a body must parse strictly here too (wide JSON
-/// cannot: it is not UTF-8, so it is refused). Binary bodies with NULs
-/// (gzip, MP4, protobuf) open with no such character and pass untouched.
+/// JSON: it opens an object or an array ([`opens_json`]) in UTF-8 (after a
+/// BOM) or, as encoding-sniffing parsers read it (RFC 4627), in UTF-16 or
+/// UTF-32. Such a body must parse strictly here too (wide JSON cannot: it
+/// is not UTF-8, so it is refused). Binary bodies with NULs (gzip, MP4,
+/// protobuf) open with no such character and pass untouched.
 fn looks_like_json(body: &[u8]) -> bool {
     let rest = body.strip_prefix(BOM).unwrap_or(body);
-    matches!(rest.trim_ascii_start().first(), Some(b'{' | b'[')) || looks_like_wide_json(body)
+    opens_json(rest.iter().map(|b| u32::from(*b))) || looks_like_wide_json(body)
+}
+
+/// Whether code units (bytes, or UTF-16/32 units) open a JSON object or
+/// array for a lenient reader: the first thing after blanks, comments (`//`
+/// or `#` to the end of the line, `/* … */`) and the `)]}'` prefix some
+/// APIs put before JSON against script inclusion is `{` or `[`. Gson in its
+/// default lenient mode, JSON.NET and JSON5 readers skip all of those, so
+/// a body the policy would see as opaque text must not open that way.
+fn opens_json(units: impl Iterator<Item = u32>) -> bool {
+    const NL: u32 = 0x0A;
+    const CR: u32 = 0x0D;
+    let mut units = units.peekable();
+    loop {
+        match units.next() {
+            Some(0x20 | 0x09 | NL | CR) => {}
+            Some(0x7B | 0x5B) => return true,
+            // `#` or `//`: a comment to the end of the line.
+            Some(0x23) => {
+                units.find(|u| matches!(*u, NL | CR));
+            }
+            Some(0x2F) => match units.next() {
+                Some(0x2F) => {
+                    units.find(|u| matches!(*u, NL | CR));
+                }
+                Some(0x2A) => loop {
+                    match units.next() {
+                        Some(0x2A) if units.peek() == Some(&0x2F) => {
+                            units.next();
+                            break;
+                        }
+                        Some(_) => {}
+                        None => return false,
+                    }
+                },
+                _ => return false,
+            },
+            // `)]}'`
+            Some(0x29) => {
+                if !units.by_ref().take(3).eq([0x5D, 0x7D, 0x27]) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
 }
 
 /// The UTF-16/32 forms, each with or without its byte order mark: (mark,
@@ -146,19 +192,14 @@ fn looks_like_wide_json(body: &[u8]) -> bool {
         let Some(rest) = body.strip_prefix(mark) else {
             return false;
         };
-        let first = rest
-            .chunks_exact(width)
-            .map(|unit| {
-                let n = unit.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b));
-                if big_endian {
-                    n
-                } else {
-                    n.swap_bytes() >> (32 - 8 * width as u32)
-                }
-            })
-            // As many blanks as the UTF-8 form may have: all of them.
-            .find(|c| !matches!(c, 0x20 | 0x09 | 0x0A | 0x0D));
-        matches!(first, Some(0x7B | 0x5B))
+        opens_json(rest.chunks_exact(width).map(|unit| {
+            let n = unit.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b));
+            if big_endian {
+                n
+            } else {
+                n.swap_bytes() >> (32 - 8 * width as u32)
+            }
+        }))
     })
 }
 
@@ -234,14 +275,16 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
         let mut object = Map::new();
-        // Keys equal but for case are duplicates too: Go's encoding/json,
-        // and Jackson or System.Text.Json when set case-insensitive, match
-        // field names that way (the last one winning).
+        // Keys that fold the same are duplicates too: Go's encoding/json
+        // matches struct fields by Unicode case folding (`deſtination`
+        // fills `Destination`), and Jackson or System.Text.Json when set
+        // case-insensitive by upper-casing, the last key winning; the
+        // policy would have read the other one.
         let mut folded = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            if !folded.insert(key.to_lowercase()) {
+            if !folded.insert(crate::fold::fold(&key)) {
                 return Err(de::Error::custom(format_args!(
-                    "the key `{key}` appears twice in one object (keys are compared without case)"
+                    "the key `{key}` appears twice in one object (keys are compared as lenient readers compare them: without case, invisible characters or look-alike letters)"
                 )));
             }
             let Strict(v) = map.next_value()?;
@@ -301,9 +344,14 @@ fn check_numbers(body: &[u8]) -> Result<(), String> {
 
 /// Parses `application/x-www-form-urlencoded` bytes (a form body, or a
 /// query) into name → [values]: `&` separates fields, the first `=` splits
-/// name from value, `+` is a space, escapes are decoded.
+/// name from value, `+` is a space, escapes are decoded. A name repeated
+/// exactly collects its values; two different names that one framework
+/// reads as one ([`field_key`]) are refused, since the policy would judge
+/// them apart.
 pub fn form_fields(raw: &[u8]) -> Result<Map<String, Value>, String> {
     let mut fields: Map<String, Value> = Map::new();
+    // Folded name → the first spelling seen.
+    let mut spellings = std::collections::HashMap::new();
     for pair in raw.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
         if pair.contains(&b';') {
             return Err("it contains `;`, which some frameworks treat as a separator; send it as %3B if it is data".into());
@@ -313,6 +361,18 @@ pub fn form_fields(raw: &[u8]) -> Result<Map<String, Value>, String> {
             None => (pair, &b""[..]),
         };
         let name = form_decode(name)?;
+        match spellings.entry(field_key(&name)) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(name.clone());
+            }
+            std::collections::hash_map::Entry::Occupied(e) if *e.get() != name => {
+                return Err(format!(
+                    "the fields `{}` and `{name}` are one name to some frameworks (which ignore case and look-alike letters, or read `.`, space and `[` as `_`); send one of them",
+                    e.get()
+                ));
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {}
+        }
         let value = Value::String(form_decode(value)?);
         match fields
             .entry(name)
@@ -323,6 +383,14 @@ pub fn form_fields(raw: &[u8]) -> Result<Map<String, Value>, String> {
         }
     }
     Ok(fields)
+}
+
+/// A field name as the loosest framework reads it: [folded](crate::fold)
+/// (ASP.NET binds query and form fields without case), and with `.`,
+/// space and `[` as `_`, as PHP names its `$_GET` and `$_POST` entries
+/// (`dry.run` and `dry_run` are one field there).
+fn field_key(name: &str) -> String {
+    crate::fold::fold(name).replace(['.', ' ', '['], "_")
 }
 
 fn form_decode(raw: &[u8]) -> Result<String, String> {
@@ -430,6 +498,19 @@ mod tests {
             (br#"{"a": "\ud800"}"#, ""),
             (b"{\"a\": \"\xff\"}", ""),
             (br#"{"a": 1,}"#, ""),
+            // Keys Go's encoding/json (Unicode case folding) or a
+            // case-insensitive reader takes for one.
+            (br#"{"amount": 5, "AMOUNT": 50000}"#, "appears twice"),
+            (
+                "{\"destination\": \"A\", \"de\u{17F}tination\": \"B\"}".as_bytes(),
+                "appears twice",
+            ),
+            (
+                br#"{"destination": "A", "de\u017ftination": "B"}"#,
+                "appears twice",
+            ),
+            ("{\"k\": 1, \"\u{212A}\": 2}".as_bytes(), "appears twice"),
+            ("{\"to\": 1, \"t\u{200B}o\": 2}".as_bytes(), "appears twice"),
         ] {
             let e = parse(&json_ct(), body).unwrap_err();
             assert!(
@@ -456,7 +537,37 @@ mod tests {
         assert!(parse(&[], br#"{"a":1} trailing"#).is_err());
         assert!(parse(&[], br#"[1e999]"#).is_err());
         assert!(parse(&text, b"[INFO] started").is_err());
-        for opaque in [&b"pay once"[..], b"42 apples", b"\x89PNG\r\n", b"<xml/>"] {
+        // What lenient readers (Gson's default, JSON.NET, JSON5) skip
+        // before the JSON: comments and the anti-script-inclusion prefix.
+        for lenient in [
+            &b"/**/{\"amount\":50000}"[..],
+            b"// note\n{\"amount\":50000}",
+            b"# note\r\n[1]",
+            b")]}'\n{\"amount\":50000}",
+            b" /* a */ /* b */\n// c\n{}",
+        ] {
+            assert!(
+                matches!(parse(&text, lenient), Err(BodyError::Json(_))),
+                "{}",
+                String::from_utf8_lossy(lenient)
+            );
+        }
+        let wide: Vec<u8> = "/**/{\"a\":1}"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert!(parse(&[], &wide).is_err());
+        for opaque in [
+            &b"pay once"[..],
+            b"42 apples",
+            b"\x89PNG\r\n",
+            b"<xml/>",
+            b"/ a path",
+            b"// only a comment",
+            b"/* never closed {",
+            b")]} not the prefix {",
+            b"# a heading\nsome text",
+        ] {
             assert_eq!(
                 parse(&text, opaque).unwrap(),
                 Parsed::Opaque,
@@ -478,7 +589,17 @@ mod tests {
                     .clone()
             )
         );
-        for bad in [&b"a=%zz"[..], b"a=%4", b"a=1;b=2", b"a=%ff"] {
+        for bad in [
+            &b"a=%zz"[..],
+            b"a=%4",
+            b"a=1;b=2",
+            b"a=%ff",
+            // One field to ASP.NET (no case) or PHP (`.` and space as `_`).
+            b"amount=5&AMOUNT=50000",
+            b"dry_run=1&dry.run=0",
+            b"dry_run=1&dry+run=0",
+            b"destination=A&de%C5%BFtination=B",
+        ] {
             assert!(
                 matches!(parse(&form, bad), Err(BodyError::Form(_))),
                 "{}",

@@ -393,6 +393,29 @@ const REFUSED: &[(&[u8], &str)] = &[
     (b"http://user:pw@payments/v1/payouts", "user info"),
 ];
 
+/// How the record keeps the refused targets that carry values: a refused
+/// target's parts may be split differently by each reader, so every query
+/// value, path parameter and user info is withheld (names are kept); the
+/// others are kept exactly as sent.
+const RECORDED_AS: &[(&[u8], &str)] = &[
+    (b"/v1/payouts?a=%00", "/v1/payouts?a=[redacted]"),
+    (b"/v1/payouts;x=1", "/v1/payouts;[redacted]"),
+    (
+        b"/v1/invoices/..;/payouts",
+        "/v1/invoices/..;[redacted]/payouts",
+    ),
+    (
+        b"/v1/payouts?a=1;amount=2",
+        "/v1/payouts?a=[redacted];amount=[redacted]",
+    ),
+    (b"/v1/payouts?a=%", "/v1/payouts?a=[redacted]"),
+    (b"/v1/payouts?a=%ff", "/v1/payouts?a=[redacted]"),
+    (
+        b"http://user:pw@payments/v1/payouts",
+        "http://[redacted]@payments/v1/payouts",
+    ),
+];
+
 /// Checks a refusal: the status, a JSON answer with the action id, a
 /// `failed` record at stage `decide` with `reason`, nothing upstream.
 async fn assert_refused(
@@ -447,10 +470,14 @@ async fn targets_servers_read_differently_are_refused_recorded_and_never_sent() 
         let error = failed["error"].as_str().unwrap();
         assert!(error.contains(why), "{shown}: {error}");
         assert!(failed["route"].is_null(), "{shown}");
+        let recorded = RECORDED_AS
+            .iter()
+            .find(|(s, _)| s == sent)
+            .map_or(*sent, |(_, r)| r.as_bytes());
         assert_eq!(
             failed["request"]["as_sent"].as_str().map(str::as_bytes),
-            Some(*sent),
-            "the record keeps the target as sent"
+            Some(recorded),
+            "the record keeps the target as sent, its values withheld: {shown}"
         );
     }
     // Server-wide and tunnel targets, and a second Host.
@@ -524,6 +551,67 @@ async fn trace_connect_and_unknown_methods_are_refused_unless_the_route_lists_th
     cs.stop().await;
 }
 
+/// What a refused target may carry that is secret (a token after `;`,
+/// user info, a path parameter, a bare token) reaches neither the record
+/// nor the admin API, and nothing reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_targets_keep_their_secrets_out_of_the_record() {
+    let upstream = RawUpstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "");
+    let cs = d.start().await;
+    let canary = |what: &str| {
+        let id = countersign::audit::record::new_action_id();
+        format!("{what}-CANARY-{}", &id[16..])
+    };
+    let (token, password, session, bare) = (
+        canary("TOKEN"),
+        canary("PASSWORD"),
+        canary("SESSION"),
+        canary("BARE"),
+    );
+    let sent = [
+        (
+            format!("/v1/accounts?x=1;token={token}"),
+            "/v1/accounts?x=[redacted];token=[redacted]".to_string(),
+        ),
+        (
+            format!("http://svc:{password}@payments/v1/accounts"),
+            "http://[redacted]@payments/v1/accounts".to_string(),
+        ),
+        (
+            format!("/v1/accounts;jsessionid={session}/list"),
+            "/v1/accounts;[redacted]/list".to_string(),
+        ),
+        (
+            format!("/v1/accounts?{bare};x=1"),
+            "/v1/accounts?[redacted];x=[redacted]".to_string(),
+        ),
+        (
+            format!("/v1/accounts?token={token}%zz"),
+            "/v1/accounts?token=[redacted]".to_string(),
+        ),
+    ];
+    let admin = crate::holds::Admin::of(&cs);
+    for (target, recorded) in &sent {
+        let answer = send_raw(cs.proxy_addr, &raw("GET", target.as_bytes(), &[], b"")).await;
+        let failed = assert_refused(&d, &answer, 400, "bad_target", target).await;
+        assert_eq!(failed["request"]["as_sent"], recorded.as_str(), "{target}");
+        let shown = admin.action(&answer.action_id()).await.to_string();
+        for c in [&token, &password, &session, &bare] {
+            assert!(!shown.contains(c.as_str()), "{c} in the admin API: {shown}");
+        }
+    }
+    cs.stop().await;
+    let record = record_bytes(&d);
+    for c in [&token, &password, &session, &bare] {
+        assert!(
+            !crate::proxy::contains(&record, c.as_bytes()),
+            "{c} leaked into the record"
+        );
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_bodies_parse_strictly_or_are_refused() {
     let upstream = RawUpstream::start().await;
@@ -593,12 +681,37 @@ async fn json_bodies_parse_strictly_or_are_refused() {
             br#"{"amount": 5} trailing"#,
             "after the JSON value",
         ),
-        // Keys equal but for case: Go's encoding/json takes the last one.
+        // Keys a lenient reader takes for one: Go's encoding/json matches
+        // fields by Unicode case folding (`ſ` is `s`; the last one wins).
         (
             &[json_ct],
             br#"{"amount": 5, "AMOUNT": 50000}"#,
             "without case",
         ),
+        (
+            &[json_ct],
+            "{\"amount\": 5, \"destination\": \"A\", \"de\u{17F}tination\": \"B\"}".as_bytes(),
+            "without case",
+        ),
+        (
+            &[json_ct],
+            br#"{"destination": "A", "de\u017Ftination": "B"}"#,
+            "without case",
+        ),
+        (
+            &[json_ct],
+            br#"{"method": "tools/call", "params": {"name": "read"}, "param\u017f": {"name": "delete"}}"#,
+            "without case",
+        ),
+        // What lenient readers (Gson's default, JSON.NET, JSON5) skip before
+        // JSON: comments and the anti-script-inclusion prefix.
+        (
+            &[b"content-type: text/plain"],
+            br#"/**/{"amount": 50000}"#,
+            "strict JSON",
+        ),
+        (&[], b"// x\n{\"amount\": 50000}", "strict JSON"),
+        (&[], b")]}'\n{\"amount\": 50000}", "strict JSON"),
         // JSON in UTF-16 and UTF-32, which encoding-sniffing parsers read
         // (the RFC 4627 byte patterns, or a byte order mark).
         (
@@ -702,10 +815,36 @@ async fn form_bodies_are_parsed_for_the_policy() {
         std::str::from_utf8(body).unwrap()
     );
 
-    for bad in [&b"amount=%zz"[..], b"amount=1;amount=2", b"amount=%ff"] {
+    for bad in [
+        &b"amount=%zz"[..],
+        b"amount=1;amount=2",
+        b"amount=%ff",
+        // Fields one framework reads as one: ASP.NET binds without case,
+        // PHP reads `.` and space in a name as `_`.
+        b"amount=5&AMOUNT=50000",
+        b"dry_run=1&dry.run=0",
+        b"destination=A&de%C5%BFtination=B",
+    ] {
         let shown = String::from_utf8_lossy(bad);
         let answer = send_raw(cs.proxy_addr, &raw("POST", b"/v1/payouts", form, bad)).await;
         assert_refused(&d, &answer, 400, "bad_form", &shown).await;
+    }
+    // The same holds for the query, which the policy reads the same way.
+    for bad in [
+        &b"/v1/payouts?amount=5&Amount=50000"[..],
+        b"/v1/payouts?dry_run=1&dry.run=0",
+    ] {
+        let shown = String::from_utf8_lossy(bad);
+        let answer = send_raw(cs.proxy_addr, &raw("GET", bad, &[], b"")).await;
+        let failed = assert_refused(&d, &answer, 400, "bad_target", &shown).await;
+        assert!(
+            failed["error"]
+                .as_str()
+                .unwrap()
+                .contains("one name to some frameworks"),
+            "{shown}: {}",
+            failed["error"]
+        );
     }
     assert_eq!(upstream.seen().len(), 1);
     cs.stop().await;
