@@ -240,6 +240,12 @@ impl CapturedRequest {
                 headers.push((name.to_string(), value));
             }
         }
+        // The forwarding client (reqwest) sends `accept: */*` when the call
+        // has no Accept header, and cannot be told not to; the policy and
+        // the record see the call as the upstream will get it.
+        if !headers.iter().any(|(n, _)| n == "accept") {
+            headers.push(("accept".to_string(), "*/*".to_string()));
+        }
         let host = parts
             .uri
             .host()

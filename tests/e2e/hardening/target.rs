@@ -551,6 +551,60 @@ async fn trace_connect_and_unknown_methods_are_refused_unless_the_route_lists_th
     cs.stop().await;
 }
 
+/// Every header line the upstream gets is one the policy judged, with the
+/// same value: none is added on the way (the forwarding client's default
+/// `accept` included) but countersign's own `x-countersign-action-id`, and
+/// `host` names the upstream (the policy reads it as `route.upstream`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_gets_the_headers_the_policy_judged_and_no_other() {
+    let upstream = RawUpstream::start().await;
+    let d = Deployment::new(&upstream.url(), ECHO, "");
+    let cs = d.start().await;
+    for headers in [
+        &[&b"content-type: application/json"[..]][..],
+        &[b"accept: text/csv", b"x-trace: 1", b"x-trace: 2"],
+        &[
+            b"user-agent: agent/1",
+            b"connection: x-dropped",
+            b"x-dropped: yes",
+        ],
+    ] {
+        let answer = send_raw(
+            cs.proxy_addr,
+            &raw("POST", b"/v1/payouts", headers, br#"{"amount": 5}"#),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        let decided = payload_of(&d.db_path(), &answer.action_id(), "decided");
+        let mut judged = policy_saw(&decided)["headers"].clone();
+        assert_eq!(judged["host"], "payments");
+        judged.as_object_mut().unwrap().remove("host");
+        let got = upstream.seen().last().unwrap().head.clone();
+        let mut received = serde_json::Map::new();
+        for line in got.lines().filter(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':').unwrap();
+            if name == "x-countersign-action-id" {
+                continue;
+            }
+            if name == "host" {
+                assert_eq!(format!("http://{}", value.trim()), upstream.url());
+                continue;
+            }
+            let value = value.trim().to_string();
+            match received.get_mut(name) {
+                // The policy reads a repeated header joined by ", ".
+                Some(Value::String(v)) => *v = format!("{v}, {value}"),
+                _ => {
+                    received.insert(name.to_string(), Value::String(value));
+                }
+            }
+        }
+        let sent: Vec<_> = headers.iter().map(|h| String::from_utf8_lossy(h)).collect();
+        assert_eq!(Value::Object(received), judged, "sent {sent:?}");
+    }
+    cs.stop().await;
+}
+
 /// What a refused target may carry that is secret (a token after `;`,
 /// user info, a path parameter, a bare token) reaches neither the record
 /// nor the admin API, and nothing reaches the upstream.
