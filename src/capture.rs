@@ -173,16 +173,17 @@ impl CapturedRequest {
 
     /// Captures the head of a request refused before its target was
     /// checked (a refused method or target), for its record: the target as
-    /// sent, but for what may be secret in it ([`withhold`]), and agent
+    /// sent, but for what may be secret in it
+    /// (`withhold_query_values`), and agent
     /// headers taken as far as they are valid.
     pub fn refused_early(parts: &Parts, scheme: &str, cfg: &CaptureConfig) -> CapturedRequest {
         let mut request = CapturedRequest::head(parts, scheme, cfg);
         let mut withheld = Vec::new();
-        request.path = withhold(parts.uri.path(), Piece::Path, &mut withheld);
+        request.path = withhold_path_parameters(parts.uri.path(), &mut withheld);
         request.query = parts
             .uri
             .query()
-            .map(|q| withhold(q, Piece::Query, &mut withheld));
+            .map(|q| withhold_query_values(q, &mut withheld));
         let authority = parts
             .uri
             .authority()
@@ -518,69 +519,54 @@ pub fn body_view_of(kept: &[u8], truncated: bool) -> Value {
     text_or_base64(kept, truncated)
 }
 
-/// Which part of a refused target [`withhold`] reads.
-#[derive(Clone, Copy, PartialEq)]
-enum Piece {
-    Path,
-    Query,
+/// A refused target's parts as the record may keep them. Such a target was
+/// refused because readers disagree on where its parts begin and end (`;`
+/// separates query parameters to some frameworks, and path parameters such
+/// as `;jsessionid=` to Java servers), so no per-name rule
+/// (`capture.redact_query`) can tell which value is secret. Every path
+/// parameter is `[redacted]`, and what it withheld goes to `withheld`.
+fn withhold_path_parameters(path: &str, withheld: &mut Vec<String>) -> String {
+    let segments: Vec<String> = path
+        .split('/')
+        .map(|segment| match segment.split_once(';') {
+            Some((name, params)) => {
+                withheld.extend(params.split(';').map(str::to_string));
+                format!("{name};{REDACTED}")
+            }
+            None => segment.to_string(),
+        })
+        .collect();
+    segments.join("/")
 }
 
-/// A path or query of a refused target as the record may keep it. Such a
-/// target was refused because readers disagree on where its parts begin
-/// and end (`;` separates query parameters to some frameworks, and path
-/// parameters such as `;jsessionid=` to Java servers), so no per-name rule
-/// (`capture.redact_query`) can tell which value is secret: every query
-/// value and every path parameter is `[redacted]` (pushed to `withheld`),
-/// names are kept. A query piece without `=` may be a bare token: it goes
-/// whole.
-fn withhold(raw: &str, piece: Piece, withheld: &mut Vec<String>) -> String {
-    let mut out = String::with_capacity(raw.len());
-    match piece {
-        Piece::Path => {
-            for (i, segment) in raw.split('/').enumerate() {
-                if i > 0 {
-                    out.push('/');
-                }
-                match segment.split_once(';') {
-                    Some((name, params)) => {
-                        withheld.extend(params.split(';').map(str::to_string));
-                        out.push_str(name);
-                        out.push(';');
-                        out.push_str(REDACTED);
-                    }
-                    None => out.push_str(segment),
-                }
+/// The query of a refused target as the record may keep it (see
+/// [`withhold_path_parameters`]): every value, split at `&` or `;`, is
+/// `[redacted]` and names are kept; a piece without `=` may be a bare
+/// token, so it goes whole. The separators stay as sent.
+fn withhold_query_values(query: &str, withheld: &mut Vec<String>) -> String {
+    let mut out = String::with_capacity(query.len());
+    let mut rest = query;
+    loop {
+        let end = rest.find(['&', ';']).unwrap_or(rest.len());
+        match rest[..end].split_once('=') {
+            Some((name, value)) => {
+                withheld.push(value.to_string());
+                out.push_str(name);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            None if end == 0 => {}
+            None => {
+                withheld.push(rest[..end].to_string());
+                out.push_str(REDACTED);
             }
         }
-        Piece::Query => {
-            let mut rest = raw;
-            loop {
-                let end = rest.find(['&', ';']).unwrap_or(rest.len());
-                let field = &rest[..end];
-                match field.split_once('=') {
-                    Some((name, value)) => {
-                        withheld.push(value.to_string());
-                        out.push_str(name);
-                        out.push('=');
-                        out.push_str(REDACTED);
-                    }
-                    None if field.is_empty() => {}
-                    None => {
-                        withheld.push(field.to_string());
-                        out.push_str(REDACTED);
-                    }
-                }
-                match rest[end..].chars().next() {
-                    Some(sep) => {
-                        out.push(sep);
-                        rest = &rest[end + 1..];
-                    }
-                    None => break,
-                }
-            }
-        }
+        let Some(separator) = rest[end..].chars().next() else {
+            return out;
+        };
+        out.push(separator);
+        rest = &rest[end + 1..];
     }
-    out
 }
 
 /// `path_and_query` with the values of query parameters named in `names`

@@ -16,7 +16,8 @@
 //!    ([`proxy::receive`]) within `capture.max_body_bytes` and the shared
 //!    [`proxy::budget`], and captures it as a [`capture::CapturedRequest`]
 //!    (agent, evidence, headers; JSON and form bodies read by
-//!    [`proxy::body`]). [`identity`] checks what the caller can prove
+//!    [`proxy::body`], which refuses names a lenient reader takes for one,
+//!    compared by [`fold`]). [`identity`] checks what the caller can prove
 //!    (a bearer token, the client certificate the TLS handshake brought,
 //!    the sidecar's pod) next to what the agent headers declare; a
 //!    credential that does not verify is refused with 401.
@@ -24,7 +25,8 @@
 //!    (`input.mcp`), refuses one whose headers disagree with it, and answers
 //!    refusals the MCP way (tool errors, JSON-RPC errors).
 //! 3. [`policy::input::build`] turns it into the policy input; [`policy::Policy`]
-//!    evaluates it (bytecode VM or interpreter) on a thread of
+//!    evaluates it (on regorus's interpreter; its bytecode VM only when
+//!    asked, to compare) on a thread of
 //!    [`policy::pool`], never on the async workers, and
 //!    [`policy::decision::check`] holds the result to the contract.
 //! 4. The `decided` record is committed through [`audit::store::Store`]

@@ -346,7 +346,7 @@ fn check_numbers(body: &[u8]) -> Result<(), String> {
 /// query) into name → [values]: `&` separates fields, the first `=` splits
 /// name from value, `+` is a space, escapes are decoded. A name repeated
 /// exactly collects its values; two different names that one framework
-/// reads as one ([`field_key`]) are refused, since the policy would judge
+/// reads as one (`field_key`) are refused, since the policy would judge
 /// them apart.
 pub fn form_fields(raw: &[u8]) -> Result<Map<String, Value>, String> {
     let mut fields: Map<String, Value> = Map::new();
