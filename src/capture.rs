@@ -82,7 +82,7 @@ pub enum AgentHeaderError {
         max: usize,
     },
     /// A value that is not UTF-8 text.
-    #[error("the header `{0}` is not UTF-8 text")]
+    #[error("the header `{0}` is not UTF-8 text; servers read such bytes differently (as Latin-1, replaced, or dropped), so the policy cannot judge what the upstream would read: send UTF-8")]
     NotText(String),
     /// A header name with `_`: servers that map `-` and `_` alike (CGI,
     /// WSGI, Rack) would read it as another header the policy did not see.
@@ -294,6 +294,12 @@ impl CapturedRequest {
             let name = name.as_str();
             if name.contains('_') {
                 return Err(AgentHeaderError::Underscore(name.to_string()));
+            }
+            // Any header: the policy reads its value as text, and an
+            // upstream that drops the bytes that are not (`errors='ignore'`)
+            // would read `adm\xffin` as the `admin` a rule refused.
+            if std::str::from_utf8(value.as_bytes()).is_err() {
+                return Err(AgentHeaderError::NotText(name.to_string()));
             }
             if !names.is_agent_header(name) {
                 continue;

@@ -257,11 +257,13 @@ impl<'de> Visitor<'de> for StrictVisitor {
             .ok_or_else(|| E::custom("a number is not finite"))
     }
 
-    fn visit_str<E>(self, s: &str) -> Result<Strict, E> {
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Strict, E> {
+        no_nul(s)?;
         Ok(Strict(Value::String(s.to_string())))
     }
 
-    fn visit_string<E>(self, s: String) -> Result<Strict, E> {
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Strict, E> {
+        no_nul(&s)?;
         Ok(Strict(Value::String(s)))
     }
 
@@ -282,6 +284,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         // policy would have read the other one.
         let mut folded = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
+            no_nul(&key)?;
             if !folded.insert(crate::fold::fold(&key)) {
                 return Err(de::Error::custom(format_args!(
                     "the key `{key}` appears twice in one object (keys are compared as lenient readers compare them: without case, invisible characters or look-alike letters)"
@@ -292,6 +295,19 @@ impl<'de> Visitor<'de> for StrictVisitor {
         }
         Ok(Strict(Value::Object(object)))
     }
+}
+
+/// Refuses a string with U+0000 in it (`\u0000` in JSON, `%00` in a
+/// form): readers in C end the string there, so `"BLOCKED\u0000x"` is
+/// `BLOCKED` to them while a policy comparing it with `"BLOCKED"` sees
+/// another name.
+fn no_nul<E: de::Error>(s: &str) -> Result<(), E> {
+    if s.contains('\0') {
+        return Err(E::custom(
+            "a string contains U+0000 (NUL), where readers in C end it; leave it out",
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses integer literals beyond 64 bits, which serde_json (like many
@@ -417,7 +433,10 @@ fn form_decode(raw: &[u8]) -> Result<String, String> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| "a field does not decode to UTF-8 text".to_string())
+    let text =
+        String::from_utf8(out).map_err(|_| "a field does not decode to UTF-8 text".to_string())?;
+    no_nul::<serde_json::Error>(&text).map_err(|e| e.to_string())?;
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -511,6 +530,9 @@ mod tests {
             ),
             ("{\"k\": 1, \"\u{212A}\": 2}".as_bytes(), "appears twice"),
             ("{\"to\": 1, \"t\u{200B}o\": 2}".as_bytes(), "appears twice"),
+            (br#"{"to": "BLOCKED\u0000x"}"#, "U+0000"),
+            (br#"{"a\u0000b": 1}"#, "U+0000"),
+            (br#"[["\u0000"]]"#, "U+0000"),
         ] {
             let e = parse(&json_ct(), body).unwrap_err();
             assert!(
@@ -599,6 +621,8 @@ mod tests {
             b"dry_run=1&dry.run=0",
             b"dry_run=1&dry+run=0",
             b"destination=A&de%C5%BFtination=B",
+            b"to=BLOCKED%00x",
+            b"a%00b=1",
         ] {
             assert!(
                 matches!(parse(&form, bad), Err(BodyError::Form(_))),

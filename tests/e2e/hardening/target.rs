@@ -766,6 +766,9 @@ async fn json_bodies_parse_strictly_or_are_refused() {
         ),
         (&[], b"// x\n{\"amount\": 50000}", "strict JSON"),
         (&[], b")]}'\n{\"amount\": 50000}", "strict JSON"),
+        // NUL ends a string for readers in C.
+        (&[json_ct], br#"{"to": "BLOCKED\u0000x"}"#, "U+0000"),
+        (&[json_ct], br#"{"amount\u0000x": 50000, "amount": 5}"#, "U+0000"),
         // JSON in UTF-16 and UTF-32, which encoding-sniffing parsers read
         // (the RFC 4627 byte patterns, or a byte order mark).
         (
@@ -878,6 +881,7 @@ async fn form_bodies_are_parsed_for_the_policy() {
         b"amount=5&AMOUNT=50000",
         b"dry_run=1&dry.run=0",
         b"destination=A&de%C5%BFtination=B",
+        b"to=BLOCKED%00x",
     ] {
         let shown = String::from_utf8_lossy(bad);
         let answer = send_raw(cs.proxy_addr, &raw("POST", b"/v1/payouts", form, bad)).await;
@@ -939,6 +943,8 @@ async fn agent_headers_are_sent_once_named_and_small_or_refused() {
         (vec![&b"x-evidence-invoice: INV-\xff"[..]], "not UTF-8"),
         // A name some servers read with a hyphen instead.
         (vec![&b"x_http_method_override: DELETE"[..]], "underscore"),
+        // Any header: an upstream that drops undecodable bytes reads `admin`.
+        (vec![&b"x-role: adm\xffin"[..]], "not UTF-8"),
     ];
     for (headers, why) in &refused {
         let answer = send_raw(cs.proxy_addr, &raw("POST", b"/v1/payouts", headers, b"{}")).await;
