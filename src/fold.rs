@@ -28,7 +28,8 @@ use icu_properties::CodePointSetData;
 ///    (`ſ` with `s`, `ϑ` with `θ`, `µ` with `μ`, `ẞ` with `ß`) and also
 ///    `ß` with `ss` and final sigma with sigma, then NFKC again (case
 ///    mapping can leave decomposed sequences). (Upper-casing first would
-///    leave `ẞ` apart from `ß`: it is its own upper case.)
+///    leave `ẞ` apart from `ß`: it is its own upper case.) `İ` and `ı`
+///    both fold to `i`, as Java's `equalsIgnoreCase` takes them.
 ///
 /// ASCII names take a shortcut with the same result: lower-casing.
 pub fn fold(name: &str) -> String {
@@ -38,7 +39,9 @@ pub fn fold(name: &str) -> String {
     let ignorable = CodePointSetData::new::<DefaultIgnorableCodePoint>();
     let visible: String = name.chars().filter(|c| !ignorable.contains(*c)).collect();
     let nfkc = ComposingNormalizerBorrowed::new_nfkc();
-    let composed = nfkc.normalize(&visible);
+    // `İ` lower-cases to `i` and a combining dot in full case mapping, but
+    // to plain `i` in the simple mapping Java's `equalsIgnoreCase` uses.
+    let composed = nfkc.normalize(&visible).replace('\u{130}', "i");
     let folded = composed.to_lowercase().to_uppercase().to_lowercase();
     let folded: Cow<'_, str> = nfkc.normalize(&folded);
     folded.into_owned()
@@ -59,12 +62,13 @@ mod tests {
                 "de\u{17F}tination",
                 "DE\u{17F}TINATION",
             ],
-            &["k", "K", "\u{212A}"],                       // Kelvin sign
-            &["\u{3C9}", "\u{3A9}", "\u{2126}"],           // omega, Ohm sign
-            &["\u{3B8}", "\u{398}", "\u{3D1}", "\u{3F4}"], // theta forms
-            &["\u{3BC}", "\u{39C}", "\u{B5}"],             // mu, micro sign
-            &["\u{3C3}", "\u{3A3}", "\u{3C2}"],            // sigma, final sigma
-            &["\u{1C6}", "\u{1C4}", "\u{1C5}"],            // dž digraph cases
+            &["k", "K", "\u{212A}"],                            // Kelvin sign
+            &["id", "ID", "\u{130}D", "\u{131}d", "I\u{307}d"], // Turkish i forms
+            &["\u{3C9}", "\u{3A9}", "\u{2126}"],                // omega, Ohm sign
+            &["\u{3B8}", "\u{398}", "\u{3D1}", "\u{3F4}"],      // theta forms
+            &["\u{3BC}", "\u{39C}", "\u{B5}"],                  // mu, micro sign
+            &["\u{3C3}", "\u{3A3}", "\u{3C2}"],                 // sigma, final sigma
+            &["\u{1C6}", "\u{1C4}", "\u{1C5}"],                 // dž digraph cases
             &["strasse", "STRASSE", "stra\u{DF}e", "STRA\u{1E9E}E"],
             &["alice", "\u{FF41}lice", "al\u{200B}ice", "AL\u{FF29}CE"], // full-width, zero-width space
             &["jos\u{E9}", "Jose\u{301}"],
