@@ -280,8 +280,8 @@ impl<'de> Visitor<'de> for StrictVisitor {
         // Keys that fold the same are duplicates too: Go's encoding/json
         // matches struct fields by Unicode case folding (`deſtination`
         // fills `Destination`), and Jackson or System.Text.Json when set
-        // case-insensitive by upper-casing, the last key winning; the
-        // policy would have read the other one.
+        // case-insensitive by lower- or upper-casing, the last key
+        // winning; the policy would have read the other one.
         let mut folded = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             no_nul(&key)?;
@@ -297,15 +297,15 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Refuses a string with U+0000 in it (`\u0000` in JSON, `%00` in a
-/// form): readers in C end the string there, so `"BLOCKED\u0000x"` is
+/// Why a string with U+0000 in it (`\u0000` in JSON, `%00` in a form) is
+/// refused: readers in C end the string there, so `"BLOCKED\u0000x"` is
 /// `BLOCKED` to them while a policy comparing it with `"BLOCKED"` sees
 /// another name.
+const NUL_REFUSED: &str = "a string contains U+0000 (NUL), where readers in C end it; leave it out";
+
 fn no_nul<E: de::Error>(s: &str) -> Result<(), E> {
     if s.contains('\0') {
-        return Err(E::custom(
-            "a string contains U+0000 (NUL), where readers in C end it; leave it out",
-        ));
+        return Err(E::custom(NUL_REFUSED));
     }
     Ok(())
 }
@@ -435,7 +435,9 @@ fn form_decode(raw: &[u8]) -> Result<String, String> {
     }
     let text =
         String::from_utf8(out).map_err(|_| "a field does not decode to UTF-8 text".to_string())?;
-    no_nul::<serde_json::Error>(&text).map_err(|e| e.to_string())?;
+    if text.contains('\0') {
+        return Err(NUL_REFUSED.to_string());
+    }
     Ok(text)
 }
 
