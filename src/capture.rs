@@ -207,6 +207,21 @@ impl CapturedRequest {
             authority.unwrap_or_default(),
             request.path_and_query()
         ));
+        // A Host with user info in it was refused; its password must not
+        // become the recorded host.
+        let host_header = parts.headers.get(hyper::header::HOST);
+        if let Some(user_info) = host_header
+            .map(|h| String::from_utf8_lossy(h.as_bytes()))
+            .and_then(|h| h.rsplit_once('@').map(|(u, _)| u.to_string()))
+        {
+            if let Some((_, password)) = user_info.split_once(':') {
+                withheld.push(password.to_ascii_lowercase());
+                withheld.push(password.to_string());
+            }
+            withheld.push(user_info.to_ascii_lowercase());
+            withheld.push(user_info);
+            request.host = REDACTED.to_string();
+        }
         request.withheld = withheld;
         if request.take_agent_headers(parts, cfg).is_err() {
             request.agent = Agent::default();

@@ -69,6 +69,10 @@ pub enum BodyError {
     /// More than one `Content-Type` header.
     #[error("the request carries {0} Content-Type headers, which servers resolve differently; send exactly one")]
     RepeatedContentType(usize),
+    /// A `Content-Type` that is not one media type (`type/subtype`, then
+    /// `;` parameters).
+    #[error("the Content-Type `{0}` is not one media type (type/subtype, then ;-separated parameters); servers cut such a value at different places, so send exactly one")]
+    NotOneMediaType(String),
 }
 
 /// What the content type says about the body.
@@ -79,9 +83,14 @@ enum Declared {
     Other,
 }
 
-fn declared(content_type: Option<&str>) -> Declared {
+/// The media type a `Content-Type` names. It must be one `type/subtype`
+/// of token characters before any `;`: PHP cuts the value at the first
+/// `;`, `,` or space, others at `;` only, so
+/// `application/x-www-form-urlencoded, text/plain` would be a form to one
+/// and opaque text to another.
+fn declared(content_type: Option<&str>) -> Result<Declared, BodyError> {
     let Some(ct) = content_type else {
-        return Declared::Other;
+        return Ok(Declared::Other);
     };
     let media = ct
         .split(';')
@@ -89,12 +98,21 @@ fn declared(content_type: Option<&str>) -> Declared {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    match media.as_str() {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    match media.split_once('/') {
+        Some((kind, sub)) if token(kind) && token(sub) => {}
+        _ => return Err(BodyError::NotOneMediaType(ct.to_string())),
+    }
+    Ok(match media.as_str() {
         "application/json" => Declared::Json,
         "application/x-www-form-urlencoded" => Declared::Form,
         m if m.starts_with("application/") && m.ends_with("+json") => Declared::Json,
         _ => Declared::Other,
-    }
+    })
 }
 
 /// Parses a body for the policy, given the values of its `Content-Type`
@@ -106,7 +124,7 @@ pub fn parse(content_types: &[String], body: &[u8]) -> Result<Parsed, BodyError>
     if body.is_empty() {
         return Ok(Parsed::Opaque);
     }
-    match declared(content_types.first().map(String::as_str)) {
+    match declared(content_types.first().map(String::as_str))? {
         Declared::Json => strict_json(body).map(Parsed::Json).map_err(BodyError::Json),
         Declared::Form => form_fields(body).map(Parsed::Form).map_err(BodyError::Form),
         Declared::Other if looks_like_json(body) => {
@@ -125,12 +143,28 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// is not UTF-8, so it is refused). Binary bodies with NULs (gzip, MP4,
 /// protobuf) open with no such character and pass untouched.
 fn looks_like_json(body: &[u8]) -> bool {
-    let rest = body.strip_prefix(BOM).unwrap_or(body);
-    opens_json(rest.iter().map(|b| u32::from(*b))) || looks_like_wide_json(body)
+    // Characters, as a lenient reader decodes them; bytes that are not
+    // UTF-8 count as U+FFFD, which opens nothing.
+    let chars = body.utf8_chunks().flat_map(|chunk| {
+        let bad = (!chunk.invalid().is_empty()).then_some(u32::from(char::REPLACEMENT_CHARACTER));
+        chunk.valid().chars().map(u32::from).chain(bad)
+    });
+    opens_json(chars) || looks_like_wide_json(body)
 }
 
-/// Whether code units (bytes, or UTF-16/32 units) open a JSON object or
-/// array for a lenient reader: the first thing after blanks, comments (`//`
+/// What lenient readers skip before a JSON value as blank: Unicode white
+/// space (JSON.NET skips `char.IsWhiteSpace`, JSON5 also `\v`, `\f`, NBSP
+/// and the line separators) and the byte order mark, wherever it is.
+/// (org.json skips every control character too; binary bodies start with
+/// those, so they are not counted: a protobuf field's tag and length
+/// followed by `{` would be refused.)
+fn is_blank(unit: u32) -> bool {
+    char::from_u32(unit).is_some_and(|c| c.is_whitespace() || c == '\u{FEFF}')
+}
+
+/// Whether characters (decoded from UTF-8, or UTF-16/32 units) open a JSON
+/// object or array for a lenient reader: the first thing after blanks
+/// ([`is_blank`]), comments (`//`
 /// or `#` to the end of the line, `/* … */`) and the `)]}'` prefix some
 /// APIs put before JSON against script inclusion is `{` or `[`. Gson in its
 /// default lenient mode, JSON.NET and JSON5 readers skip all of those, so
@@ -141,8 +175,8 @@ fn opens_json(units: impl Iterator<Item = u32>) -> bool {
     let mut units = units.peekable();
     loop {
         match units.next() {
-            Some(0x20 | 0x09 | NL | CR) => {}
             Some(0x7B | 0x5B) => return true,
+            Some(u) if is_blank(u) => {}
             // `#` or `//`: a comment to the end of the line.
             Some(0x23) => {
                 units.find(|u| matches!(*u, NL | CR));
@@ -569,6 +603,13 @@ mod tests {
             b"# note\r\n[1]",
             b")]}'\n{\"amount\":50000}",
             b" /* a */ /* b */\n// c\n{}",
+            // Blanks beyond JSON's four: \v, \f, NBSP, U+2028, BOMs, U+3000.
+            b"\x0b{\"amount\":50000}",
+            b"\x0c{\"amount\":50000}",
+            "\u{A0}{\"amount\":50000}".as_bytes(),
+            "\u{2028}[1]".as_bytes(),
+            " \u{FEFF}{}".as_bytes(),
+            "\u{3000}{}".as_bytes(),
         ] {
             assert!(
                 matches!(parse(&text, lenient), Err(BodyError::Json(_))),
@@ -631,6 +672,32 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn a_content_type_names_one_media_type() {
+        for bad in [
+            "application/x-www-form-urlencoded, text/plain",
+            "application/x-www-form-urlencoded x",
+            "application/json,",
+            "text/plain application/json",
+            "json",
+            "/json",
+            "",
+        ] {
+            assert_eq!(
+                parse(&[bad.to_string()], b"a=1"),
+                Err(BodyError::NotOneMediaType(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "Application/JSON; charset=utf-8",
+            "application/vnd.api+json",
+            "text/plain ;x=y",
+        ] {
+            assert!(parse(&[good.to_string()], b"{}").is_ok(), "{good:?}");
         }
     }
 

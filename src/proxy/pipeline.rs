@@ -685,7 +685,9 @@ async fn run(
         let outcome = match e {
             BodyError::Json(_) => Outcome::BadJson(e.to_string()),
             BodyError::Form(_) => Outcome::BadForm(e.to_string()),
-            BodyError::RepeatedContentType(_) => Outcome::BadContentType(e.to_string()),
+            BodyError::RepeatedContentType(_) | BodyError::NotOneMediaType(_) => {
+                Outcome::BadContentType(e.to_string())
+            }
         };
         return Err(story_of(&request).refuse(shared, None, outcome));
     }

@@ -66,6 +66,9 @@ pub enum TargetError {
     /// An absolute-form target that does not describe this listener.
     #[error("the absolute-form target {0}; send the path alone (origin-form) with a Host header")]
     AbsoluteForm(String),
+    /// A `Host` header that is not `host` or `host:port`.
+    #[error("the Host header is not a host (`name` or `name:port`); user info and other text never belong there")]
+    BadHost,
     /// More than one `Host` header.
     #[error("the request carries {0} Host headers; send exactly one")]
     RepeatedHost(usize),
@@ -129,6 +132,14 @@ impl Target {
         let hosts = headers.get_all(HOST).iter().count();
         if hosts > 1 {
             return Err(TargetError::RepeatedHost(hosts));
+        }
+        // The Host routes the call (`match.host`) and is recorded: it must
+        // be a host, never user info or other text.
+        if let Some(host) = headers.get(HOST) {
+            let authority = host.to_str().ok().and_then(|h| h.parse::<Authority>().ok());
+            if !authority.is_some_and(|a| !a.as_str().contains('@')) {
+                return Err(TargetError::BadHost);
+            }
         }
         if uri.path() == "*" {
             return Err(TargetError::Asterisk);
@@ -603,5 +614,17 @@ mod tests {
             Target::of(&"/v1".parse().unwrap(), &headers, "http"),
             Err(TargetError::RepeatedHost(2))
         );
+        for bad in ["user:pass@payments:80", "user@payments", "pay ments", ""] {
+            let mut headers = HeaderMap::new();
+            headers.insert(HOST, bad.parse().unwrap());
+            assert_eq!(
+                Target::of(&"/v1".parse().unwrap(), &headers, "http"),
+                Err(TargetError::BadHost),
+                "{bad:?}"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, "payments:8080".parse().unwrap());
+        assert!(Target::of(&"/v1".parse().unwrap(), &headers, "http").is_ok());
     }
 }

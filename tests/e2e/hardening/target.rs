@@ -646,22 +646,40 @@ async fn refused_targets_keep_their_secrets_out_of_the_record() {
         ),
     ];
     let admin = crate::holds::Admin::of(&cs);
+    let assert_kept_out = |shown: String| {
+        for c in [&token, &password, &session, &bare] {
+            assert!(!shown.contains(c.as_str()), "{c} in the admin API: {shown}");
+            let lower = c.to_ascii_lowercase();
+            assert!(!shown.contains(&lower), "{lower} in the admin API: {shown}");
+        }
+    };
     for (target, recorded) in &sent {
         let answer = send_raw(cs.proxy_addr, &raw("GET", target.as_bytes(), &[], b"")).await;
         let failed = assert_refused(&d, &answer, 400, "bad_target", target).await;
         assert_eq!(failed["request"]["as_sent"], recorded.as_str(), "{target}");
-        let shown = admin.action(&answer.action_id()).await.to_string();
-        for c in [&token, &password, &session, &bare] {
-            assert!(!shown.contains(c.as_str()), "{c} in the admin API: {shown}");
-        }
+        assert_kept_out(admin.action(&answer.action_id()).await.to_string());
     }
+    // A password in the Host header (a second Host line follows raw()'s).
+    let mut request =
+        format!("GET /v1/accounts HTTP/1.1\r\nhost: svc:{password}@payments:80\r\n").into_bytes();
+    request.extend_from_slice(b"connection: close\r\n\r\n");
+    let answer = send_raw(cs.proxy_addr, &request).await;
+    let failed = assert_refused(&d, &answer, 400, "bad_target", "user info in Host").await;
+    assert!(failed["error"]
+        .as_str()
+        .unwrap()
+        .contains("Host header is not a host"));
+    assert_eq!(failed["request"]["host"], "[redacted]");
+    assert_kept_out(admin.action(&answer.action_id()).await.to_string());
     cs.stop().await;
     let record = record_bytes(&d);
     for c in [&token, &password, &session, &bare] {
-        assert!(
-            !crate::proxy::contains(&record, c.as_bytes()),
-            "{c} leaked into the record"
-        );
+        for form in [c.clone(), c.to_ascii_lowercase()] {
+            assert!(
+                !crate::proxy::contains(&record, form.as_bytes()),
+                "{form} leaked into the record"
+            );
+        }
     }
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
 }
@@ -766,6 +784,13 @@ async fn json_bodies_parse_strictly_or_are_refused() {
         ),
         (&[], b"// x\n{\"amount\": 50000}", "strict JSON"),
         (&[], b")]}'\n{\"amount\": 50000}", "strict JSON"),
+        // Blanks JSON5 and JSON.NET skip beyond JSON's four.
+        (
+            &[b"content-type: text/plain"],
+            b"\x0c{\"amount\": 50000}",
+            "strict JSON",
+        ),
+        (&[], "\u{A0}\u{2028}{\"amount\": 50000}".as_bytes(), "strict JSON"),
         // NUL ends a string for readers in C.
         (&[json_ct], br#"{"to": "BLOCKED\u0000x"}"#, "U+0000"),
         (&[json_ct], br#"{"amount\u0000x": 50000, "amount": 5}"#, "U+0000"),
@@ -811,6 +836,22 @@ async fn json_bodies_parse_strictly_or_are_refused() {
     )
     .await;
     assert_refused(&d, &two_types, 400, "bad_content_type", "two content types").await;
+    // One header naming a list: PHP cuts at `,` or a space and parses a form.
+    for listed in [
+        &b"content-type: application/x-www-form-urlencoded, text/plain"[..],
+        b"content-type: application/x-www-form-urlencoded x",
+    ] {
+        let answer = send_raw(
+            cs.proxy_addr,
+            &raw("POST", b"/v1/payouts", &[listed], b"amount=50000"),
+        )
+        .await;
+        let failed = assert_refused(&d, &answer, 400, "bad_content_type", "a list").await;
+        assert!(failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("not one media type"));
+    }
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
     assert_eq!(refused_total(&cs, "bad_json").await, refused.len() as u64);
 
