@@ -393,7 +393,7 @@ impl CapturedRequest {
             }
         }
         for (name, values) in &self.query_map {
-            if cfg.redact_query.contains(&name.to_ascii_lowercase()) {
+            if cfg.redacts_query(name) {
                 for v in values.as_array().into_iter().flatten() {
                     if let Some(v) = v.as_str() {
                         b.value(v);
@@ -402,7 +402,7 @@ impl CapturedRequest {
             }
         }
         for (name, raw) in query_pairs(self.query.as_deref().unwrap_or_default()) {
-            if cfg.redact_query.contains(&name.to_ascii_lowercase()) {
+            if cfg.redacts_query(&name) {
                 b.form(raw);
             }
         }
@@ -439,7 +439,7 @@ impl CapturedRequest {
             .query_map
             .iter()
             .map(|(name, values)| {
-                if cfg.redact_query.contains(&name.to_ascii_lowercase()) {
+                if cfg.redacts_query(name) {
                     let n = values.as_array().map_or(1, Vec::len);
                     (name.clone(), json!(vec![REDACTED; n]))
                 } else {
@@ -591,7 +591,7 @@ fn withhold_query_values(query: &str, withheld: &mut Vec<String>) -> String {
 }
 
 /// `path_and_query` with the values of query parameters named in `names`
-/// (lower-case, matched case-insensitively after percent-decoding)
+/// (field bases, [`crate::fold::field`], matched after percent-decoding)
 /// replaced by `[redacted]`; everything else exactly as sent.
 pub fn recorded_path_and_query(
     path_and_query: &str,
@@ -612,11 +612,12 @@ pub fn recorded_path_and_query(
     format!("{path}?{}", pieces.join("&"))
 }
 
-/// A query parameter name as `form_urlencoded` decodes it, lower-case.
+/// A query parameter name as `form_urlencoded` decodes it, as the base of
+/// the field frameworks read ([`crate::fold::field`]).
 fn decoded_name(raw: &str) -> String {
     form_urlencoded::parse(raw.as_bytes())
         .next()
-        .map(|(k, _)| k.to_ascii_lowercase())
+        .map(|(k, _)| crate::fold::field(&k).base)
         .unwrap_or_default()
 }
 
@@ -678,6 +679,14 @@ mod tests {
             "/v1/x?API%5Fkey=[redacted]&a=1&sig&sig=[redacted]&b=api_key"
         );
         assert_eq!(recorded_path_and_query("/v1/x", &names), "/v1/x");
+        // Names PHP reads as `api_key`.
+        assert_eq!(
+            recorded_path_and_query(
+                "/v1/x?api.key=s1&+api_key=s2&api_key[]=s3&api+key=s4",
+                &names
+            ),
+            "/v1/x?api.key=[redacted]&+api_key=[redacted]&api_key[]=[redacted]&api+key=[redacted]"
+        );
     }
 
     #[test]

@@ -899,13 +899,25 @@ pub struct CaptureConfig {
     /// SHA-256 and size are always kept; a held action's forward keeps the
     /// whole body, as it must).
     pub max_recorded_body_bytes: u64,
-    /// Query parameter names (lower-case) whose values the record keeps as
-    /// `[redacted]`; the policy and the upstream still get the real values.
+    /// Query parameter names whose values the record keeps as
+    /// `[redacted]` (the policy and the upstream still get the real
+    /// values), each as the base of the field frameworks read
+    /// ([`crate::fold::field`]): see [`CaptureConfig::redacts_query`].
     pub redact_query: BTreeSet<String>,
     /// Time allowed to receive a request body.
     pub body_timeout: Duration,
     /// Agent header names.
     pub agent_headers: AgentHeaders,
+}
+
+impl CaptureConfig {
+    /// Whether a query parameter's values are kept out of the record: its
+    /// name fills the same variable as a `redact_query` name in some
+    /// framework (`api.key`, `+api_key`, `API_KEY` and `api_key[]` are all
+    /// PHP's `api_key`).
+    pub fn redacts_query(&self, name: &str) -> bool {
+        self.redact_query.contains(&crate::fold::field(name).base)
+    }
 }
 
 /// What the proxy does when a held call is not decided within `wait`.
@@ -1525,7 +1537,11 @@ impl Validator<'_> {
             max_body_bytes: c.max_body_bytes,
             max_response_bytes: c.max_response_bytes,
             max_recorded_body_bytes: c.max_recorded_body_bytes,
-            redact_query: lower(c.redact_query),
+            redact_query: c
+                .redact_query
+                .iter()
+                .map(|n| crate::fold::field(n).base)
+                .collect(),
             body_timeout: duration("capture.body_timeout", &c.body_timeout)?,
             agent_headers: AgentHeaders {
                 id: ah.id.to_ascii_lowercase(),

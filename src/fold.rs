@@ -47,9 +47,54 @@ pub fn fold(name: &str) -> String {
     folded.into_owned()
 }
 
+/// A query or form field name as the loosest framework reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// The variable the name fills: [`fold`]ed (ASP.NET binds fields
+    /// without case), then as PHP names its `$_GET` and `$_POST` entries:
+    /// leading spaces dropped, and `.`, space and an unclosed `[` read as
+    /// `_` (`dry.run`, `dry run` and `dry_run` are one field there).
+    pub base: String,
+    /// The folded `[...]` after the base, if any: PHP and Rails read
+    /// `a[]` and `a[x]` as entries of the array (or hash) `a`.
+    pub index: Option<String>,
+}
+
+/// Reads a field name as [`Field`] says.
+pub fn field(name: &str) -> Field {
+    let folded = fold(name);
+    let name = folded.trim_start_matches(' ');
+    let (base, index) = match name.find('[') {
+        Some(at) if name[at..].contains(']') => (&name[..at], Some(name[at..].to_string())),
+        _ => (name, None),
+    };
+    Field {
+        base: base.replace(['.', ' ', '['], "_"),
+        index,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::fold;
+    use super::{field, fold, Field};
+
+    #[test]
+    fn field_names_php_or_asp_net_read_as_one_have_one_base() {
+        for name in [
+            "dry_run", "dry.run", "dry run", " dry_run", "DRY_RUN", "dry[run",
+        ] {
+            assert_eq!(field(name).base, "dry_run", "{name:?}");
+        }
+        assert_eq!(
+            field("Destination[]"),
+            Field {
+                base: "destination".into(),
+                index: Some("[]".into())
+            }
+        );
+        assert_eq!(field("a.b[c.d]").index.as_deref(), Some("[c.d]"));
+        assert_ne!(field("amount").base, field("amounts").base);
+    }
 
     #[test]
     fn letters_readers_take_for_one_fold_the_same() {

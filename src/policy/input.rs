@@ -85,7 +85,7 @@ pub fn recorded(input: &Value, req: &CapturedRequest, cfg: &CaptureConfig) -> Re
     let redact_query = |query: &mut Value| {
         if let Some(map) = query.as_object_mut() {
             for (name, values) in map.iter_mut() {
-                if cfg.redact_query.contains(&name.to_ascii_lowercase()) {
+                if cfg.redacts_query(name) {
                     let n = values.as_array().map_or(1, Vec::len);
                     *values = json!(vec![REDACTED; n]);
                 }

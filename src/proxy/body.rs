@@ -396,12 +396,14 @@ fn check_numbers(body: &[u8]) -> Result<(), String> {
 /// query) into name → [values]: `&` separates fields, the first `=` splits
 /// name from value, `+` is a space, escapes are decoded. A name repeated
 /// exactly collects its values; two different names that one framework
-/// reads as one (`field_key`) are refused, since the policy would judge
-/// them apart.
+/// reads as one ([`crate::fold::field`]) are refused, since the policy
+/// would judge them apart.
 pub fn form_fields(raw: &[u8]) -> Result<Map<String, Value>, String> {
     let mut fields: Map<String, Value> = Map::new();
-    // Folded name → the first spelling seen.
+    // The field as frameworks read it → the first spelling seen; and
+    // whether each base was seen plain or with an index.
     let mut spellings = std::collections::HashMap::new();
+    let mut bases: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     for pair in raw.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
         if pair.contains(&b';') {
             return Err("it contains `;`, which some frameworks treat as a separator; send it as %3B if it is data".into());
@@ -411,15 +413,31 @@ pub fn form_fields(raw: &[u8]) -> Result<Map<String, Value>, String> {
             None => (pair, &b""[..]),
         };
         let name = form_decode(name)?;
-        match spellings.entry(field_key(&name)) {
+        let read = crate::fold::field(&name);
+        let one_name = |first: &str| {
+            format!(
+                "the fields `{first}` and `{name}` are one name to some frameworks (which ignore case and look-alike letters, drop leading spaces, read `.`, space and `[` as `_`, or take `a[]` for `a`); send one of them"
+            )
+        };
+        if *bases
+            .entry(read.base.clone())
+            .or_insert(read.index.is_some())
+            != read.index.is_some()
+        {
+            let first = fields
+                .keys()
+                .find(|k| crate::fold::field(k).base == read.base)
+                .cloned()
+                .unwrap_or_default();
+            return Err(one_name(&first));
+        }
+        let key = format!("{}{}", read.base, read.index.as_deref().unwrap_or(""));
+        match spellings.entry(key) {
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(name.clone());
             }
             std::collections::hash_map::Entry::Occupied(e) if *e.get() != name => {
-                return Err(format!(
-                    "the fields `{}` and `{name}` are one name to some frameworks (which ignore case and look-alike letters, or read `.`, space and `[` as `_`); send one of them",
-                    e.get()
-                ));
+                return Err(one_name(e.get()));
             }
             std::collections::hash_map::Entry::Occupied(_) => {}
         }
@@ -433,14 +451,6 @@ pub fn form_fields(raw: &[u8]) -> Result<Map<String, Value>, String> {
         }
     }
     Ok(fields)
-}
-
-/// A field name as the loosest framework reads it: [folded](crate::fold)
-/// (ASP.NET binds query and form fields without case), and with `.`,
-/// space and `[` as `_`, as PHP names its `$_GET` and `$_POST` entries
-/// (`dry.run` and `dry_run` are one field there).
-fn field_key(name: &str) -> String {
-    crate::fold::fold(name).replace(['.', ' ', '['], "_")
 }
 
 fn form_decode(raw: &[u8]) -> Result<String, String> {
@@ -666,6 +676,10 @@ mod tests {
             b"destination=A&de%C5%BFtination=B",
             b"to=BLOCKED%00x",
             b"a%00b=1",
+            // PHP drops leading spaces and reads `a[]` as the array `a`.
+            b"destination=A&+destination=B",
+            b"destination=A&destination[]=B",
+            b"destination[]=A&destination=B",
         ] {
             assert!(
                 matches!(parse(&form, bad), Err(BodyError::Form(_))),
@@ -673,6 +687,8 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+        // Arrays and hashes in bracket notation are distinct fields.
+        assert!(parse(&form, b"user[name]=a&user[email]=b&items[]=1&items[]=2").is_ok());
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Target {
         // be a host, never user info or other text.
         if let Some(host) = headers.get(HOST) {
             let authority = host.to_str().ok().and_then(|h| h.parse::<Authority>().ok());
-            if !authority.is_some_and(|a| !a.as_str().contains('@')) {
+            if authority.is_none_or(|a| a.as_str().contains('@')) {
                 return Err(TargetError::BadHost);
             }
         }

@@ -305,6 +305,16 @@ async fn secret_query_values_reach_the_policy_and_the_upstream_but_not_the_recor
         .unwrap();
     assert_eq!(resp.status(), 201);
     let allowed = action_id(&resp);
+    // A name PHP reads as `api_key` is redacted as `api_key` is.
+    let php_key = canary("PHPKEY");
+    let php_path = format!("/v1/allowed?api.key={php_key}");
+    let resp = client()
+        .get(format!("http://{proxy}{php_path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let php_allowed = action_id(&resp);
 
     // Held, then approved in this process: forwarded with the real query.
     let hk = held_key.clone();
@@ -323,6 +333,7 @@ async fn secret_query_values_reach_the_policy_and_the_upstream_but_not_the_recor
     assert_eq!(resp.status(), 201);
     let held_id = action_id(&resp);
     wait_for_records(&d.db_path(), &allowed, 2).await;
+    wait_for_records(&d.db_path(), &php_allowed, 2).await;
     wait_for_records(&d.db_path(), &held_id, 5).await;
     cs.stop().await;
 
@@ -333,7 +344,11 @@ async fn secret_query_values_reach_the_policy_and_the_upstream_but_not_the_recor
         .collect();
     assert_eq!(
         seen,
-        [allowed_path.clone(), format!("/v1/held?api_key={held_key}")],
+        [
+            allowed_path.clone(),
+            php_path.clone(),
+            format!("/v1/held?api_key={held_key}")
+        ],
         "the upstream gets the query exactly as sent"
     );
     let decided = payload_of(&d.db_path(), &allowed, "decided");
@@ -361,7 +376,10 @@ async fn secret_query_values_reach_the_policy_and_the_upstream_but_not_the_recor
         .unwrap()
         .ends_with("?api_key=[redacted]"));
     let record = record_bytes(&d);
-    assert_nowhere(&[&key, &signature, &held_key], &[("the record", &record)]);
+    assert_nowhere(
+        &[&key, &signature, &held_key, &php_key],
+        &[("the record", &record)],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -923,6 +923,10 @@ async fn form_bodies_are_parsed_for_the_policy() {
         b"dry_run=1&dry.run=0",
         b"destination=A&de%C5%BFtination=B",
         b"to=BLOCKED%00x",
+        // PHP drops leading spaces and reads `destination[]` as the array
+        // `destination`, overriding the plain one.
+        b"destination=A&+destination=B",
+        b"destination=A&destination[]=B",
     ] {
         let shown = String::from_utf8_lossy(bad);
         let answer = send_raw(cs.proxy_addr, &raw("POST", b"/v1/payouts", form, bad)).await;
