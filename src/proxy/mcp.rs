@@ -107,6 +107,69 @@ pub enum McpError {
     BadEvidence(String),
 }
 
+/// The members of a JSON-RPC message.
+const MESSAGE_MEMBERS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+/// The `params` members the transport and the policy input read.
+const PARAMS_MEMBERS: [&str; 5] = ["name", "arguments", "uri", "_meta", "cursor"];
+/// The methods of the protocol's versions countersign speaks.
+const METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+    "tasks/get",
+    "tasks/list",
+    "tasks/result",
+    "tasks/cancel",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/message",
+    "notifications/roots/list_changed",
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+    "notifications/resources/list_changed",
+    "notifications/resources/updated",
+    "notifications/elicitation/complete",
+    "notifications/tasks/status",
+];
+
+/// Refuses a name that a lenient reader takes for one of `known` but that
+/// is not spelled exactly so (`Method`, `paramſ`, `Tools/Call`): the
+/// policy would read it as some other member or method, while a server
+/// that matches names loosely (Go's `encoding/json` folds case) acts on it
+/// as the one it resembles.
+fn exactly_spelled<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    known: &[&str],
+    what: &str,
+) -> Result<(), McpError> {
+    for name in names {
+        if known.contains(&name.as_str()) {
+            continue;
+        }
+        let folded = crate::fold::fold(name);
+        if let Some(k) = known.iter().find(|k| crate::fold::fold(k) == folded) {
+            return Err(McpError::NotJsonRpc(format!(
+                "`{name}` is the {what} `{k}` to readers that ignore case; spell it `{k}`"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl McpError {
     fn code(&self) -> i64 {
         match self {
@@ -178,6 +241,19 @@ pub fn read(method: &str, headers: &HeaderMap, body: &Parsed) -> Result<Call, Mc
             "not a JSON object (batches are not part of the transport since 2025-06-18)".into(),
         ));
     };
+    exactly_spelled(message.keys(), &MESSAGE_MEMBERS, "member")?;
+    if let Some(Value::Object(params)) = message.get("params") {
+        exactly_spelled(params.keys(), &PARAMS_MEMBERS, "params member")?;
+    }
+    if let Some(Value::String(method)) = message.get("method") {
+        exactly_spelled([method], METHODS, "method")?;
+        if message.contains_key("result") || message.contains_key("error") {
+            return Err(McpError::NotJsonRpc(
+                "it has a `method` and a `result` or `error`: a request and a response at once"
+                    .into(),
+            ));
+        }
+    }
     if message.get("jsonrpc") != Some(&json!("2.0")) {
         return Err(McpError::NotJsonRpc("`jsonrpc` is not \"2.0\"".into()));
     }
@@ -710,6 +786,51 @@ mod tests {
         assert_eq!(e, McpError::BadHeader("mcp-method"));
         let ok = headers(&[("mcp-method", "tools/call"), ("mcp-name", "balance")]);
         assert!(read("POST", &ok, &body).is_ok());
+    }
+
+    #[test]
+    fn members_and_methods_spelled_only_loosely_are_refused() {
+        for (message, why) in [
+            // A tool call dressed as a response: Go's encoding/json fills
+            // `Method` and `Params` from these.
+            (
+                json!({"jsonrpc": "2.0", "id": 2, "result": {}, "Method": "tools/call",
+                    "Params": {"name": "delete_file"}}),
+                "`Method` is the member `method`",
+            ),
+            (
+                json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "read"}, "param\u{17F}": {"name": "delete"}}),
+                "the member `params`",
+            ),
+            (
+                json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "read", "Arguments": {"path": "/etc/shadow"}}}),
+                "the params member `arguments`",
+            ),
+            (
+                json!({"jsonrpc": "2.0", "id": 2, "method": "Tools/Call", "params": {"name": "x"}}),
+                "the method `tools/call`",
+            ),
+            (
+                json!({"jsonrpc": "2.0", "id": 2, "method": "ping", "result": {}}),
+                "a request and a response at once",
+            ),
+        ] {
+            let e = read("POST", &HeaderMap::new(), &call(message.clone())).unwrap_err();
+            assert!(
+                matches!(&e, McpError::NotJsonRpc(m) if m.contains(why)),
+                "{message}: {e}"
+            );
+        }
+        // Methods countersign does not know pass as they are.
+        let c = read(
+            "POST",
+            &HeaderMap::new(),
+            &call(json!({"jsonrpc": "2.0", "id": 2, "method": "vendor/Custom"})),
+        )
+        .unwrap();
+        assert_eq!(c.method.as_deref(), Some("vendor/Custom"));
     }
 
     #[test]

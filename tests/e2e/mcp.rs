@@ -411,6 +411,36 @@ async fn headers_that_disagree_with_the_body_are_refused_and_recorded_before_the
         let answered = answered_of(&d.db_path(), &id).await;
         assert_eq!(answered["body"], answer);
     }
+    // Members and methods spelled only loosely: a server that matches
+    // names without case would run what the policy read as something else
+    // (here, a tool call dressed as a response).
+    for loose in [
+        json!({"jsonrpc": "2.0", "id": 7, "result": {}, "Method": "tools/call",
+            "Params": {"name": "close_account", "arguments": {"account": "A1"}}}),
+        json!({"jsonrpc": "2.0", "id": 7, "method": "Tools/Call",
+            "params": {"name": "close_account", "arguments": {"account": "A1"}}}),
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"Name": "close_account", "arguments": {"account": "A1"}}}),
+    ] {
+        let resp = client()
+            .post(format!("http://{}/mcp", cs.proxy_addr))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .body(loose.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{loose}");
+        let id = action_id(&resp);
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], -32600, "{answer}");
+        wait_for_records(&d.db_path(), &id, 1).await;
+        assert_eq!(
+            payload_of(&d.db_path(), &id, "failed")["reason"],
+            "mcp_invalid"
+        );
+    }
     assert!(server.runs().is_empty());
     cs.stop().await;
 }
