@@ -360,7 +360,12 @@ impl CapturedRequest {
     /// Parses the body for the policy (strict JSON, form fields), or says
     /// why it is refused.
     pub fn parse_body(&mut self) -> Result<(), BodyError> {
-        self.body_parsed = body::parse(&self.content_types, &self.body)?;
+        let encoding = self
+            .headers
+            .iter()
+            .find(|(n, _)| n == "content-encoding")
+            .map(|(_, v)| v.as_str());
+        self.body_parsed = body::parse(&self.content_types, encoding, &self.body)?;
         Ok(())
     }
 

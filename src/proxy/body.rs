@@ -69,6 +69,9 @@ pub enum BodyError {
     /// More than one `Content-Type` header.
     #[error("the request carries {0} Content-Type headers, which servers resolve differently; send exactly one")]
     RepeatedContentType(usize),
+    /// A body in a content coding other than `identity`.
+    #[error("the body is sent in a content coding (Content-Encoding); countersign judges bodies as they are read, and an upstream that decodes it would read what the policy could not see: send it uncompressed")]
+    Encoded(String),
     /// A `Content-Type` that is not one media type (`type/subtype`, then
     /// `;` parameters).
     #[error("the Content-Type `{0}` is not one media type (type/subtype, then ;-separated parameters); servers cut such a value at different places, so send exactly one")]
@@ -116,13 +119,23 @@ fn declared(content_type: Option<&str>) -> Result<Declared, BodyError> {
 }
 
 /// Parses a body for the policy, given the values of its `Content-Type`
-/// headers.
-pub fn parse(content_types: &[String], body: &[u8]) -> Result<Parsed, BodyError> {
+/// headers and its `Content-Encoding` (repeated ones joined by `, `).
+/// A body in a content coding is refused: the policy cannot read it, and
+/// an upstream that decodes requests (ASP.NET's request decompression,
+/// Apache's deflate input filter) would read JSON the policy never saw.
+pub fn parse(
+    content_types: &[String],
+    encoding: Option<&str>,
+    body: &[u8],
+) -> Result<Parsed, BodyError> {
     if content_types.len() > 1 {
         return Err(BodyError::RepeatedContentType(content_types.len()));
     }
     if body.is_empty() {
         return Ok(Parsed::Opaque);
+    }
+    if let Some(coding) = encoding.filter(|c| !c.trim().eq_ignore_ascii_case("identity")) {
+        return Err(BodyError::Encoded(coding.to_string()));
     }
     match declared(content_types.first().map(String::as_str))? {
         Declared::Json => strict_json(body).map(Parsed::Json).map_err(BodyError::Json),
@@ -525,7 +538,7 @@ mod tests {
             b"\xFF\xFEh\x00i\x00",
         ] {
             assert!(!looks_like_json(binary), "{binary:?}");
-            assert!(matches!(parse(&[], binary), Ok(Parsed::Opaque)));
+            assert!(matches!(parse(&[], None, binary), Ok(Parsed::Opaque)));
         }
     }
 
@@ -533,6 +546,7 @@ mod tests {
     fn strict_json_takes_ordinary_documents() {
         let v = parse(
             &json_ct(),
+            None,
             br#" {"a": [1, -2, 3.5, 1e3, "x\"y", null, true], "b": {"c": 18446744073709551615}} "#,
         )
         .unwrap();
@@ -542,9 +556,9 @@ mod tests {
                 json!({"a": [1, -2, 3.5, 1000.0, "x\"y", null, true], "b": {"c": 18446744073709551615u64}})
             )
         );
-        assert_eq!(parse(&json_ct(), b"").unwrap(), Parsed::Opaque);
+        assert_eq!(parse(&json_ct(), None, b"").unwrap(), Parsed::Opaque);
         assert_eq!(
-            parse(&["application/vnd.api+json".into()], b"[]").unwrap(),
+            parse(&["application/vnd.api+json".into()], None, b"[]").unwrap(),
             Parsed::Json(json!([]))
         );
     }
@@ -580,7 +594,7 @@ mod tests {
             (br#"{"a\u0000b": 1}"#, "U+0000"),
             (br#"[["\u0000"]]"#, "U+0000"),
         ] {
-            let e = parse(&json_ct(), body).unwrap_err();
+            let e = parse(&json_ct(), None, body).unwrap_err();
             assert!(
                 e.to_string().contains(why),
                 "{}: {e}",
@@ -593,18 +607,18 @@ mod tests {
     fn json_looking_bodies_of_other_types_are_held_to_the_same_rules() {
         let text = vec!["text/plain".to_string()];
         assert_eq!(
-            parse(&text, br#"{"a":1}"#).unwrap(),
+            parse(&text, None, br#"{"a":1}"#).unwrap(),
             Parsed::Json(json!({"a": 1}))
         );
         assert_eq!(
-            parse(&[], br#"{"a":1}"#).unwrap(),
+            parse(&[], None, br#"{"a":1}"#).unwrap(),
             Parsed::Json(json!({"a": 1}))
         );
-        assert!(parse(&text, br#"{"a":1,"a":2}"#).is_err());
-        assert!(parse(&[], b"\xEF\xBB\xBF{\"a\":1}").is_err());
-        assert!(parse(&[], br#"{"a":1} trailing"#).is_err());
-        assert!(parse(&[], br#"[1e999]"#).is_err());
-        assert!(parse(&text, b"[INFO] started").is_err());
+        assert!(parse(&text, None, br#"{"a":1,"a":2}"#).is_err());
+        assert!(parse(&[], None, b"\xEF\xBB\xBF{\"a\":1}").is_err());
+        assert!(parse(&[], None, br#"{"a":1} trailing"#).is_err());
+        assert!(parse(&[], None, br#"[1e999]"#).is_err());
+        assert!(parse(&text, None, b"[INFO] started").is_err());
         // What lenient readers (Gson's default, JSON.NET, JSON5) skip
         // before the JSON: comments and the anti-script-inclusion prefix.
         for lenient in [
@@ -622,7 +636,7 @@ mod tests {
             "\u{3000}{}".as_bytes(),
         ] {
             assert!(
-                matches!(parse(&text, lenient), Err(BodyError::Json(_))),
+                matches!(parse(&text, None, lenient), Err(BodyError::Json(_))),
                 "{}",
                 String::from_utf8_lossy(lenient)
             );
@@ -631,7 +645,7 @@ mod tests {
             .encode_utf16()
             .flat_map(u16::to_le_bytes)
             .collect();
-        assert!(parse(&[], &wide).is_err());
+        assert!(parse(&[], None, &wide).is_err());
         for opaque in [
             &b"pay once"[..],
             b"42 apples",
@@ -644,7 +658,7 @@ mod tests {
             b"# a heading\nsome text",
         ] {
             assert_eq!(
-                parse(&text, opaque).unwrap(),
+                parse(&text, None, opaque).unwrap(),
                 Parsed::Opaque,
                 "{}",
                 String::from_utf8_lossy(opaque)
@@ -656,7 +670,7 @@ mod tests {
     fn form_bodies_become_fields() {
         let form = vec!["application/x-www-form-urlencoded".to_string()];
         assert_eq!(
-            parse(&form, b"amount=25000&currency=EUR&note=a+b%26c&amount=1&flag&&_method=DELETE").unwrap(),
+            parse(&form, None, b"amount=25000&currency=EUR&note=a+b%26c&amount=1&flag&&_method=DELETE").unwrap(),
             Parsed::Form(
                 json!({"amount": ["25000", "1"], "currency": ["EUR"], "note": ["a b&c"], "flag": [""], "_method": ["DELETE"]})
                     .as_object()
@@ -682,13 +696,34 @@ mod tests {
             b"destination[]=A&destination=B",
         ] {
             assert!(
-                matches!(parse(&form, bad), Err(BodyError::Form(_))),
+                matches!(parse(&form, None, bad), Err(BodyError::Form(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
         // Arrays and hashes in bracket notation are distinct fields.
-        assert!(parse(&form, b"user[name]=a&user[email]=b&items[]=1&items[]=2").is_ok());
+        assert!(parse(
+            &form,
+            None,
+            b"user[name]=a&user[email]=b&items[]=1&items[]=2"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn bodies_in_a_content_coding_are_refused() {
+        for coding in ["gzip", "deflate, gzip", "br", "x-custom"] {
+            assert_eq!(
+                parse(&json_ct(), Some(coding), b"\x1f\x8b"),
+                Err(BodyError::Encoded(coding.to_string()))
+            );
+            assert!(parse(&[], Some(coding), b"anything").is_err());
+        }
+        assert!(parse(&json_ct(), Some("identity"), b"{}").is_ok());
+        assert!(
+            parse(&json_ct(), Some("gzip"), b"").is_ok(),
+            "nothing to read"
+        );
     }
 
     #[test]
@@ -703,7 +738,7 @@ mod tests {
             "",
         ] {
             assert_eq!(
-                parse(&[bad.to_string()], b"a=1"),
+                parse(&[bad.to_string()], None, b"a=1"),
                 Err(BodyError::NotOneMediaType(bad.to_string())),
                 "{bad:?}"
             );
@@ -713,13 +748,16 @@ mod tests {
             "application/vnd.api+json",
             "text/plain ;x=y",
         ] {
-            assert!(parse(&[good.to_string()], b"{}").is_ok(), "{good:?}");
+            assert!(parse(&[good.to_string()], None, b"{}").is_ok(), "{good:?}");
         }
     }
 
     #[test]
     fn one_content_type_only() {
         let two = vec!["text/plain".to_string(), "application/json".to_string()];
-        assert_eq!(parse(&two, b"{}"), Err(BodyError::RepeatedContentType(2)));
+        assert_eq!(
+            parse(&two, None, b"{}"),
+            Err(BodyError::RepeatedContentType(2))
+        );
     }
 }

@@ -68,8 +68,10 @@ pub enum Outcome {
     BadJson(String),
     /// A malformed form body.
     BadForm(String),
-    /// More than one `Content-Type`.
+    /// More than one `Content-Type`, or one that is not one media type.
     BadContentType(String),
+    /// A request body in a content coding (`gzip`, ...).
+    BadContentEncoding(String),
     /// The budget for buffered request bodies is spent (its size in bytes).
     Overloaded(u64),
     /// The policy said deny.
@@ -120,6 +122,7 @@ impl Outcome {
             }
             Outcome::NoRoute => StatusCode::NOT_FOUND,
             Outcome::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Outcome::BadContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             // An opa-envoy result may name the denial's status.
             Outcome::Denied(d) => d
                 .envoy
@@ -153,6 +156,7 @@ impl Outcome {
             Outcome::BadJson(_) => "bad_json",
             Outcome::BadForm(_) => "bad_form",
             Outcome::BadContentType(_) => "bad_content_type",
+            Outcome::BadContentEncoding(_) => "bad_content_encoding",
             Outcome::Overloaded(_) => "overloaded",
             Outcome::Denied(_) => "denied",
             Outcome::PolicyFailed { reason, .. } => reason,
@@ -177,7 +181,7 @@ impl Outcome {
             Outcome::NoRoute => "no route matches this host and path; check the routes in the countersign config".into(),
             Outcome::BodyTooLarge(max) => format!("the request body is larger than capture.max_body_bytes ({max} bytes); nothing was forwarded"),
             Outcome::BadBody(e) => format!("the request body could not be read: {e}"),
-            Outcome::BadJson(e) | Outcome::BadForm(e) | Outcome::BadContentType(e) => format!("{e}. Nothing was forwarded."),
+            Outcome::BadJson(e) | Outcome::BadForm(e) | Outcome::BadContentType(e) | Outcome::BadContentEncoding(e) => format!("{e}. Nothing was forwarded."),
             Outcome::Overloaded(max) => format!("countersign is already buffering as many request bodies as limits.max_buffered_body_bytes allows ({max} bytes); nothing was forwarded; try again shortly"),
             Outcome::Denied(_) => "the policy denied this call".into(),
             Outcome::PolicyFailed { error: e, .. } => format!("the policy could not decide, so the call was refused: {e}"),
@@ -688,6 +692,7 @@ async fn run(
             BodyError::RepeatedContentType(_) | BodyError::NotOneMediaType(_) => {
                 Outcome::BadContentType(e.to_string())
             }
+            BodyError::Encoded(_) => Outcome::BadContentEncoding(e.to_string()),
         };
         return Err(story_of(&request).refuse(shared, None, outcome));
     }

@@ -836,6 +836,26 @@ async fn json_bodies_parse_strictly_or_are_refused() {
     )
     .await;
     assert_refused(&d, &two_types, 400, "bad_content_type", "two content types").await;
+    // A compressed body: an upstream that decodes requests would read JSON
+    // the policy could not (the bytes: `{"amount":50000}` gzipped).
+    let gzipped: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff\xabVJ\xcc\xcd/\xcd+Q\xb225\x00\x82Z\x00\xbf\xb4\xfe\xc1\x10\x00\x00\x00";
+    for headers in [
+        &[&b"content-type: text/plain"[..], b"content-encoding: gzip"][..],
+        &[b"content-encoding: GZIP"],
+        &[json_ct, b"content-encoding: identity, gzip"],
+    ] {
+        let answer = send_raw(
+            cs.proxy_addr,
+            &raw("POST", b"/v1/payouts", headers, gzipped),
+        )
+        .await;
+        let failed =
+            assert_refused(&d, &answer, 415, "bad_content_encoding", "a gzipped body").await;
+        assert!(failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("send it uncompressed"));
+    }
     // One header naming a list: PHP cuts at `,` or a space and parses a form.
     for listed in [
         &b"content-type: application/x-www-form-urlencoded, text/plain"[..],
