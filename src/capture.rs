@@ -173,9 +173,9 @@ impl CapturedRequest {
 
     /// Captures the head of a request refused before its target was
     /// checked (a refused method or target), for its record: the target as
-    /// sent, but for what may be secret in it
-    /// (`withhold_query_values`), and agent
-    /// headers taken as far as they are valid.
+    /// sent but for what may be secret in it (query values, path
+    /// parameters, user info in the target or the Host), and agent headers
+    /// taken as far as they are valid.
     pub fn refused_early(parts: &Parts, scheme: &str, cfg: &CaptureConfig) -> CapturedRequest {
         let mut request = CapturedRequest::head(parts, scheme, cfg);
         let mut withheld = Vec::new();
@@ -184,19 +184,14 @@ impl CapturedRequest {
             .uri
             .query()
             .map(|q| withhold_query_values(q, &mut withheld));
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| match a.as_str().rsplit_once('@') {
-                Some((user_info, host)) => {
-                    withheld.push(user_info.to_string());
-                    if let Some((_, password)) = user_info.split_once(':') {
-                        withheld.push(password.to_string());
-                    }
-                    format!("{REDACTED}@{host}")
-                }
-                None => a.to_string(),
-            });
+        let authority =
+            parts
+                .uri
+                .authority()
+                .map(|a| match withhold_user_info(a.as_str(), &mut withheld) {
+                    Some(host) => format!("{REDACTED}@{host}"),
+                    None => a.to_string(),
+                });
         request.as_sent = Some(format!(
             "{}{}{}",
             parts
@@ -207,20 +202,13 @@ impl CapturedRequest {
             authority.unwrap_or_default(),
             request.path_and_query()
         ));
-        // A Host with user info in it was refused; its password must not
-        // become the recorded host.
-        let host_header = parts.headers.get(hyper::header::HOST);
-        if let Some(user_info) = host_header
-            .map(|h| String::from_utf8_lossy(h.as_bytes()))
-            .and_then(|h| h.rsplit_once('@').map(|(u, _)| u.to_string()))
-        {
-            if let Some((_, password)) = user_info.split_once(':') {
-                withheld.push(password.to_ascii_lowercase());
-                withheld.push(password.to_string());
+        // A Host with user info was refused; the recorded host is made
+        // from it (lower-cased), so it must not keep the password.
+        if let Some(host) = parts.headers.get(hyper::header::HOST) {
+            let host = String::from_utf8_lossy(host.as_bytes());
+            if withhold_user_info(&host, &mut withheld).is_some() {
+                request.host = REDACTED.to_string();
             }
-            withheld.push(user_info.to_ascii_lowercase());
-            withheld.push(user_info);
-            request.host = REDACTED.to_string();
         }
         request.withheld = withheld;
         if request.take_agent_headers(parts, cfg).is_err() {
@@ -543,6 +531,19 @@ pub fn body_view_of(kept: &[u8], truncated: bool) -> Value {
         }
     }
     text_or_base64(kept, truncated)
+}
+
+/// The host of an authority with user info (`user:pass@host`), the user
+/// info and its password going to `withheld` as sent and lower-cased (the
+/// recorded host is lower-cased); `None` when there is no user info.
+fn withhold_user_info<'a>(authority: &'a str, withheld: &mut Vec<String>) -> Option<&'a str> {
+    let (user_info, host) = authority.rsplit_once('@')?;
+    let password = user_info.split_once(':').map(|(_, p)| p);
+    for secret in [Some(user_info), password].into_iter().flatten() {
+        withheld.push(secret.to_string());
+        withheld.push(secret.to_ascii_lowercase());
+    }
+    Some(host)
 }
 
 /// A refused target's parts as the record may keep them. Such a target was
