@@ -651,9 +651,13 @@ impl SecretSource {
                 Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
                 _ => Err(format!("environment variable {name} is not set or empty")),
             },
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(|s| s.trim().to_string())
-                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            // Refused when empty, like an empty variable: an admin token
+            // file left empty would otherwise match a request without one.
+            SecretSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+                Ok(_) => Err(format!("{} is empty", path.display())),
+                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            },
         }
     }
 }

@@ -459,6 +459,24 @@ async fn only_the_exact_admin_token_opens_the_actions_api() {
     cs.stop().await;
 }
 
+/// An admin token file left empty (a Secret never filled in) is refused by
+/// `check` and at start: its empty token would match a request that sends
+/// none, and the actions API would be open to anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_admin_token_file_is_refused() {
+    let d = Deployment::new("http://127.0.0.1:1", ALLOW_ALL, "");
+    std::fs::write(d.dir.path().join("admin.token"), " \n").unwrap();
+    d.edit_config("token_env: CS_TEST_ADMIN_TOKEN", "token_file: admin.token");
+    let out = countersign(&["check", "--config", d.config_path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("admin.token is empty"), "{err}");
+    let config = countersign::config::Config::load(&d.config_path()).unwrap();
+    let started = countersign::app::start(config).await;
+    let e = started.err().expect("an empty token file does not start");
+    assert!(e.to_string().contains("is empty"), "{e}");
+}
+
 #[test]
 fn check_fails_on_a_policy_that_errors_on_every_call_or_a_missing_entrypoint() {
     let run = |d: &Deployment| {
