@@ -211,6 +211,36 @@ impl ReviewerKey {
         }
     }
 
+    /// What makes two configured keys one key whatever their text, as a
+    /// digest (so no secret is kept): for a shared secret, the block
+    /// HMAC-SHA256 actually keys with. A secret longer than the 64-byte
+    /// block is hashed first and a shorter one padded with zero bytes, so
+    /// `K`, `K` followed by a zero byte, and a long key and its SHA-256
+    /// all sign alike. For a public key, its canonical encoding. `text` is
+    /// a key [`ReviewerKey::parse`] took.
+    pub fn identity(text: &str) -> Result<[u8; 32], KeyError> {
+        use sha2::{Digest, Sha256};
+        let text = text.trim();
+        let (kind, bytes): (&[u8], Vec<u8>) = match ReviewerKey::parse(text)? {
+            ReviewerKey::Hmac(_) => {
+                let secret = decode(SECRET_PREFIX, &text[SECRET_PREFIX.len()..])?;
+                let mut block = if secret.len() > 64 {
+                    Sha256::digest(&secret).to_vec()
+                } else {
+                    secret
+                };
+                block.resize(64, 0);
+                (b"hmac-sha256", block)
+            }
+            ReviewerKey::Ed25519(key) => (b"ed25519", key.to_bytes().to_vec()),
+        };
+        Ok(Sha256::new()
+            .chain_update(kind)
+            .chain_update(bytes)
+            .finalize()
+            .into())
+    }
+
     /// Which kind of key this is.
     pub fn kind(&self) -> KeyKind {
         match self {

@@ -143,24 +143,22 @@ impl Reviewers {
     pub fn from_config(config: &crate::config::Config) -> Result<Reviewers, String> {
         let mut keys = std::collections::BTreeMap::new();
         // Approvals count people: one key under two names would let one
-        // person meet a quorum of two alone.
-        let mut owners: std::collections::BTreeMap<String, String> = Default::default();
+        // person meet a quorum of two alone. Keys are compared as they
+        // sign, not as they are spelled (`ReviewerKey::identity`).
+        let mut owners: std::collections::BTreeMap<[u8; 32], String> = Default::default();
         for (name, r) in &config.reviewers {
-            let text = r
-                .key
-                .read()
-                .map_err(|e| format!("{}: reviewers.{name}: {e}", config.file.display()))?;
-            if let Some(other) = owners.insert(text.trim().to_string(), name.clone()) {
-                return Err(format!(
-                    "{}: reviewers.{name}: has the same key as reviewers.{other}; every reviewer needs a key of their own, since approvals count people",
-                    config.file.display()
-                ));
+            let in_config = |e: &dyn std::fmt::Display| {
+                format!("{}: reviewers.{name}: {e}", config.file.display())
+            };
+            let text = r.key.read().map_err(|e| in_config(&e))?;
+            let key = keys::ReviewerKey::parse(&text).map_err(|e| in_config(&e))?;
+            let identity = keys::ReviewerKey::identity(&text).map_err(|e| in_config(&e))?;
+            if let Some(other) = owners.insert(identity, name.clone()) {
+                return Err(in_config(&format!(
+                    "has the same key as reviewers.{other} (HMAC pads a short secret with zero bytes and hashes a long one, so different texts can be one key); every reviewer needs a key of their own, since approvals count people"
+                )));
             }
-            let key = keys::ReviewerKey::parse(&text).map_err(|e| e.to_string());
-            keys.insert(
-                name.clone(),
-                key.map_err(|e| format!("{}: reviewers.{name}: {e}", config.file.display()))?,
-            );
+            keys.insert(name.clone(), key);
         }
         let directory = config
             .reviewers

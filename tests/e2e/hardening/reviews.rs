@@ -612,4 +612,42 @@ fn one_key_for_two_reviewers_is_refused() {
         err.contains("reviewers.") && err.contains("same key"),
         "{err}"
     );
+
+    // Different texts, one HMAC key: a short secret and the same followed by
+    // a zero byte (HMAC pads with zeros); a long secret and its SHA-256
+    // (HMAC hashes keys longer than its block).
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bob = b64
+        .decode(key_of("bob").trim_start_matches("whsec_"))
+        .unwrap();
+    let long: Vec<u8> = (0..100u8).collect();
+    let padded = [bob.clone(), vec![0]].concat();
+    let hashed = sha2::Sha256::digest(&long).to_vec();
+    for (first, second) in [(&bob, &padded), (&long, &hashed)] {
+        let d = Deployment::new("http://127.0.0.1:1", ALLOW_ALL, "");
+        for (file, key) in [("bob.key", first), ("carol.key", second)] {
+            std::fs::write(
+                d.dir.path().join(file),
+                format!("whsec_{}", b64.encode(key)),
+            )
+            .unwrap();
+        }
+        d.edit_config(
+            "bob: { key_env: CS_TEST_KEY_BOB,",
+            "bob: { key_file: bob.key,",
+        );
+        d.edit_config(
+            "carol: { key_env: CS_TEST_KEY_CAROL,",
+            "carol: { key_file: carol.key,",
+        );
+        let out = countersign(&["check", "--config", d.config_path().to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("reviewers.carol") && err.contains("same key as reviewers.bob"),
+            "{err}"
+        );
+    }
 }
