@@ -388,14 +388,23 @@ fn check_numbers(body: &[u8]) -> Result<(), String> {
                 }
                 let token = std::str::from_utf8(&body[start..i]).unwrap_or_default();
                 let integer = !token.contains(['.', 'e', 'E']);
+                let double = token.parse::<f64>().ok().filter(|f| f.is_finite());
                 let fits = if integer {
                     token.parse::<i64>().is_ok() || token.parse::<u64>().is_ok()
                 } else {
-                    token.parse::<f64>().is_ok_and(f64::is_finite)
+                    double.is_some()
                 };
                 if !fits {
                     return Err(format!(
                         "the number {token} does not fit a 64-bit integer or a finite double; send it as a string"
+                    ));
+                }
+                // The policy and the record read a double; an upstream that
+                // reads decimals exactly (BigDecimal, .NET decimal) must not
+                // read more than they did.
+                if let Some(read) = double.filter(|f| !integer && !same_decimal(token, *f)) {
+                    return Err(format!(
+                        "the number {token} is not exactly a 64-bit double (the policy would read {read:e}, an exact decimal reader more); send it as a string, or in minor units"
                     ));
                 }
             }
@@ -403,6 +412,37 @@ fn check_numbers(body: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether the decimal literal `token` is exactly the value of `read`,
+/// the double it parsed to (the double's shortest form, compared digit for
+/// digit): `1000.50` and `1e3` are, `1000.00000000000000001` is not.
+fn same_decimal(token: &str, read: f64) -> bool {
+    let written = decimal(token);
+    written.is_some() && written == decimal(&format!("{read:e}"))
+}
+
+/// A decimal literal as (negative, significant digits, power of ten): the
+/// digits without leading or trailing zeros, so equal values compare
+/// equal (zero is `(false, "", 0)` whatever its sign).
+fn decimal(literal: &str) -> Option<(bool, String, i64)> {
+    let (negative, rest) = match literal.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, literal),
+    };
+    let (mantissa, exponent) = match rest.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    let significant = digits.trim_end_matches('0');
+    if significant.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    let power = exponent - fraction.len() as i64 + (digits.len() - significant.len()) as i64;
+    Some((negative, significant.to_string(), power))
 }
 
 /// Parses `application/x-www-form-urlencoded` bytes (a form body, or a
@@ -574,6 +614,10 @@ mod tests {
             (br#"{"amount": 123456789012345678901234567890}"#, "64-bit"),
             (br#"{"amount": -9223372036854775809}"#, "64-bit"),
             (br#"{"amount": 1e400}"#, ""),
+            // More digits than a double holds: the policy would read 1000.
+            (br#"{"amount": 1000.00000000000000001}"#, "not exactly"),
+            (br#"{"amount": 3.14159265358979323846}"#, "not exactly"),
+            (br#"{"amount": 1e-400}"#, "not exactly"),
             (br#"{"a": "\ud800"}"#, ""),
             (b"{\"a\": \"\xff\"}", ""),
             (br#"{"a": 1,}"#, ""),
@@ -708,6 +752,29 @@ mod tests {
             b"user[name]=a&user[email]=b&items[]=1&items[]=2"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn decimals_a_double_holds_exactly_pass() {
+        for ok in [
+            "19.99",
+            "0.1",
+            "1000.50",
+            "100.10",
+            "1e3",
+            "1.5E-7",
+            "-0.0",
+            "0e5",
+            "2.5e+2",
+            "0.30000000000000004",
+            "123456789.125",
+        ] {
+            let body = format!(r#"{{"amount": {ok}}}"#);
+            assert!(parse(&json_ct(), None, body.as_bytes()).is_ok(), "{ok}");
+        }
+        assert_eq!(decimal("1000.00"), decimal("1e3"));
+        assert_eq!(decimal("-0.0"), decimal("0"));
+        assert_ne!(decimal("1000.00000000000000001"), decimal("1e3"));
     }
 
     #[test]

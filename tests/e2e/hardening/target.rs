@@ -734,6 +734,12 @@ async fn json_bodies_parse_strictly_or_are_refused() {
         ),
         (&[json_ct], br#"{"amount": -9223372036854775809}"#, "64-bit"),
         (&[json_ct], br#"{"amount": 1e400}"#, "strict JSON"),
+        // A decimal reader upstream reads more than the policy's double.
+        (
+            &[json_ct],
+            br#"{"amount": 1000.00000000000000001}"#,
+            "not exactly a 64-bit double",
+        ),
         (&[json_ct], br#"{"amount": 5,}"#, "strict JSON"),
         (&[json_ct], b"{\"to\": \"\xff\"}", "strict JSON"),
         (
