@@ -261,10 +261,14 @@ impl ReviewerKey {
             return Err(VerifyError::MissingHeader("webhook-id"));
         }
         let signatures = header(headers, "webhook-signature")?;
-        let timestamp: i64 = header(headers, "webhook-timestamp")?
-            .trim()
-            .parse()
-            .map_err(|_| VerifyError::BadTimestamp)?;
+        // Only the integer's own spelling: the signed content is rebuilt
+        // from the number, so `+17…` or `017…` would verify a signature
+        // over text other than the header sent.
+        let sent = header(headers, "webhook-timestamp")?;
+        let timestamp: i64 = sent.parse().map_err(|_| VerifyError::BadTimestamp)?;
+        if sent != timestamp.to_string() {
+            return Err(VerifyError::BadTimestamp);
+        }
         let off = unix_now().abs_diff(timestamp);
         if off > TOLERANCE_SECS {
             return Err(VerifyError::Stale(off));
@@ -534,6 +538,43 @@ mod tests {
         let mut h = headers("msg_1", now, &sig);
         h.insert("webhook-timestamp", i64::MIN.to_string().parse().unwrap());
         assert!(matches!(key.verify(BODY, &h), Err(VerifyError::Stale(_))));
+        // Only the integer's own spelling: the signature covers the number
+        // as written, so `+…`, `0…` or padding would be other text.
+        for spelled in [format!("+{now}"), format!("0{now}"), format!(" {now}")] {
+            let mut h = headers("msg_1", now, &sig);
+            h.insert("webhook-timestamp", spelled.parse().unwrap());
+            assert!(
+                matches!(key.verify(BODY, &h), Err(VerifyError::BadTimestamp)),
+                "{spelled:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_that_sign_alike_have_one_identity() {
+        let short = "whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktYm9i"; // 22 bytes
+        let padded = format!("whsec_{}", BASE64.encode(b"countersign-test-key-bob\0"));
+        assert_eq!(
+            ReviewerKey::identity(short).unwrap(),
+            ReviewerKey::identity(&padded).unwrap()
+        );
+        let long: Vec<u8> = (0..100).collect();
+        use sha2::Digest as _;
+        let hashed = sha2::Sha256::digest(&long);
+        assert_eq!(
+            ReviewerKey::identity(&format!("whsec_{}", BASE64.encode(&long))).unwrap(),
+            ReviewerKey::identity(&format!("whsec_{}", BASE64.encode(hashed))).unwrap()
+        );
+        assert_ne!(
+            ReviewerKey::identity(short).unwrap(),
+            ReviewerKey::identity("whsec_Y291bnRlcnNpZ24tdGVzdC1rZXktYWxpY2U=").unwrap()
+        );
+        let (_, public) = generate().unwrap();
+        assert_ne!(
+            ReviewerKey::identity(&public).unwrap(),
+            ReviewerKey::identity(&public.replace("whpk_", "whsec_")).unwrap(),
+            "a public key's bytes as a secret are another key"
+        );
     }
 
     #[test]

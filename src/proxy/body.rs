@@ -6,8 +6,10 @@
 //!
 //! - A body whose `Content-Type` says JSON (`application/json`,
 //!   `application/*+json`) must be one JSON value in UTF-8 without a byte
-//!   order mark, with no duplicate key in any object, with every integer
-//!   within 64 bits (`i64` or `u64`) and every number a finite `f64`, and
+//!   order mark, with no two keys in one object that a lenient reader
+//!   takes for one ([`crate::fold`]), with every integer
+//!   within 64 bits (`i64` or `u64`) and every other number exactly a
+//!   finite `f64` (no digits a double drops), no U+0000 in a string, and
 //!   nothing but whitespace after it. Anything else is refused.
 //! - A body of another or no content type that opens with `{` or `[`
 //!   (after a BOM, blanks, and what lenient readers also skip: comments and
