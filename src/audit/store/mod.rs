@@ -18,6 +18,7 @@
 //! pool of connections off the async workers.
 
 pub mod backend;
+pub mod owner;
 pub mod postgres;
 pub mod sqlite;
 
@@ -178,6 +179,8 @@ pub struct Store {
     /// Whether the writer keeps index rows back (SQLite, `audit.index_lag`
     /// above zero), so reads of the index first ask for them.
     defers_index: bool,
+    /// A SQLite record's owner lock ([`owner`]), held until [`Store::close`].
+    owner: Arc<Mutex<Option<owner::OwnerLock>>>,
 }
 
 /// A few read connections, opened lazily and replaced when they break.
@@ -284,6 +287,10 @@ impl Store {
             StoreUrl::Sqlite(p) => (p.display().to_string(), "sqlite"),
             StoreUrl::Postgres { dsn } => (postgres::describe(dsn), "postgres"),
         };
+        let owner = match &cfg.store {
+            StoreUrl::Sqlite(path) => Some(owner::OwnerLock::take(path)?),
+            StoreUrl::Postgres { .. } => None,
+        };
         let connect = connector(cfg, false);
         let writer = open_writer(&connector(cfg, true), cfg.index_lag)?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -319,6 +326,7 @@ impl Store {
                 connect,
                 closed: AtomicBool::new(false),
             }),
+            owner: Arc::new(Mutex::new(owner)),
             describe: Arc::new(describe),
             kind,
             health,
@@ -473,7 +481,10 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        self.send_then(Vec::new(), Then::Close).await.map(|_| ())
+        let closed = self.send_then(Vec::new(), Then::Close).await.map(|_| ());
+        // The writer has let go of the file: another process may own it.
+        self.owner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        closed
     }
 
     /// Runs a read on a pooled connection, off the async threads.

@@ -349,3 +349,46 @@ async fn actions_not_yet_indexed_are_listed_after_a_kill_and_a_restart() {
         .unwrap();
     assert_eq!(indexed, 3, "the restart rebuilt the rows from the records");
 }
+
+/// A SQLite record has one owning process: a second `serve` on the same
+/// file (the new pod of a rolling update on a shared volume) would mark the
+/// first one's running forwards interrupted. It stops at once, naming the
+/// owner; once the owner stops, a new process takes the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_one_sqlite_record_is_refused_while_the_first_serves() {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(&upstream.url(), ALLOW_ALL, "log: { format: json }\n");
+    let first = spawn_serve(&d);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--config", d.config_path().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while second.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = second.kill();
+            panic!("a second process serves the same SQLite record");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", first.child.id())) && err.contains("audit.db.lock"),
+        "names the owner: {err}"
+    );
+    // The first one kept serving.
+    let resp = client()
+        .get(format!("http://{}/v1/payouts", first.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    drop(first);
+    // Gone (killed): the kernel let go of its lock with it.
+    let cs = d.start().await;
+    cs.stop().await;
+}
