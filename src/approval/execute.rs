@@ -72,6 +72,15 @@ pub async fn forward(shared: &Arc<Shared>, action_id: &str) -> Forwarded {
     if life.state != State::Approved || life.claim.is_some() {
         return Forwarded::NotOurs;
     }
+    if let Err(why) = signed_approvals(shared, &life).await {
+        tracing::error!(
+            action_id,
+            why,
+            "an approved action's signed reviews do not back its approval; it will not be forwarded"
+        );
+        shared.store.mark_tampered(action_id);
+        return Forwarded::NotOurs;
+    }
     let sealed = shared.sealed.get(action_id);
     if life.hold.as_ref().is_some_and(|h| h.forward.query_redacted) && sealed.is_none() {
         // The real query is only in the memory of the process that held
@@ -86,6 +95,58 @@ pub async fn forward(shared: &Arc<Shared>, action_id: &str) -> Forwarded {
         shared.sealed.forget(action_id);
     }
     out
+}
+
+/// Checks that an approval is backed by signed reviews: at least the
+/// hold's `min` (and never fewer than one) distinct eligible reviewers
+/// whose recorded `approve` verifies with their configured key, for this
+/// action and the request digest the hold recorded. The chain cannot tell:
+/// anyone who can write the store can append an `approved` record and
+/// links that verify, but not a reviewer's signature. An approval that
+/// cannot be checked here (a reviewer's key gone, or of another kind) is
+/// not forwarded either.
+async fn signed_approvals(shared: &Arc<Shared>, life: &Lifecycle) -> Result<(), String> {
+    let hold = life.hold.as_ref().ok_or("the action is not a hold")?;
+    let records = shared
+        .store
+        .action_records(&life.action_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reviewers = shared.reviewers();
+    let mut approvers = std::collections::BTreeSet::new();
+    for r in records.iter().filter(|r| r.kind == Kind::Reviewed.as_str()) {
+        if r.payload["verdict"] != "approve" {
+            continue;
+        }
+        let name = r.payload["reviewer"].as_str().unwrap_or_default();
+        match crate::audit::reviews::check(r, reviewers.keys.get(name)) {
+            Ok(crate::audit::reviews::Checked::Verified(_)) => {}
+            Ok(crate::audit::reviews::Checked::Unverifiable(why)) => {
+                return Err(format!(
+                    "the approval by `{name}` (seq {}) cannot be checked: {why}",
+                    r.seq
+                ))
+            }
+            Err(why) => return Err(format!("seq {}: {why}", r.seq)),
+        }
+        if r.payload["request_digest"].as_str() != Some(hold.request_digest.as_str()) {
+            return Err(format!(
+                "seq {}: the approval by `{name}` is for another request digest",
+                r.seq
+            ));
+        }
+        if hold.eligible.contains(name) {
+            approvers.insert(name.to_string());
+        }
+    }
+    let needed = hold.min.max(1) as usize;
+    if approvers.len() < needed {
+        return Err(format!(
+            "{} verified approval(s) from eligible reviewers, {needed} needed",
+            approvers.len()
+        ));
+    }
+    Ok(())
 }
 
 async fn claim_and_send(

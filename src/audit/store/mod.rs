@@ -357,6 +357,15 @@ impl Store {
         self.health.failure()
     }
 
+    /// Remembers an action as tampered (`/readyz` lists it) when a check
+    /// beyond the chain fails: an approval its signed reviews do not back.
+    pub fn mark_tampered(&self, action_id: &str) {
+        self.tampered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(action_id.to_string());
+    }
+
     /// Actions whose records failed verification (never forwarded).
     pub fn tampered(&self) -> Vec<String> {
         self.tampered

@@ -392,3 +392,93 @@ async fn a_second_process_on_one_sqlite_record_is_refused_while_the_first_serves
     let cs = d.start().await;
     cs.stop().await;
 }
+
+/// An approval counts only with reviewers' signatures behind it. Anyone who
+/// can write the file can append an `approved` record (and a forged
+/// `reviewed` one) whose chain links, and the next checkpoint would sign
+/// it; no one without a reviewer's key can sign the review. Such an action
+/// is never forwarded, and `/readyz` lists it as tampered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_without_signed_reviews_behind_it_is_never_forwarded() {
+    for with_forged_reviews in [false, true] {
+        let upstream = Upstream::start().await;
+        let d = Deployment::new(
+            &upstream.url(),
+            HOLD_FOR_ALICE_AND_BOB,
+            "hold: { wait: 50ms }\nlog: { format: json }\n",
+        );
+        let cs = spawn_serve(&d);
+        let id = hold_one(&cs.proxy).await;
+        drop(cs);
+
+        let (_, time, payload) = decided(&d, &id);
+        let digest = serde_json::from_str::<serde_json::Value>(&payload).unwrap()["request_digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+        let (mut seq, mut prev): (i64, String) = conn
+            .query_row(
+                "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let mut forged = Vec::new();
+        if with_forged_reviews {
+            for reviewer in ["alice", "bob"] {
+                let body = serde_json::json!({"action_id": id, "reviewer": reviewer,
+                    "verdict": "approve", "request_digest": digest});
+                forged.push((
+                    "reviewed",
+                    serde_json::json!({"reviewer": reviewer, "verdict": "approve",
+                        "request_digest": digest, "key": "hmac", "signed_body": body.to_string(),
+                        "webhook_id": format!("msg_forged_{reviewer}"),
+                        "webhook_timestamp": "1764460800",
+                        "webhook_signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}),
+                ));
+            }
+        }
+        forged.push((
+            "approved",
+            serde_json::json!({"approvals": ["alice", "bob"], "min": 2}),
+        ));
+        for (kind, payload) in forged {
+            seq += 1;
+            let payload = payload.to_string();
+            let hash =
+                countersign::audit::record::chain_hash(seq, &time, &id, kind, &prev, &payload);
+            conn.execute(
+                "INSERT INTO records (seq, time, action_id, kind, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![seq, time, id, kind, payload, prev, hash],
+            )
+            .unwrap();
+            prev = hash;
+        }
+        conn.execute(
+            "UPDATE actions SET state = 'approved', last_seq = ?2 WHERE action_id = ?1",
+            rusqlite::params![id, seq],
+        )
+        .unwrap();
+        drop(conn);
+
+        let cs = spawn_serve(&d);
+        let ready = eventually(
+            async || readyz(&cs.admin).await,
+            |r| {
+                r["store"]["tampered_actions"]
+                    .as_array()
+                    .is_some_and(|a| a.contains(&serde_json::json!(id)))
+            },
+        )
+        .await;
+        assert_eq!(ready["store"]["tampered_actions"], serde_json::json!([id]));
+        // The sweep runs every second: give it a few chances.
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        assert!(
+            upstream.seen().is_empty(),
+            "a forged approval reached the upstream (forged reviews: {with_forged_reviews}): {:?}",
+            upstream.seen()
+        );
+    }
+}
