@@ -217,10 +217,19 @@ impl TokenVerifier {
                     .ok_or_else(|| TokenError::Claim(self.config.actor_claim.clone()))?,
             ),
         };
+        // `iss` must be the string it was matched against: the token
+        // library also takes an array holding it, which would leave the
+        // record without the issuer it trusted.
+        let issuer = claims["iss"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| TokenError::Claim("iss".into()))?;
+        // A NumericDate may have a fraction (RFC 7519); kept to the second.
         let time = |name: &str| {
             claims[name]
-                .as_u64()
-                .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+                .as_f64()
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .and_then(|d| UNIX_EPOCH.checked_add(Duration::from_secs(d.as_secs())))
                 .map(|t| humantime::format_rfc3339(t).to_string())
         };
         let proof = json!({
@@ -234,7 +243,7 @@ impl TokenVerifier {
         Ok(Verified {
             method: Method::Jwt,
             subject,
-            issuer: claims["iss"].as_str().map(str::to_string),
+            issuer: Some(issuer),
             actor,
             claims,
             proof,

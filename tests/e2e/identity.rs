@@ -375,6 +375,15 @@ async fn tokens_that_do_not_verify_are_refused_with_401_and_recorded() {
             "issued",
         ),
         (
+            "issuer in an array",
+            key.token(&with(
+                good.clone(),
+                "iss",
+                json!(["https://evil.test", ISSUER]),
+            )),
+            "`iss`",
+        ),
+        (
             "no subject",
             key.token(&with(good.clone(), "sub", json!(""))),
             "`sub`",
