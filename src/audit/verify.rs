@@ -9,7 +9,10 @@
 //!   before it;
 //! - checkpoints kept elsewhere (`--checkpoint`): signed by the key, and
 //!   the record neither shorter (tail deleted) nor different (rewritten);
-//! - every signed review re-checked with the reviewer's configured key.
+//! - every signed review re-checked with the reviewer's configured key;
+//! - every `approved` record backed by signed `approve` reviews from at
+//!   least the hold's `min` distinct eligible reviewers (the chain cannot
+//!   tell a forged approval: whoever can write the store can link one).
 //!
 //! The first problem found is reported with the seq it concerns.
 
@@ -64,6 +67,69 @@ pub struct Report {
     pub reviews_verified: usize,
     /// Reviews that could not be checked here: (seq, why).
     pub reviews_unverifiable: Vec<(i64, String)>,
+}
+
+/// A hold waiting for its verdict, as the pass goes: what it needs and
+/// who has approved it with a review that verified (or could not be
+/// checked here, which the report says).
+struct Waiting {
+    min: usize,
+    eligible: std::collections::BTreeSet<String>,
+    approvers: std::collections::BTreeSet<String>,
+}
+
+/// Follows holds through the pass: an `approved` record must come after
+/// enough signed approvals.
+fn follow_holds(
+    r: &super::record::Record,
+    checked: Option<&Result<Checked, String>>,
+    holds: &mut BTreeMap<String, Waiting>,
+) -> Option<Finding> {
+    let p = &r.payload;
+    match r.kind.as_str() {
+        "decided" if p["state"] == "pending" => {
+            let eligible = p["hold"]["eligible"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            let min = p["hold"]["min"].as_u64().unwrap_or(1) as usize;
+            holds.insert(
+                r.action_id.clone(),
+                Waiting {
+                    min,
+                    eligible,
+                    approvers: Default::default(),
+                },
+            );
+        }
+        "reviewed" if p["verdict"] == "approve" && checked.is_some_and(Result::is_ok) => {
+            if let (Some(w), Some(name)) = (holds.get_mut(&r.action_id), p["reviewer"].as_str()) {
+                if w.eligible.contains(name) {
+                    w.approvers.insert(name.to_string());
+                }
+            }
+        }
+        "approved" => {
+            let w = holds.remove(&r.action_id)?;
+            let needed = w.min.max(1);
+            if w.approvers.len() < needed {
+                return Some(finding(
+                    r.seq,
+                    format!(
+                        "the action is recorded approved with {} signed approval(s) from eligible reviewers before it, {needed} needed (a forged approval)",
+                        w.approvers.len()
+                    ),
+                ));
+            }
+        }
+        "rejected" | "expired" | "cancelled" | "failed" | "completed" => {
+            holds.remove(&r.action_id);
+        }
+        _ => {}
+    }
+    None
 }
 
 /// A tree size to compare with, and where it comes from.
@@ -227,6 +293,7 @@ pub fn verify(
         return Ok(Err(f));
     }
     let mut expected = 1i64;
+    let mut holds = BTreeMap::new();
     loop {
         let page = b.scan(expected - 1, 2000)?;
         if page.is_empty() {
@@ -258,15 +325,20 @@ pub fn verify(
             if let Some(f) = compare(&frontier, &mut next, &mut agreed, &mut report) {
                 return Ok(Err(f));
             }
-            if reviews::is_signed_review(&r) {
+            let checked = reviews::is_signed_review(&r).then(|| {
                 let name = r.payload["reviewer"].as_str().unwrap_or_default();
-                match reviews::check(&r, against.reviewer_keys.get(name)) {
-                    Ok(Checked::Verified(_)) => report.reviews_verified += 1,
-                    Ok(Checked::Unverifiable(why)) => {
-                        report.reviews_unverifiable.push((r.seq, why))
-                    }
-                    Err(why) => return Ok(Err(finding(r.seq, why))),
+                reviews::check(&r, against.reviewer_keys.get(name))
+            });
+            match &checked {
+                Some(Ok(Checked::Verified(_))) => report.reviews_verified += 1,
+                Some(Ok(Checked::Unverifiable(why))) => {
+                    report.reviews_unverifiable.push((r.seq, why.clone()))
                 }
+                Some(Err(why)) => return Ok(Err(finding(r.seq, why.clone()))),
+                None => {}
+            }
+            if let Some(f) = follow_holds(&r, checked.as_ref(), &mut holds) {
+                return Ok(Err(f));
             }
             prev = r.hash.clone();
             expected += 1;

@@ -480,5 +480,21 @@ async fn an_approval_without_signed_reviews_behind_it_is_never_forwarded() {
             "a forged approval reached the upstream (forged reviews: {with_forged_reviews}): {:?}",
             upstream.seen()
         );
+        drop(cs);
+        // The auditor's check says so too, at the forged record.
+        let out = countersign(&[
+            "audit",
+            "verify",
+            "--config",
+            d.config_path().to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let says = if with_forged_reviews {
+            "does not verify"
+        } else {
+            "a forged approval"
+        };
+        assert!(err.contains(says), "{err}");
     }
 }
