@@ -69,7 +69,9 @@ pub async fn forward(shared: &Arc<Shared>, action_id: &str) -> Forwarded {
             return Forwarded::NotOurs;
         }
     };
-    if life.state != State::Approved || life.claim.is_some() {
+    // Once found unbacked, not checked (and logged) again at every sweep.
+    if life.state != State::Approved || life.claim.is_some() || shared.store.is_tampered(action_id)
+    {
         return Forwarded::NotOurs;
     }
     if let Err(why) = signed_approvals(shared, &life).await {

@@ -366,6 +366,14 @@ impl Store {
             .insert(action_id.to_string());
     }
 
+    /// Whether an action is remembered as tampered.
+    pub fn is_tampered(&self, action_id: &str) -> bool {
+        self.tampered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(action_id)
+    }
+
     /// Actions whose records failed verification (never forwarded).
     pub fn tampered(&self) -> Vec<String> {
         self.tampered
