@@ -15,7 +15,10 @@ shares no code with countersign. It checks:
      revision, its files hashing to that revision;
   4. every signed review: its Ed25519 (v1a) signature over the exact signed
      bytes, with the reviewer's public key from the bundle, and the signed
-     body saying what the record says.
+     body saying what the record says;
+  5. every `approved` record: signed `approve` reviews of the action before
+     it, from at least the hold's `min` distinct eligible reviewers (a
+     shared-secret review, which cannot be checked here, still counts).
 
 It does not evaluate the policy (that needs a Rego engine; `countersign
 verify-bundle` replays it). Exit 0 and the action's story when every check
@@ -250,9 +253,23 @@ def verify(bundle, verifier):
         raise Invalid("the bundle lacks the policy record of revision %s" % revision)
     elif policy is not None:
         raise Invalid("the action names no policy revision, yet the bundle has a policy record")
+    hold, approvers = None, set()
     for r, p in zip(records, payloads):
-        if r["kind"] in ("reviewed", "review_refused") and isinstance(p.get("key"), str):
+        signed = r["kind"] in ("reviewed", "review_refused") and isinstance(p.get("key"), str)
+        if signed:
             lines.append(check_review(r, p, bundle.get("reviewer_keys", {})))
+        if r["kind"] == "decided" and p.get("state") == "pending":
+            hold = p.get("hold") or {}
+        elif r["kind"] == "reviewed" and signed and p.get("verdict") == "approve":
+            if hold is not None and p.get("reviewer") in hold.get("eligible", []):
+                approvers.add(p.get("reviewer"))
+        elif r["kind"] == "approved":
+            needed = max(int((hold or {}).get("min", 1)), 1)
+            if len(approvers) < needed:
+                raise Invalid(
+                    "record seq %d: the action is recorded approved with %d signed approval(s) "
+                    "from eligible reviewers before it, %d needed" % (r["seq"], len(approvers), needed)
+                )
     lines.append("")
     lines.extend(story(records, payloads))
     return lines

@@ -72,15 +72,16 @@ pub struct Report {
 /// A hold waiting for its verdict, as the pass goes: what it needs and
 /// who has approved it with a review that verified (or could not be
 /// checked here, which the report says).
-struct Waiting {
+pub(super) struct Waiting {
     min: usize,
     eligible: std::collections::BTreeSet<String>,
     approvers: std::collections::BTreeSet<String>,
 }
 
-/// Follows holds through the pass: an `approved` record must come after
-/// enough signed approvals.
-fn follow_holds(
+/// Follows holds through the pass (here and in [`super::bundle`]): an
+/// `approved` record must come after enough signed approvals. `checked`
+/// is the outcome of checking `r` when it is a signed review.
+pub(super) fn follow_holds(
     r: &super::record::Record,
     checked: Option<&Result<Checked, String>>,
     holds: &mut BTreeMap<String, Waiting>,
@@ -140,7 +141,7 @@ struct Target {
     stored: bool,
 }
 
-fn finding(seq: i64, why: impl Into<String>) -> Finding {
+pub(super) fn finding(seq: i64, why: impl Into<String>) -> Finding {
     Finding {
         seq,
         why: why.into(),

@@ -563,6 +563,15 @@ async fn a_payments_story_is_evidence_a_third_party_can_check() {
                 b["records"][3]["hash"] = json!(flip(&h, &h[..1]));
             }),
         ),
+        // Every record left proves its inclusion; the approval no longer
+        // has the signed reviews it rests on.
+        (
+            "the reviews left out",
+            Box::new(|b: &mut Value| {
+                let records = b["records"].as_array_mut().unwrap();
+                records.retain(|r| r["kind"] != "reviewed");
+            }),
+        ),
     ];
     let bad = e.path("tampered.json");
     for (what, change) in &tampered {
