@@ -99,54 +99,37 @@ pub async fn forward(shared: &Arc<Shared>, action_id: &str) -> Forwarded {
     out
 }
 
-/// Checks that an approval is backed by signed reviews: at least the
-/// hold's `min` (and never fewer than one) distinct eligible reviewers
-/// whose recorded `approve` verifies with their configured key, for this
-/// action and the request digest the hold recorded. The chain cannot tell:
-/// anyone who can write the store can append an `approved` record and
-/// links that verify, but not a reviewer's signature. An approval that
-/// cannot be checked here (a reviewer's key gone, or of another kind) is
-/// not forwarded either.
+/// Checks that an approval is backed by signed reviews
+/// ([`crate::audit::reviews::Approvals`]), each verified here with the
+/// reviewer's configured key. An approval that cannot be checked (a
+/// reviewer's key gone, or of another kind) is not forwarded either.
 async fn signed_approvals(shared: &Arc<Shared>, life: &Lifecycle) -> Result<(), String> {
-    let hold = life.hold.as_ref().ok_or("the action is not a hold")?;
+    use crate::audit::reviews::{self, Checked};
     let records = shared
         .store
         .action_records(&life.action_id)
         .await
         .map_err(|e| e.to_string())?;
     let reviewers = shared.reviewers();
-    let mut approvers = std::collections::BTreeSet::new();
-    for r in records.iter().filter(|r| r.kind == Kind::Reviewed.as_str()) {
-        if r.payload["verdict"] != "approve" {
-            continue;
-        }
-        let name = r.payload["reviewer"].as_str().unwrap_or_default();
-        match crate::audit::reviews::check(r, reviewers.keys.get(name)) {
-            Ok(crate::audit::reviews::Checked::Verified(_)) => {}
-            Ok(crate::audit::reviews::Checked::Unverifiable(why)) => {
-                return Err(format!(
-                    "the approval by `{name}` (seq {}) cannot be checked: {why}",
-                    r.seq
-                ))
+    let mut approvals = reviews::Approvals::default();
+    for r in &records {
+        // Approving reviews, the ones that back an approval.
+        let signed = r.kind == Kind::Reviewed.as_str()
+            && r.payload["verdict"] == "approve"
+            && reviews::is_signed_review(r);
+        if signed {
+            let name = r.payload["reviewer"].as_str().unwrap_or_default();
+            match reviews::check(r, reviewers.keys.get(name)) {
+                Ok(Checked::Verified(_)) => {}
+                Ok(Checked::Unverifiable(why)) => {
+                    return Err(format!("seq {}: `{name}` cannot be checked: {why}", r.seq))
+                }
+                Err(why) => return Err(format!("seq {}: {why}", r.seq)),
             }
-            Err(why) => return Err(format!("seq {}: {why}", r.seq)),
         }
-        if r.payload["request_digest"].as_str() != Some(hold.request_digest.as_str()) {
-            return Err(format!(
-                "seq {}: the approval by `{name}` is for another request digest",
-                r.seq
-            ));
-        }
-        if hold.eligible.contains(name) {
-            approvers.insert(name.to_string());
-        }
-    }
-    let needed = hold.min.max(1) as usize;
-    if approvers.len() < needed {
-        return Err(format!(
-            "{} verified approval(s) from eligible reviewers, {needed} needed",
-            approvers.len()
-        ));
+        approvals
+            .follow(r, signed)
+            .map_err(|why| format!("seq {}: {why}", r.seq))?;
     }
     Ok(())
 }

@@ -273,17 +273,13 @@ pub fn verify(text: &str, verifier: &Verifier) -> Result<Verified, String> {
         }
         checked.push((r.seq, name, outcome));
     }
-    // An approval must follow enough signed approvals: the chain and the
-    // checkpoint cannot tell one forged by whoever could write the store.
-    let mut holds = std::collections::BTreeMap::new();
+    // Every signed review here verified or is not checkable (a shared
+    // secret); either backs an approval.
+    let mut approvals = reviews::Approvals::default();
     for r in &records {
-        let outcome = checked
-            .iter()
-            .find(|(seq, _, _)| *seq == r.seq)
-            .map(|(_, _, c)| Ok::<_, String>(c.clone()));
-        if let Some(f) = super::verify::follow_holds(r, outcome.as_ref(), &mut holds) {
-            return Err(format!("record seq {}: {}", f.seq, f.why));
-        }
+        approvals
+            .follow(r, reviews::is_signed_review(r))
+            .map_err(|why| format!("record seq {}: {why}", r.seq))?;
     }
     Ok(Verified {
         checkpoint: cp,

@@ -95,6 +95,85 @@ pub fn check(r: &Record, key: Option<&ReviewerKey>) -> Result<Checked, String> {
     Ok(Checked::Verified(kind))
 }
 
+/// Holds followed through an action's records in order, so that each
+/// `approved` record is checked against the signed approvals before it:
+/// at least `max(min, 1)` distinct eligible reviewers, for the digest the
+/// hold recorded. The chain cannot tell a forged approval (whoever can
+/// write the store can link one, and a later checkpoint signs it); the
+/// reviewers' signatures can. The proxy checks this before it forwards an
+/// approved call, `audit verify` and bundle verification over the record.
+#[derive(Default)]
+pub struct Approvals {
+    waiting: std::collections::BTreeMap<String, Waiting>,
+}
+
+/// A hold waiting for its verdict: what it needs, who has approved it.
+struct Waiting {
+    min: usize,
+    digest: Option<String>,
+    eligible: std::collections::BTreeSet<String>,
+    approvers: std::collections::BTreeSet<String>,
+}
+
+impl Approvals {
+    /// Takes the next record. `signature_counts`: `r` is a signed review
+    /// whose signature the caller accepts (checked with [`check`]). `Err`
+    /// says why an approval is not backed, or a review is for another
+    /// request than the hold's.
+    pub fn follow(&mut self, r: &Record, signature_counts: bool) -> Result<(), String> {
+        let p = &r.payload;
+        match r.kind.as_str() {
+            "decided" if p["state"] == "pending" => {
+                let eligible = p["hold"]["eligible"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                let waiting = Waiting {
+                    min: p["hold"]["min"].as_u64().unwrap_or(1) as usize,
+                    digest: p["request_digest"].as_str().map(str::to_string),
+                    eligible,
+                    approvers: Default::default(),
+                };
+                self.waiting.insert(r.action_id.clone(), waiting);
+            }
+            "reviewed" if p["verdict"] == "approve" && signature_counts => {
+                let (Some(w), Some(name)) =
+                    (self.waiting.get_mut(&r.action_id), p["reviewer"].as_str())
+                else {
+                    return Ok(());
+                };
+                if p["request_digest"].as_str() != w.digest.as_deref() {
+                    return Err(format!(
+                        "the approval by `{name}` is for another request digest than the hold's"
+                    ));
+                }
+                if w.eligible.contains(name) {
+                    w.approvers.insert(name.to_string());
+                }
+            }
+            "approved" => {
+                let Some(w) = self.waiting.remove(&r.action_id) else {
+                    return Ok(());
+                };
+                let needed = w.min.max(1);
+                if w.approvers.len() < needed {
+                    return Err(format!(
+                        "the action is recorded approved with {} signed approval(s) from eligible reviewers before it, {needed} needed (a forged approval)",
+                        w.approvers.len()
+                    ));
+                }
+            }
+            "rejected" | "expired" | "cancelled" | "failed" | "completed" => {
+                self.waiting.remove(&r.action_id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

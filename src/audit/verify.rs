@@ -69,70 +69,6 @@ pub struct Report {
     pub reviews_unverifiable: Vec<(i64, String)>,
 }
 
-/// A hold waiting for its verdict, as the pass goes: what it needs and
-/// who has approved it with a review that verified (or could not be
-/// checked here, which the report says).
-pub(super) struct Waiting {
-    min: usize,
-    eligible: std::collections::BTreeSet<String>,
-    approvers: std::collections::BTreeSet<String>,
-}
-
-/// Follows holds through the pass (here and in [`super::bundle`]): an
-/// `approved` record must come after enough signed approvals. `checked`
-/// is the outcome of checking `r` when it is a signed review.
-pub(super) fn follow_holds(
-    r: &super::record::Record,
-    checked: Option<&Result<Checked, String>>,
-    holds: &mut BTreeMap<String, Waiting>,
-) -> Option<Finding> {
-    let p = &r.payload;
-    match r.kind.as_str() {
-        "decided" if p["state"] == "pending" => {
-            let eligible = p["hold"]["eligible"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            let min = p["hold"]["min"].as_u64().unwrap_or(1) as usize;
-            holds.insert(
-                r.action_id.clone(),
-                Waiting {
-                    min,
-                    eligible,
-                    approvers: Default::default(),
-                },
-            );
-        }
-        "reviewed" if p["verdict"] == "approve" && checked.is_some_and(Result::is_ok) => {
-            if let (Some(w), Some(name)) = (holds.get_mut(&r.action_id), p["reviewer"].as_str()) {
-                if w.eligible.contains(name) {
-                    w.approvers.insert(name.to_string());
-                }
-            }
-        }
-        "approved" => {
-            let w = holds.remove(&r.action_id)?;
-            let needed = w.min.max(1);
-            if w.approvers.len() < needed {
-                return Some(finding(
-                    r.seq,
-                    format!(
-                        "the action is recorded approved with {} signed approval(s) from eligible reviewers before it, {needed} needed (a forged approval)",
-                        w.approvers.len()
-                    ),
-                ));
-            }
-        }
-        "rejected" | "expired" | "cancelled" | "failed" | "completed" => {
-            holds.remove(&r.action_id);
-        }
-        _ => {}
-    }
-    None
-}
-
 /// A tree size to compare with, and where it comes from.
 struct Target {
     size: i64,
@@ -141,7 +77,7 @@ struct Target {
     stored: bool,
 }
 
-pub(super) fn finding(seq: i64, why: impl Into<String>) -> Finding {
+fn finding(seq: i64, why: impl Into<String>) -> Finding {
     Finding {
         seq,
         why: why.into(),
@@ -294,7 +230,7 @@ pub fn verify(
         return Ok(Err(f));
     }
     let mut expected = 1i64;
-    let mut holds = BTreeMap::new();
+    let mut approvals = reviews::Approvals::default();
     loop {
         let page = b.scan(expected - 1, 2000)?;
         if page.is_empty() {
@@ -338,8 +274,10 @@ pub fn verify(
                 Some(Err(why)) => return Ok(Err(finding(r.seq, why.clone()))),
                 None => {}
             }
-            if let Some(f) = follow_holds(&r, checked.as_ref(), &mut holds) {
-                return Ok(Err(f));
+            // A review that verified, or could not be checked here (the
+            // report says so), backs an approval.
+            if let Err(why) = approvals.follow(&r, checked.is_some()) {
+                return Ok(Err(finding(r.seq, why)));
             }
             prev = r.hash.clone();
             expected += 1;
