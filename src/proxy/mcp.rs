@@ -160,8 +160,10 @@ fn exactly_spelled<'a>(
         if known.contains(&name.as_str()) {
             continue;
         }
+        // The known names are ASCII, so a case-blind ASCII comparison
+        // with the folded name is their fold's (no fold per known name).
         let folded = crate::fold::fold(name);
-        if let Some(k) = known.iter().find(|k| crate::fold::fold(k) == folded) {
+        if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(&folded)) {
             return Err(McpError::NotJsonRpc(format!(
                 "`{name}` is the {what} `{k}` to readers that ignore case; spell it `{k}`"
             )));

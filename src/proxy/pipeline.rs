@@ -692,7 +692,7 @@ async fn run(
             BodyError::RepeatedContentType(_) | BodyError::NotOneMediaType(_) => {
                 Outcome::BadContentType(e.to_string())
             }
-            BodyError::Encoded(_) => Outcome::BadContentEncoding(e.to_string()),
+            BodyError::Encoded => Outcome::BadContentEncoding(e.to_string()),
         };
         return Err(story_of(&request).refuse(shared, None, outcome));
     }

@@ -357,8 +357,8 @@ impl Store {
         self.health.failure()
     }
 
-    /// Remembers an action as tampered (`/readyz` lists it) when a check
-    /// beyond the chain fails: an approval its signed reviews do not back.
+    /// Remembers an action as tampered (`/readyz` lists it): its records do
+    /// not verify, or its approval is not backed by signed reviews.
     pub fn mark_tampered(&self, action_id: &str) {
         self.tampered
             .lock()
@@ -552,10 +552,7 @@ impl Store {
                 why,
                 "an action's records do not verify; it will not be acted on"
             );
-            self.tampered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(action_id.to_string());
+            self.mark_tampered(action_id);
             return Err(StoreError::Tampered {
                 action_id: action_id.to_string(),
                 seq,

@@ -23,7 +23,7 @@ pub struct OwnerLock {
 }
 
 /// Where the lock of the record at `db` lives.
-pub fn lock_path(db: &Path) -> PathBuf {
+fn lock_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
     PathBuf::from(name)
