@@ -34,6 +34,21 @@ fn sql(d: &Deployment, statement: &str, args: &[&dyn rusqlite::ToSql]) {
     assert_eq!(conn.execute(statement, args).unwrap(), 1, "{statement}");
 }
 
+/// A call held by a `serve` process (the two-approver policy) that was
+/// then killed: the upstream, the deployment and the action id.
+async fn held_by_a_stopped_process() -> (Upstream, Deployment, String) {
+    let upstream = Upstream::start().await;
+    let d = Deployment::new(
+        &upstream.url(),
+        HOLD_FOR_ALICE_AND_BOB,
+        "hold: { wait: 50ms }\nlog: { format: json }\n",
+    );
+    let cs = spawn_serve(&d);
+    let id = hold_one(&cs.proxy).await;
+    drop(cs);
+    (upstream, d, id)
+}
+
 /// The decided record of `id`: (seq, time, payload text).
 fn decided(d: &Deployment, id: &str) -> (i64, String, String) {
     let conn = rusqlite::Connection::open(d.db_path()).unwrap();
@@ -50,15 +65,7 @@ async fn an_edited_held_request_is_never_forwarded_after_a_restart() {
     // 9000 in the held body becomes 9999; once as a plain edit, once with
     // the edited record's own hash recomputed as an informed attacker would.
     for recompute_hash in [false, true] {
-        let upstream = Upstream::start().await;
-        let d = Deployment::new(
-            &upstream.url(),
-            HOLD_FOR_ALICE_AND_BOB,
-            "hold: { wait: 50ms }\nlog: { format: json }\n",
-        );
-        let cs = spawn_serve(&d);
-        let id = hold_one(&cs.proxy).await;
-        drop(cs);
+        let (upstream, d, id) = held_by_a_stopped_process().await;
 
         let (seq, time, payload) = decided(&d, &id);
         use base64::Engine as _;
@@ -401,15 +408,7 @@ async fn a_second_process_on_one_sqlite_record_is_refused_while_the_first_serves
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_without_signed_reviews_behind_it_is_never_forwarded() {
     for with_forged_reviews in [false, true] {
-        let upstream = Upstream::start().await;
-        let d = Deployment::new(
-            &upstream.url(),
-            HOLD_FOR_ALICE_AND_BOB,
-            "hold: { wait: 50ms }\nlog: { format: json }\n",
-        );
-        let cs = spawn_serve(&d);
-        let id = hold_one(&cs.proxy).await;
-        drop(cs);
+        let (upstream, d, id) = held_by_a_stopped_process().await;
 
         let (_, time, payload) = decided(&d, &id);
         let digest = serde_json::from_str::<serde_json::Value>(&payload).unwrap()["request_digest"]
